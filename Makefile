@@ -1,0 +1,58 @@
+# Build/test entry points. Every target runs with the project's tools first in PATH:
+#   scripts/bin   -> "anvil" wrapper (adds --prune-history) that ape-foundry finds via PATH
+#   .venv/bin     -> ape, pytest, ledger
+# solc comes from solc-js through scripts/solc/bin/solc-v0.8.30 (SOLCX_BINARY_PATH); nothing is
+# downloaded at run time. Ape's data (dependency cache, accounts) stays in .ape/.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+NODE_STAMP := node_modules/.package-lock.stamp
+VENV_STAMP := $(VENV)/.installed.stamp
+
+export PATH := $(CURDIR)/scripts/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
+export SOLCX_BINARY_PATH := $(CURDIR)/scripts/solc/bin
+export APE_DATA_FOLDER := $(CURDIR)/.ape
+# Ape treats a project whose path starts with the temp dir as "already isolated" and then unpacks
+# dependency sources (~800 files) into contracts/.cache; Ape lists at most 500 files of the contracts
+# folder, so our own sources can vanish (seen with a clone under /tmp). A project-local TMPDIR keeps
+# any clone location "not in tempdir", so ape-solidity compiles in an isolated copy as intended.
+export TMPDIR := $(CURDIR)/.tmp
+$(shell mkdir -p $(TMPDIR))
+
+.PHONY: all deps venv node_modules compile test test-all bench demo clean
+all: test
+
+deps: venv node_modules
+venv: $(VENV_STAMP)
+node_modules: $(NODE_STAMP)
+
+# Re-installs only when pyproject.toml changes; the stamp makes a second run instant.
+$(VENV_STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --disable-pip-version-check -q -e '.[dev]'
+	touch $@
+
+# npm ci wipes node_modules, so the stamp lives inside it and goes with it.
+$(NODE_STAMP): package-lock.json package.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+compile: deps
+	rm -rf contracts/.cache  # stale unpacked dependencies would hide sources (see TMPDIR above)
+	ape compile
+
+test: compile
+	ape test tests/ -m "not slow"
+
+test-all: compile
+	ape test tests/
+
+bench: compile
+	python scripts/bench.py
+
+demo: compile
+	ledger demo
+
+# Generated state only; keeps .venv and node_modules.
+clean:
+	rm -rf .build .ape .tmp contracts/.cache

@@ -1,0 +1,241 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.24;
+
+/// @title ME Alliance Ledger
+/// @notice Micro-enterprise (ME) identities, alliance agreements signed by every party, exactly-once
+/// settlement of revenue events into per-ME balances, and pull withdrawals.
+/// @dev Invariant, for every token: `token.balanceOf(ledger) >= totalOwed(token)`, and
+/// `totalOwed(token)` equals the sum of every ME's unwithdrawn balance in that token (equality with the
+/// holdings unless someone sends tokens to the ledger without settling them).
+///
+/// Rounding rule ("rotating systematic rounding"). A part `a` of a revenue event (the part below the
+/// period target, or the part above it) is split over a share table s_1..s_n (basis points, sum 10,000)
+/// by cumulative floors shifted by an offset:
+///     credit_i = floor((o + a * S_i) / 10_000) - floor((o + a * S_(i-1)) / 10_000),  S_i = s_1 + ... + s_i
+///     o        = (seq * 6_181) mod 10_000,  seq = the event's sequence number in its agreement
+/// The credits add up to `a` exactly (S_n = 10,000 and o < 10,000); each party receives
+/// floor(a * s_i / 10,000) or one unit more; a party with a zero share receives nothing. Because the
+/// offset walks the unit interval by the golden-ratio step, the extra units rotate among the parties in
+/// proportion to their shares, so splitting revenue into many tiny events cannot shift value to a
+/// majority party (the low-decimal rounding issue reported in the 0xSplits v2 audit).
+///
+/// Exactly-once. Each agreement has a sequence cursor. A batch names the sequence number of its first
+/// event and is accepted only if it equals the cursor, which then advances by the batch size. A retried,
+/// re-submitted or concurrently submitted batch therefore reverts with `SettlementOutOfSequence`; a
+/// client that reads the cursor and the settled references (from `RevenueSettled`) before submitting
+/// can never credit a reference twice, because any batch settled in between moves the cursor.
+interface IAllianceLedger {
+    // ------------------------------------------------------------------------------------------------
+    // Types
+    // ------------------------------------------------------------------------------------------------
+
+    enum MEStatus {
+        None,
+        Active,
+        Dissolved
+    }
+
+    enum AgreementStatus {
+        None,
+        Proposed,
+        Active,
+        Terminated
+    }
+
+    /// @notice The terms of one agreement version. Parties are ME ids in strictly ascending order.
+    /// @param token the ERC-20 settlement token (the same for every version of an agreement)
+    /// @param parties ME ids, strictly ascending, 2 to MAX_PARTIES of them
+    /// @param shares basis points per party for revenue up to the period target; sum 10,000
+    /// @param target per-period revenue target in token base units; 0 when the agreement has no tier
+    /// @param excessShares basis points per party for revenue above the target; sum 10,000, or empty
+    /// when target is 0
+    struct Terms {
+        address token;
+        uint32[] parties;
+        uint16[] shares;
+        uint128 target;
+        uint16[] excessShares;
+    }
+
+    struct ME {
+        address payout;
+        uint32 parent;
+        MEStatus status;
+        uint32 nonce;
+        address signer;
+        string name;
+    }
+
+    struct Agreement {
+        address token;
+        AgreementStatus status;
+        uint32 activeVersion;
+        uint32 latestVersion;
+        uint64 nextSeq;
+    }
+
+    struct Period {
+        uint128 revenue;
+        bool closed;
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // Errors
+    // ------------------------------------------------------------------------------------------------
+
+    error LedgerZeroAddress(string field);
+
+    error MENameInvalid(string name);
+    error MENameTaken(string name, uint32 meId);
+    error MEUnknown(uint32 meId);
+    error MENotActive(uint32 meId, MEStatus status);
+    error MEConsentInvalid(uint32 meId, address recovered, address signer);
+
+    error AgreementIdInvalid();
+    error AgreementExists(bytes32 agreementId);
+    error AgreementUnknown(bytes32 agreementId);
+    error AgreementNotActive(bytes32 agreementId, AgreementStatus status);
+    error AgreementTerminated(bytes32 agreementId);
+    error AgreementPartyCount(uint256 count, uint256 min, uint256 max);
+    error AgreementTableLength(uint256 parties, uint256 shares);
+    error AgreementSharesSum(bool excessTable, uint256 sum);
+    error AgreementTierInvalid(uint128 target, uint256 excessShares);
+    error AgreementDuplicateParty(uint32 meId);
+    error AgreementPartiesUnordered(uint32 previous, uint32 meId);
+    error AgreementTokenChanged(address token, address proposed);
+    error AgreementProposerNotParty(address caller);
+    error AgreementVersionNotLatest(bytes32 agreementId, uint32 version, uint32 latest);
+    error AgreementVersionNotActive(bytes32 agreementId, uint32 version, uint32 active);
+    error AgreementVersionAlreadyActive(bytes32 agreementId, uint32 version);
+    error AgreementTermsMismatch(bytes32 agreementId, uint32 version);
+    error AgreementSignatureCount(uint256 parties, uint256 signatures);
+    error AgreementSignatureInvalid(bytes32 agreementId, uint32 version, uint32 meId, address recovered);
+    error AgreementPartyDissolved(bytes32 agreementId, uint32 meId);
+
+    error SettlementBatchInvalid(bytes32 agreementId, uint256 refs, uint256 entries);
+    error SettlementOutOfSequence(bytes32 agreementId, uint64 expected, uint64 given);
+    error RevenueAmountInvalid(bytes32 agreementId, uint64 seq, uint256 amount);
+    error RevenueReferenceEmpty(bytes32 agreementId, uint64 seq);
+    error PeriodInvalid(bytes32 agreementId, uint64 seq);
+    error PeriodAlreadyClosed(bytes32 agreementId, uint32 period);
+    error TokenTransferShortfall(address token, uint256 expected, uint256 received);
+
+    error WithdrawCallerNotPayout(uint32 meId, address caller, address payout);
+    error NothingToWithdraw(uint32 meId, address token);
+
+    // ------------------------------------------------------------------------------------------------
+    // Events: together they rebuild the whole history from logs alone
+    // ------------------------------------------------------------------------------------------------
+
+    event MERegistered(uint32 indexed meId, string name, address payout, address signer, uint32 parent);
+    /// @notice The ME's payout and signer changed, with the consent of its previous signer.
+    event MEUpdated(uint32 indexed meId, address payout, address signer, uint32 nonce);
+    event MEDissolved(uint32 indexed meId);
+
+    /// @notice A version of an agreement was proposed: its full terms and their EIP-712 struct hash.
+    event AgreementProposed(
+        bytes32 indexed agreementId, uint32 indexed version, bytes32 termsHash, Terms terms, address proposer
+    );
+    /// @notice Every party's signer approved `version`; it replaces the previous active version.
+    /// `signatures[i]` is the EIP-712 `Approval` signature of the signer of `terms.parties[i]`.
+    event AgreementActivated(bytes32 indexed agreementId, uint32 indexed version, bytes[] signatures);
+    /// @notice Every party of the version in force agreed to end the agreement.
+    event AgreementEnded(bytes32 indexed agreementId, uint32 indexed version, bytes[] signatures);
+
+    /// @notice A batch of revenue events was settled. Event `k` has sequence number `firstSeq + k`,
+    /// reference `refs[k]` and `entries[k] = amount << 32 | period`.
+    event RevenueSettled(
+        bytes32 indexed agreementId, uint32 indexed version, uint64 firstSeq, bytes32[] refs, uint256[] entries
+    );
+    /// @notice What each party (in the order of the version's `parties`) was credited by the run of
+    /// `count` consecutive events from `firstSeq`, all in `period`: below and above the target.
+    event PartiesCredited(
+        bytes32 indexed agreementId,
+        uint32 indexed period,
+        uint32 version,
+        uint64 firstSeq,
+        uint64 count,
+        uint256[] baseCredits,
+        uint256[] excessCredits
+    );
+    event PeriodClosed(bytes32 indexed agreementId, uint32 indexed period, uint128 revenue);
+    event Withdrawn(uint32 indexed meId, address indexed token, address to, uint256 amount);
+
+    // ------------------------------------------------------------------------------------------------
+    // ME registry
+    // ------------------------------------------------------------------------------------------------
+
+    /// @notice Registers an ME (platform role). `parent` is 0 or the id of the ME it was spawned from.
+    function registerME(string calldata name, address payout, address signer, uint32 parent)
+        external
+        returns (uint32 meId);
+
+    /// @notice Changes an ME's payout and signer (platform role) with the consent of its current signer:
+    /// an EIP-712 `MEUpdate(meId, payout, signer, nonce)` signature.
+    function updateME(uint32 meId, address payout, address signer, bytes calldata consent) external;
+
+    /// @notice Dissolves an ME (platform role). It keeps its balances and can still withdraw them.
+    function dissolveME(uint32 meId) external;
+
+    // ------------------------------------------------------------------------------------------------
+    // Agreements
+    // ------------------------------------------------------------------------------------------------
+
+    /// @notice Proposes the first version of a new agreement, or an amendment (a new version) of an
+    /// existing one. Caller: the platform role or the signer of one of the proposed parties.
+    function proposeAgreement(bytes32 agreementId, Terms calldata terms) external returns (uint32 version);
+
+    /// @notice Activates the latest proposed version with every party's EIP-712 `Approval` signature,
+    /// in party order. Anyone may submit: the signatures are the authorisation.
+    function activateAgreement(bytes32 agreementId, uint32 version, Terms calldata terms, bytes[] calldata signatures)
+        external;
+
+    /// @notice Proposes and activates version 1 of a new agreement in one transaction.
+    function createAgreement(bytes32 agreementId, Terms calldata terms, bytes[] calldata signatures) external;
+
+    /// @notice Ends an agreement with every party's EIP-712 `Termination` signature over the version in
+    /// force (or the latest proposed one, if none was ever activated). Anyone may submit.
+    function terminateAgreement(bytes32 agreementId, Terms calldata terms, bytes[] calldata signatures) external;
+
+    // ------------------------------------------------------------------------------------------------
+    // Settlement and balances
+    // ------------------------------------------------------------------------------------------------
+
+    /// @notice Settles a batch of revenue events under the active `version` (finance role), pulling the
+    /// batch total from the caller with `transferFrom`. See the contract notes for the rounding rule and
+    /// the exactly-once cursor.
+    /// @param firstSeq must equal `nextSequence(agreementId)`
+    /// @param refs the finance system's reference of each event, non-zero
+    /// @param entries `amount << 32 | period` per event; 0 < amount < 2**128, period > 0
+    function settle(
+        bytes32 agreementId,
+        uint32 version,
+        uint64 firstSeq,
+        Terms calldata terms,
+        bytes32[] calldata refs,
+        uint256[] calldata entries
+    ) external returns (uint256 total);
+
+    /// @notice Closes a period of an agreement (finance role): later events for it are rejected.
+    function closePeriod(bytes32 agreementId, uint32 period) external;
+
+    /// @notice Pays an ME's whole balance in `token` to its payout address; only that address may call.
+    function withdraw(uint32 meId, address token) external returns (uint256 amount);
+
+    // ------------------------------------------------------------------------------------------------
+    // Views
+    // ------------------------------------------------------------------------------------------------
+
+    function meCount() external view returns (uint32);
+    function meOf(uint32 meId) external view returns (ME memory);
+    function meIdByName(string calldata name) external view returns (uint32);
+    function agreementOf(bytes32 agreementId) external view returns (Agreement memory);
+    function termsHashOf(bytes32 agreementId, uint32 version) external view returns (bytes32);
+    function periodOf(bytes32 agreementId, uint32 period) external view returns (Period memory);
+    function balanceOf(uint32 meId, address token) external view returns (uint256);
+    function totalOwed(address token) external view returns (uint256);
+    function hashTerms(Terms calldata terms) external pure returns (bytes32);
+    function approvalDigest(bytes32 agreementId, uint32 version, bytes32 termsHash) external view returns (bytes32);
+    function terminationDigest(bytes32 agreementId, uint32 version) external view returns (bytes32);
+    function meUpdateDigest(uint32 meId, address payout, address signer, uint32 nonce) external view returns (bytes32);
+}

@@ -1,0 +1,126 @@
+"""EIP-712 typed data for the ledger's signatures, built off-chain so signers can sign without a node.
+
+The domain is ``MEAllianceLedger`` version ``1`` with the chain id and the ledger's address, so a
+signature is valid on one chain, for one deployment, for one agreement version only.
+"""
+
+from __future__ import annotations
+
+from eth_account import Account
+from eth_account.messages import SignableMessage, encode_typed_data
+
+from ledger.models import Terms
+
+DOMAIN_NAME = "MEAllianceLedger"
+DOMAIN_VERSION = "1"
+
+_TERMS_FIELDS = [
+    {"name": "token", "type": "address"},
+    {"name": "parties", "type": "uint32[]"},
+    {"name": "shares", "type": "uint16[]"},
+    {"name": "target", "type": "uint128"},
+    {"name": "excessShares", "type": "uint16[]"},
+]
+_DOMAIN_FIELDS = [
+    {"name": "name", "type": "string"},
+    {"name": "version", "type": "string"},
+    {"name": "chainId", "type": "uint256"},
+    {"name": "verifyingContract", "type": "address"},
+]
+
+
+def _domain(chain_id: int, ledger: str) -> dict:
+    return {"name": DOMAIN_NAME, "version": DOMAIN_VERSION, "chainId": chain_id, "verifyingContract": ledger}
+
+
+def _terms_message(terms: Terms) -> dict:
+    return {
+        "token": terms.token,
+        "parties": list(terms.parties),
+        "shares": list(terms.shares),
+        "target": terms.target,
+        "excessShares": list(terms.excess_shares),
+    }
+
+
+def approval_message(chain_id: int, ledger: str, agreement_id: bytes, version: int, terms: Terms) -> SignableMessage:
+    """What every party's signer signs to approve ``version`` of an agreement."""
+    return encode_typed_data(
+        full_message={
+            "types": {
+                "EIP712Domain": _DOMAIN_FIELDS,
+                "Approval": [
+                    {"name": "agreementId", "type": "bytes32"},
+                    {"name": "version", "type": "uint32"},
+                    {"name": "terms", "type": "Terms"},
+                ],
+                "Terms": _TERMS_FIELDS,
+            },
+            "primaryType": "Approval",
+            "domain": _domain(chain_id, ledger),
+            "message": {"agreementId": agreement_id, "version": version, "terms": _terms_message(terms)},
+        }
+    )
+
+
+def termination_message(chain_id: int, ledger: str, agreement_id: bytes, version: int) -> SignableMessage:
+    """What every party's signer signs to end an agreement whose version in force is ``version``."""
+    return encode_typed_data(
+        full_message={
+            "types": {
+                "EIP712Domain": _DOMAIN_FIELDS,
+                "Termination": [
+                    {"name": "agreementId", "type": "bytes32"},
+                    {"name": "version", "type": "uint32"},
+                ],
+            },
+            "primaryType": "Termination",
+            "domain": _domain(chain_id, ledger),
+            "message": {"agreementId": agreement_id, "version": version},
+        }
+    )
+
+
+def me_update_message(chain_id: int, ledger: str, me_id: int, payout: str, signer: str, nonce: int) -> SignableMessage:
+    """The consent of an ME's current signer to a new payout and signer."""
+    return encode_typed_data(
+        full_message={
+            "types": {
+                "EIP712Domain": _DOMAIN_FIELDS,
+                "MEUpdate": [
+                    {"name": "meId", "type": "uint32"},
+                    {"name": "payout", "type": "address"},
+                    {"name": "signer", "type": "address"},
+                    {"name": "nonce", "type": "uint32"},
+                ],
+            },
+            "primaryType": "MEUpdate",
+            "domain": _domain(chain_id, ledger),
+            "message": {"meId": me_id, "payout": payout, "signer": signer, "nonce": nonce},
+        }
+    )
+
+
+def digest(message: SignableMessage) -> bytes:
+    """The 32-byte hash that is signed (``_hashTypedDataV4`` on the contract side)."""
+    from eth_utils import keccak
+
+    return keccak(b"\x19" + message.version + message.header + message.body)
+
+
+def sign(account, message: SignableMessage) -> bytes:
+    """Sign with an Ape account (the key stays in Ape's account store); 65 bytes ``r || s || v``."""
+    signature = account.sign_message(message)
+    if signature is None:
+        from ledger.errors import LedgerError
+
+        raise LedgerError(f"account {account.address} declined to sign")
+    return bytes(signature.r) + bytes(signature.s) + bytes([signature.v])
+
+
+def recover(message: SignableMessage, signature: bytes) -> str | None:
+    """The address that made ``signature`` over ``message``, or None for a malformed signature."""
+    try:
+        return Account.recover_message(message, signature=signature)
+    except Exception:  # noqa: BLE001 - any malformed signature recovers to nobody
+        return None

@@ -1,0 +1,357 @@
+"""The AllianceLedger contract (and its settlement token) through Ape.
+
+This module and its siblings in ``ledger.chain`` are the only code that talks to Ape or web3. Every
+state-changing call goes through :class:`LedgerChain`; contract reverts come out as
+:class:`ledger.errors.ContractRevert` with the custom error decoded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from eth_utils import keccak
+
+from ledger.chain import eip712
+from ledger.chain.logs import DEFAULT_PAGE_SIZE, Log, LogReader
+from ledger.errors import ContractRevert, LedgerError, NotFoundError
+from ledger.models import (
+    ME,
+    Agreement,
+    AgreementStatus,
+    MEStatus,
+    Terms,
+    bytes32_to_text,
+    text_to_bytes32,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+MAX_UINT256 = 2**256 - 1
+
+
+def project():
+    """The Ape project of this repository (compiled contracts), wherever the command runs from."""
+    import ape
+
+    return ape.Project(PROJECT_ROOT)
+
+
+def _error_registry() -> dict[bytes, dict]:
+    """Custom errors of every compiled contract by selector, to decode reverts that bubble up."""
+    registry: dict[bytes, dict] = {}
+    proj = project()
+    for name in ("AllianceLedger", "LedgerTestToken"):
+        for item in proj.get_contract(name).contract_type.model_dump(mode="json")["abi"]:
+            if item.get("type") == "error":
+                types = ",".join(i["type"] for i in item["inputs"])
+                registry[keccak(text=f"{item['name']}({types})")[:4]] = item
+    return registry
+
+
+_ERRORS: dict[bytes, dict] | None = None
+
+
+def _decode_revert_data(data: bytes) -> tuple[str, dict] | None:
+    global _ERRORS
+    if len(data) < 4:
+        return None
+    if _ERRORS is None:
+        _ERRORS = _error_registry()
+    item = _ERRORS.get(bytes(data[:4]))
+    if item is None:
+        return None
+    from eth_abi import decode
+
+    values = decode([i["type"] for i in item["inputs"]], bytes(data[4:]))
+    return item["name"], dict(zip((i["name"] for i in item["inputs"]), values, strict=True))
+
+
+@contextmanager
+def contract_errors() -> Iterator[None]:
+    """Turn Ape's contract reverts into :class:`ContractRevert` with the custom error's name."""
+    from ape.exceptions import ContractLogicError, CustomError
+
+    try:
+        yield
+    except CustomError as err:
+        raise ContractRevert(err.name, dict(err.inputs)) from None
+    except ContractLogicError as err:
+        data = getattr(err, "revert_data", None) or _revert_data_of(err)
+        decoded = _decode_revert_data(data) if data else None
+        if decoded:
+            raise ContractRevert(*decoded) from None
+        raise ContractRevert("Reverted", {}, f"the contract refused the transaction: {err}") from None
+
+
+def _revert_data_of(err: Exception) -> bytes | None:
+    message = str(getattr(err, "message", "") or err)
+    if message.startswith("0x"):
+        try:
+            return bytes.fromhex(message[2:])
+        except ValueError:
+            return None
+    return None
+
+
+class LedgerChain:
+    """One deployment: the ledger contract and its settlement token."""
+
+    def __init__(self, ledger, token=None):
+        self.contract = ledger
+        self.token = token
+
+    # -- deployment ---------------------------------------------------------------------------------
+
+    @classmethod
+    def deploy(cls, *, admin, platform, finance, sender, token_decimals: int | None = 6) -> LedgerChain:
+        """Deploy the ledger (and, when ``token_decimals`` is given, a test token finance can mint)."""
+        proj = project()
+        with contract_errors():
+            ledger = proj.AllianceLedger.deploy(admin, platform, finance, sender=sender)
+            token = None
+            if token_decimals is not None:
+                token = proj.LedgerTestToken.deploy(
+                    "Alliance Test Dollar", "ATD", token_decimals, admin, finance, sender=sender
+                )
+        return cls(ledger, token)
+
+    @classmethod
+    def at(cls, ledger_address: str, token_address: str | None = None) -> LedgerChain:
+        proj = project()
+        ledger = proj.AllianceLedger.at(ledger_address)
+        token = proj.LedgerTestToken.at(token_address) if token_address else None
+        return cls(ledger, token)
+
+    @property
+    def address(self) -> str:
+        return self.contract.address
+
+    @cached_property
+    def chain_id(self) -> int:
+        import ape
+
+        return ape.chain.chain_id
+
+    def token_at(self, address: str):
+        """An ERC-20 settlement token by address (the ABI is the test token's ERC-20 surface)."""
+        return project().LedgerTestToken.at(address)
+
+    # -- ME registry --------------------------------------------------------------------------------
+
+    def register_me(self, name: str, payout: str, signer: str, parent: int = 0, *, sender) -> int:
+        with contract_errors():
+            receipt = self.contract.registerME(name, payout, signer, parent, sender=sender)
+        return int(self._event_args(receipt, "MERegistered")["meId"])
+
+    def update_me(self, me_id: int, payout: str, signer: str, consent: bytes, *, sender) -> None:
+        with contract_errors():
+            self.contract.updateME(me_id, payout, signer, consent, sender=sender)
+
+    def sign_me_update(self, account, me_id: int, payout: str, signer: str) -> bytes:
+        nonce = self.me(me_id).nonce
+        message = eip712.me_update_message(self.chain_id, self.address, me_id, payout, signer, nonce)
+        return eip712.sign(account, message)
+
+    def dissolve_me(self, me_id: int, *, sender) -> None:
+        with contract_errors():
+            self.contract.dissolveME(me_id, sender=sender)
+
+    def me_count(self) -> int:
+        return int(self.contract.meCount())
+
+    def me(self, me_id: int) -> ME:
+        raw = self.contract.meOf(me_id)
+        status = MEStatus(int(raw.status))
+        if status == MEStatus.NONE:
+            raise NotFoundError(f"no ME with id {me_id}")
+        return ME(
+            id=me_id,
+            name=raw.name,
+            payout=raw.payout,
+            signer=raw.signer,
+            status=status,
+            parent=int(raw.parent),
+            nonce=int(raw.nonce),
+        )
+
+    def me_id_by_name(self, name: str) -> int:
+        me_id = int(self.contract.meIdByName(name))
+        if me_id == 0:
+            raise NotFoundError(f"no ME named {name!r} (see `ledger me list`)")
+        return me_id
+
+    def mes(self) -> list[ME]:
+        return [self.me(i) for i in range(1, self.me_count() + 1)]
+
+    # -- agreements ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def agreement_id(name: str) -> bytes:
+        try:
+            return text_to_bytes32(name, "alliance name")
+        except ValueError as err:
+            raise LedgerError(str(err)) from None
+
+    def agreement(self, name_or_id: str | bytes) -> Agreement:
+        agreement_id = name_or_id if isinstance(name_or_id, bytes) else self.agreement_id(name_or_id)
+        raw = self.contract.agreementOf(agreement_id)
+        status = AgreementStatus(int(raw.status))
+        if status == AgreementStatus.NONE:
+            raise NotFoundError(f"no alliance named {bytes32_to_text(agreement_id)!r}")
+        return Agreement(
+            id=agreement_id,
+            name=bytes32_to_text(agreement_id),
+            token=raw.token,
+            status=status,
+            active_version=int(raw.activeVersion),
+            latest_version=int(raw.latestVersion),
+            next_seq=int(raw.nextSeq),
+        )
+
+    def terms_hash(self, agreement_id: bytes, version: int) -> bytes:
+        return bytes(self.contract.termsHashOf(agreement_id, version))
+
+    def hash_terms(self, terms: Terms) -> bytes:
+        return bytes(self.contract.hashTerms(terms.as_tuple()))
+
+    def propose(self, agreement_id: bytes, terms: Terms, *, sender) -> int:
+        with contract_errors():
+            receipt = self.contract.proposeAgreement(agreement_id, terms.as_tuple(), sender=sender)
+        return int(self._event_args(receipt, "AgreementProposed")["version"])
+
+    def approval_message(self, agreement_id: bytes, version: int, terms: Terms):
+        return eip712.approval_message(self.chain_id, self.address, agreement_id, version, terms)
+
+    def termination_message(self, agreement_id: bytes, version: int):
+        return eip712.termination_message(self.chain_id, self.address, agreement_id, version)
+
+    def activate(self, agreement_id: bytes, version: int, terms: Terms, signatures: Sequence[bytes], *, sender):
+        with contract_errors():
+            return self.contract.activateAgreement(
+                agreement_id, version, terms.as_tuple(), list(signatures), sender=sender
+            )
+
+    def create(self, agreement_id: bytes, terms: Terms, signatures: Sequence[bytes], *, sender):
+        with contract_errors():
+            return self.contract.createAgreement(agreement_id, terms.as_tuple(), list(signatures), sender=sender)
+
+    def terminate(self, agreement_id: bytes, terms: Terms, signatures: Sequence[bytes], *, sender):
+        with contract_errors():
+            return self.contract.terminateAgreement(agreement_id, terms.as_tuple(), list(signatures), sender=sender)
+
+    def terms_of(self, agreement_id: bytes, version: int) -> Terms:
+        """A version's full terms, from its ``AgreementProposed`` log, checked against the commitment."""
+        expected = self.terms_hash(agreement_id, version)
+        if expected == b"\0" * 32:
+            raise NotFoundError(f"alliance {bytes32_to_text(agreement_id)!r} has no version {version}")
+        for log in self.logs(["AgreementProposed"], topic1=[agreement_id]):
+            if log.args["version"] == version and log.args["termsHash"] == expected:
+                token, parties, shares, target, excess = log.args["terms"]
+                return Terms(
+                    token=_checksum(token),
+                    parties=tuple(parties),
+                    shares=tuple(shares),
+                    target=target,
+                    excess_shares=tuple(excess),
+                )
+        raise LedgerError(f"the terms of version {version} are missing from the chain's logs")
+
+    # -- settlement and balances --------------------------------------------------------------------
+
+    def settle(
+        self,
+        agreement_id: bytes,
+        version: int,
+        first_seq: int,
+        terms: Terms,
+        refs: Sequence[bytes],
+        entries: Sequence[int],
+        *,
+        sender,
+        **tx_args,
+    ):
+        with contract_errors():
+            return self.contract.settle(
+                agreement_id, version, first_seq, terms.as_tuple(), list(refs), list(entries), sender=sender, **tx_args
+            )
+
+    def close_period(self, agreement_id: bytes, period: int, *, sender):
+        with contract_errors():
+            return self.contract.closePeriod(agreement_id, period, sender=sender)
+
+    def withdraw(self, me_id: int, token: str, *, sender) -> int:
+        with contract_errors():
+            receipt = self.contract.withdraw(me_id, token, sender=sender)
+        return int(self._event_args(receipt, "Withdrawn")["amount"])
+
+    def balance_of(self, me_id: int, token: str) -> int:
+        return int(self.contract.balanceOf(me_id, token))
+
+    def total_owed(self, token: str) -> int:
+        return int(self.contract.totalOwed(token))
+
+    def period(self, agreement_id: bytes, period: int) -> tuple[int, bool]:
+        raw = self.contract.periodOf(agreement_id, period)
+        return int(raw.revenue), bool(raw.closed)
+
+    def grant_role(self, role: str, account: str, *, sender) -> None:
+        with contract_errors():
+            self.contract.grantRole(getattr(self.contract, role)(), account, sender=sender)
+
+    # -- tokens -------------------------------------------------------------------------------------
+
+    def token_balance(self, token: str, holder: str) -> int:
+        return int(self.token_at(token).balanceOf(holder))
+
+    def token_decimals(self, token: str) -> int:
+        return int(self.token_at(token).decimals())
+
+    def ensure_allowance(self, token: str, owner, amount: int) -> None:
+        erc20 = self.token_at(token)
+        if int(erc20.allowance(owner.address, self.address)) < amount:
+            with contract_errors():
+                erc20.approve(self.address, amount, sender=owner)
+
+    # -- logs ---------------------------------------------------------------------------------------
+
+    @cached_property
+    def _reader(self) -> LogReader:
+        import ape
+
+        abi = self.contract.contract_type.model_dump(mode="json")["abi"]
+        provider = ape.chain.provider
+
+        def request(method: str, params: list):
+            return provider.make_request(method, params)
+
+        return LogReader(request, self.address, abi)
+
+    def logs(
+        self,
+        names: list[str],
+        *,
+        from_block: int = 0,
+        to_block: int | None = None,
+        topic1: list[bytes] | None = None,
+        page_size: int = DEFAULT_PAGE_SIZE,
+    ) -> Iterator[Log]:
+        import ape
+
+        last = ape.chain.blocks.height if to_block is None else to_block
+        return self._reader.read(names, from_block, last, topic1=topic1, page_size=page_size)
+
+    @staticmethod
+    def _event_args(receipt, name: str) -> dict:
+        for log in receipt.decode_logs():
+            if log.event_name == name:
+                return dict(log.event_arguments)
+        raise LedgerError(f"transaction {receipt.txn_hash} has no {name} event")  # pragma: no cover
+
+
+def _checksum(address: str) -> str:
+    from eth_utils import to_checksum_address
+
+    return to_checksum_address(address)

@@ -1,0 +1,115 @@
+"""One exception root for the ledger. Each subclass owns its message; the CLI prints ``str(error)``
+on one line and exits with ``error.exit_code`` (1: the operation was refused, 2: it could not run)."""
+
+from __future__ import annotations
+
+
+class LedgerError(Exception):
+    """Root of every error the ledger reports to a user."""
+
+    exit_code = 1
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InputError(LedgerError):
+    """Input that cannot be used: a bad file, a bad option value. Lists every problem found."""
+
+    def __init__(self, problems: list[str] | str, *, source: str = ""):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        head = f"{source}: " if source else ""
+        shown = self.problems[:20]
+        more = len(self.problems) - len(shown)
+        text = "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
+        super().__init__(f"{head}{text}")
+
+
+class NotFoundError(LedgerError):
+    """A named thing (ME, alliance, account, deployment) does not exist."""
+
+
+class ContractRevert(LedgerError):
+    """The contract refused a transaction; ``name`` and ``args`` are its decoded custom error."""
+
+    def __init__(self, name: str, args: dict | None = None, message: str | None = None):
+        self.name = name
+        self.args_ = dict(args or {})
+        super().__init__(message or describe_revert(name, self.args_))
+
+
+class ChainUnavailable(LedgerError):
+    """No node answers at the configured address, or the deployment is missing there."""
+
+    exit_code = 2
+
+
+class SettlementConflict(LedgerError):
+    """Another operator settled part of the batch first; the run can be repeated safely."""
+
+
+def describe_revert(name: str, args: dict) -> str:
+    """Words for a contract custom error (falls back to its name and arguments)."""
+    detail = ", ".join(f"{k}={_show(v)}" for k, v in args.items())
+    words = _REVERT_WORDS.get(name)
+    text = words.format(**{k: _show(v) for k, v in args.items()}) if words else name
+    return f"{text} ({name}{': ' + detail if detail else ''})" if words else f"{name}({detail})"
+
+
+def _show(value) -> str:
+    if isinstance(value, bytes | bytearray):
+        stripped = bytes(value).rstrip(b"\0")
+        try:
+            text = stripped.decode("utf-8")
+            if text and text.isprintable():
+                return text
+        except UnicodeDecodeError:
+            pass
+        return "0x" + bytes(value).hex()
+    return str(value)
+
+
+_REVERT_WORDS = {
+    "AccessControlUnauthorizedAccount": "account {account} lacks the role this needs",
+    "LedgerZeroAddress": "{field} must not be the zero address",
+    "MENameInvalid": "ME name must be 1 to 64 bytes",
+    "MENameTaken": "an ME named {name} already exists",
+    "MEUnknown": "no ME with id {meId}",
+    "MENotActive": "ME {meId} is not active",
+    "MEConsentInvalid": "the ME's signer did not sign this change",
+    "AgreementIdInvalid": "alliance name is empty",
+    "AgreementExists": "alliance {agreementId} already exists",
+    "AgreementUnknown": "no alliance {agreementId}",
+    "AgreementNotActive": "alliance {agreementId} is not active",
+    "AgreementTerminated": "alliance {agreementId} is terminated",
+    "AgreementPartyCount": "an alliance needs {min} to {max} parties, got {count}",
+    "AgreementTableLength": "share table has {shares} entries for {parties} parties",
+    "AgreementSharesSum": "shares must sum to 10000 basis points, got {sum}",
+    "AgreementTierInvalid": "excess shares need a target above 0",
+    "AgreementDuplicateParty": "ME {meId} appears twice among the parties",
+    "AgreementPartiesUnordered": "parties must be in ascending ME id order",
+    "AgreementTokenChanged": "an amendment cannot change the settlement token",
+    "AgreementProposerNotParty": "only the platform or a party's signer may propose",
+    "AgreementVersionNotLatest": "version {version} is not the latest proposal ({latest})",
+    "AgreementVersionNotActive": "version {version} is not the version in force ({active})",
+    "AgreementVersionAlreadyActive": "version {version} is already active",
+    "AgreementTermsMismatch": "the terms given are not those of version {version}",
+    "AgreementSignatureCount": "{signatures} signatures for {parties} parties",
+    "AgreementSignatureInvalid": "the signature for ME {meId} is not from its registered signer",
+    "AgreementPartyDissolved": "ME {meId} in alliance {agreementId} is dissolved; amend the alliance first",
+    "SettlementBatchInvalid": "malformed settlement batch",
+    "SettlementOutOfSequence": "another settlement moved alliance {agreementId} on (expected seq {expected})",
+    "RevenueAmountInvalid": "revenue amount {amount} at seq {seq} is out of range",
+    "RevenueReferenceEmpty": "empty revenue reference at seq {seq}",
+    "PeriodInvalid": "period 0 at seq {seq} is not a period",
+    "PeriodAlreadyClosed": "period {period} of alliance {agreementId} is closed",
+    "TokenTransferShortfall": "the token delivered {received} of {expected} base units",
+    "WithdrawCallerNotPayout": "only the ME's payout address {payout} may withdraw",
+    "NothingToWithdraw": "ME {meId} has nothing to withdraw in this token",
+    "ERC20InsufficientAllowance": "the finance account's token allowance is too low",
+    "ERC20InsufficientBalance": "the finance account's token balance is too low",
+}

@@ -1,0 +1,169 @@
+"""Frozen pydantic models shared by the chain, service and CLI layers.
+
+Amounts are ``int`` base units. Names that live on-chain as ``bytes32`` (alliance ids, revenue
+references) are UTF-8 strings of at most 32 bytes, stored left-aligned and zero-padded, so the chain's
+logs read back as the same text.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ledger.money import BPS, MAX_EVENT_AMOUNT, MAX_PERIOD
+
+ZERO_ADDRESS = "0x" + "00" * 20
+MIN_PARTIES = 2
+MAX_PARTIES = 64
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class MEStatus(IntEnum):
+    NONE = 0
+    ACTIVE = 1
+    DISSOLVED = 2
+
+
+class AgreementStatus(IntEnum):
+    NONE = 0
+    PROPOSED = 1
+    ACTIVE = 2
+    TERMINATED = 3
+
+
+def text_to_bytes32(text: str, what: str = "value") -> bytes:
+    """UTF-8 text of 1..32 bytes as a left-aligned ``bytes32``."""
+    raw = text.encode("utf-8")
+    if not raw:
+        raise ValueError(f"{what} is empty")
+    if len(raw) > 32:
+        raise ValueError(f"{what} {text!r} is {len(raw)} bytes; the limit is 32")
+    if b"\0" in raw:
+        raise ValueError(f"{what} {text!r} contains a NUL character")
+    return raw.ljust(32, b"\0")
+
+
+def bytes32_to_text(value: bytes) -> str:
+    raw = bytes(value).rstrip(b"\0")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "0x" + bytes(value).hex()
+
+
+class Terms(Model):
+    """One agreement version's terms, as the contract commits to them (parties ascending)."""
+
+    token: str
+    parties: tuple[int, ...]
+    shares: tuple[int, ...]
+    target: int = 0
+    excess_shares: tuple[int, ...] = ()
+
+    @model_validator(mode="after")
+    def _check(self) -> Terms:
+        n = len(self.parties)
+        if not MIN_PARTIES <= n <= MAX_PARTIES:
+            raise ValueError(f"an alliance needs {MIN_PARTIES} to {MAX_PARTIES} parties, got {n}")
+        if len(set(self.parties)) != n:
+            raise ValueError("a party appears twice")
+        if list(self.parties) != sorted(self.parties):
+            raise ValueError("parties must be in ascending ME id order")
+        if len(self.shares) != n:
+            raise ValueError(f"{len(self.shares)} shares for {n} parties")
+        if any(s < 0 for s in self.shares) or sum(self.shares) != BPS:
+            raise ValueError(f"shares must sum to {BPS} basis points, got {sum(self.shares)}")
+        if self.target < 0 or self.target > MAX_EVENT_AMOUNT:
+            raise ValueError("target out of range")
+        if self.target == 0 and self.excess_shares:
+            raise ValueError("excess shares need a target above 0")
+        if self.target:
+            if len(self.excess_shares) != n:
+                raise ValueError(f"{len(self.excess_shares)} excess shares for {n} parties")
+            if any(s < 0 for s in self.excess_shares) or sum(self.excess_shares) != BPS:
+                raise ValueError(f"excess shares must sum to {BPS} basis points, got {sum(self.excess_shares)}")
+        return self
+
+    @classmethod
+    def build(
+        cls,
+        token: str,
+        shares: dict[int, int],
+        target: int = 0,
+        excess: dict[int, int] | None = None,
+    ) -> Terms:
+        """Terms from ``{me_id: bps}`` tables in any order (sorted here, as the contract requires)."""
+        parties = tuple(sorted(shares))
+        excess = excess or {}
+        unknown = set(excess) - set(shares)
+        if unknown:
+            raise ValueError(f"excess shares name MEs that are not parties: {sorted(unknown)}")
+        return cls(
+            token=token,
+            parties=parties,
+            shares=tuple(shares[p] for p in parties),
+            target=target,
+            excess_shares=tuple(excess.get(p, 0) for p in parties) if target else (),
+        )
+
+    def as_tuple(self) -> tuple:
+        """The ABI tuple for the contract's ``Terms`` struct."""
+        return (self.token, list(self.parties), list(self.shares), self.target, list(self.excess_shares))
+
+
+class ME(Model):
+    id: int
+    name: str
+    payout: str
+    signer: str
+    status: MEStatus
+    parent: int = 0
+    nonce: int = 0
+
+
+class Agreement(Model):
+    id: bytes
+    name: str
+    token: str
+    status: AgreementStatus
+    active_version: int
+    latest_version: int
+    next_seq: int
+
+
+class RevenueEvent(Model):
+    """One revenue event from the finance system, amounts already in base units."""
+
+    reference: str = Field(min_length=1)
+    alliance: str = Field(min_length=1)
+    amount: int = Field(gt=0, le=MAX_EVENT_AMOUNT)
+    period: int = Field(gt=0, le=MAX_PERIOD)
+    row: int = 0  # where it came from (file row or line), for messages
+
+    @field_validator("reference")
+    @classmethod
+    def _reference_fits(cls, value: str) -> str:
+        text_to_bytes32(value, "reference")
+        return value
+
+    @property
+    def entry(self) -> int:
+        """The contract's packed entry: ``amount << 32 | period``."""
+        return (self.amount << 32) | self.period
+
+
+class SettledEvent(Model):
+    """A revenue event as the chain records it."""
+
+    agreement_id: bytes
+    version: int
+    seq: int
+    reference: str
+    amount: int
+    period: int
+    block: int
+    tx: str

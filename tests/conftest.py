@@ -1,0 +1,113 @@
+"""Shared fixtures: role-named accounts, one deployment per session, Ape's isolation between tests.
+
+Accounts (Ape's test accounts on the managed Anvil node): admin, platform, finance, the signers and the
+payout addresses of four smart-kitchen MEs, and an attacker with no role.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from ledger.chain.ledger import LedgerChain
+from ledger.models import Terms
+
+settings.register_profile(
+    "default", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+settings.register_profile(
+    "fuzz", max_examples=2_000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+KITCHEN = ("fridge", "oven", "recipe-app", "logistics")
+DECIMALS = 6
+UNIT = 10**DECIMALS
+
+
+@pytest.fixture(scope="session")
+def admin(accounts):
+    return accounts[0]
+
+
+@pytest.fixture(scope="session")
+def platform(accounts):
+    return accounts[1]
+
+
+@pytest.fixture(scope="session")
+def finance(accounts):
+    return accounts[2]
+
+
+@pytest.fixture(scope="session")
+def signers(accounts):
+    """Signer accounts of the four kitchen MEs, in KITCHEN order."""
+    return [accounts[3], accounts[4], accounts[5], accounts[6]]
+
+
+@pytest.fixture(scope="session")
+def payouts(accounts):
+    """Payout accounts of the four kitchen MEs, in KITCHEN order."""
+    return [accounts[7], accounts[8], accounts[9], accounts[10]]
+
+
+@pytest.fixture(scope="session")
+def attacker(accounts):
+    return accounts[11]
+
+
+@pytest.fixture(scope="session")
+def ledger(admin, platform, finance) -> LedgerChain:
+    return LedgerChain.deploy(admin=admin, platform=platform, finance=finance, sender=admin, token_decimals=DECIMALS)
+
+
+@pytest.fixture(scope="session")
+def token(ledger):
+    return ledger.token.address
+
+
+@pytest.fixture(scope="session")
+def kitchen(ledger, platform, signers, payouts) -> dict[str, int]:
+    """The four kitchen MEs registered: name -> ME id (ids 1..4 in KITCHEN order)."""
+    return {
+        name: ledger.register_me(name, payouts[i].address, signers[i].address, sender=platform)
+        for i, name in enumerate(KITCHEN)
+    }
+
+
+@pytest.fixture(scope="session")
+def funded(ledger, finance, kitchen):
+    """Finance holds plenty of the test token and has approved the ledger for all of it."""
+    ledger.token.mint(finance.address, 10**15 * UNIT, sender=finance)
+    ledger.token.approve(ledger.address, 2**256 - 1, sender=finance)
+    return finance
+
+
+def sign_all(ledger: LedgerChain, accounts, agreement_id: bytes, version: int, terms: Terms) -> list[bytes]:
+    from ledger.chain import eip712
+
+    message = ledger.approval_message(agreement_id, version, terms)
+    return [eip712.sign(a, message) for a in accounts]
+
+
+@pytest.fixture
+def make_alliance(ledger, kitchen, signers, finance):
+    """Creates and activates an alliance among some kitchen MEs; returns (agreement id, terms)."""
+
+    def make(name: str, shares: dict[str, int], target: int = 0, excess: dict[str, int] | None = None):
+        terms = Terms.build(
+            ledger.token.address,
+            {kitchen[m]: bps for m, bps in shares.items()},
+            target,
+            {kitchen[m]: bps for m, bps in (excess or {}).items()},
+        )
+        agreement_id = LedgerChain.agreement_id(name)
+        by_id = {kitchen[m]: signers[KITCHEN.index(m)] for m in shares}
+        signatures = sign_all(ledger, [by_id[p] for p in terms.parties], agreement_id, 1, terms)
+        ledger.create(agreement_id, terms, signatures, sender=finance)
+        return agreement_id, terms
+
+    return make

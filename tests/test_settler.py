@@ -1,0 +1,142 @@
+"""The settlement service: whole-file validation, exactly-once across re-runs, retries and a second
+operator settling overlapping events at the same time."""
+
+from __future__ import annotations
+
+import pytest
+
+from ledger.errors import InputError
+from ledger.models import RevenueEvent
+from ledger.services.settlement import Settler, Summary, batch_size_for
+
+PERIOD = 202611
+
+
+def events_for(alliance, n, start=0, amount=1_000, period=PERIOD, prefix="ev"):
+    return [
+        RevenueEvent(reference=f"{prefix}-{i}", alliance=alliance, amount=amount + i, period=period, row=i + 2)
+        for i in range(start, start + n)
+    ]
+
+
+def credited_total(ledger, token, parties):
+    return sum(ledger.balance_of(p, token) for p in parties)
+
+
+@pytest.fixture
+def kitchen_alliance(make_alliance):
+    return make_alliance("kitchen", {"fridge": 4000, "oven": 3000, "recipe-app": 2000, "logistics": 1000},
+                         target=50_000, excess={"fridge": 1000, "oven": 1000, "recipe-app": 7000, "logistics": 1000})
+
+
+def test_a_run_settles_every_event_and_a_re_run_settles_nothing_new(ledger, funded, kitchen_alliance, token):
+    aid, terms = kitchen_alliance
+    events = events_for("kitchen", 25)
+    settler = Settler(ledger, funded, batch_gas=2_000_000)
+    first = settler.run(events)
+    assert (first.settled, first.skipped) == (25, 0)
+    assert first.batches >= 2  # the small gas budget forces several batches
+    assert first.moved == {token: sum(e.amount for e in events)}
+    again = settler.run(events)
+    assert (again.settled, again.skipped, again.batches) == (0, 25, 0)
+    assert credited_total(ledger, token, terms.parties) == sum(e.amount for e in events)
+
+
+def test_a_run_interrupted_half_way_completes_on_re_run_without_paying_twice(ledger, funded, kitchen_alliance, token):
+    aid, terms = kitchen_alliance
+    events = events_for("kitchen", 30)
+    settler = Settler(ledger, funded, batch_gas=2_000_000)
+    calls = {"n": 0}
+    real_settle = ledger.settle
+
+    def crash_after_first_batch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_settle(*args, **kwargs)
+
+    ledger.settle = crash_after_first_batch
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            settler.run(events)
+    finally:
+        del ledger.settle
+    partial = ledger.agreement(aid).next_seq
+    assert 0 < partial < 30
+    summary = settler.run(events)
+    assert (summary.settled, summary.skipped) == (30 - partial, partial)
+    assert ledger.agreement(aid).next_seq == 30
+    assert credited_total(ledger, token, terms.parties) == sum(e.amount for e in events)
+
+
+def test_events_another_operator_settled_first_are_skipped(ledger, funded, kitchen_alliance, token):
+    aid, terms = kitchen_alliance
+    mine = events_for("kitchen", 10)
+    Settler(ledger, funded).run(events_for("kitchen", 6, start=4))  # overlaps events 4..9
+    summary = Settler(ledger, funded).run(mine)
+    assert (summary.settled, summary.skipped) == (4, 6)
+    assert ledger.agreement(aid).next_seq == 10
+    assert credited_total(ledger, token, terms.parties) == sum(e.amount for e in mine)
+
+
+def test_a_plan_made_before_another_operator_settled_is_refused_and_re_planned(ledger, funded, kitchen_alliance, token):
+    aid, terms = kitchen_alliance
+    mine = events_for("kitchen", 8)
+    settler = Settler(ledger, funded)
+    work, _ = settler.prepare(mine)  # our view: cursor 0, nothing settled
+    Settler(ledger, funded).run(mine[:4])  # the other operator lands first
+    summary = Summary()
+    settler._settle_alliance(work[0], summary, None)
+    assert summary.retries == 1
+    assert (summary.settled, summary.skipped) == (4, 4)
+    assert ledger.agreement(aid).next_seq == 8
+    assert credited_total(ledger, token, terms.parties) == sum(e.amount for e in mine)
+
+
+def test_the_whole_file_is_validated_before_anything_is_sent(ledger, funded, kitchen_alliance, make_alliance, token):
+    aid, terms = kitchen_alliance
+    ledger.close_period(aid, PERIOD - 1, sender=funded)
+    events = [
+        *events_for("kitchen", 3),
+        RevenueEvent(reference="ev-1", alliance="kitchen", amount=5, period=PERIOD, row=90),
+        RevenueEvent(reference="late", alliance="kitchen", amount=5, period=PERIOD - 1, row=91),
+        RevenueEvent(reference="lost", alliance="nowhere", amount=5, period=PERIOD, row=92),
+    ]
+    with pytest.raises(InputError) as info:
+        Settler(ledger, funded).run(events)
+    message = str(info.value)
+    assert "row 90: reference 'ev-1' repeats row 3" in message
+    assert "row 91: period 202610 of alliance 'kitchen' is closed" in message
+    assert "row 92: no alliance named 'nowhere'" in message
+    assert ledger.agreement(aid).next_seq == 0
+
+
+def test_a_reference_settled_earlier_with_other_values_is_a_conflict(ledger, funded, kitchen_alliance):
+    aid, _ = kitchen_alliance
+    Settler(ledger, funded).run(events_for("kitchen", 2))
+    changed = [RevenueEvent(reference="ev-1", alliance="kitchen", amount=999, period=PERIOD, row=7)]
+    with pytest.raises(InputError, match="row 7: reference 'ev-1' was already settled"):
+        Settler(ledger, funded).run(changed)
+
+
+def test_an_inactive_alliance_is_reported_by_row(ledger, funded, kitchen, platform, token, kitchen_alliance):
+    from ledger.models import Terms
+
+    terms = Terms.build(token, {kitchen["fridge"]: 5000, kitchen["oven"]: 5000})
+    ledger.propose(ledger.agreement_id("pending"), terms, sender=platform)
+    with pytest.raises(InputError, match="row 2: alliance 'pending' is proposed, not active"):
+        Settler(ledger, funded).run(events_for("pending", 1))
+
+
+def test_a_finance_account_without_enough_tokens_is_refused_before_sending(ledger, finance, kitchen_alliance, accounts):
+    aid, _ = kitchen_alliance
+    poor = accounts[16]
+    ledger.grant_role("FINANCE_ROLE", poor.address, sender=accounts[0])
+    with pytest.raises(Exception, match="holds 0 base units"):
+        Settler(ledger, poor).run(events_for("kitchen", 1))
+    assert ledger.agreement(aid).next_seq == 0
+
+
+def test_batch_size_keeps_the_largest_agreements_within_the_gas_budget():
+    assert batch_size_for(5) == 1_000
+    assert batch_size_for(64) * (1_900 + 330 * 64) <= 12_000_000
