@@ -480,6 +480,8 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
         bytes32[] calldata refs,
         uint256[] calldata entries
     ) private returns (uint256 total) {
+        // The first event always starts a run, so its period is checked like every later change.
+        _startRun(batch, terms, uint32(entries[0]), firstSeq);
         for (uint256 k; k < entries.length; ++k) {
             uint256 entry = entries[k];
             uint256 amount = entry >> 32;

@@ -22,9 +22,7 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
-KITCHEN = ("fridge", "oven", "recipe-app", "logistics")
-DECIMALS = 6
-UNIT = 10**DECIMALS
+from .helpers import DECIMALS, KITCHEN, UNIT, sign_all
 
 
 @pytest.fixture(scope="session")
@@ -84,13 +82,6 @@ def funded(ledger, finance, kitchen):
     ledger.token.mint(finance.address, 10**15 * UNIT, sender=finance)
     ledger.token.approve(ledger.address, 2**256 - 1, sender=finance)
     return finance
-
-
-def sign_all(ledger: LedgerChain, accounts, agreement_id: bytes, version: int, terms: Terms) -> list[bytes]:
-    from ledger.chain import eip712
-
-    message = ledger.approval_message(agreement_id, version, terms)
-    return [eip712.sign(a, message) for a in accounts]
 
 
 @pytest.fixture

@@ -9,15 +9,10 @@ from ledger.chain.ledger import LedgerChain
 from ledger.errors import ContractRevert
 from ledger.models import AgreementStatus, Terms
 
-from .conftest import sign_all
+from .helpers import revert_of, sign_all
 
 AID = LedgerChain.agreement_id("smart-kitchen")
 
-
-def revert_of(call) -> ContractRevert:
-    with pytest.raises(ContractRevert) as info:
-        call()
-    return info.value
 
 
 @pytest.fixture

@@ -5,14 +5,11 @@ from __future__ import annotations
 import pytest
 
 from ledger.chain import eip712
-from ledger.errors import ContractRevert, NotFoundError
+from ledger.errors import NotFoundError
+
+from .helpers import revert_of
 from ledger.models import MEStatus
 
-
-def revert_of(call) -> ContractRevert:
-    with pytest.raises(ContractRevert) as info:
-        call()
-    return info.value
 
 
 def test_register_records_the_me_and_logs_it(ledger, platform, accounts):

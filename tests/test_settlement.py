@@ -11,15 +11,10 @@ from ledger import money
 from ledger.errors import ContractRevert
 from ledger.models import text_to_bytes32
 
-from .conftest import UNIT
+from .helpers import KITCHEN, UNIT, revert_of, sign_all
 
 PERIOD = 202611
 
-
-def revert_of(call) -> ContractRevert:
-    with pytest.raises(ContractRevert) as info:
-        call()
-    return info.value
 
 
 def entries_of(events):
@@ -90,7 +85,7 @@ def alliances(draw):
 
 @given(case=alliances())
 def test_contract_credits_equal_the_python_money_math(chain, ledger, funded, token, kitchen, signers, case):
-    from .conftest import KITCHEN
+
 
     shares, target, excess, events = case
     names = KITCHEN[: len(shares)]
@@ -100,7 +95,7 @@ def test_contract_credits_equal_the_python_money_math(chain, ledger, funded, tok
         from ledger.chain.ledger import LedgerChain
         from ledger.models import Terms
 
-        from .conftest import sign_all
+
 
         terms = Terms.build(token, {kitchen[m]: s for m, s in zip(names, shares, strict=True)}, target,
                             {kitchen[m]: s for m, s in zip(names, excess, strict=True)})
@@ -215,7 +210,7 @@ def test_a_batch_touching_a_closed_period_is_refused_whole(ledger, funded, make_
 
 
 def test_an_agreement_naming_a_dissolved_me_cannot_settle_until_amended(ledger, funded, make_alliance, platform, kitchen, signers, token):
-    from .conftest import sign_all
+
     from ledger.models import Terms
 
     aid, terms = make_alliance("dissolve", {"fridge": 5000, "oven": 5000})

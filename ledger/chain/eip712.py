@@ -115,7 +115,8 @@ def sign(account, message: SignableMessage) -> bytes:
         from ledger.errors import LedgerError
 
         raise LedgerError(f"account {account.address} declined to sign")
-    return bytes(signature.r) + bytes(signature.s) + bytes([signature.v])
+    # Ape keeps r and s as minimal big-endian bytes: pad them, or 1 signature in 128 comes out short.
+    return bytes(signature.r).rjust(32, b"\0") + bytes(signature.s).rjust(32, b"\0") + bytes([signature.v])
 
 
 def recover(message: SignableMessage, signature: bytes) -> str | None:

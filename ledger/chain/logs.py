@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from eth_abi import decode as abi_decode
-from eth_utils import keccak
+from eth_utils import keccak, to_checksum_address
 
 DEFAULT_PAGE_SIZE = 50_000
 
@@ -47,11 +47,21 @@ class EventSpec:
     def decode(self, topics: list[bytes], data: bytes) -> dict[str, Any]:
         values: dict[str, Any] = {}
         for (name, kind), topic in zip(self.indexed, topics[1:], strict=True):
-            values[name] = abi_decode([kind], topic)[0]
+            values[name] = _checksummed(kind, abi_decode([kind], topic)[0])
         if self.data:
             decoded = abi_decode([kind for _, kind in self.data], data)
-            values.update(zip((name for name, _ in self.data), decoded, strict=True))
+            for (name, kind), value in zip(self.data, decoded, strict=True):
+                values[name] = _checksummed(kind, value)
         return values
+
+
+def _checksummed(kind: str, value: Any) -> Any:
+    """Addresses as checksummed strings, like Ape and web3 return them."""
+    if kind == "address":
+        return to_checksum_address(value)
+    if kind == "address[]":
+        return [to_checksum_address(v) for v in value]
+    return value
 
 
 @dataclass(frozen=True)

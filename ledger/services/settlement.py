@@ -113,10 +113,19 @@ def classify(
 class Settler:
     """Settles revenue events for one deployment with one finance account."""
 
-    def __init__(self, chain, finance, *, batch_gas: int = DEFAULT_BATCH_GAS, from_block: int = 0):
+    def __init__(
+        self,
+        chain,
+        finance,
+        *,
+        batch_gas: int = DEFAULT_BATCH_GAS,
+        batch_size: int | None = None,
+        from_block: int = 0,
+    ):
         self.chain = chain
         self.finance = finance
         self.batch_gas = batch_gas
+        self.batch_size = batch_size  # fixed events per batch; by default sized from `batch_gas`
         self.from_block = from_block
 
     # -- reading the chain ------------------------------------------------------------------------
@@ -218,7 +227,7 @@ class Settler:
             self.chain.ensure_allowance(token, self.finance, amount)
 
     def _settle_alliance(self, item: AllianceWork, summary: Summary, progress) -> None:
-        size = batch_size_for(len(item.terms.parties), self.batch_gas)
+        size = self.batch_size or batch_size_for(len(item.terms.parties), self.batch_gas)
         remaining = list(item.events)
         # The cursor read *before* the settled references were read: every batch settled below it is in
         # that view, so nothing in `remaining` was settled below it. Submitting at this cursor is safe;
