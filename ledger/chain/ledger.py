@@ -251,7 +251,7 @@ class LedgerChain:
             if log.args["version"] == version and log.args["termsHash"] == expected:
                 token, parties, shares, target, excess = log.args["terms"]
                 return Terms(
-                    token=_checksum(token),
+                    token=token,
                     parties=tuple(parties),
                     shares=tuple(shares),
                     target=target,
@@ -350,8 +350,3 @@ class LedgerChain:
                 return dict(log.event_arguments)
         raise LedgerError(f"transaction {receipt.txn_hash} has no {name} event")  # pragma: no cover
 
-
-def _checksum(address: str) -> str:
-    from eth_utils import to_checksum_address
-
-    return to_checksum_address(address)

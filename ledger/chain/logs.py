@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from eth_abi import decode as abi_decode
+from eth_abi.grammar import TupleType
+from eth_abi.grammar import parse as parse_abi_type
 from eth_utils import keccak, to_checksum_address
 
 DEFAULT_PAGE_SIZE = 50_000
@@ -56,12 +58,19 @@ class EventSpec:
 
 
 def _checksummed(kind: str, value: Any) -> Any:
-    """Addresses as checksummed strings, like Ape and web3 return them."""
-    if kind == "address":
-        return to_checksum_address(value)
-    if kind == "address[]":
-        return [to_checksum_address(v) for v in value]
-    return value
+    """Addresses (also inside tuples and arrays) as checksummed strings, as Ape and web3 return them."""
+    if "address" not in kind:
+        return value
+    return _fix_addresses(parse_abi_type(kind), value)
+
+
+def _fix_addresses(node: Any, value: Any) -> Any:
+    if node.arrlist:
+        inner = node.item_type
+        return tuple(_fix_addresses(inner, v) for v in value)
+    if isinstance(node, TupleType):
+        return tuple(_fix_addresses(c, v) for c, v in zip(node.components, value, strict=True))
+    return to_checksum_address(value) if node.base == "address" else value
 
 
 @dataclass(frozen=True)
