@@ -96,6 +96,18 @@ def _revert_data_of(err: Exception) -> bytes | None:
     return None
 
 
+def connected_chain_id() -> int:
+    import ape
+
+    return int(ape.chain.chain_id)
+
+
+def has_code(address: str) -> bool:
+    import ape
+
+    return len(ape.chain.provider.get_code(address)) > 0
+
+
 class LedgerChain:
     """One deployment: the ledger contract and its settlement token."""
 
@@ -130,10 +142,16 @@ class LedgerChain:
         return self.contract.address
 
     @cached_property
-    def chain_id(self) -> int:
+    def deployment_block(self) -> int:
+        """The block the ledger was deployed in, where its logs start (0 when unknown)."""
         import ape
 
-        return ape.chain.chain_id
+        txn_hash = getattr(self.contract, "txn_hash", None)
+        return int(ape.chain.provider.get_receipt(txn_hash).block_number) if txn_hash else 0
+
+    @cached_property
+    def chain_id(self) -> int:
+        return connected_chain_id()
 
     def token_at(self, address: str):
         """An ERC-20 settlement token by address (the ABI is the test token's ERC-20 surface)."""

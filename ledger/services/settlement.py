@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from ledger import money
 from ledger.errors import ContractRevert, InputError, LedgerError
@@ -53,13 +55,16 @@ class AllianceWork:
     events: list[RevenueEvent]
 
 
-@dataclass
-class Summary:
+class Summary(BaseModel):
+    """What a settlement run did (filled in as it goes)."""
+
+    model_config = ConfigDict(extra="forbid")
+
     settled: int = 0
     skipped: int = 0
     batches: int = 0
     gas_used: int = 0
-    moved: dict[str, int] = field(default_factory=dict)  # token -> base units
+    moved: dict[str, int] = Field(default_factory=dict)  # token -> base units
     retries: int = 0
 
     def as_dict(self) -> dict:

@@ -1,0 +1,54 @@
+"""Deployment records: one JSON file per chain id, so every command finds the same contracts.
+
+A record is reused only while the chain still has code at its addresses (a restarted local chain
+without its state file has none, and gets a fresh deployment).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from ledger.errors import LedgerError
+
+
+class DeploymentRecord(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    chain_id: int
+    ledger: str
+    token: str | None = None  # the local test token, when one was deployed
+    block: int  # the ledger's deployment block: logs are read from here on
+    deployer: str
+    admin: str
+    platform: str
+    finance: str
+
+
+class DeploymentStore:
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+
+    def path(self, chain_id: int) -> Path:
+        return self.folder / f"{chain_id}.json"
+
+    def load(self, chain_id: int) -> DeploymentRecord | None:
+        path = self.path(chain_id)
+        if not path.exists():
+            return None
+        try:
+            return DeploymentRecord.model_validate_json(path.read_text())
+        except ValueError as err:
+            raise LedgerError(f"deployment record {path} is unreadable ({err.__class__.__name__}); move it away and deploy again") from None
+
+    def save(self, record: DeploymentRecord) -> Path:
+        """Write atomically (temp file + rename), so a crash never leaves half a record."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.path(record.chain_id)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(record.model_dump(), indent=2) + "\n")
+        os.replace(tmp, path)
+        return path

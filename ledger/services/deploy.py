@@ -1,0 +1,58 @@
+"""Deploy the contracts once per chain, or reuse the recorded deployment."""
+
+from __future__ import annotations
+
+from ledger.chain import ledger as chain_ledger
+from ledger.chain.deployment import DeploymentRecord, DeploymentStore
+from ledger.chain.ledger import LedgerChain
+
+
+def deploy_or_reuse(
+    store: DeploymentStore,
+    *,
+    admin,
+    platform,
+    finance,
+    sender,
+    token_decimals: int | None = 6,
+) -> tuple[LedgerChain, DeploymentRecord, bool]:
+    """The deployment for the connected chain: the recorded one if its code is still there, else a new
+    one (recorded). Returns ``(ledger, record, reused)``."""
+    chain_id = chain_ledger.connected_chain_id()
+    record = store.load(chain_id)
+    if record is not None and chain_ledger.has_code(record.ledger):
+        return LedgerChain.at(record.ledger, record.token), record, True
+    ledger = LedgerChain.deploy(
+        admin=admin, platform=platform, finance=finance, sender=sender, token_decimals=token_decimals
+    )
+    record = DeploymentRecord(
+        chain_id=chain_id,
+        ledger=ledger.address,
+        token=ledger.token.address if ledger.token is not None else None,
+        block=ledger.deployment_block,
+        deployer=sender.address,
+        admin=_address(admin),
+        platform=_address(platform),
+        finance=_address(finance),
+    )
+    store.save(record)
+    return ledger, record, False
+
+
+def open_deployment(store: DeploymentStore) -> tuple[LedgerChain, DeploymentRecord]:
+    """The recorded deployment of the connected chain, or a clear error saying how to make one."""
+    from ledger.errors import ChainUnavailable
+
+    chain_id = chain_ledger.connected_chain_id()
+    record = store.load(chain_id)
+    if record is None:
+        raise ChainUnavailable(f"no deployment recorded for chain {chain_id} in {store.folder}; deploy first")
+    if not chain_ledger.has_code(record.ledger):
+        raise ChainUnavailable(
+            f"chain {chain_id} has no contract at {record.ledger} (a fresh chain?); deploy again"
+        )
+    return LedgerChain.at(record.ledger, record.token), record
+
+
+def _address(account) -> str:
+    return account if isinstance(account, str) else account.address
