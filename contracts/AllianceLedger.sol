@@ -48,20 +48,24 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
         address payout;
     }
 
-    /// @dev Working state of one settlement batch: the version's tables as words, the credits of the
-    /// current run (consecutive events of one period) and the period's revenue so far.
+    /// @dev Working state of one settlement batch. The split of a part `a` gives party i
+    /// floor((o + a*S_i)/BPS) - floor((o + a*S_(i-1))/BPS) (see SplitMath). Summed over a run of events,
+    /// party i's credit is Q_i - Q_(i-1) with Q_i = the sum of floor((o + a*S_i)/BPS) over the run, so
+    /// the event loop only accumulates Q_1..Q_(n-1) (Q_n is the run's total, as S_n = BPS) and the
+    /// credits are taken once per run.
     struct Batch {
         bytes32 agreementId;
         uint32 version;
         uint256 target;
-        uint256[] shares;
-        uint256[] excessShares;
-        uint256[] base;
-        uint256[] excess;
-        uint32 period;
+        uint256[] prefixBase; // S_1..S_(n-1) of the base table
+        uint256[] prefixExcess; // S_1..S_(n-1) of the excess table
+        uint256[] sumsBase; // Q_1..Q_(n-1) of the current run's base parts
+        uint256[] sumsExcess; // Q_1..Q_(n-1) of the current run's excess parts
+        uint256 runBase; // the current run's base parts, summed (Q_n)
+        uint256 runExcess; // the current run's excess parts, summed
+        uint32 period; // the current run's period
         uint64 runFirstSeq;
-        uint64 runCount;
-        uint256 revenue;
+        uint256 revenue; // the period's revenue so far, including the current run
     }
 
     uint32 private _meCount;
@@ -206,13 +210,13 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
         bytes32[] calldata refs,
         uint256[] calldata entries
     ) external onlyRole(FINANCE_ROLE) nonReentrant returns (uint256 total) {
-        Agreement storage agreement = _checkBatch(agreementId, version, firstSeq, terms, refs.length, entries.length);
+        Agreement storage agreement = _checkBatch(agreementId, version, firstSeq, terms, refs, entries.length);
 
         // Effects. A batch has far fewer than 2**64 - firstSeq events (calldata bounds it).
         agreement.nextSeq = firstSeq + uint64(entries.length);
         emit RevenueSettled(agreementId, version, firstSeq, refs, entries);
         Batch memory batch = _newBatch(agreementId, version, terms);
-        total = _credit(batch, firstSeq, terms, refs, entries);
+        total = _credit(batch, firstSeq, terms, entries);
         address token = agreement.token;
         _totalOwed[token] += total;
 
@@ -439,9 +443,10 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
         uint32 version,
         uint64 firstSeq,
         Terms calldata terms,
-        uint256 refCount,
+        bytes32[] calldata refs,
         uint256 entryCount
     ) private view returns (Agreement storage agreement) {
+        uint256 refCount = refs.length;
         agreement = _agreements[agreementId];
         if (agreement.status != AgreementStatus.Active) revert AgreementNotActive(agreementId, agreement.status);
         uint32 active = agreement.activeVersion;
@@ -450,6 +455,9 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
         if (entryCount == 0 || refCount != entryCount) revert SettlementBatchInvalid(agreementId, refCount, entryCount);
         uint64 expected = agreement.nextSeq;
         if (firstSeq != expected) revert SettlementOutOfSequence(agreementId, expected, firstSeq);
+        for (uint256 k; k < refCount; ++k) {
+            if (refs[k] == bytes32(0)) revert RevenueReferenceEmpty(agreementId, firstSeq + uint64(k));
+        }
         uint32[] calldata parties = terms.parties;
         for (uint256 i; i < parties.length; ++i) {
             if (_mes[parties[i]].status != MEStatus.Active) revert AgreementPartyDissolved(agreementId, parties[i]);
@@ -461,60 +469,78 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
         pure
         returns (Batch memory batch)
     {
-        uint256 n = terms.parties.length;
+        uint256 m = terms.parties.length - 1;
         batch.agreementId = agreementId;
         batch.version = version;
         batch.target = terms.target;
-        batch.shares = _widen(terms.shares);
-        batch.excessShares = batch.target == 0 ? batch.shares : _widen(terms.excessShares);
-        batch.base = new uint256[](n);
-        batch.excess = new uint256[](n);
+        batch.prefixBase = _prefixSums(terms.shares);
+        batch.prefixExcess = batch.target == 0 ? batch.prefixBase : _prefixSums(terms.excessShares);
+        batch.sumsBase = new uint256[](m);
+        batch.sumsExcess = new uint256[](m);
     }
 
-    /// @dev Splits every event of the batch and credits the parties, one run of same-period events at a
-    /// time (one balance write per party per run). Returns the batch total.
-    function _credit(
-        Batch memory batch,
-        uint64 firstSeq,
-        Terms calldata terms,
-        bytes32[] calldata refs,
-        uint256[] calldata entries
-    ) private returns (uint256 total) {
-        // The first event always starts a run, so its period is checked like every later change.
-        _startRun(batch, terms, uint32(entries[0]), firstSeq);
-        for (uint256 k; k < entries.length; ++k) {
-            uint256 entry = entries[k];
-            uint256 amount = entry >> 32;
+    /// @dev Splits every event of the batch and credits the parties, one run of consecutive same-period
+    /// events at a time (one balance write per party per run). Returns the batch total.
+    function _credit(Batch memory batch, uint64 firstSeq, Terms calldata terms, uint256[] calldata entries)
+        private
+        returns (uint256 total)
+    {
+        uint256 count = entries.length;
+        uint256 k;
+        while (k < count) {
             uint64 seq = firstSeq + uint64(k);
-            if (amount == 0 || amount > type(uint128).max) revert RevenueAmountInvalid(batch.agreementId, seq, amount);
-            if (refs[k] == bytes32(0)) revert RevenueReferenceEmpty(batch.agreementId, seq);
-            uint32 period = uint32(entry);
-            if (period != batch.period) _startRun(batch, terms, period, seq);
-            _splitEvent(batch, amount, seq);
-            // Each amount is below 2**128 and a batch has far fewer than 2**128 events: no overflow.
-            unchecked {
-                total += amount;
+            _startRun(batch, uint32(entries[k]), seq);
+            k = _scanRun(batch, firstSeq, k, entries);
+            total += _endRun(batch, terms, uint64(k) + firstSeq - seq);
+        }
+    }
+
+    /// @dev Accumulates the events from index `k` while they stay in the current run's period; returns
+    /// the index of the first event of the next run (or the batch size).
+    function _scanRun(Batch memory batch, uint64 firstSeq, uint256 k, uint256[] calldata entries)
+        private
+        pure
+        returns (uint256)
+    {
+        uint256 period = batch.period;
+        uint256 revenue = batch.revenue;
+        // Amounts are checked below 2**128 and a batch has far fewer than 2**64 events: the period's
+        // revenue stays below 2**192 here (`_endRun` checks it fits 128 bits); k < 2**64.
+        unchecked {
+            for (; k < entries.length; ++k) {
+                uint256 entry = entries[k];
+                if (uint32(entry) != period) break;
+                uint256 amount = entry >> 32;
+                if (amount == 0 || amount > type(uint128).max) {
+                    revert RevenueAmountInvalid(batch.agreementId, firstSeq + uint64(k), amount);
+                }
+                _addEvent(batch, amount, SplitMath.offsetOf(firstSeq + k), revenue);
+                revenue += amount;
             }
         }
-        _endRun(batch, terms);
+        batch.revenue = revenue;
+        return k;
     }
 
-    function _splitEvent(Batch memory batch, uint256 amount, uint64 seq) private pure {
-        uint256 offset = SplitMath.offsetOf(seq);
-        (uint256 below, uint256 above) = SplitMath.tierParts(batch.revenue, amount, batch.target);
-        if (below != 0) SplitMath.addSplit(below, offset, batch.shares, batch.base);
-        if (above != 0) SplitMath.addSplit(above, offset, batch.excessShares, batch.excess);
-        // Bounded by the batch total (see `_credit`); `_endRun` checks the period total fits 128 bits.
+    /// @dev Splits one event at the period target and accumulates both parts.
+    function _addEvent(Batch memory batch, uint256 amount, uint256 offset, uint256 revenue) private pure {
+        (uint256 below, uint256 above) = SplitMath.tierParts(revenue, amount, batch.target);
+        // The run's parts sum to less than 2**192 (see `_scanRun`).
         unchecked {
-            batch.revenue += amount;
-            batch.runCount += 1;
+            if (below != 0) {
+                SplitMath.accumulate(below, offset, batch.prefixBase, batch.sumsBase);
+                batch.runBase += below;
+            }
+            if (above != 0) {
+                SplitMath.accumulate(above, offset, batch.prefixExcess, batch.sumsExcess);
+                batch.runExcess += above;
+            }
         }
     }
 
-    /// @dev Ends the current run (if any) and starts one for `period` at `seq`.
-    function _startRun(Batch memory batch, Terms calldata terms, uint32 period, uint64 seq) private {
+    /// @dev Starts a run for `period` at `seq`: checks the period and loads its revenue so far.
+    function _startRun(Batch memory batch, uint32 period, uint64 seq) private view {
         if (period == 0) revert PeriodInvalid(batch.agreementId, seq);
-        if (batch.runCount != 0) _endRun(batch, terms);
         Period storage p = _periods[batch.agreementId][period];
         if (p.closed) revert PeriodAlreadyClosed(batch.agreementId, period);
         batch.period = period;
@@ -522,32 +548,37 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
         batch.revenue = p.revenue;
     }
 
-    /// @dev Books a run: the period's revenue, each party's balance, the `PartiesCredited` event.
-    function _endRun(Batch memory batch, Terms calldata terms) private {
+    /// @dev Books a run of `count` events: the period's revenue, each party's balance, the
+    /// `PartiesCredited` event. Returns the run's total and clears the run's sums.
+    function _endRun(Batch memory batch, Terms calldata terms, uint64 count) private returns (uint256 runTotal) {
         bytes32 agreementId = batch.agreementId;
         uint256 revenue = batch.revenue;
         if (revenue > type(uint128).max) revert RevenueAmountInvalid(agreementId, batch.runFirstSeq, revenue);
         _periods[agreementId][batch.period].revenue = uint128(revenue);
+
+        uint256[] memory base = SplitMath.creditsOf(batch.sumsBase, batch.runBase);
+        uint256[] memory excess = SplitMath.creditsOf(batch.sumsExcess, batch.runExcess);
         address token = terms.token;
         uint32[] calldata parties = terms.parties;
-        uint256[] memory base = batch.base;
-        uint256[] memory excess = batch.excess;
         for (uint256 i; i < parties.length; ++i) {
             uint256 credit = base[i] + excess[i];
             if (credit != 0) _balances[parties[i]][token] += credit;
         }
-        emit PartiesCredited(agreementId, batch.period, batch.version, batch.runFirstSeq, batch.runCount, base, excess);
-        for (uint256 i; i < parties.length; ++i) {
-            base[i] = 0;
-            excess[i] = 0;
-        }
-        batch.runCount = 0;
+        emit PartiesCredited(agreementId, batch.period, batch.version, batch.runFirstSeq, count, base, excess);
+        runTotal = batch.runBase + batch.runExcess;
+        batch.runBase = 0;
+        batch.runExcess = 0;
     }
 
-    function _widen(uint16[] calldata values) private pure returns (uint256[] memory wide) {
-        wide = new uint256[](values.length);
-        for (uint256 i; i < values.length; ++i) {
-            wide[i] = values[i];
+    /// @dev S_1..S_(n-1): the running sums of a share table, without the last (which is BPS).
+    function _prefixSums(uint16[] calldata shares) private pure returns (uint256[] memory prefix) {
+        uint256 m = shares.length - 1;
+        prefix = new uint256[](m);
+        uint256 running;
+        for (uint256 i; i < m; ++i) {
+            running += shares[i];
+            prefix[i] = running;
         }
     }
+
 }

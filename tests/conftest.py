@@ -14,6 +14,8 @@ from hypothesis import HealthCheck, settings
 from ledger.chain.ledger import LedgerChain
 from ledger.models import Terms
 
+from .helpers import DECIMALS, KITCHEN, UNIT, sign_all
+
 settings.register_profile(
     "default", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -21,8 +23,6 @@ settings.register_profile(
     "fuzz", max_examples=2_000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
-
-from .helpers import DECIMALS, KITCHEN, UNIT, sign_all
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ import pytest
 
 from ledger.chain import eip712
 from ledger.chain.ledger import LedgerChain
-from ledger.errors import ContractRevert
 from ledger.models import AgreementStatus, Terms
 
 from .helpers import revert_of, sign_all
@@ -14,15 +13,18 @@ from .helpers import revert_of, sign_all
 AID = LedgerChain.agreement_id("smart-kitchen")
 
 
-
 @pytest.fixture
 def terms(token, kitchen) -> Terms:
-    return Terms.build(token, {kitchen["fridge"]: 4000, kitchen["oven"]: 3000, kitchen["recipe-app"]: 2000, kitchen["logistics"]: 1000})
+    return Terms.build(
+        token, {kitchen["fridge"]: 4000, kitchen["oven"]: 3000, kitchen["recipe-app"]: 2000, kitchen["logistics"]: 1000}
+    )
 
 
 def raw_terms(token, parties, shares, target=0, excess=()):
     """Terms that skip the Python-side validation, to reach the contract's own checks."""
-    return Terms.model_construct(token=token, parties=tuple(parties), shares=tuple(shares), target=target, excess_shares=tuple(excess))
+    return Terms.model_construct(
+        token=token, parties=tuple(parties), shares=tuple(shares), target=target, excess_shares=tuple(excess)
+    )
 
 
 def test_terms_hash_and_approval_digest_match_the_contract(ledger, terms):
@@ -86,7 +88,9 @@ def test_propose_rejects_invalid_terms(ledger, token, kitchen, platform, case, e
     assert revert_of(lambda: ledger.propose(AID, bad, sender=platform)).name == error
 
 
-def test_activation_rejects_a_signature_from_a_key_that_is_not_the_signer(ledger, terms, signers, attacker, kitchen, platform):
+def test_activation_rejects_a_signature_from_a_key_that_is_not_the_signer(
+    ledger, terms, signers, attacker, kitchen, platform
+):
     ledger.propose(AID, terms, sender=platform)
     signatures = sign_all(ledger, [signers[0], signers[1], attacker, signers[3]], AID, 1, terms)
     err = revert_of(lambda: ledger.activate(AID, 1, terms, signatures, sender=platform))
@@ -97,9 +101,13 @@ def test_activation_rejects_a_signature_from_a_key_that_is_not_the_signer(ledger
 def test_activation_rejects_missing_reordered_and_malformed_signatures(ledger, terms, signers, platform):
     ledger.propose(AID, terms, sender=platform)
     good = sign_all(ledger, signers, AID, 1, terms)
-    assert revert_of(lambda: ledger.activate(AID, 1, terms, good[:3], sender=platform)).name == "AgreementSignatureCount"
+    assert (
+        revert_of(lambda: ledger.activate(AID, 1, terms, good[:3], sender=platform)).name == "AgreementSignatureCount"
+    )
     swapped = [good[1], good[0], *good[2:]]
-    assert revert_of(lambda: ledger.activate(AID, 1, terms, swapped, sender=platform)).name == "AgreementSignatureInvalid"
+    assert (
+        revert_of(lambda: ledger.activate(AID, 1, terms, swapped, sender=platform)).name == "AgreementSignatureInvalid"
+    )
     garbage = [b"\x01" * 65, *good[1:]]
     err = revert_of(lambda: ledger.activate(AID, 1, terms, garbage, sender=platform))
     assert err.name == "AgreementSignatureInvalid" and err.args_["recovered"] == "0x" + "00" * 20
@@ -121,24 +129,34 @@ def test_activation_rejects_signatures_over_other_typed_data(ledger, terms, sign
         signed_terms = Terms.build(token, {p: s for p, s in zip(terms.parties, (2500, 2500, 2500, 2500), strict=True)})
     message = eip712.approval_message(chain_id, address, agreement_id, version, signed_terms)
     signatures = [eip712.sign(s, message) for s in signers]
-    assert revert_of(lambda: ledger.activate(AID, 1, terms, signatures, sender=platform)).name == "AgreementSignatureInvalid"
+    assert (
+        revert_of(lambda: ledger.activate(AID, 1, terms, signatures, sender=platform)).name
+        == "AgreementSignatureInvalid"
+    )
 
 
 def test_activation_checks_the_terms_against_the_commitment(ledger, terms, signers, platform, token):
     ledger.propose(AID, terms, sender=platform)
     other = Terms.build(token, {p: 2500 for p in terms.parties})
     signatures = sign_all(ledger, signers, AID, 1, other)
-    assert revert_of(lambda: ledger.activate(AID, 1, other, signatures, sender=platform)).name == "AgreementTermsMismatch"
+    assert (
+        revert_of(lambda: ledger.activate(AID, 1, other, signatures, sender=platform)).name == "AgreementTermsMismatch"
+    )
 
 
-def test_amendment_needs_every_party_again_and_keeps_old_versions_readable(ledger, terms, signers, platform, token, kitchen):
+def test_amendment_needs_every_party_again_and_keeps_old_versions_readable(
+    ledger, terms, signers, platform, token, kitchen
+):
     ledger.create(AID, terms, sign_all(ledger, signers, AID, 1, terms), sender=platform)
     amended = Terms.build(token, {p: 2500 for p in terms.parties}, 10**9, {p: 2500 for p in terms.parties})
     assert ledger.propose(AID, amended, sender=signers[0]) == 2
     # Version 1 stays in force until version 2 is approved by every party.
     assert ledger.agreement(AID).active_version == 1
     partial = sign_all(ledger, signers[:3], AID, 2, amended) + sign_all(ledger, [signers[0]], AID, 2, amended)
-    assert revert_of(lambda: ledger.activate(AID, 2, amended, partial, sender=platform)).name == "AgreementSignatureInvalid"
+    assert (
+        revert_of(lambda: ledger.activate(AID, 2, amended, partial, sender=platform)).name
+        == "AgreementSignatureInvalid"
+    )
     # Version 1's signatures cannot activate version 2 (replay across versions).
     old = sign_all(ledger, signers, AID, 1, terms)
     assert revert_of(lambda: ledger.activate(AID, 2, amended, old, sender=platform)).name == "AgreementSignatureInvalid"
@@ -146,7 +164,12 @@ def test_amendment_needs_every_party_again_and_keeps_old_versions_readable(ledge
     assert ledger.agreement(AID).active_version == 2
     assert ledger.terms_of(AID, 1) == terms and ledger.terms_of(AID, 2) == amended
     # Re-activating, or activating a version that is not the latest, is refused.
-    assert revert_of(lambda: ledger.activate(AID, 2, amended, sign_all(ledger, signers, AID, 2, amended), sender=platform)).name == "AgreementVersionAlreadyActive"
+    assert (
+        revert_of(
+            lambda: ledger.activate(AID, 2, amended, sign_all(ledger, signers, AID, 2, amended), sender=platform)
+        ).name
+        == "AgreementVersionAlreadyActive"
+    )
     assert revert_of(lambda: ledger.activate(AID, 1, terms, old, sender=platform)).name == "AgreementVersionNotLatest"
 
 
@@ -170,9 +193,19 @@ def test_termination_needs_every_party_and_is_final(ledger, terms, signers, plat
     ledger.terminate(AID, terms, [eip712.sign(s, message) for s in signers], sender=attacker)
     assert ledger.agreement(AID).status == AgreementStatus.TERMINATED
     # Nothing revives it: not a replayed approval, not an amendment, not a second termination.
-    assert revert_of(lambda: ledger.activate(AID, 1, terms, sign_all(ledger, signers, AID, 1, terms), sender=platform)).name == "AgreementTerminated"
+    assert (
+        revert_of(
+            lambda: ledger.activate(AID, 1, terms, sign_all(ledger, signers, AID, 1, terms), sender=platform)
+        ).name
+        == "AgreementTerminated"
+    )
     assert revert_of(lambda: ledger.propose(AID, terms, sender=platform)).name == "AgreementTerminated"
-    assert revert_of(lambda: ledger.terminate(AID, terms, [eip712.sign(s, message) for s in signers], sender=platform)).name == "AgreementTerminated"
+    assert (
+        revert_of(
+            lambda: ledger.terminate(AID, terms, [eip712.sign(s, message) for s in signers], sender=platform)
+        ).name
+        == "AgreementTerminated"
+    )
 
 
 def test_a_dissolved_me_cannot_approve(ledger, terms, signers, platform, kitchen):
@@ -186,4 +219,3 @@ def test_unknown_agreements_are_refused(ledger, terms, signers, platform):
     assert revert_of(lambda: ledger.activate(AID, 1, terms, [], sender=platform)).name == "AgreementUnknown"
     assert revert_of(lambda: ledger.terminate(AID, terms, [], sender=platform)).name == "AgreementUnknown"
     assert revert_of(lambda: ledger.create(b"\0" * 32, terms, [], sender=platform)).name == "AgreementIdInvalid"
-

@@ -66,7 +66,7 @@ def test_payouts_are_rebuilt_per_me_alliance_period_and_tier(ledger, funded, mak
     ]
     Settler(ledger, funded).run(events)
     lines = payouts(ledger)
-    table = {(l.alliance, l.period, l.me, l.tier): l.amount for l in lines}
+    table = {(line.alliance, line.period, line.me, line.tier): line.amount for line in lines}
     assert table == {
         ("delivery", PERIOD, "oven", "base"): 200,
         ("delivery", PERIOD, "logistics", "base"): 800,
@@ -79,8 +79,8 @@ def test_payouts_are_rebuilt_per_me_alliance_period_and_tier(ledger, funded, mak
     }
     # The report agrees with the balances, and the filters narrow it.
     for name in ("fridge", "oven", "logistics"):
-        assert sum(l.amount for l in lines if l.me == name) == ledger.balance_of(kitchen[name], token)
-    assert {l.alliance for l in payouts(ledger, alliance="delivery")} == {"delivery"}
-    assert {l.me for l in payouts(ledger, me="oven")} == {"oven"}
-    assert {l.period for l in payouts(ledger, period=PERIOD + 1)} == {PERIOD + 1}
+        assert sum(line.amount for line in lines if line.me == name) == ledger.balance_of(kitchen[name], token)
+    assert {line.alliance for line in payouts(ledger, alliance="delivery")} == {"delivery"}
+    assert {line.me for line in payouts(ledger, me="oven")} == {"oven"}
+    assert {line.period for line in payouts(ledger, period=PERIOD + 1)} == {PERIOD + 1}
     assert payouts(ledger, page_size=1) == lines  # one block per eth_getLogs request

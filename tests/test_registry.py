@@ -6,10 +6,9 @@ import pytest
 
 from ledger.chain import eip712
 from ledger.errors import NotFoundError
-
-from .helpers import revert_of
 from ledger.models import MEStatus
 
+from .helpers import revert_of
 
 
 def test_register_records_the_me_and_logs_it(ledger, platform, accounts):
@@ -28,7 +27,9 @@ def test_register_records_the_me_and_logs_it(ledger, platform, accounts):
 
 
 def test_register_a_spawned_me_records_its_parent(ledger, platform, kitchen, accounts):
-    child = ledger.register_me("fridge-spinoff", accounts[12].address, accounts[12].address, kitchen["fridge"], sender=platform)
+    child = ledger.register_me(
+        "fridge-spinoff", accounts[12].address, accounts[12].address, kitchen["fridge"], sender=platform
+    )
     assert ledger.me(child).parent == kitchen["fridge"]
 
 
@@ -43,7 +44,9 @@ def test_register_a_spawned_me_records_its_parent(ledger, platform, kitchen, acc
         ("new", 12, 12, 999, "MEUnknown"),
     ],
 )
-def test_register_rejects_bad_input_with_its_custom_error(ledger, platform, kitchen, accounts, name, payout, signer, parent, error):
+def test_register_rejects_bad_input_with_its_custom_error(
+    ledger, platform, kitchen, accounts, name, payout, signer, parent, error
+):
     zero = "0x" + "00" * 20
     address = lambda i: zero if i is None else accounts[i].address  # noqa: E731
     err = revert_of(lambda: ledger.register_me(name, address(payout), address(signer), parent, sender=platform))
@@ -81,12 +84,16 @@ def test_update_needs_the_consent_of_the_current_signer(ledger, platform, kitche
 
 def test_update_rejects_a_consent_from_another_key(ledger, platform, kitchen, attacker, accounts):
     consent = ledger.sign_me_update(attacker, kitchen["fridge"], attacker.address, attacker.address)
-    err = revert_of(lambda: ledger.update_me(kitchen["fridge"], attacker.address, attacker.address, consent, sender=platform))
+    err = revert_of(
+        lambda: ledger.update_me(kitchen["fridge"], attacker.address, attacker.address, consent, sender=platform)
+    )
     assert err.name == "MEConsentInvalid" and err.args_["recovered"] == attacker.address
 
 
 def test_update_digest_matches_the_contract(ledger, kitchen, accounts):
-    message = eip712.me_update_message(ledger.chain_id, ledger.address, kitchen["oven"], accounts[1].address, accounts[2].address, 7)
+    message = eip712.me_update_message(
+        ledger.chain_id, ledger.address, kitchen["oven"], accounts[1].address, accounts[2].address, 7
+    )
     on_chain = bytes(ledger.contract.meUpdateDigest(kitchen["oven"], accounts[1].address, accounts[2].address, 7))
     assert eip712.digest(message) == on_chain
 

@@ -24,7 +24,10 @@ def test_the_ledger_needs_an_admin(admin):
 
 def test_update_of_an_unknown_me_or_to_a_zero_address_is_refused(ledger, platform, kitchen, signers):
     consent = ledger.sign_me_update(signers[0], kitchen["fridge"], signers[0].address, signers[0].address)
-    assert revert_of(lambda: ledger.update_me(77, signers[0].address, signers[0].address, consent, sender=platform)).name == "MEUnknown"
+    assert (
+        revert_of(lambda: ledger.update_me(77, signers[0].address, signers[0].address, consent, sender=platform)).name
+        == "MEUnknown"
+    )
     err = revert_of(lambda: ledger.update_me(kitchen["fridge"], ZERO, signers[0].address, consent, sender=platform))
     assert (err.name, err.args_["field"]) == ("LedgerZeroAddress", "payout")
     err = revert_of(lambda: ledger.update_me(kitchen["fridge"], signers[0].address, ZERO, consent, sender=platform))
@@ -60,7 +63,9 @@ def test_a_fee_on_transfer_token_is_refused_and_nothing_is_booked(ledger, funded
     terms = Terms.build(fee_token.address, {kitchen["fridge"]: 5000, kitchen["oven"]: 5000})
     aid = ledger.agreement_id("fee")
     ledger.create(aid, terms, sign_all(ledger, signers[:2], aid, 1, terms), sender=funded)
-    err = revert_of(lambda: ledger.settle(aid, 1, 0, terms, [text_to_bytes32("f")], [(1_000 << 32) | PERIOD], sender=funded))
+    err = revert_of(
+        lambda: ledger.settle(aid, 1, 0, terms, [text_to_bytes32("f")], [(1_000 << 32) | PERIOD], sender=funded)
+    )
     assert (err.name, err.args_["expected"], err.args_["received"]) == ("TokenTransferShortfall", 1_000, 990)
     assert ledger.total_owed(fee_token.address) == 0
     assert ledger.balance_of(kitchen["fridge"], fee_token.address) == 0
@@ -78,7 +83,9 @@ def test_registry_events_carry_the_new_values(ledger, platform, kitchen, signers
 
 
 def test_agreement_events_carry_terms_proposer_and_signatures(ledger, platform, kitchen, signers, token):
-    terms = Terms.build(token, {kitchen["fridge"]: 6000, kitchen["oven"]: 4000}, 500, {kitchen["fridge"]: 1000, kitchen["oven"]: 9000})
+    terms = Terms.build(
+        token, {kitchen["fridge"]: 6000, kitchen["oven"]: 4000}, 500, {kitchen["fridge"]: 1000, kitchen["oven"]: 9000}
+    )
     aid = ledger.agreement_id("events")
     start = ledger.contract.chain_manager.blocks.height + 1
     ledger.propose(aid, terms, sender=signers[1])
@@ -87,7 +94,9 @@ def test_agreement_events_carry_terms_proposer_and_signatures(ledger, platform, 
     message = ledger.termination_message(aid, 1)
     ends = [eip712.sign(s, message) for s in signers[:2]]
     ledger.terminate(aid, terms, ends, sender=platform)
-    proposed, activated, ended = list(ledger.logs(["AgreementProposed", "AgreementActivated", "AgreementEnded"], from_block=start))
+    proposed, activated, ended = list(
+        ledger.logs(["AgreementProposed", "AgreementActivated", "AgreementEnded"], from_block=start)
+    )
     assert proposed.args["agreementId"] == aid and proposed.args["version"] == 1
     assert proposed.args["proposer"] == signers[1].address
     assert proposed.args["termsHash"] == ledger.hash_terms(terms) == ledger.terms_hash(aid, 1)
@@ -95,4 +104,6 @@ def test_agreement_events_carry_terms_proposer_and_signatures(ledger, platform, 
     assert [bytes(s) for s in activated.args["signatures"]] == approvals
     assert ended.args["version"] == 1 and [bytes(s) for s in ended.args["signatures"]] == ends
     # The signatures in the logs recover, off-chain, to the parties' signers.
-    assert [eip712.recover(ledger.approval_message(aid, 1, terms), s) for s in approvals] == [s.address for s in signers[:2]]
+    assert [eip712.recover(ledger.approval_message(aid, 1, terms), s) for s in approvals] == [
+        s.address for s in signers[:2]
+    ]

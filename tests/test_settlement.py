@@ -8,13 +8,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ledger import money
-from ledger.errors import ContractRevert
 from ledger.models import text_to_bytes32
 
 from .helpers import KITCHEN, UNIT, revert_of, sign_all
 
 PERIOD = 202611
-
 
 
 def entries_of(events):
@@ -37,7 +35,9 @@ def expected_credits(terms, first_seq, events, period_revenue=None):
     revenue = dict(period_revenue or {})
     totals = [0] * len(terms.parties)
     for k, (amount, period) in enumerate(events):
-        split = money.split_event(first_seq + k, amount, revenue.get(period, 0), terms.shares, terms.target, terms.excess_shares)
+        split = money.split_event(
+            first_seq + k, amount, revenue.get(period, 0), terms.shares, terms.target, terms.excess_shares
+        )
         revenue[period] = revenue.get(period, 0) + amount
         totals = [t + c for t, c in zip(totals, split.credits, strict=True)]
     return totals
@@ -75,7 +75,10 @@ def alliances(draw):
         excess = [edges[i + 1] - edges[i] for i in range(n)]
     events = draw(
         st.lists(
-            st.tuples(st.one_of(st.integers(1, 1_000), st.integers(1, 10**12), st.integers(1, 2**128 - 1)), st.sampled_from([1, 2, 202611])),
+            st.tuples(
+                st.one_of(st.integers(1, 1_000), st.integers(1, 10**12), st.integers(1, 2**128 - 1)),
+                st.sampled_from([1, 2, 202611]),
+            ),
             min_size=1,
             max_size=12,
         )
@@ -86,7 +89,6 @@ def alliances(draw):
 @given(case=alliances())
 def test_contract_credits_equal_the_python_money_math(chain, ledger, funded, token, kitchen, signers, case):
 
-
     shares, target, excess, events = case
     names = KITCHEN[: len(shares)]
     # Keep each period's total below 2**128 (the contract's per-period revenue field).
@@ -95,10 +97,12 @@ def test_contract_credits_equal_the_python_money_math(chain, ledger, funded, tok
         from ledger.chain.ledger import LedgerChain
         from ledger.models import Terms
 
-
-
-        terms = Terms.build(token, {kitchen[m]: s for m, s in zip(names, shares, strict=True)}, target,
-                            {kitchen[m]: s for m, s in zip(names, excess, strict=True)})
+        terms = Terms.build(
+            token,
+            {kitchen[m]: s for m, s in zip(names, shares, strict=True)},
+            target,
+            {kitchen[m]: s for m, s in zip(names, excess, strict=True)},
+        )
         aid = LedgerChain.agreement_id("prop")
         by_id = {kitchen[m]: signers[KITCHEN.index(m)] for m in names}
         ledger.create(aid, terms, sign_all(ledger, [by_id[p] for p in terms.parties], aid, 1, terms), sender=funded)
@@ -117,8 +121,12 @@ def test_contract_credits_equal_the_python_money_math(chain, ledger, funded, tok
 
 
 def test_an_event_crossing_the_target_is_split_across_both_tables(ledger, funded, make_alliance, token, kitchen):
-    aid, terms = make_alliance("bet", {"fridge": 5000, "oven": 5000}, target=1_000, excess={"fridge": 8000, "oven": 2000})
-    receipt = ledger.settle(aid, 1, 0, terms, refs_of("t", 2), entries_of([(900, PERIOD), (300, PERIOD)]), sender=funded)
+    aid, terms = make_alliance(
+        "bet", {"fridge": 5000, "oven": 5000}, target=1_000, excess={"fridge": 8000, "oven": 2000}
+    )
+    receipt = ledger.settle(
+        aid, 1, 0, terms, refs_of("t", 2), entries_of([(900, PERIOD), (300, PERIOD)]), sender=funded
+    )
     credited = list(ledger.logs(["PartiesCredited"], from_block=receipt.block_number))[0].args
     assert sum(credited["baseCredits"]) == 1_000 and sum(credited["excessCredits"]) == 200
     assert list(credited["excessCredits"]) == [160, 40]
@@ -138,8 +146,18 @@ def test_the_same_batch_twice_is_refused_by_the_cursor(ledger, funded, make_alli
     err = revert_of(lambda: ledger.settle(aid, 1, 0, terms, *batch, sender=funded))
     assert (err.name, err.args_["expected"], err.args_["given"]) == ("SettlementOutOfSequence", 3, 0)
     # An overlapping batch and a partial retry (a later but stale cursor) are refused the same way.
-    assert revert_of(lambda: ledger.settle(aid, 1, 2, terms, refs_of("x", 2, 2), entries_of([(10, PERIOD)] * 2), sender=funded)).name == "SettlementOutOfSequence"
-    assert revert_of(lambda: ledger.settle(aid, 1, 4, terms, refs_of("y", 1), entries_of([(10, PERIOD)]), sender=funded)).name == "SettlementOutOfSequence"
+    assert (
+        revert_of(
+            lambda: ledger.settle(aid, 1, 2, terms, refs_of("x", 2, 2), entries_of([(10, PERIOD)] * 2), sender=funded)
+        ).name
+        == "SettlementOutOfSequence"
+    )
+    assert (
+        revert_of(
+            lambda: ledger.settle(aid, 1, 4, terms, refs_of("y", 1), entries_of([(10, PERIOD)]), sender=funded)
+        ).name
+        == "SettlementOutOfSequence"
+    )
     assert [ledger.balance_of(p, token) for p in terms.parties] == before
     assert_conserved(ledger, token, kitchen.values())
 
@@ -182,9 +200,14 @@ def test_settle_rejects_malformed_batches(ledger, funded, make_alliance, token, 
 def test_only_finance_settles_and_closes_periods(ledger, funded, make_alliance, attacker, platform, signers):
     aid, terms = make_alliance("roles", {"fridge": 5000, "oven": 5000})
     for account in (attacker, platform, signers[0]):
-        err = revert_of(lambda: ledger.settle(aid, 1, 0, terms, refs_of("r", 1), entries_of([(5, PERIOD)]), sender=account))
+        err = revert_of(
+            lambda: ledger.settle(aid, 1, 0, terms, refs_of("r", 1), entries_of([(5, PERIOD)]), sender=account)
+        )
         assert err.name == "AccessControlUnauthorizedAccount"
-        assert revert_of(lambda: ledger.close_period(aid, PERIOD, sender=account)).name == "AccessControlUnauthorizedAccount"
+        assert (
+            revert_of(lambda: ledger.close_period(aid, PERIOD, sender=account)).name
+            == "AccessControlUnauthorizedAccount"
+        )
 
 
 def test_a_closed_period_rejects_later_events(ledger, funded, make_alliance):
@@ -193,7 +216,9 @@ def test_a_closed_period_rejects_later_events(ledger, funded, make_alliance):
     receipt = ledger.close_period(aid, PERIOD, sender=funded)
     closed = list(ledger.logs(["PeriodClosed"], from_block=receipt.block_number))[0].args
     assert (closed["period"], closed["revenue"]) == (PERIOD, 50)
-    err = revert_of(lambda: ledger.settle(aid, 1, 1, terms, refs_of("c", 1, 1), entries_of([(5, PERIOD)]), sender=funded))
+    err = revert_of(
+        lambda: ledger.settle(aid, 1, 1, terms, refs_of("c", 1, 1), entries_of([(5, PERIOD)]), sender=funded)
+    )
     assert (err.name, err.args_["period"]) == ("PeriodAlreadyClosed", PERIOD)
     assert revert_of(lambda: ledger.close_period(aid, PERIOD, sender=funded)).name == "PeriodAlreadyClosed"
     # Other periods still settle.
@@ -204,19 +229,26 @@ def test_a_batch_touching_a_closed_period_is_refused_whole(ledger, funded, make_
     aid, terms = make_alliance("whole", {"fridge": 5000, "oven": 5000})
     ledger.close_period(aid, PERIOD, sender=funded)
     mixed = entries_of([(5, PERIOD + 1), (5, PERIOD)])
-    assert revert_of(lambda: ledger.settle(aid, 1, 0, terms, refs_of("w", 2), mixed, sender=funded)).name == "PeriodAlreadyClosed"
+    assert (
+        revert_of(lambda: ledger.settle(aid, 1, 0, terms, refs_of("w", 2), mixed, sender=funded)).name
+        == "PeriodAlreadyClosed"
+    )
     assert ledger.period(aid, PERIOD + 1)[0] == 0
     assert_conserved(ledger, token, kitchen.values())
 
 
-def test_an_agreement_naming_a_dissolved_me_cannot_settle_until_amended(ledger, funded, make_alliance, platform, kitchen, signers, token):
+def test_an_agreement_naming_a_dissolved_me_cannot_settle_until_amended(
+    ledger, funded, make_alliance, platform, kitchen, signers, token
+):
 
     from ledger.models import Terms
 
     aid, terms = make_alliance("dissolve", {"fridge": 5000, "oven": 5000})
     ledger.settle(aid, 1, 0, terms, refs_of("d", 1), entries_of([(100, PERIOD)]), sender=funded)
     ledger.dissolve_me(kitchen["oven"], sender=platform)
-    err = revert_of(lambda: ledger.settle(aid, 1, 1, terms, refs_of("d", 1, 1), entries_of([(100, PERIOD)]), sender=funded))
+    err = revert_of(
+        lambda: ledger.settle(aid, 1, 1, terms, refs_of("d", 1, 1), entries_of([(100, PERIOD)]), sender=funded)
+    )
     assert (err.name, err.args_["meId"]) == ("AgreementPartyDissolved", kitchen["oven"])
     # Amend without the dissolved ME; every remaining party signs; settlement resumes.
     amended = Terms.build(token, {kitchen["fridge"]: 6000, kitchen["recipe-app"]: 4000})
@@ -255,7 +287,9 @@ def test_settlement_without_allowance_is_refused_and_books_nothing(ledger, finan
     assert_conserved(ledger, token, kitchen.values())
 
 
-def test_withdraw_pays_the_payout_address_once(ledger, funded, make_alliance, token, kitchen, payouts, signers, attacker):
+def test_withdraw_pays_the_payout_address_once(
+    ledger, funded, make_alliance, token, kitchen, payouts, signers, attacker
+):
     aid, terms = make_alliance("pay", {"fridge": 5000, "oven": 5000})
     ledger.settle(aid, 1, 0, terms, refs_of("w", 1), entries_of([(1_001, PERIOD)]), sender=funded)
     owed = ledger.balance_of(kitchen["fridge"], token)
@@ -285,6 +319,11 @@ def test_a_batch_across_periods_credits_each_period_run(ledger, funded, make_all
     events = [(60, 1), (60, 2), (60, 1), (60, 2)]
     receipt = ledger.settle(aid, 1, 0, terms, refs_of("m", 4), entries_of(events), sender=funded)
     runs = list(ledger.logs(["PartiesCredited"], from_block=receipt.block_number))
-    assert [(r.args["period"], r.args["firstSeq"], r.args["count"]) for r in runs] == [(1, 0, 1), (2, 1, 1), (1, 2, 1), (2, 3, 1)]
+    assert [(r.args["period"], r.args["firstSeq"], r.args["count"]) for r in runs] == [
+        (1, 0, 1),
+        (2, 1, 1),
+        (1, 2, 1),
+        (2, 3, 1),
+    ]
     assert ledger.period(aid, 1)[0] == 120 and ledger.period(aid, 2)[0] == 120
     assert [ledger.balance_of(p, token) for p in terms.parties] == expected_credits(terms, 0, events)

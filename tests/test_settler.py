@@ -7,7 +7,7 @@ import pytest
 
 from ledger.errors import InputError
 from ledger.models import RevenueEvent
-from ledger.services.settlement import Settler, Summary, batch_size_for
+from ledger.services.settlement import Settler, Summary, batch_size_for, preview
 
 PERIOD = 202611
 
@@ -25,8 +25,12 @@ def credited_total(ledger, token, parties):
 
 @pytest.fixture
 def kitchen_alliance(make_alliance):
-    return make_alliance("kitchen", {"fridge": 4000, "oven": 3000, "recipe-app": 2000, "logistics": 1000},
-                         target=50_000, excess={"fridge": 1000, "oven": 1000, "recipe-app": 7000, "logistics": 1000})
+    return make_alliance(
+        "kitchen",
+        {"fridge": 4000, "oven": 3000, "recipe-app": 2000, "logistics": 1000},
+        target=50_000,
+        excess={"fridge": 1000, "oven": 1000, "recipe-app": 7000, "logistics": 1000},
+    )
 
 
 def test_a_run_settles_every_event_and_a_re_run_settles_nothing_new(ledger, funded, kitchen_alliance, token):
@@ -139,4 +143,19 @@ def test_a_finance_account_without_enough_tokens_is_refused_before_sending(ledge
 
 def test_batch_size_keeps_the_largest_agreements_within_the_gas_budget():
     assert batch_size_for(5) == 1_000
-    assert batch_size_for(64) * (1_900 + 330 * 64) <= 12_000_000
+    assert batch_size_for(64) * (2_000 + 150 * 64) <= 12_000_000
+
+
+def test_the_preview_predicts_every_credit_to_the_unit(ledger, funded, kitchen_alliance, token):
+    aid, terms = kitchen_alliance
+    Settler(ledger, funded).run(events_for("kitchen", 3, amount=20_000))  # the period is part-way to the target
+    events = events_for("kitchen", 40, start=3, amount=777) + events_for("kitchen", 5, start=50, period=PERIOD + 1)
+    settler = Settler(ledger, funded, batch_size=7)
+    work, _ = settler.prepare(events)
+    predicted = preview(ledger, work)
+    before = {p: ledger.balance_of(p, token) for p in terms.parties}
+    settler.run(events)
+    for party in terms.parties:
+        gained = ledger.balance_of(party, token) - before[party]
+        assert gained == sum(row["total"] for row in predicted if row["me_id"] == party)
+    assert any(row["excess"] for row in predicted)  # the preview crossed the target too

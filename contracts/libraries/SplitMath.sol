@@ -2,7 +2,8 @@
 pragma solidity ^0.8.24;
 
 /// @title SplitMath
-/// @notice The ledger's money math: the period tier split and the rotating systematic rounding rule.
+/// @notice The ledger's money math: the period tier split and the rotating systematic rounding rule
+/// (stated in {IAllianceLedger}).
 /// `ledger/money.py` is the same math in Python (previews and the auditor's independent recomputation);
 /// tests check the two against each other.
 library SplitMath {
@@ -20,30 +21,44 @@ library SplitMath {
         }
     }
 
-    /// @notice Adds the split of `amount` over `shares` (basis points, summing to 10,000) to `credits`.
-    /// credit_i = floor((offset + amount * S_i) / BPS) - floor((offset + amount * S_(i-1)) / BPS).
-    /// The credits added sum to `amount` exactly because S_n = BPS and offset < BPS.
-    function addSplit(uint256 amount, uint256 offset, uint256[] memory shares, uint256[] memory credits)
+    /// @notice Adds floor((offset + amount * prefix[i]) / BPS) to sums[i] for every i.
+    /// @dev `prefix` holds the running share sums S_1..S_(n-1) of a table. Over a run of events, party
+    /// i's credit under the rotating rule is sums[i] - sums[i-1] (see `creditsOf`).
+    function accumulate(uint256 amount, uint256 offset, uint256[] memory prefix, uint256[] memory sums)
         internal
         pure
     {
-        // amount < 2**128 and the running sum stays below offset + amount * BPS < 2**142: no overflow.
-        // The quotients are non-decreasing, so `q - previous` cannot underflow. Both arrays have the
-        // same length (checked once per batch by the caller), so the unchecked indexing is in bounds.
+        // amount < 2**128 and prefix[i] <= BPS, so each term is below 2**142 and the sums of a batch
+        // below 2**206: no overflow. Both arrays have the same length (made so by the caller), so every
+        // address below stays inside them.
         assembly ("memory-safe") {
-            let n := mload(shares)
-            let s := add(shares, 0x20)
-            let c := add(credits, 0x20)
-            let running := offset
-            let previous := 0
-            for { let i := 0 } lt(i, n) { i := add(i, 1) } {
-                let o := shl(5, i)
-                running := add(running, mul(amount, mload(add(s, o))))
-                let q := div(running, BPS)
-                let slot := add(c, o)
-                mstore(slot, add(mload(slot), sub(q, previous)))
-                previous := q
+            let p := add(prefix, 0x20)
+            let end := add(p, shl(5, mload(prefix)))
+            let delta := sub(sums, prefix)
+            for {} lt(p, end) { p := add(p, 0x20) } {
+                let slot := add(p, delta)
+                mstore(slot, add(mload(slot), div(add(offset, mul(amount, mload(p))), BPS)))
             }
+        }
+    }
+
+    /// @notice Each party's credit from the sums of `accumulate` over a run whose parts total `total`.
+    /// credit_0 = sums[0], credit_i = sums[i] - sums[i-1], credit_(n-1) = total - sums[n-2]; the credits
+    /// add up to `total`. Clears `sums` for the next run.
+    function creditsOf(uint256[] memory sums, uint256 total) internal pure returns (uint256[] memory credits) {
+        uint256 m = sums.length;
+        credits = new uint256[](m + 1);
+        uint256 previous;
+        // Per event the floors are non-decreasing in i and the last is the part itself, so every
+        // difference is a sum of non-negative per-event credits: no underflow.
+        unchecked {
+            for (uint256 i; i < m; ++i) {
+                uint256 current = sums[i];
+                credits[i] = current - previous;
+                previous = current;
+                sums[i] = 0;
+            }
+            credits[m] = total - previous;
         }
     }
 

@@ -42,7 +42,9 @@ class DeploymentStore:
         try:
             return DeploymentRecord.model_validate_json(path.read_text())
         except ValueError as err:
-            raise LedgerError(f"deployment record {path} is unreadable ({err.__class__.__name__}); move it away and deploy again") from None
+            raise LedgerError(
+                f"deployment record {path} is unreadable ({err.__class__.__name__}); move it away and deploy again"
+            ) from None
 
     def save(self, record: DeploymentRecord) -> Path:
         """Write atomically (temp file + rename), so a crash never leaves half a record."""

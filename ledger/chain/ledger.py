@@ -11,7 +11,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 from eth_utils import keccak
 
@@ -367,4 +366,3 @@ class LedgerChain:
             if log.event_name == name:
                 return dict(log.event_arguments)
         raise LedgerError(f"transaction {receipt.txn_hash} has no {name} event")  # pragma: no cover
-

@@ -24,7 +24,7 @@ def canonical_type(param: dict) -> str:
     kind = param["type"]
     if kind.startswith("tuple"):
         inner = ",".join(canonical_type(c) for c in param["components"])
-        return f"({inner}){kind[len('tuple'):]}"
+        return f"({inner}){kind[len('tuple') :]}"
     return kind
 
 
@@ -130,7 +130,9 @@ class LogReader:
                 yield Log(
                     event=spec.name,
                     block=int(item["blockNumber"], 16) if isinstance(item["blockNumber"], str) else item["blockNumber"],
-                    tx=item["transactionHash"] if isinstance(item["transactionHash"], str) else "0x" + bytes(item["transactionHash"]).hex(),
+                    tx=item["transactionHash"]
+                    if isinstance(item["transactionHash"], str)
+                    else "0x" + bytes(item["transactionHash"]).hex(),
                     index=int(item["logIndex"], 16) if isinstance(item["logIndex"], str) else item["logIndex"],
                     args=spec.decode(topic_bytes, _hex_to_bytes(item["data"])),
                 )

@@ -48,9 +48,7 @@ def open_deployment(store: DeploymentStore) -> tuple[LedgerChain, DeploymentReco
     if record is None:
         raise ChainUnavailable(f"no deployment recorded for chain {chain_id} in {store.folder}; deploy first")
     if not chain_ledger.has_code(record.ledger):
-        raise ChainUnavailable(
-            f"chain {chain_id} has no contract at {record.ledger} (a fresh chain?); deploy again"
-        )
+        raise ChainUnavailable(f"chain {chain_id} has no contract at {record.ledger} (a fresh chain?); deploy again")
     return LedgerChain.at(record.ledger, record.token), record
 
 

@@ -27,7 +27,8 @@ MAX_CONFLICT_RETRIES = 20
 
 def batch_size_for(parties: int, gas_budget: int = DEFAULT_BATCH_GAS) -> int:
     """Events per batch so a batch stays within ``gas_budget`` (measured cost per event and party)."""
-    per_event = 1_900 + 330 * parties  # generous upper bound of the measured figures (README)
+    # Upper bound of the measured cost (bench/results.json: about 1,600 + 120 per party, tiers included).
+    per_event = 2_000 + 150 * parties
     return max(1, min(MAX_BATCH_EVENTS, (gas_budget - 200_000) // per_event))
 
 
@@ -84,9 +85,7 @@ def find_duplicates(events: Sequence[RevenueEvent]) -> list[str]:
     problems = []
     for event in events:
         if event.reference in first:
-            problems.append(
-                f"row {event.row}: reference {event.reference!r} repeats row {first[event.reference]}"
-            )
+            problems.append(f"row {event.row}: reference {event.reference!r} repeats row {first[event.reference]}")
         else:
             first[event.reference] = event.row
     return problems
@@ -226,8 +225,7 @@ class Settler:
             have = self.chain.token_balance(token, self.finance.address)
             if have < amount:
                 raise LedgerError(
-                    f"finance account {self.finance.address} holds {have} base units of {token}, "
-                    f"the run needs {amount}"
+                    f"finance account {self.finance.address} holds {have} base units of {token}, the run needs {amount}"
                 )
             self.chain.ensure_allowance(token, self.finance, amount)
 
@@ -275,37 +273,38 @@ class Settler:
 
 
 def preview(chain, work: list[AllianceWork]) -> list[dict]:
-    """What each ME would receive from ``work`` if settled now (the cursor decides the rounding)."""
+    """What each ME would receive from ``work``, per alliance, period and tier, if settled now.
+
+    Exact as long as nobody settles the same alliances first: the rounding offsets follow the cursor
+    that :meth:`Settler.prepare` read, and the tiers follow the periods' revenue on chain.
+    """
     rows = []
     for item in work:
         agreement, terms = item.agreement, item.terms
-        seq = chain.agreement(agreement.id).next_seq
+        n = len(terms.parties)
         revenue: dict[int, int] = {}
-        base = [0] * len(terms.parties)
-        excess = [0] * len(terms.parties)
         per_period: dict[int, tuple[list[int], list[int]]] = {}
-        for event in item.events:
+        for seq, event in enumerate(item.events, start=agreement.next_seq):
             if event.period not in revenue:
                 revenue[event.period] = chain.period(agreement.id, event.period)[0]
             split = money.split_event(
                 seq, event.amount, revenue[event.period], terms.shares, terms.target, terms.excess_shares
             )
-            b, x = per_period.setdefault(event.period, ([0] * len(base), [0] * len(excess)))
-            for i in range(len(base)):
-                b[i] += split.base[i]
-                x[i] += split.excess[i]
             revenue[event.period] += event.amount
-            seq += 1
-        for period, (b, x) in sorted(per_period.items()):
+            base, excess = per_period.setdefault(event.period, ([0] * n, [0] * n))
+            for i in range(n):
+                base[i] += split.base[i]
+                excess[i] += split.excess[i]
+        for period, (base, excess) in sorted(per_period.items()):
             for i, me_id in enumerate(terms.parties):
                 rows.append(
                     {
                         "alliance": agreement.name,
                         "period": period,
                         "me_id": me_id,
-                        "base": b[i],
-                        "excess": x[i],
-                        "total": b[i] + x[i],
+                        "base": base[i],
+                        "excess": excess[i],
+                        "total": base[i] + excess[i],
                     }
                 )
     return rows
