@@ -19,7 +19,6 @@ class Settings(BaseModel):
 
     data_dir: Path = Field(default=PROJECT_ROOT / ".ledger", description="deployment records, node state")
     batch_gas: int = Field(default=12_000_000, gt=300_000, description="gas budget of one settlement batch")
-    log_page_blocks: int = Field(default=50_000, gt=0, description="blocks per eth_getLogs request")
 
     @property
     def deployments_dir(self) -> Path:

@@ -48,10 +48,6 @@ class ChainUnavailable(LedgerError):
     exit_code = 2
 
 
-class SettlementConflict(LedgerError):
-    """Another operator settled part of the batch first; the run can be repeated safely."""
-
-
 def describe_revert(name: str, args: dict) -> str:
     """Words for a contract custom error (falls back to its name and arguments)."""
     detail = ", ".join(f"{k}={_show(v)}" for k, v in args.items())

@@ -13,7 +13,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ledger.money import BPS, MAX_EVENT_AMOUNT, MAX_PERIOD
 
-ZERO_ADDRESS = "0x" + "00" * 20
 MIN_PARTIES = 2
 MAX_PARTIES = 64
 
@@ -154,16 +153,3 @@ class RevenueEvent(Model):
     def entry(self) -> int:
         """The contract's packed entry: ``amount << 32 | period``."""
         return (self.amount << 32) | self.period
-
-
-class SettledEvent(Model):
-    """A revenue event as the chain records it."""
-
-    agreement_id: bytes
-    version: int
-    seq: int
-    reference: str
-    amount: int
-    period: int
-    block: int
-    tx: str

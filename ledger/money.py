@@ -1,11 +1,13 @@
 """The ledger's money math in plain Python: amounts, the period tier split and the rounding rule.
 
 This is the same math as ``contracts/libraries/SplitMath.sol``. The contract is the source of truth;
-this module is used for previews (``ledger settle --dry-run``), for the auditor's independent
-recomputation, and tests check the two against each other.
+this module is used for previews (:func:`ledger.services.settlement.preview`) and for independent
+recomputation, and tests check the two against each other. (The contract sums the same per-event
+floors over a run of events and takes the differences once: see ``SplitMath.accumulate``.)
 
-Amounts are ``int`` base units everywhere. ``Decimal`` appears only in :func:`parse_amount` and
-:func:`format_amount`, at the edges where people type and read token units.
+Amounts are ``int`` base units everywhere. Decimal strings that people type and read are converted at
+the edges by :func:`parse_amount` and :func:`format_amount`, with integer arithmetic on the digits:
+never a float, never a rounding context.
 
 Rounding rule ("rotating systematic rounding"): a part ``a`` of a revenue event is split over a share
 table ``s_1..s_n`` (basis points summing to 10,000) as::
@@ -22,7 +24,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 
 BPS = 10_000
 ROUNDING_STRIDE = 6_181
@@ -133,8 +134,3 @@ def format_amount(units: int, decimals: int) -> str:
         return f"{sign}{units}"
     whole, fraction = divmod(units, 10**decimals)
     return f"{sign}{whole}.{fraction:0{decimals}d}"
-
-
-def to_decimal(units: int, decimals: int) -> Decimal:
-    """Base units as an exact ``Decimal`` in token units (for JSON and reports)."""
-    return Decimal(format_amount(units, decimals))

@@ -197,7 +197,7 @@ class LedgerChain:
     def me_id_by_name(self, name: str) -> int:
         me_id = int(self.contract.meIdByName(name))
         if me_id == 0:
-            raise NotFoundError(f"no ME named {name!r} (see `ledger me list`)")
+            raise NotFoundError(f"no ME named {name!r}")
         return me_id
 
     def mes(self) -> list[ME]:
@@ -322,9 +322,6 @@ class LedgerChain:
 
     def token_balance(self, token: str, holder: str) -> int:
         return int(self.token_at(token).balanceOf(holder))
-
-    def token_decimals(self, token: str) -> int:
-        return int(self.token_at(token).decimals())
 
     def ensure_allowance(self, token: str, owner, amount: int) -> None:
         erc20 = self.token_at(token)

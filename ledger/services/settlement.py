@@ -37,10 +37,6 @@ def order_for_settlement(events: Iterable[RevenueEvent]) -> list[RevenueEvent]:
     return sorted(events, key=lambda e: (e.period, e.row))
 
 
-def chunk(events: Sequence[RevenueEvent], size: int) -> list[list[RevenueEvent]]:
-    return [list(events[i : i + size]) for i in range(0, len(events), size)]
-
-
 @dataclass(frozen=True)
 class SettledRecord:
     agreement_id: bytes
