@@ -1,6 +1,6 @@
 # Build/test entry points. Every target runs with the project's tools first in PATH:
-#   scripts/bin   -> "anvil" wrapper (adds --prune-history) that ape-foundry finds via PATH
-#   .venv/bin     -> ape, pytest, ledger
+#   scripts/bin   -> "anvil" wrapper (adds --prune-history, drops --steps-tracing) for ape-foundry
+#   .venv/bin     -> ape, pytest
 # solc comes from solc-js through scripts/solc/bin/solc-v0.8.30 (SOLCX_BINARY_PATH); nothing is
 # downloaded at run time. Ape's data (dependency cache, accounts) stays in .ape/.
 SHELL := /bin/bash
@@ -19,7 +19,7 @@ export APE_DATA_FOLDER := $(CURDIR)/.ape
 export TMPDIR := $(CURDIR)/.tmp
 $(shell mkdir -p $(TMPDIR))
 
-.PHONY: all deps venv node_modules compile test test-all bench demo clean
+.PHONY: all deps venv node_modules compile test test-all bench clean
 all: test
 
 deps: venv node_modules
@@ -49,9 +49,6 @@ test-all: compile
 
 bench: compile
 	python scripts/bench.py
-
-demo: compile
-	ledger demo
 
 # Generated state only; keeps .venv and node_modules.
 clean:
