@@ -115,6 +115,14 @@ def test_the_whole_file_is_validated_before_anything_is_sent(ledger, funded, kit
     assert ledger.agreement(aid).next_seq == 0
 
 
+def test_an_alliance_naming_a_dissolved_me_is_reported_by_row(ledger, funded, kitchen_alliance, platform, kitchen):
+    aid, _ = kitchen_alliance
+    ledger.dissolve_me(kitchen["oven"], sender=platform)
+    with pytest.raises(InputError, match="rows 2, 3: alliance 'kitchen' names dissolved ME 'oven'; amend it first"):
+        Settler(ledger, funded).run(events_for("kitchen", 2))
+    assert ledger.agreement(aid).next_seq == 0
+
+
 def test_a_reference_settled_earlier_with_other_values_is_a_conflict(ledger, funded, kitchen_alliance):
     aid, _ = kitchen_alliance
     Settler(ledger, funded).run(events_for("kitchen", 2))

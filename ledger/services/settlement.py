@@ -18,7 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ledger import money
 from ledger.errors import ContractRevert, InputError, LedgerError
-from ledger.models import Agreement, AgreementStatus, MEStatus, RevenueEvent, Terms, text_to_bytes32
+from ledger.models import (
+    Agreement,
+    AgreementStatus,
+    MEStatus,
+    RevenueEvent,
+    Terms,
+    bytes32_to_text,
+    text_to_bytes32,
+)
 
 DEFAULT_BATCH_GAS = 12_000_000
 MAX_BATCH_EVENTS = 1_000
@@ -132,8 +140,6 @@ class Settler:
 
     def settled_references(self, agreement_ids: Iterable[bytes] | None = None) -> dict[str, SettledRecord]:
         """Every reference settled so far (optionally only for some agreements), from the logs."""
-        from ledger.models import bytes32_to_text
-
         records: dict[str, SettledRecord] = {}
         topic1 = list(agreement_ids) if agreement_ids is not None else None
         for log in self.chain.logs(["RevenueSettled"], from_block=self.from_block, topic1=topic1):
@@ -153,15 +159,16 @@ class Settler:
         sent in that case.
         """
         problems = find_duplicates(events)
+        by_alliance: dict[str, list[RevenueEvent]] = defaultdict(list)
+        for event in events:
+            by_alliance[event.alliance].append(event)
         agreements: dict[str, Agreement] = {}
         terms: dict[str, Terms] = {}
-        for name in sorted({e.alliance for e in events}):
-            rows = [e.row for e in events if e.alliance == name]
-            where = _rows(rows)
+        for name in sorted(by_alliance):
+            where = _rows([e.row for e in by_alliance[name]])
             try:
-                text_to_bytes32(name, "alliance name")
                 agreement = self.chain.agreement(name)
-            except (LedgerError, ValueError) as err:
+            except LedgerError as err:
                 problems.append(f"{where}: {err}")
                 continue
             if agreement.status != AgreementStatus.ACTIVE:
@@ -170,10 +177,9 @@ class Settler:
             agreements[name] = agreement
             terms[name] = self.chain.terms_of(agreement.id, agreement.active_version)
             for me_id in terms[name].parties:
-                if self.chain.me(me_id).status != MEStatus.ACTIVE:
-                    problems.append(
-                        f"{where}: alliance {name!r} names dissolved ME {self.chain.me(me_id).name!r}; amend it first"
-                    )
+                me = self.chain.me(me_id)
+                if me.status != MEStatus.ACTIVE:
+                    problems.append(f"{where}: alliance {name!r} names dissolved ME {me.name!r}; amend it first")
         closed: dict[tuple[str, int], bool] = {}
         for event in events:
             if event.alliance not in agreements:
@@ -192,12 +198,14 @@ class Settler:
         todo, skipped, conflicts = classify(events, settled, ids)
         if conflicts:
             raise InputError(conflicts)
-        work = []
-        for name, agreement in agreements.items():
-            mine = order_for_settlement(e for e in todo if e.alliance == name)
-            if mine:
-                work.append(AllianceWork(agreement, terms[name], mine))
-        return work, skipped
+        todo_by_alliance: dict[str, list[RevenueEvent]] = defaultdict(list)
+        for event in todo:
+            todo_by_alliance[event.alliance].append(event)
+        return [
+            AllianceWork(agreement, terms[name], order_for_settlement(todo_by_alliance[name]))
+            for name, agreement in agreements.items()
+            if todo_by_alliance[name]
+        ], skipped
 
     # -- submitting ---------------------------------------------------------------------------------
 
