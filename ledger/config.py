@@ -1,7 +1,8 @@
-"""Settings: where the ledger keeps its data, and how settlement behaves. No chain imports here.
+"""Settings: where the ledger keeps its data, where the local node listens, how settlement behaves.
+No chain imports here.
 
 Every setting can come from the environment with the ``LEDGER_`` prefix (``LEDGER_DATA_DIR``,
-``LEDGER_BATCH_GAS``, ...).
+``LEDGER_PORT``, ``LEDGER_BATCH_GAS``, ...); command-line options override them.
 """
 
 from __future__ import annotations
@@ -12,24 +13,46 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+LOCAL_NETWORK = "local"
 
 
 class Settings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     data_dir: Path = Field(default=PROJECT_ROOT / ".ledger", description="deployment records, node state")
+    host: str = Field(default="127.0.0.1", description="address the local node listens on")
+    port: int = Field(default=8547, gt=0, lt=65536, description="port of the local node")
+    dev_accounts: int = Field(default=20, ge=10, le=100, description="funded dev accounts on the local node")
+    network: str = Field(default=LOCAL_NETWORK, description="'local' or an Ape network choice")
     batch_gas: int = Field(default=12_000_000, gt=300_000, description="gas budget of one settlement batch")
 
     @property
     def deployments_dir(self) -> Path:
         return self.data_dir / "deployments"
 
+    @property
+    def node_dir(self) -> Path:
+        return self.data_dir / "node"
+
+    @property
+    def signatures_dir(self) -> Path:
+        return self.data_dir / "signatures"
+
+    @property
+    def node_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def is_local(self) -> bool:
+        return self.network == LOCAL_NETWORK
+
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> Settings:
         env = os.environ if environ is None else environ
         values = {}
         for name in cls.model_fields:
             key = f"LEDGER_{name.upper()}"
             if key in env:
                 values[name] = env[key]
+        values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

@@ -26,6 +26,7 @@ class DeploymentRecord(BaseModel):
     admin: str
     platform: str
     finance: str
+    aliases: dict[str, str] = {}  # role -> Ape account alias used at deployment (CLI defaults)
 
 
 class DeploymentStore:

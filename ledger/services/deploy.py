@@ -15,6 +15,7 @@ def deploy_or_reuse(
     finance,
     sender,
     token_decimals: int | None = 6,
+    aliases: dict[str, str] | None = None,
 ) -> tuple[LedgerChain, DeploymentRecord, bool]:
     """The deployment for the connected chain: the recorded one if its code is still there, else a new
     one (recorded). Returns ``(ledger, record, reused)``."""
@@ -34,6 +35,7 @@ def deploy_or_reuse(
         admin=_address(admin),
         platform=_address(platform),
         finance=_address(finance),
+        aliases=dict(aliases or {}),
     )
     store.save(record)
     return ledger, record, False

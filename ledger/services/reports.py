@@ -62,3 +62,64 @@ def payouts(
     if me is not None:
         lines = [line for line in lines if line.me == me]
     return sorted(lines, key=lambda line: (line.alliance, line.period, line.me_id, line.tier))
+
+
+class BalanceRow(Model):
+    me_id: int
+    me: str
+    status: str
+    token: str
+    balance: int
+
+
+class ConservationCheck(Model):
+    """For one token: what the ledger holds, what it says it owes, and the sum of the ME balances."""
+
+    token: str
+    held: int
+    owed: int
+    sum_of_balances: int
+
+    @property
+    def ok(self) -> bool:
+        return self.held == self.owed == self.sum_of_balances
+
+
+class BalanceReport(Model):
+    model_config = {"frozen": False}
+
+    rows: list[BalanceRow]
+    checks: list[ConservationCheck]
+
+
+def settlement_tokens(chain, *, from_block: int = 0) -> list[str]:
+    """Every token any agreement version names, from the ``AgreementProposed`` logs."""
+    tokens: dict[str, None] = {}
+    for log in chain.logs(["AgreementProposed"], from_block=from_block):
+        tokens.setdefault(log.args["terms"][0], None)
+    return list(tokens)
+
+
+def balances(chain, *, from_block: int = 0, extra_tokens: list[str] = ()) -> BalanceReport:
+    """Every ME's balance in every settlement token, and the conservation check per token."""
+    tokens = list(dict.fromkeys([*settlement_tokens(chain, from_block=from_block), *extra_tokens]))
+    mes = chain.mes()
+    rows = []
+    checks = []
+    for token in tokens:
+        total = 0
+        for me in mes:
+            amount = chain.balance_of(me.id, token)
+            total += amount
+            if amount:
+                rows.append(BalanceRow(me_id=me.id, me=me.name, status=me.status.name.lower(), token=token, balance=amount))
+        checks.append(
+            ConservationCheck(
+                token=token,
+                held=chain.token_balance(token, chain.address),
+                owed=chain.total_owed(token),
+                sum_of_balances=total,
+            )
+        )
+    rows.sort(key=lambda r: (r.me_id, r.token))
+    return BalanceReport(rows=rows, checks=checks)

@@ -211,11 +211,17 @@ class Settler:
 
     def run(
         self,
-        events: Sequence[RevenueEvent],
+        events: Sequence[RevenueEvent] = (),
         progress: Callable[[int], None] | None = None,
+        *,
+        prepared: tuple[list[AllianceWork], list[RevenueEvent]] | None = None,
+        summary: Summary | None = None,
     ) -> Summary:
-        work, skipped = self.prepare(events)
-        summary = Summary(skipped=len(skipped))
+        """Settle ``events`` (or the result of :meth:`prepare` on them). ``summary`` is filled in as
+        batches land, so a caller that is interrupted still knows what was done."""
+        work, skipped = prepared if prepared is not None else self.prepare(events)
+        summary = summary if summary is not None else Summary()
+        summary.skipped += len(skipped)
         self._fund(work)
         for item in work:
             self._settle_alliance(item, summary, progress)

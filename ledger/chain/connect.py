@@ -1,0 +1,129 @@
+"""Connecting to a node through Ape, and finding accounts by alias.
+
+``local`` means the node ``ledger chain up`` runs (Ape's foundry provider pointed at it with
+``manage_process: false``, so Ape never starts a throw-away node of its own). Anything else is an Ape
+network choice such as ``ethereum:sepolia:node`` or ``ethereum:local:hardhat``.
+
+Accounts are Ape accounts given by alias. On the local chain ``dev0`` ... ``dev19`` are Anvil's funded
+dev accounts (the well-known test mnemonic); they are refused anywhere else.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from ledger.config import PROJECT_ROOT, Settings
+from ledger.errors import ChainUnavailable, LedgerError, NotFoundError
+
+DEV_ALIAS = re.compile(r"^dev(\d{1,2})$")
+
+
+def prepare_environment() -> None:
+    """Point Ape at the project's own tools (what the Makefile exports), so ``ledger`` works from any
+    shell: solc through solc-js, Ape's data folder inside the project, a project-local temp folder."""
+    os.environ.setdefault("SOLCX_BINARY_PATH", str(PROJECT_ROOT / "scripts" / "solc" / "bin"))
+    os.environ.setdefault("APE_DATA_FOLDER", str(PROJECT_ROOT / ".ape"))
+    tmp = PROJECT_ROOT / ".tmp"
+    tmp.mkdir(exist_ok=True)
+    os.environ.setdefault("TMPDIR", str(tmp))
+    bin_dir = str(PROJECT_ROOT / "scripts" / "bin")
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    import requests
+    from ape.exceptions import NetworkError, ProviderNotConnectedError, ProviderNotFoundError
+
+    return (
+        ConnectionError,
+        requests.exceptions.ConnectionError,
+        requests.exceptions.Timeout,
+        NetworkError,
+        ProviderNotConnectedError,
+        ProviderNotFoundError,
+    )
+
+
+@contextmanager
+def connected(settings: Settings) -> Iterator[None]:
+    """Connect Ape to the configured network for the duration of the block.
+
+    A node that cannot be reached, before or during the block, becomes :class:`ChainUnavailable`.
+    """
+    from ledger.chain.node import LocalNode
+
+    prepare_environment()
+    if settings.is_local:
+        node = LocalNode(settings)
+        if not node.answers():
+            raise ChainUnavailable(f"the local chain is not running at {settings.node_url}; start it with `ledger chain up`")
+        choice = "ethereum:local:foundry"
+        provider_settings = {"host": settings.node_url, "manage_process": False}
+    else:
+        choice, provider_settings = settings.network, {}
+
+    import ape
+    from ape.exceptions import ApeException
+
+    errors = _network_errors()
+    try:
+        context = ape.networks.parse_network_choice(choice, provider_settings=provider_settings)
+        context.__enter__()
+    except errors as err:
+        raise ChainUnavailable(f"cannot reach network {settings.network!r}: {_first_line(err)}") from None
+    except ApeException as err:
+        raise ChainUnavailable(f"cannot use network {settings.network!r}: {_first_line(err)}") from None
+    try:
+        yield
+    except errors as err:
+        raise ChainUnavailable(
+            f"the node stopped answering ({_first_line(err)}); start it again and re-run the same command"
+        ) from None
+    finally:
+        try:
+            context.__exit__(None, None, None)
+        except Exception:  # noqa: BLE001 - a dead node cannot be disconnected from cleanly; nothing to undo
+            pass
+
+
+def account(alias: str, settings: Settings):
+    """The Ape account behind ``alias`` (a dev account on the local chain, else Ape's keystore)."""
+    import ape
+
+    match = DEV_ALIAS.match(alias)
+    if match:
+        if not settings.is_local:
+            raise LedgerError(f"dev account {alias!r} is only for the local chain; use an account from Ape's keystore")
+        index = int(match.group(1))
+        if index >= settings.dev_accounts:
+            raise NotFoundError(f"no dev account {alias!r}: the local chain has dev0 to dev{settings.dev_accounts - 1}")
+        return ape.accounts.test_accounts[index]
+    try:
+        return ape.accounts.load(alias)
+    except (KeyError, IndexError):
+        known = ", ".join(sorted(a.alias for a in ape.accounts if getattr(a, "alias", None))) or "none"
+        hint = "dev0 ... dev19 on the local chain, or " if settings.is_local else ""
+        raise NotFoundError(
+            f"no account {alias!r}; use {hint}an alias from Ape's keystore (`ape accounts import {alias}`); "
+            f"known aliases: {known}"
+        ) from None
+
+
+def address_of(value: str, settings: Settings) -> str:
+    """A checksummed address from ``0x...`` or an account alias."""
+    from eth_utils import is_address, to_checksum_address
+
+    if value.startswith("0x"):
+        if not is_address(value):
+            raise LedgerError(f"{value!r} is not an address")
+        return to_checksum_address(value)
+    return account(value, settings).address
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:200] if text else err.__class__.__name__

@@ -1,0 +1,126 @@
+"""``ledger``: the command line for MEs, finance staff and auditors.
+
+Each command group lives in its own module and is imported only when used, so ``ledger --help`` does
+not load Ape. Errors: one line on stderr; exit 1 when an operation is refused, 2 for usage errors or
+when the chain cannot be reached; ``--debug`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from ledger.errors import InputError, LedgerError
+
+COMMANDS = {
+    "chain": ("ledger.cli.chain", "chain", "Start, stop and inspect the local chain."),
+    "deploy": ("ledger.cli.deploy", "deploy", "Deploy the contracts, or reuse this chain's deployment."),
+    "me": ("ledger.cli.me", "me", "Register, list, show and dissolve micro-enterprises."),
+    "alliance": ("ledger.cli.alliance", "alliance", "Propose, sign, submit, amend and end alliance agreements."),
+    "settle": ("ledger.cli.settle", "settle", "Settle revenue events from a CSV or JSON-lines file."),
+    "period": ("ledger.cli.money", "period", "Close an alliance's period."),
+    "payouts": ("ledger.cli.money", "payouts", "What each ME was credited, from the chain's events."),
+    "balance": ("ledger.cli.money", "balance", "What the ledger owes each ME, and the conservation check."),
+    "withdraw": ("ledger.cli.money", "withdraw", "Pay an ME's balance out to its payout address."),
+    "token": ("ledger.cli.money", "token", "The local settlement test token (mint, balance)."),
+    "demo": ("ledger.cli.demo", "demo", "Run the smart-kitchen alliance end to end on the local chain."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        module, attr, _ = COMMANDS[name]
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx, formatter):
+        # Short help without importing every module.
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, text) for name, (_, _, text) in COMMANDS.items()])
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--network",
+    metavar="NETWORK",
+    help="'local' (the node of `ledger chain up`, default) or an Ape network such as ethereum:sepolia:node.",
+)
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Where records and node state live (LEDGER_DATA_DIR).")
+@click.option("--port", type=int, help="Port of the local chain (LEDGER_PORT, default 8547).")
+@click.option("--debug", is_flag=True, help="Show tracebacks and Ape's own log.")
+@click.version_option("0.1.0", prog_name="ledger")
+@click.pass_context
+def cli(ctx, network, data_dir, port, debug):
+    """ME Alliance Ledger: alliance agreements between micro-enterprises, settled on an EVM chain.
+
+    \b
+    Start here:
+      ledger demo                  the smart-kitchen alliance, end to end, on the local chain
+      ledger chain up              start the local chain (state kept in .ledger/node/)
+      ledger deploy                deploy the contracts (or reuse them)
+      ledger COMMAND --help        every command has an example
+
+    Accounts are Ape account aliases; on the local chain dev0 ... dev19 are Anvil's funded dev
+    accounts (dev0 admin, dev1 platform, dev2 finance by default).
+    """
+    from ledger.config import Settings
+
+    from .context import App
+
+    try:
+        settings = Settings.from_env(network=network, data_dir=data_dir, port=port)
+    except ValueError as err:
+        raise click.UsageError(f"bad setting: {err.errors()[0]['loc'][0]}: {err.errors()[0]['msg']}") from None
+    ctx.obj = App(settings=settings, debug=debug)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def report(error: LedgerError) -> None:
+    if isinstance(error, InputError) and len(error.problems) > 1:
+        shown = error.problems[:50]
+        for problem in shown:
+            click.echo(f"error: {_one_line(problem)}", err=True)
+        more = len(error.problems) - len(shown)
+        tail = f" ({more} more not shown)" if more > 0 else ""
+        click.echo(f"error: {len(error.problems)} problems{tail}; nothing was changed", err=True)
+    else:
+        click.echo(f"error: {_one_line(error)}", err=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        result = cli.main(args=args, prog_name="ledger", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except click.exceptions.Exit as done:
+        return done.exit_code
+    except click.ClickException as err:
+        err.show()
+        return err.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+        click.echo("error: interrupted; nothing is half-applied: run the same command again to finish", err=True)
+        return 130
+    except LedgerError as err:
+        if debug:
+            raise
+        report(err)
+        return err.exit_code
+    except Exception as err:  # noqa: BLE001 - the last line of defence: one line, no traceback
+        if debug:
+            raise
+        click.echo(f"error: {err.__class__.__name__}: {_one_line(err)[:300]} (run with --debug for details)", err=True)
+        return 1
+
+
+def run() -> None:
+    sys.exit(main())

@@ -1,0 +1,344 @@
+"""``ledger alliance ...``: agreements between MEs, signed by every party."""
+
+from __future__ import annotations
+
+import click
+
+from .context import App, account_option, pass_app
+
+
+@click.group()
+def alliance():
+    """Propose, sign, submit, amend and end alliance agreements.
+
+    An agreement takes effect only when every party's registered signer has signed its exact terms
+    (EIP-712). Each party signs with its own Ape account; the key never leaves Ape's account store.
+
+    \b
+    Example:
+      ledger alliance propose smart-kitchen --party fridge=4000 --party oven=3000 \\
+          --party recipe-app=1500 --party logistics=1500 \\
+          --target 300000 --excess fridge=3000 --excess oven=2500 --excess recipe-app=3000 --excess logistics=1500
+      ledger alliance sign smart-kitchen --account dev3        # once per party
+      ledger alliance submit smart-kitchen
+    """
+
+
+def _terms_options(func):
+    options = [
+        click.option("--party", "parties", multiple=True, required=True, metavar="ME=BPS",
+                     help="A party and its share in basis points (10000 = 100%); repeat for each party."),
+        click.option("--target", metavar="AMOUNT",
+                     help="Revenue target per period, in token units; above it the --excess table applies."),
+        click.option("--excess", multiple=True, metavar="ME=BPS", help="A party's share of revenue above the target."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _terms(s, token: str, parties, target, excess):
+    from ledger.services.alliances import build_terms, parse_table
+
+    shares = parse_table(parties, s.chain, "--party")
+    excess_table = parse_table(excess, s.chain, "--excess") if excess else {}
+    target_units = s.parse_units(target, token, "--target") if target else 0
+    return build_terms(token, shares, target_units, excess_table)
+
+
+def _after_proposal(name: str, version: int, terms, s) -> None:
+    names = ", ".join(s.chain.me(i).name for i in terms.parties)
+    click.echo(f"proposed version {version} of alliance {name!r}; every party must sign it: {names}")
+    click.echo(f"next: `ledger alliance sign {name} --account ACCOUNT` for each party, then `ledger alliance submit {name}`")
+
+
+@alliance.command()
+@click.argument("name")
+@_terms_options
+@click.option("--token", metavar="ADDRESS", help="Settlement token (default: the local test token).")
+@account_option("platform", "Proposer: the platform account or a party's signer (default: the platform account).")
+@pass_app
+def propose(app: App, name, parties, target, excess, token, account_alias):
+    """Propose alliance NAME: its parties, shares, and optionally a period target with an excess table.
+
+    \b
+    Example:
+      ledger alliance propose smart-kitchen --party fridge=4000 --party oven=3000 \\
+          --party recipe-app=1500 --party logistics=1500 \\
+          --target 300000 --excess fridge=3000 --excess oven=2500 --excess recipe-app=3000 --excess logistics=1500
+    """
+    from ledger.errors import LedgerError
+    from ledger.services.alliances import propose as propose_terms
+
+    with app.session() as s:
+        token = s.address(token) if token else s.record.token
+        if not token:
+            raise LedgerError("give --token: the ERC-20 the alliance settles in")
+        terms = _terms(s, token, parties, target, excess)
+        version = propose_terms(s.chain, name, terms, sender=s.role_account("platform", account_alias), amend=False)
+        _after_proposal(name, version, terms, s)
+
+
+@alliance.command()
+@click.argument("name")
+@_terms_options
+@account_option("platform", "Proposer: the platform account or a party's signer (default: the platform account).")
+@pass_app
+def amend(app: App, name, parties, target, excess, account_alias):
+    """Propose new terms for alliance NAME (a new version). The version in force stays in force until
+    every party of the new version has signed it and it is submitted.
+
+    \b
+    Example:
+      ledger alliance amend smart-kitchen --party fridge=4500 --party recipe-app=3000 --party logistics=2500
+    """
+    from ledger.services.alliances import propose as propose_terms
+
+    with app.session() as s:
+        agreement = s.chain.agreement(name)
+        terms = _terms(s, agreement.token, parties, target, excess)
+        version = propose_terms(s.chain, name, terms, sender=s.role_account("platform", account_alias), amend=True)
+        _after_proposal(name, version, terms, s)
+
+
+@alliance.command()
+@click.argument("name")
+@click.option("--account", "accounts", multiple=True, required=True, metavar="ACCOUNT",
+              help="The party's signer account (Ape alias); repeat to sign for several parties.")  # fmt: skip
+@pass_app
+def sign(app: App, name, accounts):
+    """Sign the proposal waiting on alliance NAME with a party's own key.
+
+    The signature is kept in the local signature store until `submit`; `ledger alliance show` lists
+    who has signed. Print it with `--export` to send it to whoever submits on another machine.
+
+    \b
+    Example:
+      ledger alliance sign smart-kitchen --account dev3
+    """
+    from ledger.services import alliances
+
+    with app.session() as s:
+        for alias in accounts:
+            signed = alliances.sign(s.chain, s.signatures, name, s.account(alias))
+            click.echo(f"{alias} signed for {', '.join(signed)}")
+        _signature_progress(s, name)
+
+
+@alliance.command(name="export-signatures")
+@click.argument("name")
+@pass_app
+def export_signatures(app: App, name):
+    """Print the signatures collected here for NAME's pending proposal (one per line, ME and hex), to
+    import on the machine that submits.
+
+    \b
+    Example:
+      ledger alliance export-signatures smart-kitchen > sigs.txt
+    """
+    from ledger.services.alliances import APPROVAL, pending_version
+
+    with app.session() as s:
+        agreement = s.chain.agreement(name)
+        version = pending_version(agreement)
+        stored = s.signatures.get(agreement.id, APPROVAL, version) if version else {}
+        for me_id, signature in sorted(stored.items()):
+            click.echo(f"{s.chain.me(me_id).name} 0x{signature.hex()}")
+
+
+@alliance.command(name="import-signature")
+@click.argument("name")
+@click.argument("signature")
+@pass_app
+def import_signature(app: App, name, signature):
+    """Add a party's signature made on another machine (hex). It must recover to that party's signer.
+
+    \b
+    Example:
+      ledger alliance import-signature smart-kitchen 0x5f1c...1b
+    """
+    from ledger.services import alliances
+
+    with app.session() as s:
+        signed = alliances.add_signature(s.chain, s.signatures, name, signature)
+        click.echo(f"imported the signature of {', '.join(signed)}")
+        _signature_progress(s, name)
+
+
+def _signature_progress(s, name):
+    from ledger.services.alliances import APPROVAL, pending_version, signature_status
+
+    agreement = s.chain.agreement(name)
+    version = pending_version(agreement)
+    if version is None:
+        return
+    rows = signature_status(s.chain, s.signatures, agreement, APPROVAL, version, s.chain.terms_of(agreement.id, version))
+    waiting = [r.me for r in rows if not r.signed]
+    done = len(rows) - len(waiting)
+    if waiting:
+        click.echo(f"{done} of {len(rows)} parties have signed version {version}; waiting for {', '.join(waiting)}")
+    else:
+        click.echo(f"all {len(rows)} parties have signed version {version}; next: `ledger alliance submit {name}`")
+
+
+@alliance.command()
+@click.argument("name")
+@account_option("platform", "Account that sends the activation (any account may; default: the platform account).")
+@pass_app
+def submit(app: App, name, account_alias):
+    """Put the pending version of alliance NAME in force, once every party has signed it.
+
+    \b
+    Example:
+      ledger alliance submit smart-kitchen
+    """
+    from ledger.services.alliances import submit as submit_version
+
+    with app.session() as s:
+        version = submit_version(s.chain, s.signatures, name, sender=s.role_account("platform", account_alias))
+    click.echo(f"alliance {name!r} version {version} is in force")
+
+
+@alliance.command()
+@click.argument("name")
+@click.option("--account", "accounts", multiple=True, metavar="ACCOUNT",
+              help="A party's signer agreeing to end the alliance; repeat for several parties.")  # fmt: skip
+@click.option("--sender", "sender_alias", metavar="ACCOUNT", help="Account that sends the termination (default: platform).")
+@pass_app
+def terminate(app: App, name, accounts, sender_alias):
+    """Agree to end alliance NAME. Every party's signer must agree; the alliance ends (no further
+    settlement) when the last one does. Balances already credited stay withdrawable.
+
+    \b
+    Example:
+      ledger alliance terminate smart-kitchen --account dev3 --account dev4
+    """
+    from ledger.services import alliances
+
+    with app.session() as s:
+        signers = [s.account(alias) for alias in accounts]
+        signed, ended = alliances.terminate(
+            s.chain, s.signatures, name, signers, sender=s.role_account("platform", sender_alias)
+        )
+        if signed:
+            click.echo(f"termination signed for {', '.join(signed)}")
+        if ended:
+            click.echo(f"alliance {name!r} is terminated")
+            return
+        agreement = s.chain.agreement(name)
+        rows = alliances.signature_status(
+            s.chain, s.signatures, agreement, alliances.TERMINATION, agreement.active_version,
+            s.chain.terms_of(agreement.id, agreement.active_version),
+        )  # fmt: skip
+        waiting = [r.me for r in rows if not r.signed]
+        click.echo(f"{len(rows) - len(waiting)} of {len(rows)} parties agree to end it; waiting for {', '.join(waiting)}")
+
+
+@alliance.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_app
+def list_(app: App, as_json):
+    """Every alliance with its status, versions and parties.
+
+    \b
+    Example:
+      ledger alliance list
+    """
+    from ledger.services.alliances import alliance_names
+
+    rows = []
+    with app.session() as s:
+        for name in alliance_names(s.chain, s.record.block):
+            agreement = s.chain.agreement(name)
+            version = agreement.active_version or agreement.latest_version
+            terms = s.chain.terms_of(agreement.id, version)
+            parties = ", ".join(s.chain.me(i).name for i in terms.parties)
+            target = s.units(terms.target, terms.token) if terms.target else ""
+            rows.append([name, agreement.status.name.lower(), agreement.active_version, agreement.latest_version,
+                         parties, target, agreement.next_seq])  # fmt: skip
+    headers = ["alliance", "status", "in force", "latest", "parties", "target", "events"]
+    if as_json:
+        from .output import echo_json
+
+        echo_json([dict(zip(headers, row)) for row in rows])
+        return
+    if not rows:
+        click.echo("no alliances yet (`ledger alliance propose NAME --party ME=BPS ...`)")
+        return
+    from .output import table
+
+    click.echo(table(headers, rows, right={2, 3, 5, 6}))
+
+
+@alliance.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_app
+def show(app: App, name, as_json):
+    """One alliance: status, token, each version's parties, shares and tiers, and who has signed.
+
+    \b
+    Example:
+      ledger alliance show smart-kitchen
+    """
+    from ledger.services import alliances
+
+    with app.session() as s:
+        agreement = s.chain.agreement(name)
+        versions = []
+        for version in range(1, agreement.latest_version + 1):
+            terms = s.chain.terms_of(agreement.id, version)
+            if version == agreement.active_version:
+                state = "terminated" if agreement.status.name == "TERMINATED" else "in force"
+            elif version > agreement.active_version and agreement.status.name != "TERMINATED":
+                state = "waiting for signatures"
+            else:
+                state = "superseded" if version < agreement.active_version else "never activated"
+            signed = None
+            if state == "waiting for signatures":
+                signed = alliances.signature_status(s.chain, s.signatures, agreement, alliances.APPROVAL, version, terms)
+            elif state == "in force":
+                ending = alliances.signature_status(
+                    s.chain, s.signatures, agreement, alliances.TERMINATION, version, terms
+                )
+                signed = ending if any(r.signed for r in ending) else None
+            parties = []
+            for i, me_id in enumerate(terms.parties):
+                parties.append({
+                    "me": s.chain.me(me_id).name, "me_id": me_id, "share_bps": terms.shares[i],
+                    "excess_bps": terms.excess_shares[i] if terms.target else None,
+                    "signed": None if signed is None else signed[i].signed,
+                })  # fmt: skip
+            versions.append({
+                "version": version, "state": state, "token": terms.token,
+                "target": s.units(terms.target, terms.token) if terms.target else None, "parties": parties,
+                "signatures_for": None if signed is None else ("approval" if state != "in force" else "termination"),
+            })  # fmt: skip
+        symbol = s.symbol(agreement.token)
+    if as_json:
+        from .output import echo_json
+
+        echo_json({
+            "alliance": agreement.name, "status": agreement.status.name.lower(), "token": agreement.token,
+            "active_version": agreement.active_version, "latest_version": agreement.latest_version,
+            "events_settled": agreement.next_seq, "versions": versions,
+        })  # fmt: skip
+        return
+    from .output import pct, table
+
+    click.echo(f"alliance {agreement.name}: {agreement.status.name.lower()}, token {symbol} ({agreement.token})")
+    click.echo(f"version in force: {agreement.active_version or 'none'}; latest: {agreement.latest_version}; "
+               f"revenue events settled: {agreement.next_seq}")  # fmt: skip
+    for v in versions:
+        target = f", target {v['target']} {symbol} per period" if v["target"] else ""
+        click.echo(f"\nversion {v['version']} ({v['state']}){target}")
+        headers = ["party", "share"] + (["above target"] if v["target"] else [])
+        if v["signatures_for"]:
+            headers.append(f"signed {v['signatures_for']}")
+        rows = []
+        for p in v["parties"]:
+            row = [p["me"], pct(p["share_bps"])] + ([pct(p["excess_bps"])] if v["target"] else [])
+            if v["signatures_for"]:
+                row.append("yes" if p["signed"] else "no")
+            rows.append(row)
+        click.echo(table(headers, rows, right={1, 2} if v["target"] else {1}))

@@ -1,0 +1,120 @@
+"""``ledger chain up|down|status``: the persistent local chain."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from .context import App, pass_app
+
+
+@click.group()
+def chain():
+    """Start, stop and inspect the local chain (Anvil, with its state in a file).
+
+    \b
+    Example:
+      ledger chain up
+      ledger chain status
+      ledger chain down
+    """
+
+
+@chain.command()
+@click.option("--reset", is_flag=True, help="Keep the current state file aside (renamed) and start an empty chain.")
+@pass_app
+def up(app: App, reset: bool):
+    """Start the local chain in the background.
+
+    The chain's state is written to DATA_DIR/node/state.json every second and on `ledger chain down`,
+    so balances survive restarts; a crash of the node loses at most about one second of blocks.
+
+    \b
+    Example:
+      ledger chain up
+    """
+    from ledger.chain.node import LocalNode
+
+    node = LocalNode(app.settings)
+    status, started = node.start(reset=reset)
+    if not started:
+        click.echo(f"the local chain already runs (pid {status.pid}) at {status.url}, block {status.block}")
+        return
+    loaded = f", loaded from {status.state_file}" if status.block else ""
+    click.echo(f"local chain started (pid {status.pid}) at {status.url}: chain id {status.chain_id}, block {status.block}{loaded}")
+    click.echo(f"state: {node.state_file} (saved every second); log: {node.log_file}")
+
+
+@chain.command()
+@pass_app
+def down(app: App):
+    """Stop the local chain cleanly (its state is saved first).
+
+    \b
+    Example:
+      ledger chain down
+    """
+    from ledger.chain.node import LocalNode
+
+    node = LocalNode(app.settings)
+    if node.stop():
+        click.echo(f"local chain stopped; state saved in {node.state_file}")
+    else:
+        click.echo("the local chain is not running; nothing to stop")
+
+
+@chain.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@pass_app
+def status(app: App, as_json: bool):
+    """Whether the local chain runs, its block height and chain id, and the deployments recorded.
+
+    \b
+    Example:
+      ledger chain status
+    """
+    from ledger.chain.deployment import DeploymentStore
+    from ledger.chain.node import LocalNode
+
+    node = LocalNode(app.settings)
+    state = node.status()
+    records = []
+    folder = DeploymentStore(app.settings.deployments_dir)
+    for path in sorted(folder.folder.glob("*.json")) if folder.folder.exists() else []:
+        try:
+            records.append(json.loads(path.read_text()))
+        except ValueError:
+            records.append({"file": str(path), "error": "unreadable"})
+    if as_json:
+        from .output import echo_json
+
+        echo_json(
+            {
+                "running": state.running,
+                "pid": state.pid,
+                "url": state.url,
+                "block": state.block,
+                "chain_id": state.chain_id,
+                "state_file": str(state.state_file) if state.state_file else None,
+                "state_bytes": state.state_bytes,
+                "note": state.note,
+                "deployments": records,
+            }
+        )
+        return
+    if state.running:
+        click.echo(f"running: yes (pid {state.pid}) at {state.url}")
+        click.echo(f"chain id: {state.chain_id}   block: {state.block}" + (f"   ({state.note})" if state.note else ""))
+    else:
+        click.echo(f"running: no (start it with `ledger chain up`){'; ' + state.note if state.note else ''}")
+    if state.state_file:
+        click.echo(f"state file: {state.state_file} ({state.state_bytes / 1e6:.2f} MB)")
+    if not records:
+        click.echo("deployments: none recorded (run `ledger deploy`)")
+    for record in records:
+        if "error" in record:
+            click.echo(f"deployment record {record['file']}: unreadable")
+            continue
+        token = f", token {record['token']}" if record.get("token") else ""
+        click.echo(f"deployment on chain {record['chain_id']}: ledger {record['ledger']}{token} (block {record['block']})")

@@ -1,0 +1,140 @@
+"""What every command shares: settings from options and the environment, the connection to the chain,
+the deployment, accounts by alias, and amounts in token units.
+
+Nothing here imports Ape at module level: ``ledger --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+import click
+
+if TYPE_CHECKING:
+    from ledger.config import Settings
+
+from ledger.errors import LedgerError
+
+ROLE_DEFAULTS_LOCAL = {"admin": "dev0", "platform": "dev1", "finance": "dev2"}
+
+
+@dataclass
+class App:
+    """The root click context object."""
+
+    settings: Settings
+    debug: bool = False
+
+    @contextmanager
+    def session(self, *, deployed: bool = True) -> Iterator[Session]:
+        from ledger.chain.connect import connected
+
+        with connected(self.settings):
+            _quiet_ape(self.debug)
+            yield Session(self.settings, deployed)
+
+
+@dataclass
+class Session:
+    settings: Settings
+    needs_deployment: bool = True
+    _decimals: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.needs_deployment:
+            _ = self.chain  # fail early, with the deployment hint, before any other work
+
+    @cached_property
+    def store(self):
+        from ledger.chain.deployment import DeploymentStore
+
+        return DeploymentStore(self.settings.deployments_dir)
+
+    @cached_property
+    def _opened(self):
+        from ledger.services.deploy import open_deployment
+
+        return open_deployment(self.store)
+
+    @property
+    def chain(self):
+        return self._opened[0]
+
+    @property
+    def record(self):
+        return self._opened[1]
+
+    @cached_property
+    def signatures(self):
+        from ledger.services.alliances import SignatureStore
+
+        return SignatureStore(self.settings.signatures_dir, self.record.chain_id, self.record.ledger)
+
+    def account(self, alias: str):
+        from ledger.chain.connect import account
+
+        return account(alias, self.settings)
+
+    def address(self, value: str) -> str:
+        from ledger.chain.connect import address_of
+
+        return address_of(value, self.settings)
+
+    def role_account(self, role: str, alias: str | None):
+        """The account for a role: ``--account`` if given, else the alias recorded at deployment."""
+        if alias:
+            return self.account(alias)
+        recorded = self.record.aliases.get(role) if self.needs_deployment else None
+        if recorded:
+            return self.account(recorded)
+        if self.settings.is_local:
+            return self.account(ROLE_DEFAULTS_LOCAL[role])
+        raise LedgerError(f"give --account: the account that holds the {role} role")
+
+    def decimals(self, token: str) -> int:
+        if token not in self._decimals:
+            self._decimals[token] = int(self.chain.token_at(token).decimals())
+        return self._decimals[token]
+
+    def symbol(self, token: str) -> str:
+        try:
+            return str(self.chain.token_at(token).symbol())
+        except Exception:  # noqa: BLE001 - a token without symbol() is shown by address
+            return token[:10]
+
+    def units(self, amount: int, token: str) -> str:
+        from ledger.money import format_amount
+
+        return format_amount(amount, self.decimals(token))
+
+    def parse_units(self, text: str, token: str, what: str) -> int:
+        from ledger.errors import InputError
+        from ledger.money import AmountError, parse_amount
+
+        try:
+            return parse_amount(text, self.decimals(token))
+        except AmountError as err:
+            raise InputError(f"{what} {err}") from None
+
+
+def _quiet_ape(debug: bool) -> None:
+    from ape.logging import LogLevel, logger
+
+    logger.set_level(LogLevel.INFO if debug else LogLevel.ERROR)
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+def account_option(role: str | None = None, help_text: str | None = None):
+    text = help_text or (
+        f"Ape account alias that sends the transaction (default: the {role} account recorded at deployment; "
+        f"dev{ {'admin': 0, 'platform': 1, 'finance': 2}.get(role, 0)} on the local chain)."
+        if role
+        else "Ape account alias."
+    )
+    return click.option("--account", "account_alias", metavar="ACCOUNT", help=text)

@@ -1,0 +1,150 @@
+"""``ledger me ...``: micro-enterprises."""
+
+from __future__ import annotations
+
+import click
+
+from .context import App, account_option, pass_app
+
+
+@click.group()
+def me():
+    """Register, list, show and dissolve micro-enterprises (MEs).
+
+    \b
+    Example:
+      ledger me register fridge --signer dev3
+      ledger me list
+    """
+
+
+@me.command()
+@click.argument("name")
+@click.option("--signer", required=True, metavar="ACCOUNT", help="The ME's own key: Ape alias or address; it signs alliances.")
+@click.option("--payout", metavar="ADDRESS", help="Where withdrawals go (alias or address; default: the signer).")
+@click.option("--parent", metavar="NAME", help="The ME or platform this ME was spawned from.")
+@account_option("platform")
+@pass_app
+def register(app: App, name, signer, payout, parent, account_alias):
+    """Register ME NAME with its signer key and payout address (platform role).
+
+    \b
+    Example:
+      ledger me register kitchen-platform --signer dev1
+      ledger me register fridge --signer dev3 --parent kitchen-platform
+    """
+    with app.session() as s:
+        signer_address = s.address(signer)
+        payout_address = s.address(payout) if payout else signer_address
+        parent_id = s.chain.me_id_by_name(parent) if parent else 0
+        me_id = s.chain.register_me(name, payout_address, signer_address, parent_id, sender=s.role_account("platform", account_alias))
+    click.echo(f"registered ME {name!r} as id {me_id}: signer {signer_address}, payout {payout_address}")
+
+
+@me.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_app
+def list_(app: App, as_json):
+    """Every ME with its status, signer, payout address and parent.
+
+    \b
+    Example:
+      ledger me list
+    """
+    with app.session() as s:
+        mes = s.chain.mes()
+    names = {m.id: m.name for m in mes}
+    if as_json:
+        from .output import echo_json
+
+        echo_json([{**m.model_dump(), "status": m.status.name.lower()} for m in mes])
+        return
+    if not mes:
+        click.echo("no MEs registered yet (`ledger me register NAME --signer ACCOUNT`)")
+        return
+    from .output import table
+
+    rows = [[m.id, m.name, m.status.name.lower(), m.signer, m.payout, names.get(m.parent, "")] for m in mes]
+    click.echo(table(["id", "name", "status", "signer", "payout", "parent"], rows, right={0}))
+
+
+@me.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_app
+def show(app: App, name, as_json):
+    """One ME: keys, status, balances and the alliances it is party to.
+
+    \b
+    Example:
+      ledger me show fridge
+    """
+    from ledger.services.alliances import alliance_names
+
+    with app.session() as s:
+        me_ = s.chain.me(s.chain.me_id_by_name(name))
+        parent = s.chain.me(me_.parent).name if me_.parent else ""
+        memberships = []
+        tokens = set()
+        for alliance in alliance_names(s.chain, s.record.block):
+            agreement = s.chain.agreement(alliance)
+            version = agreement.active_version or agreement.latest_version
+            terms = s.chain.terms_of(agreement.id, version)
+            tokens.add(terms.token)
+            if me_.id in terms.parties:
+                i = terms.parties.index(me_.id)
+                excess = terms.excess_shares[i] if terms.target else None
+                memberships.append((alliance, agreement.status.name.lower(), version, terms.shares[i], excess))
+        if s.record.token:
+            tokens.add(s.record.token)
+        balances = {t: s.chain.balance_of(me_.id, t) for t in sorted(tokens)}
+        shown = {t: s.units(b, t) for t, b in balances.items()}
+        symbols = {t: s.symbol(t) for t in balances}
+    if as_json:
+        from .output import echo_json
+
+        echo_json(
+            {
+                **me_.model_dump(),
+                "status": me_.status.name.lower(),
+                "parent_name": parent,
+                "balances": shown,
+                "alliances": [
+                    {"alliance": a, "status": st, "version": v, "share_bps": sh, "excess_bps": ex}
+                    for a, st, v, sh, ex in memberships
+                ],
+            }
+        )
+        return
+    from .output import pct
+
+    click.echo(f"ME {me_.name} (id {me_.id}), {me_.status.name.lower()}")
+    click.echo(f"  signer: {me_.signer}")
+    click.echo(f"  payout: {me_.payout}")
+    if parent:
+        click.echo(f"  parent: {parent}")
+    for token, amount in shown.items():
+        click.echo(f"  balance: {amount} {symbols[token]} ({token})")
+    if not memberships:
+        click.echo("  alliances: none")
+    for alliance, status, version, share, excess in memberships:
+        tier = f", {pct(excess)} above target" if excess is not None else ""
+        click.echo(f"  alliance {alliance}: {status}, version {version}, share {pct(share)}{tier}")
+
+
+@me.command()
+@click.argument("name")
+@account_option("platform")
+@pass_app
+def dissolve(app: App, name, account_alias):
+    """Dissolve ME NAME (platform role). Its balance stays withdrawable; alliances naming it must be
+    amended before they settle again.
+
+    \b
+    Example:
+      ledger me dissolve oven
+    """
+    with app.session() as s:
+        me_id = s.chain.me_id_by_name(name)
+        s.chain.dissolve_me(me_id, sender=s.role_account("platform", account_alias))
+    click.echo(f"dissolved ME {name!r} (id {me_id})")

@@ -1,0 +1,45 @@
+"""Printing: aligned text tables, JSON, CSV. Amounts arrive as strings already in token units."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import click
+
+
+def table(headers: list[str], rows: list[list], *, right: set[int] | None = None) -> str:
+    """A plain aligned table; columns in ``right`` (by index) are right-aligned (numbers)."""
+    right = right or set()
+    cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+
+    def line(row):
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+
+    out = [line(cells[0]), "  ".join("-" * w for w in widths)]
+    out += [line(r) for r in cells[1:]]
+    return "\n".join(out)
+
+
+def echo_json(data) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def to_csv(headers: list[str], rows: list[list]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(headers)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def short(address: str) -> str:
+    return f"{address[:6]}…{address[-4:]}" if address and len(address) > 12 else address
+
+
+def pct(bps: int) -> str:
+    """Basis points as a percentage without floats: 4000 -> '40%', 1250 -> '12.5%'."""
+    whole, rest = divmod(int(bps), 100)
+    return f"{whole}%" if rest == 0 else f"{whole}.{rest:02d}".rstrip("0") + "%"

@@ -1,0 +1,132 @@
+"""``ledger settle FILE``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .context import App, account_option, pass_app
+
+
+@click.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Print what each ME would receive; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary (or the dry run) as JSON.")
+@account_option("finance")
+@pass_app
+def settle(app: App, file: Path, dry_run, as_json, account_alias):
+    """Settle the revenue events in FILE (CSV or JSON lines).
+
+    \b
+    CSV: a header row, then one event per row (UTF-8, BOM and CRLF allowed):
+      reference,alliance,amount,period
+      INV-2026-11-0001,smart-kitchen,129.90,202611
+    JSON lines: {"reference": "INV-2026-11-0001", "alliance": "smart-kitchen", "amount": "129.90", "period": 202611}
+
+    Amounts are decimal strings in token units, converted exactly with the token's decimals. The whole
+    file is checked first: if any row is wrong, every problem is listed by row and nothing is settled.
+    A reference is settled once, ever: running the same file again settles nothing new, and a run
+    that was interrupted (Ctrl-C, node down) completes when run again.
+
+    \b
+    Example:
+      ledger settle revenue-2026-11.csv --dry-run
+      ledger settle revenue-2026-11.csv
+    """
+    from ledger.errors import InputError
+    from ledger.revenue_file import problem_row, read_rows, to_events
+    from ledger.services.settlement import Settler, Summary, preview
+
+    rows, problems = read_rows(file)
+    with app.session() as s:
+        events = to_events(rows, lambda name: s.decimals(s.chain.agreement(name).token), problems)
+        finance = s.role_account("finance", account_alias)
+        settler = Settler(s.chain, finance, batch_gas=app.settings.batch_gas, from_block=s.record.block)
+        prepared = None
+        try:
+            prepared = settler.prepare(events)
+        except InputError as err:
+            problems = problems + err.problems
+        if problems:
+            raise InputError(sorted(problems, key=problem_row), source=file.name)
+        work, skipped = prepared
+        if dry_run:
+            _print_preview(s, preview(s.chain, work), skipped, as_json)
+            return
+        total = sum(len(item.events) for item in work)
+        summary = Summary()
+        if total == 0:
+            _print_summary(s, summary, len(events), as_json, file)
+            return
+        try:
+            with click.progressbar(length=total, label="settling", file=click.get_text_stream("stderr"),
+                                   show_pos=True) as bar:  # fmt: skip
+                settler.run(prepared=prepared, progress=bar.update, summary=summary)
+        except KeyboardInterrupt:
+            click.echo(
+                f"\ninterrupted after {summary.settled} of {total} events in {summary.batches} batches; "
+                f"nothing is paid twice: run the same command again to settle the rest",
+                err=True,
+            )
+            raise click.exceptions.Exit(130) from None
+        _print_summary(s, summary, len(events), as_json, file)
+
+
+def _print_summary(s, summary, count: int, as_json: bool, file: Path) -> None:
+    moved = {token: s.units(units, token) for token, units in summary.moved.items()}
+    if as_json:
+        from .output import echo_json
+
+        data = summary.as_dict()
+        data["tokens_moved"] = {token: {"amount": moved[token], "base_units": str(units)}
+                                for token, units in summary.moved.items()}  # fmt: skip
+        data["file"] = str(file)
+        data["events_in_file"] = count
+        echo_json(data)
+        return
+    if summary.settled == 0:
+        click.echo(f"nothing new to settle: all {count} events in {file.name} were settled before")
+        return
+    click.echo(
+        f"settled {summary.settled} events in {summary.batches} batches ({summary.gas_used:,} gas); "
+        f"{summary.skipped} skipped as already settled"
+    )
+    for token, amount in moved.items():
+        click.echo(f"moved {amount} {s.symbol(token)} ({token}) into the ledger")
+
+
+def _print_preview(s, rows: list[dict], skipped, as_json: bool) -> None:
+    names = {}
+    tokens = {}
+    for row in rows:
+        if row["me_id"] not in names:
+            names[row["me_id"]] = s.chain.me(row["me_id"]).name
+        if row["alliance"] not in tokens:
+            tokens[row["alliance"]] = s.chain.agreement(row["alliance"]).token
+    if as_json:
+        from .output import echo_json
+
+        echo_json({
+            "dry_run": True,
+            "events_skipped_already_settled": len(skipped),
+            "credits": [{**row, "me": names[row["me_id"]],
+                         **{k: s.units(row[k], tokens[row["alliance"]]) for k in ("base", "excess", "total")}}
+                        for row in rows],
+        })  # fmt: skip
+        return
+    from .output import table
+
+    if not rows:
+        click.echo(f"dry run: nothing new to settle ({len(skipped)} events were settled before)")
+        return
+    lines = []
+    for row in rows:
+        token = tokens[row["alliance"]]
+        lines.append([row["alliance"], row["period"], names[row["me_id"]], s.units(row["base"], token),
+                      s.units(row["excess"], token), s.units(row["total"], token)])  # fmt: skip
+    click.echo(table(["alliance", "period", "ME", "up to target", "above target", "total"], lines, right={1, 3, 4, 5}))
+    click.echo(
+        f"dry run: nothing was sent. {len(skipped)} events skipped as already settled. Each event is split by "
+        f"the rotating rounding rule (README), so every event's credits add up to it exactly."
+    )

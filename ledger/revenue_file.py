@@ -1,0 +1,235 @@
+"""Revenue event files: CSV or JSON lines, read without touching the chain.
+
+CSV: a header row naming exactly the columns ``reference,alliance,amount,period`` (any order, any
+case), then one event per row. UTF-8 with or without a BOM; LF or CRLF line ends.
+
+JSON lines: one object per line with the keys ``reference``, ``alliance``, ``amount`` and ``period``.
+Amounts are decimal strings (``"12.50"``): a JSON number with a fraction is refused, because it would
+pass through a float. Blank lines are skipped.
+
+Rows are numbered as lines of the file (the CSV header is row 1), so "row 48211" is line 48211 in any
+editor. Reading happens in two steps: :func:`read_rows` checks the shape of every row; :func:`to_events`
+converts amounts with each alliance's token decimals. Every problem found is kept (up to
+``MAX_PROBLEMS``) so one run of the command lists them all.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ledger.errors import InputError, LedgerError
+from ledger.money import MAX_EVENT_AMOUNT, MAX_PERIOD, AmountError, parse_amount
+from ledger.models import RevenueEvent, text_to_bytes32
+
+COLUMNS = ("reference", "alliance", "amount", "period")
+MAX_PROBLEMS = 1_000
+
+
+@dataclass(frozen=True)
+class RawRow:
+    row: int
+    reference: str
+    alliance: str
+    amount: str
+    period: int
+
+
+class _Problems(list):
+    def add(self, text: str) -> None:
+        if len(self) < MAX_PROBLEMS:
+            self.append(text)
+
+
+def detect_format(path: Path, first_line: str) -> str:
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return "jsonl"
+    if suffix in (".csv", ".txt"):
+        return "csv"
+    return "jsonl" if first_line.lstrip().startswith("{") else "csv"
+
+
+def _lines(path: Path, problems: _Problems) -> Iterator[tuple[int, str]]:
+    """Decoded lines with their numbers; a line that is not UTF-8 becomes a problem and is skipped."""
+    try:
+        handle = open(path, "rb")
+    except OSError as err:
+        raise LedgerError(f"cannot read {path}: {err.strerror}") from None
+    with handle:
+        for number, raw in enumerate(handle, start=1):
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                problems.add(f"row {number}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column {err.start + 1})")
+                continue
+            yield number, text.rstrip("\r\n")
+
+
+def _period(value, row: int, problems: _Problems) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        problems.add(f"row {row}: period must be a whole number like 202611, got {type(value).__name__}")
+        return None
+    text = str(value).strip()
+    if not text.isascii() or not text.isdigit() or not 0 < int(text) <= MAX_PERIOD:
+        problems.add(f"row {row}: period {text!r} must be a whole number from 1 to {MAX_PERIOD}, like 202611")
+        return None
+    return int(text)
+
+
+def _check(row: int, reference, alliance, amount, period, problems: _Problems) -> RawRow | None:
+    ok = True
+    for field, value in (("reference", reference), ("alliance", alliance)):
+        if not isinstance(value, str):
+            problems.add(f"row {row}: {field} must be text, got {type(value).__name__}")
+            ok = False
+            continue
+        try:
+            text_to_bytes32(value.strip(), field)
+        except ValueError as err:
+            problems.add(f"row {row}: {err}")
+            ok = False
+    if isinstance(amount, bool) or not isinstance(amount, str | int):
+        problems.add(f"row {row}: amount must be a decimal string like \"12.50\", got {type(amount).__name__}")
+        ok = False
+    period_value = _period(period, row, problems)
+    if not ok or period_value is None:
+        return None
+    return RawRow(row, reference.strip(), alliance.strip(), str(amount).strip(), period_value)
+
+
+class _FractionalNumber(str):
+    """Marks a JSON number with a fraction or exponent (kept as text so no float is ever made)."""
+
+
+def _read_csv(lines: Iterator[tuple[int, str]], first: tuple[int, str], problems: _Problems) -> Iterator[RawRow]:
+    header_row, header_text = first
+    header = [h.strip().lower() for h in next(csv.reader([header_text]))]
+    missing = [c for c in COLUMNS if c not in header]
+    extra = [h for h in header if h not in COLUMNS]
+    duplicated = sorted({h for h in header if header.count(h) > 1})
+    if missing or extra or duplicated:
+        parts = []
+        if missing:
+            parts.append(f"missing column(s) {', '.join(missing)}")
+        if extra:
+            parts.append(f"unknown column(s) {', '.join(repr(e) for e in extra)}")
+        if duplicated:
+            parts.append(f"repeated column(s) {', '.join(duplicated)}")
+        raise InputError(f"row {header_row}: header {'; '.join(parts)}; expected {','.join(COLUMNS)}")
+    index = {name: header.index(name) for name in COLUMNS}
+    for number, text in lines:
+        if not text.strip():
+            continue
+        fields = next(csv.reader([text]))
+        if len(fields) != len(header):
+            problems.add(f"row {number}: {len(fields)} fields, the header has {len(header)}")
+            continue
+        values = {name: fields[i] for name, i in index.items()}
+        row = _check(number, values["reference"], values["alliance"], values["amount"], values["period"], problems)
+        if row is not None:
+            yield row
+
+
+def _read_jsonl(lines: Iterator[tuple[int, str]], first: tuple[int, str], problems: _Problems) -> Iterator[RawRow]:
+    def chain_first():
+        yield first
+        yield from lines
+
+    for number, text in chain_first():
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text, parse_float=_FractionalNumber, parse_constant=_FractionalNumber)
+        except ValueError as err:
+            problems.add(f"row {number}: not a JSON object ({err.msg} at column {err.colno})")
+            continue
+        if not isinstance(obj, dict):
+            problems.add(f"row {number}: expected a JSON object, got {type(obj).__name__}")
+            continue
+        missing = [c for c in COLUMNS if c not in obj]
+        extra = [k for k in obj if k not in COLUMNS]
+        if missing or extra:
+            detail = "; ".join(
+                ([f"missing {', '.join(missing)}"] if missing else [])
+                + ([f"unknown key(s) {', '.join(repr(e) for e in extra)}"] if extra else [])
+            )
+            problems.add(f"row {number}: {detail}")
+            continue
+        if isinstance(obj["amount"], _FractionalNumber):
+            problems.add(f"row {number}: amount {obj['amount']} is a JSON number; write it as a string, \"{obj['amount']}\"")
+            continue
+        row = _check(number, obj["reference"], obj["alliance"], obj["amount"], obj["period"], problems)
+        if row is not None:
+            yield row
+
+
+def read_rows(path: Path) -> tuple[list[RawRow], list[str]]:
+    """Every well-formed row of the file, and a problem per malformed one (by row and field)."""
+    path = Path(path)
+    problems = _Problems()
+    lines = _lines(path, problems)
+    first = next(((n, t) for n, t in lines if t.strip()), None)
+    if first is None:
+        raise InputError(problems or ["the file is empty; expected a header row reference,alliance,amount,period"])
+    kind = detect_format(path, first[1])
+    reader = _read_csv if kind == "csv" else _read_jsonl
+    rows = list(reader(lines, first, problems))
+    if not rows and not problems:
+        raise InputError("the file has no revenue events" + (" after the header" if kind == "csv" else ""))
+    return rows, list(problems)
+
+
+def to_events(
+    rows: list[RawRow], decimals_of: Callable[[str], int], problems: list[str]
+) -> list[RevenueEvent]:
+    """Rows with amounts in base units; ``decimals_of(alliance)`` raises LedgerError for an unknown one
+    (reported once per alliance, with the rows that name it)."""
+    decimals: dict[str, int | None] = {}
+    unknown: dict[str, list[int]] = {}
+    events = []
+    for raw in rows:
+        if raw.alliance not in decimals:
+            try:
+                decimals[raw.alliance] = decimals_of(raw.alliance)
+            except LedgerError:
+                decimals[raw.alliance] = None
+        places = decimals[raw.alliance]
+        if places is None:
+            unknown.setdefault(raw.alliance, []).append(raw.row)
+            continue
+        try:
+            amount = parse_amount(raw.amount, places)
+        except AmountError as err:
+            problems.append(f"row {raw.row}: amount {err}")
+            continue
+        if amount > MAX_EVENT_AMOUNT:
+            problems.append(f"row {raw.row}: amount {raw.amount!r} is beyond the largest event amount (2^128-1 base units)")
+            continue
+        if amount == 0:
+            problems.append(f"row {raw.row}: amount {raw.amount!r} is zero; revenue events must be above 0")
+            continue
+        try:
+            events.append(
+                RevenueEvent(reference=raw.reference, alliance=raw.alliance, amount=amount, period=raw.period, row=raw.row)
+            )
+        except ValueError as err:
+            first = err.errors()[0] if hasattr(err, "errors") else {"loc": ("value",), "msg": str(err)}
+            field = ".".join(str(x) for x in first["loc"]) or "value"
+            problems.append(f"row {raw.row}: {field} {first['msg'].removeprefix('Value error, ')}")
+    for name, where in unknown.items():
+        shown = ", ".join(str(r) for r in where[:5]) + (" ..." if len(where) > 5 else "")
+        problems.append(f"row{'s' if len(where) > 1 else ''} {shown}: no alliance named {name!r}")
+    return events
+
+
+def problem_row(problem: str) -> int:
+    """The first row number a problem names (for sorting), or 0."""
+    words = problem.split(":", 1)[0].replace(",", " ").split()
+    numbers = [int(w) for w in words if w.isdigit()]
+    return numbers[0] if numbers else 0

@@ -1,0 +1,258 @@
+"""Alliance agreements from the parties' point of view: propose or amend terms, collect every party's
+EIP-712 signature, submit, terminate.
+
+Signatures are made with each ME's own Ape account and kept in a small local store until every party
+has signed; ``export``/``import`` moves one between machines. The store holds only signatures (public
+once submitted), never keys. The contract checks every signature again at submission.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ledger.chain import eip712
+from ledger.errors import InputError, LedgerError
+from ledger.models import Agreement, AgreementStatus, MEStatus, Terms, bytes32_to_text
+
+APPROVAL = "approval"
+TERMINATION = "termination"
+
+
+class SignatureStore:
+    """``<folder>/<chain id>/<ledger address>/<agreement id hex>.json``: signatures by kind, version, ME."""
+
+    def __init__(self, folder: Path, chain_id: int, ledger: str):
+        self.folder = Path(folder) / str(chain_id) / ledger
+
+    def _path(self, agreement_id: bytes) -> Path:
+        return self.folder / f"{agreement_id.hex()}.json"
+
+    def _load(self, agreement_id: bytes) -> dict:
+        path = self._path(agreement_id)
+        if not path.exists():
+            return {}
+        try:
+            return json.loads(path.read_text())
+        except ValueError:
+            raise LedgerError(f"signature store {path} is unreadable; move it away and sign again") from None
+
+    def get(self, agreement_id: bytes, kind: str, version: int) -> dict[int, bytes]:
+        raw = self._load(agreement_id).get(kind, {}).get(str(version), {})
+        return {int(me_id): bytes.fromhex(sig[2:]) for me_id, sig in raw.items()}
+
+    def put(self, agreement_id: bytes, kind: str, version: int, me_id: int, signature: bytes) -> None:
+        data = self._load(agreement_id)
+        data.setdefault(kind, {}).setdefault(str(version), {})[str(me_id)] = "0x" + signature.hex()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self._path(agreement_id)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class PartySignature:
+    me_id: int
+    me: str
+    signer: str
+    signed: bool
+
+
+def parse_table(items: tuple[str, ...] | list[str], chain, option: str) -> dict[int, int]:
+    """``("fridge=4000", ...)`` -> ``{me_id: bps}``; every problem is reported, naming the option."""
+    table: dict[int, int] = {}
+    problems = []
+    seen: set[str] = set()
+    for item in items:
+        name, sep, bps_text = item.rpartition("=")
+        if not sep or not name:
+            problems.append(f"{option} {item!r}: expected ME=BPS, e.g. fridge=4000")
+            continue
+        if name in seen:
+            problems.append(f"{option} {item!r}: ME {name!r} is given twice")
+            continue
+        seen.add(name)
+        if not bps_text.isdigit() or int(bps_text) > 10_000:
+            problems.append(f"{option} {item!r}: share must be whole basis points from 0 to 10000")
+            continue
+        try:
+            me_id = chain.me_id_by_name(name)
+        except LedgerError as err:
+            problems.append(f"{option} {item!r}: {err}")
+            continue
+        me = chain.me(me_id)
+        if me.status != MEStatus.ACTIVE:
+            problems.append(f"{option} {item!r}: ME {name!r} is dissolved")
+            continue
+        table[me_id] = int(bps_text)
+    if problems:
+        raise InputError(problems)
+    return table
+
+
+def build_terms(token: str, shares: dict[int, int], target: int, excess: dict[int, int]) -> Terms:
+    problems = []
+    if sum(shares.values()) != 10_000:
+        problems.append(f"--party shares sum to {sum(shares.values())} basis points; they must sum to 10000")
+    if excess and not target:
+        problems.append("--excess needs --target (the excess table applies above the period target)")
+    if target and not excess:
+        problems.append("--target needs --excess (who gets what above the target)")
+    if excess and sum(excess.values()) != 10_000:
+        problems.append(f"--excess shares sum to {sum(excess.values())} basis points; they must sum to 10000")
+    if set(excess) - set(shares):
+        problems.append("--excess names an ME that is not a --party")
+    if problems:
+        raise InputError(problems)
+    try:
+        return Terms.build(token, shares, target, excess)
+    except ValueError as err:
+        message = err.errors()[0]["msg"] if hasattr(err, "errors") else str(err)
+        raise InputError(message.removeprefix("Value error, ")) from None
+
+
+def propose(chain, name: str, terms: Terms, *, sender, amend: bool) -> int:
+    """Put ``terms`` on chain as the next version of alliance ``name``. Returns the version."""
+    agreement_id = chain.agreement_id(name)
+    existing = _agreement_or_none(chain, agreement_id)
+    if amend:
+        if existing is None:
+            raise LedgerError(f"no alliance named {name!r}; propose it first")
+        if existing.status == AgreementStatus.TERMINATED:
+            raise LedgerError(f"alliance {name!r} is terminated; it cannot be amended")
+    elif existing is not None:
+        raise LedgerError(f"alliance {name!r} already exists (version {existing.latest_version}); use `alliance amend`")
+    return chain.propose(agreement_id, terms, sender=sender)
+
+
+def pending_version(agreement: Agreement) -> int | None:
+    """The proposal waiting for signatures, if any (the latest version, when it is not in force)."""
+    if agreement.status == AgreementStatus.TERMINATED:
+        return None
+    return agreement.latest_version if agreement.latest_version != agreement.active_version else None
+
+
+def _agreement_or_none(chain, agreement_id: bytes) -> Agreement | None:
+    from ledger.errors import NotFoundError
+
+    try:
+        return chain.agreement(agreement_id)
+    except NotFoundError:
+        return None
+
+
+def _message(chain, agreement: Agreement, kind: str, version: int, terms: Terms):
+    if kind == APPROVAL:
+        return chain.approval_message(agreement.id, version, terms)
+    return chain.termination_message(agreement.id, version)
+
+
+def _target(chain, name: str, kind: str) -> tuple[Agreement, int, Terms]:
+    """The agreement, the version to sign and its terms, for an approval or a termination."""
+    agreement = chain.agreement(name)
+    if kind == APPROVAL:
+        version = pending_version(agreement)
+        if version is None:
+            state = "terminated" if agreement.status == AgreementStatus.TERMINATED else "in force"
+            raise LedgerError(
+                f"alliance {name!r} has no proposal waiting for signatures (version {agreement.active_version} "
+                f"is {state}); propose changes with `alliance amend`"
+            )
+    else:
+        if agreement.status != AgreementStatus.ACTIVE:
+            raise LedgerError(f"alliance {name!r} is {agreement.status.name.lower()}; only an active one can end")
+        version = agreement.active_version
+    return agreement, version, chain.terms_of(agreement.id, version)
+
+
+def sign(chain, store: SignatureStore, name: str, account, kind: str = APPROVAL) -> list[str]:
+    """Sign with ``account`` for every party whose registered signer it is. Returns those MEs' names."""
+    agreement, version, terms = _target(chain, name, kind)
+    mine = [chain.me(me_id) for me_id in terms.parties]
+    mine = [me for me in mine if me.signer.lower() == account.address.lower()]
+    if not mine:
+        raise LedgerError(
+            f"account {account.address} is not the registered signer of any party of {name!r} "
+            f"(parties: {', '.join(chain.me(i).name for i in terms.parties)})"
+        )
+    signature = eip712.sign(account, _message(chain, agreement, kind, version, terms))
+    for me in mine:
+        store.put(agreement.id, kind, version, me.id, signature)
+    return [me.name for me in mine]
+
+
+def add_signature(chain, store: SignatureStore, name: str, signature_hex: str, kind: str = APPROVAL) -> list[str]:
+    """Import a signature made elsewhere; it must recover to a party's registered signer."""
+    try:
+        signature = bytes.fromhex(signature_hex.removeprefix("0x"))
+    except ValueError:
+        raise InputError("signature must be hex (0x followed by 130 hex digits)") from None
+    if len(signature) != 65:
+        raise InputError(f"signature must be 65 bytes, got {len(signature)}")
+    agreement, version, terms = _target(chain, name, kind)
+    signer = eip712.recover(_message(chain, agreement, kind, version, terms), signature)
+    mine = [me for me in (chain.me(i) for i in terms.parties) if signer and me.signer.lower() == signer.lower()]
+    if not mine:
+        raise LedgerError(f"the signature is from {signer}, which is not the signer of any party of {name!r}")
+    for me in mine:
+        store.put(agreement.id, kind, version, me.id, signature)
+    return [me.name for me in mine]
+
+
+def signature_status(chain, store: SignatureStore, agreement: Agreement, kind: str, version: int, terms: Terms):
+    """Each party with whether a valid signature from its current signer is in the store."""
+    stored = store.get(agreement.id, kind, version)
+    message = _message(chain, agreement, kind, version, terms)
+    rows = []
+    for me_id in terms.parties:
+        me = chain.me(me_id)
+        sig = stored.get(me_id)
+        valid = sig is not None and (eip712.recover(message, sig) or "").lower() == me.signer.lower()
+        rows.append(PartySignature(me_id, me.name, me.signer, valid))
+    return rows
+
+
+def _collect(chain, store, agreement: Agreement, kind: str, version: int, terms: Terms) -> list[bytes]:
+    rows = signature_status(chain, store, agreement, kind, version, terms)
+    missing = [row.me for row in rows if not row.signed]
+    if missing:
+        raise LedgerError(
+            f"{len(rows) - len(missing)} of {len(rows)} parties have signed {kind} of version {version} of "
+            f"{agreement.name!r}; waiting for {', '.join(missing)} (`ledger alliance sign`)"
+        )
+    stored = store.get(agreement.id, kind, version)
+    return [stored[me_id] for me_id in terms.parties]
+
+
+def submit(chain, store: SignatureStore, name: str, *, sender) -> int:
+    """Activate the pending version once every party has signed. Returns the version now in force."""
+    agreement, version, terms = _target(chain, name, APPROVAL)
+    signatures = _collect(chain, store, agreement, APPROVAL, version, terms)
+    chain.activate(agreement.id, version, terms, signatures, sender=sender)
+    return version
+
+
+def terminate(chain, store: SignatureStore, name: str, accounts, *, sender) -> tuple[list[str], bool]:
+    """Sign the termination with each of ``accounts``; end the alliance once every party has signed.
+    Returns (MEs that signed now, whether the alliance ended)."""
+    signed: list[str] = []
+    for account in accounts:
+        signed += sign(chain, store, name, account, TERMINATION)
+    agreement, version, terms = _target(chain, name, TERMINATION)
+    rows = signature_status(chain, store, agreement, TERMINATION, version, terms)
+    if not all(row.signed for row in rows):
+        return signed, False
+    signatures = _collect(chain, store, agreement, TERMINATION, version, terms)
+    chain.terminate(agreement.id, terms, signatures, sender=sender)
+    return signed, True
+
+
+def alliance_names(chain, from_block: int = 0) -> list[str]:
+    """Every alliance ever proposed on this deployment, from the logs, in order of first proposal."""
+    seen: dict[bytes, None] = {}
+    for log in chain.logs(["AgreementProposed"], from_block=from_block):
+        seen.setdefault(log.args["agreementId"], None)
+    return [bytes32_to_text(agreement_id) for agreement_id in seen]
