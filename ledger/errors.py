@@ -22,6 +22,7 @@ class InputError(LedgerError):
 
     def __init__(self, problems: list[str] | str, *, source: str = ""):
         self.problems = [problems] if isinstance(problems, str) else list(problems)
+        self.source = source
         head = f"{source}: " if source else ""
         shown = self.problems[:20]
         more = len(self.problems) - len(shown)

@@ -87,8 +87,9 @@ def _one_line(text: str) -> str:
 def report(error: LedgerError) -> None:
     if isinstance(error, InputError) and len(error.problems) > 1:
         shown = error.problems[:50]
+        head = f"{error.source}: " if error.source else ""
         for problem in shown:
-            click.echo(f"error: {_one_line(problem)}", err=True)
+            click.echo(f"error: {head}{_one_line(problem)}", err=True)
         more = len(error.problems) - len(shown)
         tail = f" ({more} more not shown)" if more > 0 else ""
         click.echo(f"error: {len(error.problems)} problems{tail}; nothing was changed", err=True)

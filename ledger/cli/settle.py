@@ -34,9 +34,9 @@ def settle(app: App, file: Path, dry_run, as_json, account_alias):
       ledger settle revenue-2026-11.csv --dry-run
       ledger settle revenue-2026-11.csv
     """
-    from ledger.errors import InputError
+    from ledger.errors import InputError, LedgerError
     from ledger.revenue_file import problem_row, read_rows, to_events
-    from ledger.services.settlement import Settler, Summary, preview
+    from ledger.services.settlement import InsufficientFunds, Settler, Summary, preview
 
     rows, problems = read_rows(file)
     with app.session() as s:
@@ -56,6 +56,14 @@ def settle(app: App, file: Path, dry_run, as_json, account_alias):
             return
         total = sum(len(item.events) for item in work)
         summary = Summary()
+        try:
+            settler.check_funds(work)
+        except InsufficientFunds as err:
+            hint = " (`ledger token mint AMOUNT`)" if err.token == s.record.token else ""
+            raise LedgerError(
+                f"the finance account {err.holder} holds {s.units(err.have, err.token)} {s.symbol(err.token)}; "
+                f"this file needs {s.units(err.need, err.token)}: fund it first{hint}"
+            ) from None
         if total == 0:
             _print_summary(s, summary, len(events), as_json, file)
             return

@@ -45,6 +45,12 @@ def order_for_settlement(events: Iterable[RevenueEvent]) -> list[RevenueEvent]:
     return sorted(events, key=lambda e: (e.period, e.row))
 
 
+class InsufficientFunds(LedgerError):
+    def __init__(self, holder: str, token: str, have: int, need: int):
+        self.holder, self.token, self.have, self.need = holder, token, have, need
+        super().__init__(f"finance account {holder} holds {have} base units of {token}, the run needs {need}")
+
+
 @dataclass(frozen=True)
 class SettledRecord:
     agreement_id: bytes
@@ -163,48 +169,55 @@ class Settler:
         for event in events:
             by_alliance[event.alliance].append(event)
         agreements: dict[str, Agreement] = {}
-        terms: dict[str, Terms] = {}
         for name in sorted(by_alliance):
-            where = _rows([e.row for e in by_alliance[name]])
             try:
-                agreement = self.chain.agreement(name)
+                agreements[name] = self.chain.agreement(name)
             except LedgerError as err:
-                problems.append(f"{where}: {err}")
-                continue
+                problems.append(f"{_rows([e.row for e in by_alliance[name]])}: {err}")
+
+        ids = {name: a.id for name, a in agreements.items()}
+        # Read after the agreements (and so their cursors): see `_settle_alliance`.
+        settled = self.settled_references()
+        known = [e for e in events if e.alliance in ids]
+        todo, skipped, conflicts = classify(known, settled, ids)
+        problems += conflicts
+        todo_by_alliance: dict[str, list[RevenueEvent]] = defaultdict(list)
+        for event in todo:
+            todo_by_alliance[event.alliance].append(event)
+        # Only events still to settle need a live alliance; ones settled before are skipped whatever
+        # happened to their alliance since.
+        terms: dict[str, Terms] = {}
+        for name, pending in todo_by_alliance.items():
+            agreement, where = agreements[name], _rows([e.row for e in pending])
             if agreement.status != AgreementStatus.ACTIVE:
                 problems.append(f"{where}: alliance {name!r} is {agreement.status.name.lower()}, not active")
                 continue
-            agreements[name] = agreement
             terms[name] = self.chain.terms_of(agreement.id, agreement.active_version)
             for me_id in terms[name].parties:
                 me = self.chain.me(me_id)
                 if me.status != MEStatus.ACTIVE:
                     problems.append(f"{where}: alliance {name!r} names dissolved ME {me.name!r}; amend it first")
-        closed: dict[tuple[str, int], bool] = {}
-        for event in events:
-            if event.alliance not in agreements:
+        # A closed period refuses new revenue; events settled into it before are simply skipped.
+        closed_rows: dict[tuple[str, int], list[int]] = {}
+        for event in todo:
+            if event.alliance not in terms:
                 continue
             key = (event.alliance, event.period)
-            if key not in closed:
-                closed[key] = self.chain.period(agreements[event.alliance].id, event.period)[1]
-            if closed[key]:
-                problems.append(f"row {event.row}: period {event.period} of alliance {event.alliance!r} is closed")
+            if key not in closed_rows:
+                closed_rows[key] = [] if self.chain.period(ids[event.alliance], event.period)[1] else None
+            if closed_rows[key] is not None:
+                closed_rows[key].append(event.row)
+        problems += [
+            f"{_rows(rows)}: period {period} of alliance {alliance!r} is closed"
+            for (alliance, period), rows in closed_rows.items()
+            if rows
+        ]
         if problems:
             raise InputError(problems)
-
-        ids = {name: a.id for name, a in agreements.items()}
-        # Read after the agreements (and so their cursors): see `_settle_alliance`.
-        settled = self.settled_references()
-        todo, skipped, conflicts = classify(events, settled, ids)
-        if conflicts:
-            raise InputError(conflicts)
-        todo_by_alliance: dict[str, list[RevenueEvent]] = defaultdict(list)
-        for event in todo:
-            todo_by_alliance[event.alliance].append(event)
         return [
             AllianceWork(agreement, terms[name], order_for_settlement(todo_by_alliance[name]))
             for name, agreement in agreements.items()
-            if todo_by_alliance[name]
+            if name in todo_by_alliance
         ], skipped
 
     # -- submitting ---------------------------------------------------------------------------------
@@ -227,6 +240,16 @@ class Settler:
             self._settle_alliance(item, summary, progress)
         return summary
 
+    def check_funds(self, work: list[AllianceWork]) -> None:
+        """Raise :class:`InsufficientFunds` unless the finance account holds what ``work`` moves."""
+        needed: dict[str, int] = defaultdict(int)
+        for item in work:
+            needed[item.agreement.token] += sum(e.amount for e in item.events)
+        for token, amount in needed.items():
+            have = self.chain.token_balance(token, self.finance.address)
+            if have < amount:
+                raise InsufficientFunds(self.finance.address, token, have, amount)
+
     def _fund(self, work: list[AllianceWork]) -> None:
         needed: dict[str, int] = defaultdict(int)
         for item in work:
@@ -234,9 +257,7 @@ class Settler:
         for token, amount in needed.items():
             have = self.chain.token_balance(token, self.finance.address)
             if have < amount:
-                raise LedgerError(
-                    f"finance account {self.finance.address} holds {have} base units of {token}, the run needs {amount}"
-                )
+                raise InsufficientFunds(self.finance.address, token, have, amount)
             self.chain.ensure_allowance(token, self.finance, amount)
 
     def _settle_alliance(self, item: AllianceWork, summary: Summary, progress) -> None:
