@@ -19,7 +19,7 @@ export APE_DATA_FOLDER := $(CURDIR)/.ape
 export TMPDIR := $(CURDIR)/.tmp
 $(shell mkdir -p $(TMPDIR))
 
-.PHONY: all deps venv node_modules compile test test-all bench clean
+.PHONY: all deps venv node_modules compile demo test test-all bench clean
 all: test
 
 deps: venv node_modules
@@ -40,6 +40,11 @@ $(NODE_STAMP): package-lock.json package.json
 compile: deps
 	rm -rf contracts/.cache  # stale unpacked dependencies would hide sources (see TMPDIR above)
 	ape compile
+
+# Sets everything up, starts the local chain (left running for the commands the demo suggests next),
+# and runs the smart-kitchen alliance end to end. `.venv/bin/ledger chain down` stops the chain.
+demo: compile
+	ledger demo
 
 test: compile
 	ape test tests/ -m "not slow"

@@ -120,6 +120,8 @@ def parse_amount(text: str, decimals: int) -> int:
     if raw.count(".") > 1 or raw == ".":
         raise AmountError(f"{raw!r} is not a plain decimal number like 12.50")
     whole, _, fraction = raw.partition(".")
+    if len(whole) > 80:
+        raise AmountError(f"{raw[:20]}... has {len(whole)} digits before the point; no token amount is that large")
     if len(fraction) > decimals:
         raise AmountError(f"{raw!r} has {len(fraction)} decimals; the token has {decimals}")
     # Integer arithmetic on the digits: exact at any size (Decimal would round past 28 digits).

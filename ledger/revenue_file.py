@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ledger.errors import InputError, LedgerError
-from ledger.money import MAX_EVENT_AMOUNT, MAX_PERIOD, AmountError, parse_amount
 from ledger.models import RevenueEvent, text_to_bytes32
+from ledger.money import MAX_EVENT_AMOUNT, MAX_PERIOD, AmountError, parse_amount
 
 COLUMNS = ("reference", "alliance", "amount", "period")
 MAX_PROBLEMS = 1_000
@@ -56,9 +56,10 @@ def detect_format(path: Path, first_line: str) -> str:
 def _lines(path: Path, problems: _Problems) -> Iterator[tuple[int, str]]:
     """Decoded lines with their numbers; a line that is not UTF-8 becomes a problem and is skipped."""
     try:
-        handle = open(path, "rb")
+        handle = open(path, "rb")  # noqa: SIM115 - closed by the `with` below, after the error mapping
     except OSError as err:
         raise LedgerError(f"cannot read {path}: {err.strerror}") from None
+    seen_text = False
     with handle:
         for number, raw in enumerate(handle, start=1):
             if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
@@ -66,9 +67,17 @@ def _lines(path: Path, problems: _Problems) -> Iterator[tuple[int, str]]:
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as err:
-                problems.add(f"row {number}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column {err.start + 1})")
+                problem = f"row {number}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column {err.start + 1})"
+                if not seen_text:  # the header itself: nothing after it can be read correctly
+                    raise InputError(problem) from None
+                problems.add(problem)
                 continue
+            seen_text = seen_text or bool(text.strip())
             yield number, text.rstrip("\r\n")
+
+
+class _FractionalNumber(str):
+    """Marks a JSON number with a fraction or exponent (kept as text so no float is ever made)."""
 
 
 def _period(value, row: int, problems: _Problems) -> int | None:
@@ -76,7 +85,7 @@ def _period(value, row: int, problems: _Problems) -> int | None:
         problems.add(f"row {row}: period must be a whole number like 202611, got {type(value).__name__}")
         return None
     text = str(value).strip()
-    if not text.isascii() or not text.isdigit() or not 0 < int(text) <= MAX_PERIOD:
+    if not text.isascii() or not text.isdigit() or len(text) > 10 or not 0 < int(text) <= MAX_PERIOD:
         problems.add(f"row {row}: period {text!r} must be a whole number from 1 to {MAX_PERIOD}, like 202611")
         return None
     return int(text)
@@ -85,7 +94,7 @@ def _period(value, row: int, problems: _Problems) -> int | None:
 def _check(row: int, reference, alliance, amount, period, problems: _Problems) -> RawRow | None:
     ok = True
     for field, value in (("reference", reference), ("alliance", alliance)):
-        if not isinstance(value, str):
+        if not isinstance(value, str) or isinstance(value, _FractionalNumber):
             problems.add(f"row {row}: {field} must be text, got {type(value).__name__}")
             ok = False
             continue
@@ -94,17 +103,13 @@ def _check(row: int, reference, alliance, amount, period, problems: _Problems) -
         except ValueError as err:
             problems.add(f"row {row}: {err}")
             ok = False
-    if isinstance(amount, bool) or not isinstance(amount, str | int):
-        problems.add(f"row {row}: amount must be a decimal string like \"12.50\", got {type(amount).__name__}")
+    if isinstance(amount, bool) or not isinstance(amount, str | int) or isinstance(amount, _FractionalNumber):
+        problems.add(f'row {row}: amount must be a decimal string like "12.50", got {type(amount).__name__}')
         ok = False
     period_value = _period(period, row, problems)
     if not ok or period_value is None:
         return None
     return RawRow(row, reference.strip(), alliance.strip(), str(amount).strip(), period_value)
-
-
-class _FractionalNumber(str):
-    """Marks a JSON number with a fraction or exponent (kept as text so no float is ever made)."""
 
 
 def _read_csv(lines: Iterator[tuple[int, str]], first: tuple[int, str], problems: _Problems) -> Iterator[RawRow]:
@@ -126,7 +131,11 @@ def _read_csv(lines: Iterator[tuple[int, str]], first: tuple[int, str], problems
     for number, text in lines:
         if not text.strip():
             continue
-        fields = next(csv.reader([text]))
+        try:
+            fields = next(csv.reader([text]))
+        except csv.Error as err:
+            problems.add(f"row {number}: not a CSV row ({err})")
+            continue
         if len(fields) != len(header):
             problems.add(f"row {number}: {len(fields)} fields, the header has {len(header)}")
             continue
@@ -146,8 +155,9 @@ def _read_jsonl(lines: Iterator[tuple[int, str]], first: tuple[int, str], proble
             continue
         try:
             obj = json.loads(text, parse_float=_FractionalNumber, parse_constant=_FractionalNumber)
-        except ValueError as err:
-            problems.add(f"row {number}: not a JSON object ({err.msg} at column {err.colno})")
+        except ValueError as err:  # JSONDecodeError, or an integer too long to convert
+            detail = f"{err.msg} at column {err.colno}" if isinstance(err, json.JSONDecodeError) else str(err)[:80]
+            problems.add(f"row {number}: not a JSON object ({detail})")
             continue
         if not isinstance(obj, dict):
             problems.add(f"row {number}: expected a JSON object, got {type(obj).__name__}")
@@ -162,7 +172,9 @@ def _read_jsonl(lines: Iterator[tuple[int, str]], first: tuple[int, str], proble
             problems.add(f"row {number}: {detail}")
             continue
         if isinstance(obj["amount"], _FractionalNumber):
-            problems.add(f"row {number}: amount {obj['amount']} is a JSON number; write it as a string, \"{obj['amount']}\"")
+            problems.add(
+                f'row {number}: amount {obj["amount"]} is a JSON number; write it as a string, "{obj["amount"]}"'
+            )
             continue
         row = _check(number, obj["reference"], obj["alliance"], obj["amount"], obj["period"], problems)
         if row is not None:
@@ -185,9 +197,7 @@ def read_rows(path: Path) -> tuple[list[RawRow], list[str]]:
     return rows, list(problems)
 
 
-def to_events(
-    rows: list[RawRow], decimals_of: Callable[[str], int], problems: list[str]
-) -> list[RevenueEvent]:
+def to_events(rows: list[RawRow], decimals_of: Callable[[str], int], problems: list[str]) -> list[RevenueEvent]:
     """Rows with amounts in base units; ``decimals_of(alliance)`` raises LedgerError for an unknown one
     (reported once per alliance, with the rows that name it)."""
     decimals: dict[str, int | None] = {}
@@ -209,14 +219,18 @@ def to_events(
             problems.append(f"row {raw.row}: amount {err}")
             continue
         if amount > MAX_EVENT_AMOUNT:
-            problems.append(f"row {raw.row}: amount {raw.amount!r} is beyond the largest event amount (2^128-1 base units)")
+            problems.append(
+                f"row {raw.row}: amount {raw.amount!r} is beyond the largest event amount (2^128-1 base units)"
+            )
             continue
         if amount == 0:
             problems.append(f"row {raw.row}: amount {raw.amount!r} is zero; revenue events must be above 0")
             continue
         try:
             events.append(
-                RevenueEvent(reference=raw.reference, alliance=raw.alliance, amount=amount, period=raw.period, row=raw.row)
+                RevenueEvent(
+                    reference=raw.reference, alliance=raw.alliance, amount=amount, period=raw.period, row=raw.row
+                )
             )
         except ValueError as err:
             first = err.errors()[0] if hasattr(err, "errors") else {"loc": ("value",), "msg": str(err)}

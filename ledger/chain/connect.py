@@ -10,6 +10,7 @@ dev accounts (the well-known test mnemonic); they are refused anywhere else.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Iterator
@@ -60,7 +61,9 @@ def connected(settings: Settings) -> Iterator[None]:
     if settings.is_local:
         node = LocalNode(settings)
         if not node.answers():
-            raise ChainUnavailable(f"the local chain is not running at {settings.node_url}; start it with `ledger chain up`")
+            raise ChainUnavailable(
+                f"the local chain is not running at {settings.node_url}; start it with `ledger chain up`"
+            )
         choice = "ethereum:local:foundry"
         provider_settings = {"host": settings.node_url, "manage_process": False}
     else:
@@ -84,10 +87,9 @@ def connected(settings: Settings) -> Iterator[None]:
             f"the node stopped answering ({_first_line(err)}); start it again and re-run the same command"
         ) from None
     finally:
-        try:
+        # A dead node cannot be disconnected from cleanly; there is nothing to undo then.
+        with contextlib.suppress(Exception):
             context.__exit__(None, None, None)
-        except Exception:  # noqa: BLE001 - a dead node cannot be disconnected from cleanly; nothing to undo
-            pass
 
 
 def account(alias: str, settings: Settings):

@@ -39,6 +39,26 @@ class LazyGroup(click.Group):
         module, attr, _ = COMMANDS[name]
         return getattr(importlib.import_module(module), attr)
 
+    def invoke(self, ctx):
+        """Errors become one line and an exit code here, so every way of running the CLI (the console
+        script, ``python -m ledger.cli``, click's test runner) behaves the same."""
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except LedgerError as err:
+            if _debug(ctx):
+                raise
+            report(err)
+            ctx.exit(err.exit_code)
+        except Exception as err:  # noqa: BLE001 - the last line of defence: one line, no traceback
+            if _debug(ctx):
+                raise
+            click.echo(
+                f"error: {err.__class__.__name__}: {_one_line(err)[:300]} (run with --debug for details)", err=True
+            )
+            ctx.exit(1)
+
     def format_commands(self, ctx, formatter):
         # Short help without importing every module.
         with formatter.section("Commands"):
@@ -51,7 +71,9 @@ class LazyGroup(click.Group):
     metavar="NETWORK",
     help="'local' (the node of `ledger chain up`, default) or an Ape network such as ethereum:sepolia:node.",
 )
-@click.option("--data-dir", type=click.Path(file_okay=False), help="Where records and node state live (LEDGER_DATA_DIR).")
+@click.option(
+    "--data-dir", type=click.Path(file_okay=False), help="Where records and node state live (LEDGER_DATA_DIR)."
+)
 @click.option("--port", type=int, help="Port of the local chain (LEDGER_PORT, default 8547).")
 @click.option("--debug", is_flag=True, help="Show tracebacks and Ape's own log.")
 @click.version_option("0.1.0", prog_name="ledger")
@@ -80,6 +102,10 @@ def cli(ctx, network, data_dir, port, debug):
     ctx.obj = App(settings=settings, debug=debug)
 
 
+def _debug(ctx) -> bool:
+    return bool(getattr(ctx.obj, "debug", False))
+
+
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
@@ -105,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
         return result if isinstance(result, int) else 0
     except click.exceptions.Exit as done:
         return done.exit_code
+    except click.UsageError as err:
+        where = err.ctx.command_path if err.ctx else "ledger"
+        click.echo(f"error: {_one_line(err.format_message())} (see `{where} -h`)", err=True)
+        return err.exit_code
     except click.ClickException as err:
         err.show()
         return err.exit_code

@@ -49,7 +49,9 @@ def _terms(s, token: str, parties, target, excess):
 def _after_proposal(name: str, version: int, terms, s) -> None:
     names = ", ".join(s.chain.me(i).name for i in terms.parties)
     click.echo(f"proposed version {version} of alliance {name!r}; every party must sign it: {names}")
-    click.echo(f"next: `ledger alliance sign {name} --account ACCOUNT` for each party, then `ledger alliance submit {name}`")
+    click.echo(
+        f"next: `ledger alliance sign {name} --account ACCOUNT` for each party, then `ledger alliance submit {name}`"
+    )
 
 
 @alliance.command()
@@ -92,10 +94,14 @@ def amend(app: App, name, parties, target, excess, account_alias):
     Example:
       ledger alliance amend smart-kitchen --party fridge=4500 --party recipe-app=3000 --party logistics=2500
     """
+    from ledger.errors import LedgerError
+    from ledger.models import AgreementStatus
     from ledger.services.alliances import propose as propose_terms
 
     with app.session() as s:
         agreement = s.chain.agreement(name)
+        if agreement.status == AgreementStatus.TERMINATED:
+            raise LedgerError(f"alliance {name!r} is terminated; it cannot be amended")
         terms = _terms(s, agreement.token, parties, target, excess)
         version = propose_terms(s.chain, name, terms, sender=s.role_account("platform", account_alias), amend=True)
         _after_proposal(name, version, terms, s)
@@ -172,7 +178,9 @@ def _signature_progress(s, name):
     version = pending_version(agreement)
     if version is None:
         return
-    rows = signature_status(s.chain, s.signatures, agreement, APPROVAL, version, s.chain.terms_of(agreement.id, version))
+    rows = signature_status(
+        s.chain, s.signatures, agreement, APPROVAL, version, s.chain.terms_of(agreement.id, version)
+    )
     waiting = [r.me for r in rows if not r.signed]
     done = len(rows) - len(waiting)
     if waiting:
@@ -203,7 +211,9 @@ def submit(app: App, name, account_alias):
 @click.argument("name")
 @click.option("--account", "accounts", multiple=True, metavar="ACCOUNT",
               help="A party's signer agreeing to end the alliance; repeat for several parties.")  # fmt: skip
-@click.option("--sender", "sender_alias", metavar="ACCOUNT", help="Account that sends the termination (default: platform).")
+@click.option(
+    "--sender", "sender_alias", metavar="ACCOUNT", help="Account that sends the termination (default: platform)."
+)
 @pass_app
 def terminate(app: App, name, accounts, sender_alias):
     """Agree to end alliance NAME. Every party's signer must agree; the alliance ends (no further
@@ -231,7 +241,9 @@ def terminate(app: App, name, accounts, sender_alias):
             s.chain.terms_of(agreement.id, agreement.active_version),
         )  # fmt: skip
         waiting = [r.me for r in rows if not r.signed]
-        click.echo(f"{len(rows) - len(waiting)} of {len(rows)} parties agree to end it; waiting for {', '.join(waiting)}")
+        click.echo(
+            f"{len(rows) - len(waiting)} of {len(rows)} parties agree to end it; waiting for {', '.join(waiting)}"
+        )
 
 
 @alliance.command(name="list")
@@ -260,7 +272,7 @@ def list_(app: App, as_json):
     if as_json:
         from .output import echo_json
 
-        echo_json([dict(zip(headers, row)) for row in rows])
+        echo_json([dict(zip(headers, row, strict=True)) for row in rows])
         return
     if not rows:
         click.echo("no alliances yet (`ledger alliance propose NAME --party ME=BPS ...`)")
@@ -296,7 +308,9 @@ def show(app: App, name, as_json):
                 state = "superseded" if version < agreement.active_version else "never activated"
             signed = None
             if state == "waiting for signatures":
-                signed = alliances.signature_status(s.chain, s.signatures, agreement, alliances.APPROVAL, version, terms)
+                signed = alliances.signature_status(
+                    s.chain, s.signatures, agreement, alliances.APPROVAL, version, terms
+                )
             elif state == "in force":
                 ending = alliances.signature_status(
                     s.chain, s.signatures, agreement, alliances.TERMINATION, version, terms

@@ -42,7 +42,10 @@ def up(app: App, reset: bool):
         click.echo(f"the local chain already runs (pid {status.pid}) at {status.url}, block {status.block}")
         return
     loaded = f", loaded from {status.state_file}" if status.block else ""
-    click.echo(f"local chain started (pid {status.pid}) at {status.url}: chain id {status.chain_id}, block {status.block}{loaded}")
+    click.echo(
+        f"local chain started (pid {status.pid}) at {status.url}: "
+        f"chain id {status.chain_id}, block {status.block}{loaded}"
+    )
     click.echo(f"state: {node.state_file} (saved every second); log: {node.log_file}")
 
 
@@ -117,4 +120,6 @@ def status(app: App, as_json: bool):
             click.echo(f"deployment record {record['file']}: unreadable")
             continue
         token = f", token {record['token']}" if record.get("token") else ""
-        click.echo(f"deployment on chain {record['chain_id']}: ledger {record['ledger']}{token} (block {record['block']})")
+        click.echo(
+            f"deployment on chain {record['chain_id']}: ledger {record['ledger']}{token} (block {record['block']})"
+        )

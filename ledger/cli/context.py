@@ -133,7 +133,7 @@ pass_app = click.make_pass_decorator(App)
 def account_option(role: str | None = None, help_text: str | None = None):
     text = help_text or (
         f"Ape account alias that sends the transaction (default: the {role} account recorded at deployment; "
-        f"dev{ {'admin': 0, 'platform': 1, 'finance': 2}.get(role, 0)} on the local chain)."
+        f"dev{ {'admin': 0, 'platform': 1, 'finance': 2}.get(role, 0) } on the local chain)."
         if role
         else "Ape account alias."
     )

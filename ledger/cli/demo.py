@@ -6,7 +6,7 @@ import random
 
 import click
 
-from .context import App, pass_app
+from .context import App
 
 ALLIANCE = "smart-kitchen"
 PERIOD = 202611
@@ -18,8 +18,8 @@ MES = [
     ("recipe-app", "dev5", 1500, 3000),
     ("logistics", "dev6", 1500, 1500),
 ]
-TARGET = "300000"  # token units per period
 EVENTS = 3_000
+TARGET_PER_EVENT = 100  # token units: the monthly target is 100 per generated event (300,000 for 3,000)
 
 
 def revenue_rows(count: int = EVENTS, seed: int = PERIOD) -> list[tuple[str, str, str, int]]:
@@ -79,9 +79,9 @@ def demo(ctx: click.Context, events: int):
 
 
 def _command(name):
-    from ledger.cli import COMMANDS
-
     import importlib
+
+    from ledger.cli import COMMANDS
 
     module, attr, _ = COMMANDS[name]
     return getattr(importlib.import_module(module), attr)
@@ -94,6 +94,8 @@ def _run(s, csv_path, count: int) -> None:
     from ledger.services.settlement import Settler
 
     from .context import ROLE_DEFAULTS_LOCAL
+
+    target = str(count * TARGET_PER_EVENT)
 
     roles = {role: s.account(alias) for role, alias in ROLE_DEFAULTS_LOCAL.items()}
     chain, record, reused = deploy_or_reuse(
@@ -128,11 +130,11 @@ def _run(s, csv_path, count: int) -> None:
         terms = alliances.build_terms(
             token,
             {ids[name]: share for name, _, share, _ in MES},
-            parse_amount(TARGET, decimals),
+            parse_amount(target, decimals),
             {ids[name]: excess for name, _, _, excess in MES},
         )
         version = alliances.propose(chain, ALLIANCE, terms, sender=roles["platform"], amend=False)
-        click.echo(f"proposed {ALLIANCE} version {version}: target {TARGET} ATD per month; above it the excess table")
+        click.echo(f"proposed {ALLIANCE} version {version}: target {target} ATD per month; above it the excess table")
         store = alliances.SignatureStore(s.settings.signatures_dir, record.chain_id, record.ledger)
         for name, alias, _, _ in MES:
             alliances.sign(chain, store, ALLIANCE, s.account(alias))
@@ -178,4 +180,4 @@ def _run(s, csv_path, count: int) -> None:
         revenue, _ = chain.period(chain.agreement_id(ALLIANCE), PERIOD)
         from ledger.money import format_amount
 
-        click.echo(f"closed period {PERIOD}: revenue {format_amount(revenue, decimals)} ATD (target {TARGET})")
+        click.echo(f"closed period {PERIOD}: revenue {format_amount(revenue, decimals)} ATD (target {target})")

@@ -11,7 +11,9 @@ from .context import ROLE_DEFAULTS_LOCAL, App, pass_app
 @click.option("--admin", metavar="ACCOUNT", help="Admin role holder (alias or address; dev0 on the local chain).")
 @click.option("--platform", metavar="ACCOUNT", help="Platform role: registers MEs (dev1 on the local chain).")
 @click.option("--finance", metavar="ACCOUNT", help="Finance role: settles revenue (dev2 on the local chain).")
-@click.option("--account", "sender_alias", metavar="ACCOUNT", help="Account that pays for the deployment (default: admin).")
+@click.option(
+    "--account", "sender_alias", metavar="ACCOUNT", help="Account that pays for the deployment (default: admin)."
+)
 @click.option(
     "--token-decimals",
     type=click.IntRange(0, 18),
@@ -33,7 +35,6 @@ def deploy(app: App, admin, platform, finance, sender_alias, token_decimals, as_
       ledger deploy --json
       ledger --network ethereum:sepolia:node deploy --admin ops --platform platform-safe --finance finance-safe
     """
-    from ledger.chain.deployment import DeploymentStore
     from ledger.errors import LedgerError
     from ledger.services.deploy import deploy_or_reuse
 

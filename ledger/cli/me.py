@@ -20,7 +20,9 @@ def me():
 
 @me.command()
 @click.argument("name")
-@click.option("--signer", required=True, metavar="ACCOUNT", help="The ME's own key: Ape alias or address; it signs alliances.")
+@click.option(
+    "--signer", required=True, metavar="ACCOUNT", help="The ME's own key: Ape alias or address; it signs alliances."
+)
 @click.option("--payout", metavar="ADDRESS", help="Where withdrawals go (alias or address; default: the signer).")
 @click.option("--parent", metavar="NAME", help="The ME or platform this ME was spawned from.")
 @account_option("platform")
@@ -37,7 +39,9 @@ def register(app: App, name, signer, payout, parent, account_alias):
         signer_address = s.address(signer)
         payout_address = s.address(payout) if payout else signer_address
         parent_id = s.chain.me_id_by_name(parent) if parent else 0
-        me_id = s.chain.register_me(name, payout_address, signer_address, parent_id, sender=s.role_account("platform", account_alias))
+        me_id = s.chain.register_me(
+            name, payout_address, signer_address, parent_id, sender=s.role_account("platform", account_alias)
+        )
     click.echo(f"registered ME {name!r} as id {me_id}: signer {signer_address}, payout {payout_address}")
 
 

@@ -188,7 +188,9 @@ def withdraw(app: App, name, account_alias, token):
         me_ = s.chain.me(s.chain.me_id_by_name(name))
         sender = s.account(account_alias)
         if sender.address.lower() != me_.payout.lower():
-            raise LedgerError(f"only the payout address of {name!r} ({me_.payout}) may withdraw; {account_alias} is {sender.address}")
+            raise LedgerError(
+                f"only the payout address of {name!r} ({me_.payout}) may withdraw; {account_alias} is {sender.address}"
+            )
         tokens = [s.address(token)] if token else [
             r.token for r in balances(s.chain, from_block=s.record.block,
                                       extra_tokens=[s.record.token] if s.record.token else []).rows

@@ -16,7 +16,9 @@ def table(headers: list[str], rows: list[list], *, right: set[int] | None = None
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
 
     def line(row):
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+        return "  ".join(
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
 
     out = [line(cells[0]), "  ".join("-" * w for w in widths)]
     out += [line(r) for r in cells[1:]]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ledger.chain import eip712
 from ledger.errors import InputError, LedgerError
-from ledger.models import Agreement, AgreementStatus, MEStatus, Terms, bytes32_to_text
+from ledger.models import MAX_PARTIES, Agreement, AgreementStatus, MEStatus, Terms, bytes32_to_text
 
 APPROVAL = "approval"
 TERMINATION = "termination"
@@ -63,6 +63,8 @@ class PartySignature:
 
 def parse_table(items: tuple[str, ...] | list[str], chain, option: str) -> dict[int, int]:
     """``("fridge=4000", ...)`` -> ``{me_id: bps}``; every problem is reported, naming the option."""
+    if len(items) > MAX_PARTIES:
+        raise InputError(f"{option}: an alliance has at most {MAX_PARTIES} parties, got {len(items)}")
     table: dict[int, int] = {}
     problems = []
     seen: set[str] = set()

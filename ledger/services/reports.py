@@ -112,7 +112,9 @@ def balances(chain, *, from_block: int = 0, extra_tokens: list[str] = ()) -> Bal
             amount = chain.balance_of(me.id, token)
             total += amount
             if amount:
-                rows.append(BalanceRow(me_id=me.id, me=me.name, status=me.status.name.lower(), token=token, balance=amount))
+                rows.append(
+                    BalanceRow(me_id=me.id, me=me.name, status=me.status.name.lower(), token=token, balance=amount)
+                )
         checks.append(
             ConservationCheck(
                 token=token,
