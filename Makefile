@@ -54,6 +54,7 @@ test-all: compile
 
 bench: compile
 	python scripts/bench.py
+	python scripts/bench_cli.py
 
 # Generated state only; keeps .venv and node_modules.
 clean:

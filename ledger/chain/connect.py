@@ -83,8 +83,11 @@ def connected(settings: Settings) -> Iterator[None]:
     try:
         yield
     except errors as err:
+        where = settings.node_url if settings.is_local else repr(settings.network)
+        hint = " (`ledger chain up`)" if settings.is_local else ""
         raise ChainUnavailable(
-            f"the node stopped answering ({_first_line(err)}); start it again and re-run the same command"
+            f"the node at {where} stopped answering ({err.__class__.__name__}); start it again{hint} and re-run "
+            f"the same command: nothing is paid twice"
         ) from None
     finally:
         # A dead node cannot be disconnected from cleanly; there is nothing to undo then.
