@@ -67,7 +67,7 @@ def demo(ctx: click.Context, events: int):
     ctx.invoke(_command("payouts"), alliance=ALLIANCE, period_number=PERIOD, fmt="table")
     ctx.invoke(_command("balance"))
     click.echo(
-        "\nNext, try:\n"
+        "\nNext, try (after `source .venv/bin/activate`, which puts `ledger` on your PATH):\n"
         f"  ledger alliance show {ALLIANCE}\n"
         f"  ledger payouts --me fridge --format csv -o fridge-{PERIOD}.csv\n"
         f"  ledger settle {csv_path}        # settles nothing twice\n"
