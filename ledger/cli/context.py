@@ -131,10 +131,12 @@ pass_app = click.make_pass_decorator(App)
 
 
 def account_option(role: str | None = None, help_text: str | None = None):
-    text = help_text or (
-        f"Ape account alias that sends the transaction (default: the {role} account recorded at deployment; "
-        f"dev{ {'admin': 0, 'platform': 1, 'finance': 2}.get(role, 0) } on the local chain)."
-        if role
-        else "Ape account alias."
-    )
-    return click.option("--account", "account_alias", metavar="ACCOUNT", help=text)
+    """``--account ALIAS``; for a role, the help names its default (recorded at deployment, or the dev account)."""
+    if help_text is None:
+        help_text = "Ape account alias."
+        if role:
+            help_text = (
+                f"Ape account alias that sends the transaction (default: the {role} account recorded at "
+                f"deployment; {ROLE_DEFAULTS_LOCAL[role]} on the local chain)."
+            )
+    return click.option("--account", "account_alias", metavar="ACCOUNT", help=help_text)

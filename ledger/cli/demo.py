@@ -64,8 +64,9 @@ def demo(ctx: click.Context, events: int):
     with app.session(deployed=False) as s:
         _run(s, csv_path, events)
     click.echo("")
-    ctx.invoke(_command("payouts"), alliance=ALLIANCE, period_number=PERIOD, fmt="table")
-    ctx.invoke(_command("balance"))
+    group = ctx.parent.command
+    ctx.invoke(group.get_command(ctx, "payouts"), alliance=ALLIANCE, period_number=PERIOD, fmt="table")
+    ctx.invoke(group.get_command(ctx, "balance"))
     click.echo(
         "\nNext, try (after `source .venv/bin/activate`, which puts `ledger` on your PATH):\n"
         f"  ledger alliance show {ALLIANCE}\n"
@@ -76,15 +77,6 @@ def demo(ctx: click.Context, events: int):
         "  ledger chain status\n"
         "  ledger chain down                   # state is kept; `ledger chain up` resumes"
     )
-
-
-def _command(name):
-    import importlib
-
-    from ledger.cli import COMMANDS
-
-    module, attr, _ = COMMANDS[name]
-    return getattr(importlib.import_module(module), attr)
 
 
 def _run(s, csv_path, count: int) -> None:

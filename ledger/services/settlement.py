@@ -240,8 +240,8 @@ class Settler:
             self._settle_alliance(item, summary, progress)
         return summary
 
-    def check_funds(self, work: list[AllianceWork]) -> None:
-        """Raise :class:`InsufficientFunds` unless the finance account holds what ``work`` moves."""
+    def check_funds(self, work: list[AllianceWork]) -> dict[str, int]:
+        """What ``work`` moves per token; raises :class:`InsufficientFunds` if the finance account holds less."""
         needed: dict[str, int] = defaultdict(int)
         for item in work:
             needed[item.agreement.token] += sum(e.amount for e in item.events)
@@ -249,15 +249,10 @@ class Settler:
             have = self.chain.token_balance(token, self.finance.address)
             if have < amount:
                 raise InsufficientFunds(self.finance.address, token, have, amount)
+        return needed
 
     def _fund(self, work: list[AllianceWork]) -> None:
-        needed: dict[str, int] = defaultdict(int)
-        for item in work:
-            needed[item.agreement.token] += sum(e.amount for e in item.events)
-        for token, amount in needed.items():
-            have = self.chain.token_balance(token, self.finance.address)
-            if have < amount:
-                raise InsufficientFunds(self.finance.address, token, have, amount)
+        for token, amount in self.check_funds(work).items():
             self.chain.ensure_allowance(token, self.finance, amount)
 
     def _settle_alliance(self, item: AllianceWork, summary: Summary, progress) -> None:
