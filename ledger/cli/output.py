@@ -37,10 +37,6 @@ def to_csv(headers: list[str], rows: list[list]) -> str:
     return buffer.getvalue()
 
 
-def short(address: str) -> str:
-    return f"{address[:6]}…{address[-4:]}" if address and len(address) > 12 else address
-
-
 def pct(bps: int) -> str:
     """Basis points as a percentage without floats: 4000 -> '40%', 1250 -> '12.5%'."""
     whole, rest = divmod(int(bps), 100)
