@@ -2,7 +2,9 @@
 
 Decoding through per-event objects (web3's or Ape's) is 5-20x slower than this; the ledger's reports and
 the audit read every settlement log, so this is the path they use. Ranges are fetched in pages of at
-most ``page_size`` blocks, so providers that cap ``eth_getLogs`` ranges work.
+most ``page_size`` blocks, so providers that cap ``eth_getLogs`` ranges work; a page the node refuses
+(a JSON-RPC error, as providers answer "range too large" or "too many results") is halved and retried,
+down to a single block.
 """
 
 from __future__ import annotations
@@ -94,6 +96,8 @@ class LogReader:
     def __init__(self, request: Callable[[str, list], Any], address: str, abi: list[dict]):
         self._request = request
         self.address = address
+        self.pages = 0  # eth_getLogs requests answered
+        self.refused = 0  # pages the node refused (then halved)
         self.specs = {item["name"]: EventSpec.from_abi(item) for item in abi if item.get("type") == "event"}
         self._by_topic = {spec.topic0: spec for spec in self.specs.values()}
 
@@ -113,13 +117,24 @@ class LogReader:
         topics: list[Any] = [["0x" + self.specs[n].topic0.hex() for n in names]]
         if topic1:
             topics.append(["0x" + t.hex() for t in topic1])
+        from ledger.chain.rpc import RpcError
+
         start = from_block
+        page = max(1, page_size)
         while start <= to_block:
-            end = min(to_block, start + max(1, page_size) - 1)
-            raw = self._request(
-                "eth_getLogs",
-                [{"address": self.address, "fromBlock": hex(start), "toBlock": hex(end), "topics": topics}],
-            )
+            end = min(to_block, start + page - 1)
+            try:
+                raw = self._request(
+                    "eth_getLogs",
+                    [{"address": self.address, "fromBlock": hex(start), "toBlock": hex(end), "topics": topics}],
+                )
+            except RpcError:
+                if end == start:
+                    raise
+                self.refused += 1
+                page = max(1, (end - start + 1) // 2)
+                continue
+            self.pages += 1
             for item in raw:
                 if item.get("removed"):
                     continue

@@ -1,0 +1,89 @@
+"""A small JSON-RPC client over HTTP with the standard library: the audit's only line to the chain.
+
+The audit must run on an auditor's own machine against any endpoint, without Ape or the project's
+compiled artifacts, so it talks to the node directly: single calls, and batches (one HTTP round trip
+for many ``eth_call``s) where the node supports them.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+from ledger.errors import ChainUnavailable, LedgerError
+
+
+class RpcError(LedgerError):
+    """The node answered with a JSON-RPC error (a refused request, not a dead node)."""
+
+    def __init__(self, method: str, error: Any):
+        self.method = method
+        self.code = error.get("code") if isinstance(error, dict) else None
+        detail = error.get("message", error) if isinstance(error, dict) else error
+        super().__init__(f"{method} failed: {detail}")
+
+
+class HttpRpc:
+    def __init__(self, url: str, *, timeout: float = 60.0):
+        self.url = url
+        self.timeout = timeout
+        self._id = 0
+        self.calls = 0  # HTTP round trips, for the audit's summary and tests
+
+    def _post(self, payload: Any) -> Any:
+        body = json.dumps(payload).encode()
+        request = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})
+        self.calls += 1
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as err:
+            # Some providers answer a refused request with HTTP 4xx/5xx and a JSON-RPC error body.
+            try:
+                return json.loads(err.read())
+            except ValueError:
+                raise RpcError(_method_of(payload), {"code": err.code, "message": f"HTTP {err.code}"}) from None
+        except (OSError, ValueError) as err:
+            raise ChainUnavailable(f"no JSON-RPC node answers at {self.url} ({_reason(err)})") from None
+
+    def request(self, method: str, params: list | None = None) -> Any:
+        self._id += 1
+        reply = self._post({"jsonrpc": "2.0", "id": self._id, "method": method, "params": params or []})
+        if isinstance(reply, list):  # pragma: no cover - a proxy that always batches
+            reply = reply[0]
+        if "error" in reply:
+            raise RpcError(method, reply["error"])
+        return reply["result"]
+
+    def batch(self, calls: list[tuple[str, list]], *, size: int = 500) -> list[Any]:
+        """Results of many calls, in order, sent ``size`` at a time (one at a time if batches are refused)."""
+        results: list[Any] = []
+        for start in range(0, len(calls), size):
+            chunk = calls[start : start + size]
+            payload = [
+                {"jsonrpc": "2.0", "id": start + i, "method": m, "params": p} for i, (m, p) in enumerate(chunk)
+            ]
+            replies = self._post(payload) if len(chunk) > 1 else None
+            if not isinstance(replies, list):  # batches unsupported (or one call): one request each
+                results.extend(self.request(m, p) for m, p in chunk)
+                continue
+            by_id = {reply.get("id"): reply for reply in replies}
+            for i, (method, _) in enumerate(chunk):
+                reply = by_id.get(start + i)
+                if reply is None or "error" in reply:
+                    raise RpcError(method, (reply or {}).get("error", "no reply in the batch"))
+                results.append(reply["result"])
+        return results
+
+
+def _method_of(payload: Any) -> str:
+    if isinstance(payload, list):
+        return payload[0]["method"] if payload else "batch"
+    return payload.get("method", "request")
+
+
+def _reason(err: Exception) -> str:
+    reason = getattr(err, "reason", None) or err
+    return str(reason).strip() or err.__class__.__name__

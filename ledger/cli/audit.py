@@ -1,0 +1,157 @@
+"""``ledger audit``: verify the whole payout history from the chain alone."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+
+from .context import App, pass_app
+
+ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+
+
+def _address(ctx, param, value):
+    if value is not None and not ADDRESS.match(value):
+        raise click.BadParameter(f"{value!r} is not an address (0x and 40 hex digits)")
+    return value
+
+
+@click.command()
+@click.option("--ledger", "ledger_address", metavar="ADDRESS", callback=_address,
+              help="The ledger contract (default: this chain's deployment record).")  # fmt: skip
+@click.option("--rpc", metavar="URL", help="JSON-RPC endpoint to read (default: the --network's node).")
+@click.option("--from-block", type=click.IntRange(0), metavar="N",
+              help="The ledger's deployment block (default: from the deployment record, else 0).")  # fmt: skip
+@click.option("--page-size", type=click.IntRange(1), default=50_000, show_default=True, metavar="BLOCKS",
+              help="Blocks per eth_getLogs request; a page the node refuses is halved and retried.")  # fmt: skip
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--statement", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Reconcile this payout statement (the CSV of `ledger payouts --format csv`).")  # fmt: skip
+@click.option("--me", "me_name", metavar="NAME", help="The statement covers only this ME.")
+@click.option("--alliance", metavar="NAME", help="The statement covers only this alliance.")
+@click.option("--period", "period_number", type=int, metavar="PERIOD", help="The statement covers only this period.")
+@pass_app
+def audit(app: App, ledger_address, rpc, from_block, page_size, fmt, statement, me_name, alliance, period_number):
+    """Rebuild the ledger's history from the chain's event logs and check it.
+
+    \b
+    Checks, in code that does not call the contract:
+      signatures     every agreement version (and its termination) was signed by each party's
+                     signer registered at that block; ME signer changes carried the consent
+      credits        every revenue event split again from the terms in force and the period's
+                     cumulative revenue (tiers), with the rounding rule; compared with each credit
+      exactly-once   no reference credited twice, no sequence number reused, nothing settled into
+                     a closed period
+      conservation   per token and per ME: settled == credited; credited - withdrawn == owed ==
+                     the MEs' balances == tokens held
+      statement      with --statement, every line that differs, is missing or is extra
+
+    Needs only a JSON-RPC endpoint and the ledger's address. Exit code 0: clean; 1: findings;
+    2: the audit could not run (no node, no ledger at the address, unreadable statement).
+
+    \b
+    Example:
+      ledger audit
+      ledger audit --statement statement-2026-11.csv --period 202611
+      ledger audit --rpc https://rpc.example.org --ledger 0x5FbDB2315678afecb367f032d93F642f64180aa3 \\
+                   --from-block 1200000 --page-size 2000 --format json
+    """
+    from ledger.chain.rpc import HttpRpc
+    from ledger.services.audit import audit as run_audit
+    from ledger.services.statement import Scope, read_statement, reconcile
+
+    if statement is not None:
+        read_statement(statement)  # an unreadable statement stops the audit before any work
+    client = HttpRpc(rpc or _endpoint(app))
+    if ledger_address is None:
+        ledger_address, recorded_block = _recorded(app, client)
+        from_block = recorded_block if from_block is None else from_block
+    report = run_audit(client, ledger_address, from_block=from_block or 0, page_size=page_size)
+    if statement is not None:
+        report.counts.update(reconcile(statement, report, Scope(me_name, alliance, period_number)))
+    if fmt == "json":
+        from .output import echo_json
+
+        echo_json(report.as_dict())
+    else:
+        click.echo(render(report))
+    if not report.clean:
+        raise click.exceptions.Exit(1)
+
+
+def _endpoint(app: App) -> str:
+    """The node to read: the local chain's URL, or the HTTP URI of the Ape network's provider."""
+    if app.settings.is_local:
+        return app.settings.node_url
+    import ape
+
+    from ledger.chain.connect import connected
+    from ledger.errors import ChainUnavailable
+
+    with connected(app.settings):
+        uri = ape.chain.provider.http_uri
+    if not uri:
+        raise ChainUnavailable(f"network {app.settings.network} has no HTTP endpoint; give --rpc URL")
+    return uri
+
+
+def _recorded(app: App, client) -> tuple[str, int]:
+    from ledger.chain.deployment import DeploymentStore
+    from ledger.errors import ChainUnavailable
+
+    chain_id = int(client.request("eth_chainId"), 16)
+    record = DeploymentStore(app.settings.deployments_dir).load(chain_id)
+    if record is None:
+        raise ChainUnavailable(
+            f"no deployment recorded for chain {chain_id} in {app.settings.deployments_dir}; give --ledger ADDRESS"
+        )
+    return record.ledger, record.block
+
+
+def render(report) -> str:
+    from .output import table
+
+    c = report.counts
+    lines = [
+        f"audit of ledger {report.ledger} on chain {report.chain_id}, blocks {report.from_block}..{report.to_block}"
+        f" ({c.get('logs', 0)} logs in {c.get('log_pages', 0)} pages, {report.seconds:.2f} s)",
+        "",
+        "checked",
+        f"  MEs              {c.get('mes', 0)} ({c.get('me_updates', 0)} signer changes, "
+        f"{c.get('consents', 0)} consents recovered, {c.get('mes_dissolved', 0)} dissolved)",
+        f"  agreements       {c.get('agreements', 0)} with {c.get('versions', 0)} versions; "
+        f"{c.get('activations', 0)} activations and {c.get('terminations', 0)} terminations, "
+        f"{c.get('signatures', 0)} signatures recovered",
+        f"  revenue events   {c.get('events', 0)} in {c.get('batches', 0)} batches, recomputed against "
+        f"{c.get('credit_runs', 0)} credit runs",
+        f"  periods closed   {c.get('periods_closed', 0)}",
+        f"  withdrawals      {c.get('withdrawals', 0)}",
+    ]
+    if c.get("consents_unverifiable"):
+        lines.append(f"  (ME updates sent through another contract, consent not read: {c['consents_unverifiable']})")
+    if "statement_lines" in c:
+        lines.append(f"  statement        {c['statement_lines']} lines, {c['statement_lines_matching']} matching")
+    if report.tokens:
+        names = ("settled", "credited", "withdrawn", "owed", "balances", "held")
+        rows = [[t.symbol, *(t.as_dict()[n] or "-" for n in names)] for t in report.tokens]
+        lines += ["", f"tokens (views at block {report.to_block})",
+                  table(["token", "settled", "credited", "withdrawn", "owed", "MEs' balances", "held"], rows,
+                        right={1, 2, 3, 4, 5, 6})]  # fmt: skip
+    if report.roles:
+        lines += ["", "roles: " + "; ".join(f"{role} {', '.join(who) or '(nobody)'}" for role, who in report.roles.items())]
+    lines.append("")
+    if report.clean:
+        lines.append("result: clean, every check passed")
+    else:
+        kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(report.findings_by_kind().items()))
+        lines.append(f"result: {len(report.findings)} findings ({kinds})")
+        for finding in report.findings:
+            where = []
+            if finding.block is not None:
+                where.append(f"block {finding.block}")
+            if finding.tx:
+                where.append(f"tx {finding.tx}")
+            lines.append(f"  [{finding.kind}] {finding.message}" + (f"  ({', '.join(where)})" if where else ""))
+    return "\n".join(lines)

@@ -1,0 +1,915 @@
+"""The audit: rebuild the ledger's whole history from the chain's event logs and check it, in code that
+never calls the contract's logic.
+
+Inputs are a JSON-RPC endpoint and the ledger's address, nothing else: not the finance team's files,
+not the service's local state, not the project's compiled artifacts (the event signatures are written
+out below, and a test checks them against the compiled contract). The history is read with raw
+``eth_getLogs`` in bounded block pages and replayed in chain order:
+
+1. **Signatures.** Each ME's signer over time comes from ``MERegistered``/``MEUpdated``; every
+   ``AgreementActivated``/``AgreementEnded`` signature is recovered here (EIP-712, ``eth_account``)
+   and must be the signer each party had at that block. ME-update consents are recovered from the
+   transaction's input. Each version's terms hash is recomputed from the terms in its log.
+2. **Credits.** Every ``RevenueSettled`` event is split again with the documented rounding rule and the
+   period's cumulative revenue as replayed here (tiers), then compared with the ``PartiesCredited``
+   runs of the same transaction.
+3. **Exactly-once.** References are unique across the whole ledger; sequence numbers run without gaps
+   or overlaps; nothing is settled into a period after it was closed, and no period closes twice.
+4. **Conservation.** Per token: revenue settled == credited; credited - withdrawn == ``totalOwed`` ==
+   the sum of the MEs' balances == the tokens the ledger holds. Per ME: credited - withdrawn == its
+   balance. Contract views are read at the block the log scan ended at.
+5. **Statements** (:mod:`ledger.services.statement`) are reconciled against the credits replayed here.
+
+Every disagreement becomes a :class:`Finding` with the transaction, block and values.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from eth_abi import decode as abi_decode
+from eth_abi import encode as abi_encode
+from eth_utils import keccak, to_checksum_address
+
+from ledger.chain import eip712
+from ledger.chain.logs import DEFAULT_PAGE_SIZE, Log, LogReader
+from ledger.errors import ChainUnavailable, LedgerError
+from ledger.money import BPS, MAX_EVENT_AMOUNT, ROUNDING_STRIDE, format_amount
+from ledger.models import MAX_PARTIES, MIN_PARTIES, bytes32_to_text
+
+# The ledger's events, written out so the audit depends on the chain alone (tests compare them with
+# the compiled ABI). Tuple types are spelled as ``(...)``.
+EVENT_SIGNATURES = [
+    "MERegistered(uint32 indexed meId, string name, address payout, address signer, uint32 parent)",
+    "MEUpdated(uint32 indexed meId, address payout, address signer, uint32 nonce)",
+    "MEDissolved(uint32 indexed meId)",
+    "AgreementProposed(bytes32 indexed agreementId, uint32 indexed version, bytes32 termsHash,"
+    " (address,uint32[],uint16[],uint128,uint16[]) terms, address proposer)",
+    "AgreementActivated(bytes32 indexed agreementId, uint32 indexed version, bytes[] signatures)",
+    "AgreementEnded(bytes32 indexed agreementId, uint32 indexed version, bytes[] signatures)",
+    "RevenueSettled(bytes32 indexed agreementId, uint32 indexed version, uint64 firstSeq, bytes32[] refs,"
+    " uint256[] entries)",
+    "PartiesCredited(bytes32 indexed agreementId, uint32 indexed period, uint32 version, uint64 firstSeq,"
+    " uint64 count, uint256[] baseCredits, uint256[] excessCredits)",
+    "PeriodClosed(bytes32 indexed agreementId, uint32 indexed period, uint128 revenue)",
+    "Withdrawn(uint32 indexed meId, address indexed token, address to, uint256 amount)",
+    "RoleGranted(bytes32 indexed role, address indexed account, address indexed sender)",
+    "RoleRevoked(bytes32 indexed role, address indexed account, address indexed sender)",
+]
+
+TERMS_TYPEHASH = keccak(
+    text="Terms(address token,uint32[] parties,uint16[] shares,uint128 target,uint16[] excessShares)"
+)
+UPDATE_ME_SELECTOR = keccak(text="updateME(uint32,address,address,bytes)")[:4]
+ROLE_NAMES = {
+    b"\0" * 32: "admin",
+    keccak(text="PLATFORM_ROLE"): "platform",
+    keccak(text="FINANCE_ROLE"): "finance",
+}
+
+# What each kind of finding means (the README's auditor section lists the same).
+FINDING_KINDS = {
+    "signature": "an approval, termination or ME-update consent not made by the signer registered at the time",
+    "terms": "a version whose terms are invalid or do not match their hash, or an activation out of order",
+    "credit": "credits that differ from the split recomputed from the terms in force",
+    "duplicate": "a revenue reference credited twice, or a sequence number used twice",
+    "closed-period": "revenue settled into a closed period, or a period closed twice or with the wrong revenue",
+    "settlement": "revenue settled under a version not in force, a terminated agreement or a dissolved party",
+    "withdrawal": "a withdrawal above the ME's balance, or paid to an address that is not its payout address",
+    "conservation": "totals that disagree: settled vs credited vs withdrawn vs owed vs held",
+    "statement-differs": "a statement line whose amount differs from the chain",
+    "statement-missing": "a payout on the chain that the statement lacks",
+    "statement-extra": "a statement line with no payout on the chain",
+}
+
+
+def event_abi() -> list[dict]:
+    """The JSON ABI of :data:`EVENT_SIGNATURES`, for :class:`ledger.chain.logs.LogReader`."""
+    abi = []
+    for signature in EVENT_SIGNATURES:
+        name, _, rest = signature.partition("(")
+        inputs = []
+        for param in _split_params(rest[:-1]):
+            words = param.split()
+            inputs.append({"type": words[0], "name": words[-1], "indexed": "indexed" in words[1:-1]})
+        abi.append({"type": "event", "name": name, "inputs": inputs, "anonymous": False})
+    return abi
+
+
+def _split_params(text: str) -> list[str]:
+    params, depth, current = [], 0, ""
+    for ch in text:
+        if ch == "," and depth == 0:
+            params.append(current.strip())
+            current = ""
+            continue
+        depth += ch == "("
+        depth -= ch == ")"
+        current += ch
+    if current.strip():
+        params.append(current.strip())
+    return params
+
+
+# ---------------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Finding:
+    kind: str
+    message: str
+    block: int | None = None
+    tx: str | None = None
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"kind": self.kind, "message": self.message, "block": self.block, "tx": self.tx, "values": self.values}
+
+
+@dataclass
+class TokenTotals:
+    token: str
+    symbol: str = ""
+    decimals: int = 0
+    settled: int = 0  # revenue in RevenueSettled
+    credited: int = 0  # PartiesCredited
+    withdrawn: int = 0  # Withdrawn
+    owed: int | None = None  # totalOwed(token) at the audited block
+    balances: int | None = None  # sum of balanceOf(me, token) at the audited block
+    held: int | None = None  # token.balanceOf(ledger) at the audited block
+
+    def as_dict(self) -> dict:
+        def show(v):
+            return None if v is None else format_amount(v, self.decimals)
+
+        names = ("settled", "credited", "withdrawn", "owed", "balances", "held")
+        return {
+            "token": self.token,
+            "symbol": self.symbol,
+            "decimals": self.decimals,
+            **{name: show(getattr(self, name)) for name in names},
+            "base_units": {name: None if getattr(self, name) is None else str(getattr(self, name)) for name in names},
+        }
+
+
+@dataclass
+class AuditReport:
+    chain_id: int
+    ledger: str
+    from_block: int
+    to_block: int
+    counts: dict[str, int] = field(default_factory=dict)
+    tokens: list[TokenTotals] = field(default_factory=list)
+    roles: dict[str, list[str]] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    seconds: float = 0.0
+    # Credits per (alliance name, period, ME id, tier) and ME names, for statement reconciliation.
+    payouts: dict[tuple[str, int, int, str], int] = field(default_factory=dict, repr=False)
+    me_names: dict[int, str] = field(default_factory=dict, repr=False)
+    alliance_tokens: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def clean(self) -> bool:
+        return not self.findings
+
+    def findings_by_kind(self) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for finding in self.findings:
+            totals[finding.kind] = totals.get(finding.kind, 0) + 1
+        return totals
+
+    def token(self, address: str) -> TokenTotals | None:
+        return next((t for t in self.tokens if t.token == address), None)
+
+    def as_dict(self) -> dict:
+        return {
+            "result": "clean" if self.clean else "findings",
+            "chain_id": self.chain_id,
+            "ledger": self.ledger,
+            "blocks": {"from": self.from_block, "to": self.to_block},
+            "checked": self.counts,
+            "tokens": [t.as_dict() for t in self.tokens],
+            "roles": self.roles,
+            "findings_by_kind": self.findings_by_kind(),
+            "findings": [f.as_dict() for f in self.findings],
+            "seconds": round(self.seconds, 3),
+        }
+
+
+# ---------------------------------------------------------------------------------------------------
+# Replay state
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _ME:
+    name: str
+    signer: str
+    payout: str
+    active: bool = True
+    nonce: int = 0
+
+
+@dataclass
+class _Terms:
+    """One version's terms as logged, with what the recomputation needs precomputed."""
+
+    token: str
+    parties: tuple[int, ...]
+    shares: tuple[int, ...]
+    target: int
+    excess_shares: tuple[int, ...]
+    problem: str | None = None
+
+    @property
+    def prefix(self) -> list[int]:
+        return _prefix(self.shares)
+
+    @property
+    def prefix_excess(self) -> list[int]:
+        return _prefix(self.excess_shares) if self.target else self.prefix
+
+
+def _prefix(shares: tuple[int, ...]) -> list[int]:
+    """S_1..S_(n-1): running sums of a share table without the last (which is 10,000)."""
+    out, running = [], 0
+    for share in shares[:-1]:
+        running += share
+        out.append(running)
+    return out
+
+
+@dataclass
+class _Agreement:
+    name: str
+    token: str
+    status: str = "proposed"  # proposed | active | terminated
+    active: int = 0
+    latest: int = 0
+    next_seq: int = 0
+    versions: dict[int, _Terms] = field(default_factory=dict)
+
+
+@dataclass
+class _Run:
+    """The credits one run of same-period events should produce (recomputed here)."""
+
+    agreement_id: bytes
+    period: int
+    version: int
+    first_seq: int
+    count: int
+    base: list[int]
+    excess: list[int]
+
+
+def terms_hash(token: str, parties, shares, target: int, excess) -> bytes:
+    """The EIP-712 struct hash of a ``Terms`` (``hashTerms`` in the contract), computed here."""
+
+    def packed(values) -> bytes:
+        return keccak(b"".join(int(v).to_bytes(32, "big") for v in values))
+
+    return keccak(
+        abi_encode(
+            ["bytes32", "address", "bytes32", "bytes32", "uint128", "bytes32"],
+            [TERMS_TYPEHASH, token, packed(parties), packed(shares), target, packed(excess)],
+        )
+    )
+
+
+def validate_terms(terms: _Terms) -> str | None:
+    """Why these terms could never have been valid, or None."""
+    n = len(terms.parties)
+    if not MIN_PARTIES <= n <= MAX_PARTIES:
+        return f"{n} parties (allowed {MIN_PARTIES} to {MAX_PARTIES})"
+    if any(b <= a for a, b in zip(terms.parties, terms.parties[1:], strict=False)):
+        return "parties not in strictly ascending order"
+    if len(terms.shares) != n or sum(terms.shares) != BPS:
+        return f"shares {list(terms.shares)} do not give {n} parties {BPS} basis points"
+    if terms.target == 0 and terms.excess_shares:
+        return "excess shares without a target"
+    if terms.target and (len(terms.excess_shares) != n or sum(terms.excess_shares) != BPS):
+        return f"excess shares {list(terms.excess_shares)} do not give {n} parties {BPS} basis points"
+    return None
+
+
+def recompute_runs(
+    agreement_id: bytes,
+    version: int,
+    terms: _Terms,
+    first_seq: int,
+    entries: list[int],
+    revenue_of,
+) -> tuple[list[_Run], dict[int, int]]:
+    """Split a batch's events with the documented rule, run by run of consecutive same-period events.
+
+    ``revenue_of(period)`` is the period's revenue before the batch. Per event the rule is
+    ``credit_i = floor((o + a*S_i)/B) - floor((o + a*S_(i-1))/B)`` for each tier part ``a``; a run's
+    credits are the sums of its events' credits. Returns the runs and each period's revenue after them.
+    """
+    runs: list[_Run] = []
+    revenue: dict[int, int] = {}
+    prefix, prefix_x = terms.prefix, terms.prefix_excess
+    n = len(terms.parties)
+    target = terms.target
+    k, count = 0, len(entries)
+    while k < count:
+        period = entries[k] & 0xFFFFFFFF
+        rev = revenue[period] if period in revenue else revenue_of(period)
+        floors_b = [0] * (n - 1)  # sums over the run of floor((o + a*S_i)/B), i < n
+        floors_x = [0] * (n - 1)
+        total_b = total_x = 0
+        start = k
+        while k < count:
+            entry = entries[k]
+            if entry & 0xFFFFFFFF != period:
+                break
+            amount = entry >> 32
+            offset = ((first_seq + k) * ROUNDING_STRIDE) % BPS
+            if target == 0 or rev + amount <= target:
+                below, above = amount, 0
+            elif rev >= target:
+                below, above = 0, amount
+            else:
+                below, above = target - rev, rev + amount - target
+            if below:
+                total_b += below
+                for i, s in enumerate(prefix):
+                    floors_b[i] += (offset + below * s) // BPS
+            if above:
+                total_x += above
+                for i, s in enumerate(prefix_x):
+                    floors_x[i] += (offset + above * s) // BPS
+            rev += amount
+            k += 1
+        revenue[period] = rev
+        runs.append(
+            _Run(
+                agreement_id, period, version, first_seq + start, k - start,
+                _differences(floors_b, total_b), _differences(floors_x, total_x),
+            )
+        )  # fmt: skip
+    return runs, revenue
+
+
+def _differences(floors: list[int], total: int) -> list[int]:
+    out, previous = [], 0
+    for value in [*floors, total]:
+        out.append(value - previous)
+        previous = value
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# The auditor
+# ---------------------------------------------------------------------------------------------------
+
+
+class Auditor:
+    """Reads and replays one ledger's history; :meth:`run` returns the report."""
+
+    def __init__(self, rpc, ledger: str, *, from_block: int = 0, page_size: int = DEFAULT_PAGE_SIZE):
+        self.rpc = rpc
+        self.ledger = to_checksum_address(ledger)
+        self.from_block = from_block
+        self.page_size = page_size
+        self.reader = LogReader(rpc.request, self.ledger, event_abi())
+        self.findings: list[Finding] = []
+        self.mes: dict[int, _ME] = {}
+        self.agreements: dict[bytes, _Agreement] = {}
+        self.periods: dict[tuple[bytes, int], list] = {}  # (aid, period) -> [revenue, closed block or None]
+        self.references: dict[bytes, tuple[bytes, int, str, int]] = {}  # ref -> (aid, seq, tx, block)
+        self.tokens: dict[str, TokenTotals] = {}
+        self.credited: dict[tuple[int, str], int] = defaultdict(int)  # (me, token) -> credited
+        self.withdrawn: dict[tuple[int, str], int] = defaultdict(int)
+        self.payouts: dict[tuple[str, int, int, str], int] = defaultdict(int)
+        self.roles: dict[str, set[str]] = defaultdict(set)
+        self.consents: list[tuple[Log, int, str, str, int, str]] = []
+        self.pending: list[_Run] = []
+        self.pending_tx: str | None = None
+        self.pending_block: int | None = None
+        self.counts: dict[str, int] = defaultdict(int)
+        self.chain_id = 0
+
+    # -- entry point --------------------------------------------------------------------------------
+
+    def run(self) -> AuditReport:
+        started = time.perf_counter()
+        self.chain_id = int(self.rpc.request("eth_chainId"), 16)
+        head = int(self.rpc.request("eth_blockNumber"), 16)
+        code = self.rpc.request("eth_getCode", [self.ledger, hex(head)])
+        if code in ("0x", "", None):
+            raise ChainUnavailable(f"chain {self.chain_id} has no contract at {self.ledger}")
+        if self.from_block > head:
+            raise ChainUnavailable(f"--from-block {self.from_block} is past the chain's head ({head})")
+        handlers = {
+            "MERegistered": self._registered,
+            "MEUpdated": self._updated,
+            "MEDissolved": self._dissolved,
+            "AgreementProposed": self._proposed,
+            "AgreementActivated": self._activated,
+            "AgreementEnded": self._ended,
+            "RevenueSettled": self._settled,
+            "PartiesCredited": self._credited,
+            "PeriodClosed": self._closed,
+            "Withdrawn": self._withdrawn,
+            "RoleGranted": self._role_granted,
+            "RoleRevoked": self._role_revoked,
+        }
+        names = list(handlers)
+        for log in self.reader.read(names, self.from_block, head, page_size=self.page_size):
+            if log.tx != self.pending_tx:
+                self._flush_pending()
+                self.pending_tx, self.pending_block = log.tx, log.block
+            self.counts["logs"] += 1
+            handlers[log.event](log)
+        self._flush_pending()
+        self._check_consents()
+        self._conservation(head)
+        self.counts["log_pages"] = self.reader.pages
+        self.counts["log_pages_refused"] = self.reader.refused
+        report = AuditReport(
+            chain_id=self.chain_id,
+            ledger=self.ledger,
+            from_block=self.from_block,
+            to_block=head,
+            counts=dict(self.counts),
+            tokens=list(self.tokens.values()),
+            roles={role: sorted(holders) for role, holders in sorted(self.roles.items())},
+            findings=self.findings,
+            payouts=dict(self.payouts),
+            me_names={me_id: me.name for me_id, me in self.mes.items()},
+            alliance_tokens={a.name: a.token for a in self.agreements.values()},
+        )
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _find(self, kind: str, message: str, log: Log | None = None, **values) -> None:
+        self.findings.append(
+            Finding(kind, message, log.block if log else None, log.tx if log else None, _jsonable(values))
+        )
+
+    def _token(self, address: str) -> TokenTotals:
+        if address not in self.tokens:
+            self.tokens[address] = TokenTotals(token=address)
+        return self.tokens[address]
+
+    # -- MEs and roles ------------------------------------------------------------------------------
+
+    def _registered(self, log: Log) -> None:
+        a = log.args
+        me_id = a["meId"]
+        if me_id in self.mes:  # pragma: no cover - the contract numbers MEs itself
+            self._find("terms", f"ME {me_id} registered twice", log)
+        self.mes[me_id] = _ME(name=a["name"], signer=a["signer"], payout=a["payout"])
+        self.counts["mes"] += 1
+
+    def _updated(self, log: Log) -> None:
+        a = log.args
+        me = self._me(a["meId"], log)
+        if me is None:
+            return
+        self.consents.append((log, a["meId"], a["payout"], a["signer"], a["nonce"] - 1, me.signer))
+        me.signer, me.payout, me.nonce = a["signer"], a["payout"], a["nonce"]
+        self.counts["me_updates"] += 1
+
+    def _dissolved(self, log: Log) -> None:
+        me = self._me(log.args["meId"], log)
+        if me is not None:
+            me.active = False
+            self.counts["mes_dissolved"] += 1
+
+    def _me(self, me_id: int, log: Log) -> _ME | None:
+        me = self.mes.get(me_id)
+        if me is None:
+            self._find("terms", f"ME {me_id} appears before it was registered", log, me_id=me_id)
+        return me
+
+    def _role_granted(self, log: Log) -> None:
+        self.roles[ROLE_NAMES.get(log.args["role"], "0x" + log.args["role"].hex())].add(log.args["account"])
+
+    def _role_revoked(self, log: Log) -> None:
+        self.roles[ROLE_NAMES.get(log.args["role"], "0x" + log.args["role"].hex())].discard(log.args["account"])
+
+    # -- agreements ---------------------------------------------------------------------------------
+
+    def _proposed(self, log: Log) -> None:
+        a = log.args
+        aid, version = a["agreementId"], a["version"]
+        token, parties, shares, target, excess = a["terms"]
+        terms = _Terms(token, tuple(parties), tuple(shares), target, tuple(excess))
+        name = bytes32_to_text(aid)
+        agreement = self.agreements.get(aid)
+        if agreement is None:
+            agreement = self.agreements[aid] = _Agreement(name=name, token=token)
+            self.counts["agreements"] += 1
+        self.counts["versions"] += 1
+        self._token(token)
+        problem = validate_terms(terms)
+        if problem is None and token != agreement.token:
+            problem = f"token {token} differs from the agreement's {agreement.token}"
+        if problem is None:
+            for me_id in terms.parties:
+                me = self.mes.get(me_id)
+                if me is None or not me.active:
+                    problem = f"party ME {me_id} is {'unknown' if me is None else 'dissolved'}"
+                    break
+        if problem is None and agreement.status == "terminated":
+            problem = "proposed after the agreement ended"
+        if problem is None and version != agreement.latest + 1:
+            problem = f"version {version} follows version {agreement.latest}"
+        recomputed = terms_hash(token, parties, shares, target, excess)
+        if recomputed != a["termsHash"]:
+            problem = f"logged terms hash {a['termsHash'].hex()} is not the hash of the logged terms ({recomputed.hex()})"
+        if problem:
+            terms.problem = problem
+            self._find("terms", f"alliance {name!r} version {version}: {problem}", log, alliance=name, version=version)
+        agreement.versions[version] = terms
+        agreement.latest = max(agreement.latest, version)
+
+    def _activated(self, log: Log) -> None:
+        a = log.args
+        aid, version = a["agreementId"], a["version"]
+        agreement = self.agreements.get(aid)
+        name = bytes32_to_text(aid)
+        if agreement is None or version not in agreement.versions:
+            self._find("terms", f"alliance {name!r} version {version} activated but never proposed", log)
+            return
+        if agreement.status == "terminated":
+            self._find("terms", f"alliance {name!r} version {version} activated after the agreement ended", log)
+        elif version != agreement.latest or version == agreement.active:
+            self._find(
+                "terms",
+                f"alliance {name!r} activated version {version}; the latest proposed was {agreement.latest}",
+                log,
+            )
+        terms = agreement.versions[version]
+        message = eip712.approval_message(self.chain_id, self.ledger, aid, version, terms)
+        self._check_signatures(log, name, version, "approval", message, terms, a["signatures"], require_active=True)
+        agreement.status, agreement.active = "active", version
+        self.counts["activations"] += 1
+
+    def _ended(self, log: Log) -> None:
+        a = log.args
+        aid, version = a["agreementId"], a["version"]
+        agreement = self.agreements.get(aid)
+        name = bytes32_to_text(aid)
+        if agreement is None or version not in agreement.versions:
+            self._find("terms", f"alliance {name!r} ended at version {version}, which was never proposed", log)
+            return
+        in_force = agreement.active if agreement.status == "active" else agreement.latest
+        if version != in_force:
+            self._find("terms", f"alliance {name!r} ended at version {version}; version {in_force} was in force", log)
+        message = eip712.termination_message(self.chain_id, self.ledger, aid, version)
+        terms = agreement.versions[version]
+        self._check_signatures(log, name, version, "termination", message, terms, a["signatures"], require_active=False)
+        agreement.status = "terminated"
+        self.counts["terminations"] += 1
+
+    def _check_signatures(self, log, name, version, what, message, terms, signatures, *, require_active) -> None:
+        if len(signatures) != len(terms.parties):
+            self._find(
+                "signature",
+                f"alliance {name!r} version {version}: {len(signatures)} {what} signatures for "
+                f"{len(terms.parties)} parties",
+                log,
+            )
+        for me_id, signature in zip(terms.parties, signatures, strict=False):
+            self.counts["signatures"] += 1
+            me = self.mes.get(me_id)
+            recovered = eip712.recover(message, bytes(signature))
+            if me is None:
+                self._find("signature", f"alliance {name!r} version {version}: party ME {me_id} is unknown", log)
+                continue
+            if recovered != me.signer:
+                self._find(
+                    "signature",
+                    f"alliance {name!r} version {version}: the {what} of ME {me.name!r} was signed by "
+                    f"{recovered or 'an unreadable signature'}, not by its registered signer {me.signer}",
+                    log,
+                    alliance=name, version=version, me_id=me_id, recovered=recovered, signer=me.signer,
+                )  # fmt: skip
+            if require_active and not me.active:
+                self._find(
+                    "signature", f"alliance {name!r} version {version} approved by dissolved ME {me.name!r}", log
+                )
+
+    def _check_consents(self) -> None:
+        """Each ME update carried its previous signer's EIP-712 consent (read from the transaction)."""
+        if not self.consents:
+            return
+        txs = self.rpc.batch([("eth_getTransactionByHash", [log.tx]) for log, *_ in self.consents])
+        for (log, me_id, payout, signer, nonce, previous), tx in zip(self.consents, txs, strict=True):
+            data = bytes.fromhex((tx or {}).get("input", "0x")[2:])
+            if data[:4] != UPDATE_ME_SELECTOR:
+                self.counts["consents_unverifiable"] += 1  # sent through another contract (a multisig)
+                continue
+            args = abi_decode(["uint32", "address", "address", "bytes"], data[4:])
+            message = eip712.me_update_message(self.chain_id, self.ledger, me_id, payout, signer, nonce)
+            recovered = eip712.recover(message, args[3])
+            self.counts["consents"] += 1
+            if recovered != previous:
+                name = self.mes[me_id].name
+                self._find(
+                    "signature",
+                    f"ME {name!r} changed signer to {signer} with consent signed by {recovered}, not by its "
+                    f"signer {previous}",
+                    log,
+                    me_id=me_id, recovered=recovered, signer=previous,
+                )  # fmt: skip
+
+    # -- settlement ---------------------------------------------------------------------------------
+
+    def _settled(self, log: Log) -> None:
+        a = log.args
+        aid, version, first_seq = a["agreementId"], a["version"], a["firstSeq"]
+        refs, entries = a["refs"], a["entries"]
+        count = len(entries)
+        self.counts["batches"] += 1
+        self.counts["events"] += count
+        name = bytes32_to_text(aid)
+        agreement = self.agreements.get(aid)
+        if agreement is None:
+            self._find("settlement", f"revenue settled for unknown alliance {name!r}", log, alliance=name)
+            return
+        token = self._token(agreement.token)
+        last = first_seq + count - 1
+        if agreement.status != "active" or version != agreement.active:
+            state = agreement.status if agreement.status != "active" else f"version {agreement.active} in force"
+            self._find(
+                "settlement",
+                f"alliance {name!r}: events {first_seq}..{last} settled under version {version} ({state})",
+                log, alliance=name, version=version,
+            )  # fmt: skip
+        terms = agreement.versions.get(version)
+        if terms is not None:
+            dissolved = [self.mes[p].name for p in terms.parties if p in self.mes and not self.mes[p].active]
+            if dissolved:
+                self._find(
+                    "settlement", f"alliance {name!r}: events {first_seq}..{last} credited dissolved {dissolved}", log
+                )
+        if first_seq != agreement.next_seq:
+            what = "reuse" if first_seq < agreement.next_seq else "skip"
+            self._find(
+                "duplicate",
+                f"alliance {name!r}: batch starts at sequence {first_seq}, the next free one was "
+                f"{agreement.next_seq} ({what} of sequence numbers)",
+                log, alliance=name, first_seq=first_seq, expected=agreement.next_seq,
+            )  # fmt: skip
+        agreement.next_seq = max(agreement.next_seq, first_seq + count)
+        if len(refs) != count:
+            self._find("settlement", f"alliance {name!r}: {len(refs)} references for {count} events", log)
+        references = self.references
+        for k, ref in enumerate(refs):
+            seen = references.get(ref)
+            if seen is None:
+                references[ref] = (aid, first_seq + k, log.tx, log.block)
+                continue
+            self._find(
+                "duplicate",
+                f"reference {bytes32_to_text(ref)!r} credited twice: alliance {bytes32_to_text(seen[0])!r} sequence "
+                f"{seen[1]} (block {seen[3]}) and alliance {name!r} sequence {first_seq + k}",
+                log, reference=bytes32_to_text(ref), first_tx=seen[2], first_block=seen[3],
+            )  # fmt: skip
+        periods = self.periods
+        total = 0
+        for k, entry in enumerate(entries):
+            amount, period = entry >> 32, entry & 0xFFFFFFFF
+            total += amount
+            if amount == 0 or amount > MAX_EVENT_AMOUNT or period == 0:
+                self._find("settlement", f"alliance {name!r} sequence {first_seq + k}: invalid entry {entry}", log)
+        for period in {entry & 0xFFFFFFFF for entry in entries}:
+            state = periods.get((aid, period))
+            if state is not None and state[1] is not None:
+                self._find(
+                    "closed-period",
+                    f"alliance {name!r}: revenue settled into period {period}, closed at block {state[1]}",
+                    log, alliance=name, period=period,
+                )  # fmt: skip
+        token.settled += total
+        if terms is not None and not terms.problem:  # else there are no terms to recompute with (reported)
+
+            def revenue_of(period: int) -> int:
+                state = periods.get((aid, period))
+                return state[0] if state else 0
+
+            runs, _ = recompute_runs(aid, version, terms, first_seq, entries, revenue_of)
+            self.pending.extend(runs)
+        for entry in entries:
+            periods.setdefault((aid, entry & 0xFFFFFFFF), [0, None])[0] += entry >> 32
+
+    def _credited(self, log: Log) -> None:
+        a = log.args
+        aid, version, period = a["agreementId"], a["version"], a["period"]
+        base, excess = list(a["baseCredits"]), list(a["excessCredits"])
+        self.counts["credit_runs"] += 1
+        name = bytes32_to_text(aid)
+        agreement = self.agreements.get(aid)
+        terms = agreement.versions.get(version) if agreement else None
+        if terms is None:
+            self._find("credit", f"credits for alliance {name!r} version {version}, which has no terms", log)
+            return
+        expected = None
+        for i, run in enumerate(self.pending):
+            if run.agreement_id == aid and run.first_seq == a["firstSeq"]:
+                expected = self.pending.pop(i)
+                break
+        n = len(terms.parties)
+        if len(base) != n or len(excess) != n:
+            self._find("credit", f"alliance {name!r}: credits for {len(base)} parties, the terms have {n}", log)
+            return
+        if expected is None:
+            self._find(
+                "credit",
+                f"alliance {name!r}: credits for sequence {a['firstSeq']}.. that match no settled revenue",
+                log, alliance=name, first_seq=a["firstSeq"],
+            )  # fmt: skip
+        elif (expected.period, expected.version, expected.count, expected.base, expected.excess) != (
+            period, version, a["count"], base, excess,
+        ):  # fmt: skip
+            differing = [
+                f"{self._me_name(p)} {'base' if b != eb else 'excess'} {b if b != eb else x} "
+                f"(recomputed {eb if b != eb else ex})"
+                for p, b, x, eb, ex in zip(terms.parties, base, excess, expected.base, expected.excess, strict=True)
+                if b != eb or x != ex
+            ]
+            self._find(
+                "credit",
+                f"alliance {name!r} period {period}, events {a['firstSeq']}..{a['firstSeq'] + a['count'] - 1}: "
+                f"credited {', '.join(differing) or 'a different run'}",
+                log,
+                alliance=name, period=period, first_seq=a["firstSeq"], count=a["count"],
+                credited_base=base, credited_excess=excess, recomputed_base=expected.base,
+                recomputed_excess=expected.excess,
+            )  # fmt: skip
+        token = terms.token
+        totals = self._token(token)
+        credited, payouts = self.credited, self.payouts
+        for me_id, b, x in zip(terms.parties, base, excess, strict=True):
+            if b:
+                credited[(me_id, token)] += b
+                payouts[(name, period, me_id, "base")] += b
+            if x:
+                credited[(me_id, token)] += x
+                payouts[(name, period, me_id, "excess")] += x
+            totals.credited += b + x
+
+    def _flush_pending(self) -> None:
+        for run in self.pending:
+            name = bytes32_to_text(run.agreement_id)
+            last = run.first_seq + run.count - 1
+            self.findings.append(
+                Finding(
+                    "credit",
+                    f"alliance {name!r}: events {run.first_seq}..{last} of period {run.period} were settled but "
+                    f"never credited",
+                    self.pending_block, self.pending_tx, {"alliance": name, "period": run.period},
+                )
+            )
+        self.pending = []
+
+    def _closed(self, log: Log) -> None:
+        a = log.args
+        aid, period, revenue = a["agreementId"], a["period"], a["revenue"]
+        name = bytes32_to_text(aid)
+        state = self.periods.setdefault((aid, period), [0, None])
+        if state[1] is not None:
+            self._find("closed-period", f"alliance {name!r} period {period} closed again (first at block {state[1]})", log)
+        if revenue != state[0]:
+            self._find(
+                "closed-period",
+                f"alliance {name!r} period {period} closed with revenue {revenue}; its settled events sum to {state[0]}",
+                log, alliance=name, period=period, logged=revenue, replayed=state[0],
+            )  # fmt: skip
+        state[1] = log.block
+        self.counts["periods_closed"] += 1
+
+    def _withdrawn(self, log: Log) -> None:
+        a = log.args
+        me_id, token, amount = a["meId"], a["token"], a["amount"]
+        self.counts["withdrawals"] += 1
+        self._token(token).withdrawn += amount
+        me = self._me(me_id, log)
+        self.withdrawn[(me_id, token)] += amount
+        if me is None:
+            return
+        balance = self.credited[(me_id, token)] - self.withdrawn[(me_id, token)]
+        if balance < 0:
+            self._find(
+                "withdrawal",
+                f"ME {me.name!r} withdrew {amount} base units of {token}, {-balance} more than it was credited",
+                log, me_id=me_id, amount=amount,
+            )  # fmt: skip
+        if a["to"] != me.payout:
+            self._find("withdrawal", f"ME {me.name!r} was paid to {a['to']}, its payout address is {me.payout}", log)
+
+    def _me_name(self, me_id: int) -> str:
+        me = self.mes.get(me_id)
+        return me.name if me else f"ME {me_id}"
+
+    # -- conservation -------------------------------------------------------------------------------
+
+    def _conservation(self, head: int) -> None:
+        block = hex(head)
+        me_ids = sorted(self.mes)
+        tokens = list(self.tokens)
+        (me_count,) = self._calls(block, [(self.ledger, "meCount()", [], [], "uint32")])
+        if me_count != len(self.mes):
+            raise ChainUnavailable(
+                f"the logs from block {self.from_block} hold {len(self.mes)} of the ledger's {me_count} ME "
+                f"registrations: start the audit at the ledger's deployment block (--from-block)"
+            )
+        calls = []
+        for token in tokens:
+            calls.append((self.ledger, "totalOwed(address)", ["address"], [token], "uint256"))
+            calls.append((token, "balanceOf(address)", ["address"], [self.ledger], "uint256"))
+            calls += [(self.ledger, "balanceOf(uint32,address)", ["uint32", "address"], [m, token], "uint256")
+                      for m in me_ids]  # fmt: skip
+        values = iter(self._calls(block, calls))
+        for token in tokens:
+            totals = self.tokens[token]
+            totals.decimals, totals.symbol = self._token_info(token, block)
+            totals.owed, totals.held = next(values), next(values)
+            totals.balances = 0
+            for me_id in me_ids:
+                balance = next(values)
+                totals.balances += balance
+                expected = self.credited.get((me_id, token), 0) - self.withdrawn.get((me_id, token), 0)
+                if balance != expected:
+                    self._find(
+                        "conservation",
+                        f"ME {self.mes[me_id].name!r}: the ledger reports a balance of {self._units(balance, totals)}"
+                        f" {totals.symbol}; credited - withdrawn is {self._units(expected, totals)}",
+                        None, me_id=me_id, token=token, reported=balance, expected=expected,
+                    )  # fmt: skip
+            self._token_checks(totals)
+
+    def _token_checks(self, t: TokenTotals) -> None:
+        def say(v):
+            return f"{self._units(v, t)} {t.symbol}"
+
+        if t.settled != t.credited:
+            self._find("conservation", f"{t.symbol}: revenue settled {say(t.settled)}, credited {say(t.credited)}",
+                       None, token=t.token, settled=t.settled, credited=t.credited)  # fmt: skip
+        expected = t.credited - t.withdrawn
+        if t.owed != expected:
+            self._find("conservation", f"{t.symbol}: the ledger says it owes {say(t.owed)}; credited - withdrawn is "
+                       f"{say(expected)}", None, token=t.token, owed=t.owed, expected=expected)  # fmt: skip
+        if t.balances != t.owed:
+            self._find("conservation", f"{t.symbol}: the MEs' balances sum to {say(t.balances)}, the ledger says it "
+                       f"owes {say(t.owed)}", None, token=t.token, balances=t.balances, owed=t.owed)  # fmt: skip
+        if t.held != t.owed:
+            gap = t.held - t.owed
+            what = "missing" if gap < 0 else "held beyond what is owed (sent without settlement)"
+            self._find("conservation", f"{t.symbol}: the ledger holds {say(t.held)} and owes {say(t.owed)}: "
+                       f"{say(abs(gap))} {what}", None, token=t.token, held=t.held, owed=t.owed)  # fmt: skip
+
+    @staticmethod
+    def _units(value: int, totals: TokenTotals) -> str:
+        return format_amount(value, totals.decimals)
+
+    def _calls(self, block: str, calls: list[tuple[str, str, list, list, str]]) -> list[Any]:
+        requests = [
+            ("eth_call", [{"to": to, "data": "0x" + (keccak(text=sig)[:4] + abi_encode(types, args)).hex()}, block])
+            for to, sig, types, args, _ in calls
+        ]
+        results = self.rpc.batch(requests)
+        return [abi_decode([out], bytes.fromhex(r[2:]))[0] for (*_, out), r in zip(calls, results, strict=True)]
+
+    def _token_info(self, token: str, block: str) -> tuple[int, str]:
+        decimals, symbol = 0, token[:10]
+        try:
+            decimals = self._calls(block, [(token, "decimals()", [], [], "uint8")])[0]
+        except (LedgerError, ValueError, OverflowError):
+            pass
+        try:
+            symbol = self._calls(block, [(token, "symbol()", [], [], "string")])[0]
+        except (LedgerError, ValueError, OverflowError):
+            pass
+        return decimals, symbol
+
+
+def _jsonable(values: dict) -> dict:
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, bool) or value is None:
+            out[key] = value
+        elif isinstance(value, int):
+            out[key] = str(value) if abs(value) > 2**53 else value
+        elif isinstance(value, bytes):
+            out[key] = "0x" + value.hex()
+        elif isinstance(value, list | tuple):
+            out[key] = [str(v) if isinstance(v, int) else v for v in value]
+        else:
+            out[key] = value
+    return out
+
+
+def audit(rpc, ledger: str, *, from_block: int = 0, page_size: int = DEFAULT_PAGE_SIZE) -> AuditReport:
+    """Audit the ledger at ``ledger`` through ``rpc`` (an :class:`ledger.chain.rpc.HttpRpc`)."""
+    return Auditor(rpc, ledger, from_block=from_block, page_size=page_size).run()
