@@ -62,9 +62,7 @@ class HttpRpc:
         results: list[Any] = []
         for start in range(0, len(calls), size):
             chunk = calls[start : start + size]
-            payload = [
-                {"jsonrpc": "2.0", "id": start + i, "method": m, "params": p} for i, (m, p) in enumerate(chunk)
-            ]
+            payload = [{"jsonrpc": "2.0", "id": start + i, "method": m, "params": p} for i, (m, p) in enumerate(chunk)]
             replies = self._post(payload) if len(chunk) > 1 else None
             if not isinstance(replies, list):  # batches unsupported (or one call): one request each
                 results.extend(self.request(m, p) for m, p in chunk)

@@ -140,7 +140,8 @@ def render(report) -> str:
                   table(["token", "settled", "credited", "withdrawn", "owed", "MEs' balances", "held"], rows,
                         right={1, 2, 3, 4, 5, 6})]  # fmt: skip
     if report.roles:
-        lines += ["", "roles: " + "; ".join(f"{role} {', '.join(who) or '(nobody)'}" for role, who in report.roles.items())]
+        holders = [f"{role} {', '.join(who) or '(nobody)'}" for role, who in report.roles.items()]
+        lines += ["", "roles: " + "; ".join(holders)]
     lines.append("")
     if report.clean:
         lines.append("result: clean, every check passed")

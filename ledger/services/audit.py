@@ -25,6 +25,7 @@ Every disagreement becomes a :class:`Finding` with the transaction, block and va
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -37,8 +38,8 @@ from eth_utils import keccak, to_checksum_address
 from ledger.chain import eip712
 from ledger.chain.logs import DEFAULT_PAGE_SIZE, Log, LogReader
 from ledger.errors import ChainUnavailable, LedgerError
-from ledger.money import BPS, MAX_EVENT_AMOUNT, ROUNDING_STRIDE, format_amount
 from ledger.models import MAX_PARTIES, MIN_PARTIES, bytes32_to_text
+from ledger.money import BPS, MAX_EVENT_AMOUNT, ROUNDING_STRIDE, format_amount
 
 # The ledger's events, written out so the audit depends on the chain alone (tests compare them with
 # the compiled ABI). Tuple types are spelled as ``(...)``.
@@ -525,7 +526,9 @@ class Auditor:
             problem = f"version {version} follows version {agreement.latest}"
         recomputed = terms_hash(token, parties, shares, target, excess)
         if recomputed != a["termsHash"]:
-            problem = f"logged terms hash {a['termsHash'].hex()} is not the hash of the logged terms ({recomputed.hex()})"
+            problem = (
+                f"logged terms hash {a['termsHash'].hex()} is not the hash of the logged terms ({recomputed.hex()})"
+            )
         if problem:
             terms.problem = problem
             self._find("terms", f"alliance {name!r} version {version}: {problem}", log, alliance=name, version=version)
@@ -768,7 +771,9 @@ class Auditor:
                     "credit",
                     f"alliance {name!r}: events {run.first_seq}..{last} of period {run.period} were settled but "
                     f"never credited",
-                    self.pending_block, self.pending_tx, {"alliance": name, "period": run.period},
+                    self.pending_block,
+                    self.pending_tx,
+                    {"alliance": name, "period": run.period},
                 )
             )
         self.pending = []
@@ -779,11 +784,12 @@ class Auditor:
         name = bytes32_to_text(aid)
         state = self.periods.setdefault((aid, period), [0, None])
         if state[1] is not None:
-            self._find("closed-period", f"alliance {name!r} period {period} closed again (first at block {state[1]})", log)
+            first = state[1]
+            self._find("closed-period", f"alliance {name!r} period {period} closed again (first at block {first})", log)
         if revenue != state[0]:
             self._find(
                 "closed-period",
-                f"alliance {name!r} period {period} closed with revenue {revenue}; its settled events sum to {state[0]}",
+                f"alliance {name!r} period {period} closed with revenue {revenue}; its events sum to {state[0]}",
                 log, alliance=name, period=period, logged=revenue, replayed=state[0],
             )  # fmt: skip
         state[1] = log.block
@@ -882,15 +888,12 @@ class Auditor:
         return [abi_decode([out], bytes.fromhex(r[2:]))[0] for (*_, out), r in zip(calls, results, strict=True)]
 
     def _token_info(self, token: str, block: str) -> tuple[int, str]:
+        """A token's decimals and symbol for display (0 and its address when it lacks them)."""
         decimals, symbol = 0, token[:10]
-        try:
+        with contextlib.suppress(LedgerError, ValueError, OverflowError):
             decimals = self._calls(block, [(token, "decimals()", [], [], "uint8")])[0]
-        except (LedgerError, ValueError, OverflowError):
-            pass
-        try:
+        with contextlib.suppress(LedgerError, ValueError, OverflowError):
             symbol = self._calls(block, [(token, "symbol()", [], [], "string")])[0]
-        except (LedgerError, ValueError, OverflowError):
-            pass
         return decimals, symbol
 
 

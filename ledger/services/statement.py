@@ -157,7 +157,8 @@ def reconcile(path: Path, report: AuditReport, scope: Scope = Scope()) -> dict[s
         finding(
             "statement-missing",
             None,
-            f"no line for {alliance} {period} {me} {tier}: the chain credited {format_amount(amount, decimals)} {symbol}",
+            f"no line for {alliance} {period} {me} {tier}: the chain credited "
+            f"{format_amount(amount, decimals)} {symbol}",
             alliance=alliance, period=period, me=me, tier=tier, chain=str(amount),
         )  # fmt: skip
     return counts
@@ -200,4 +201,3 @@ def _amount_of(row: dict[str, str], decimals: int) -> tuple[int | None, str | No
             f"({format_amount(units, decimals)} in token units)"
         )
     return (units if units is not None else amount), None
-
