@@ -261,6 +261,9 @@ def test_a_settlement_killed_half_way_completes_when_run_again_without_paying_tw
     assert show(cli, "killed")["events_settled"] == len(rows)
     total = sum(Decimal(p["amount"]) for p in payouts(cli, "--alliance", "killed")["payouts"])
     assert total == expected
+    # The audit, from the chain alone: every event once, every credit as recomputed, nothing lost.
+    report = json.loads(cli.run("audit", "--format", "json").out)
+    assert report["result"] == "clean" and report["checked"]["events"] >= len(rows)
 
 
 def test_the_chain_stopped_and_started_again_keeps_every_balance(cli, sh):
@@ -309,5 +312,10 @@ def test_the_demo_runs_from_nothing_and_again_without_settling_twice(tmp_path):
         assert payouts(demo, "--alliance", "smart-kitchen") == table
         assert len({p["me"] for p in table["payouts"]}) == 4
         assert {p["tier"] for p in table["payouts"]} == {"base", "excess"}
+        statement = tmp_path / "statement.csv"
+        demo.run("payouts", "--format", "csv", "-o", str(statement))
+        audit = demo.run("audit", "--statement", str(statement)).out
+        assert "result: clean, every check passed" in audit
+        assert "400 in 1 batches" in audit and "statement        8 lines, 8 matching" in audit
     finally:
         demo.run("chain", "down")

@@ -898,19 +898,20 @@ class Auditor:
 
 
 def _jsonable(values: dict) -> dict:
-    out = {}
-    for key, value in values.items():
+    """Values for JSON: integers beyond 2**53 (what JavaScript reads exactly) as strings, bytes as hex."""
+
+    def one(value):
         if isinstance(value, bool) or value is None:
-            out[key] = value
-        elif isinstance(value, int):
-            out[key] = str(value) if abs(value) > 2**53 else value
-        elif isinstance(value, bytes):
-            out[key] = "0x" + value.hex()
-        elif isinstance(value, list | tuple):
-            out[key] = [str(v) if isinstance(v, int) else v for v in value]
-        else:
-            out[key] = value
-    return out
+            return value
+        if isinstance(value, int):
+            return str(value) if abs(value) > 2**53 else value
+        if isinstance(value, bytes):
+            return "0x" + value.hex()
+        if isinstance(value, list | tuple):
+            return [one(v) for v in value]
+        return value
+
+    return {key: one(value) for key, value in values.items()}
 
 
 def audit(rpc, ledger: str, *, from_block: int = 0, page_size: int = DEFAULT_PAGE_SIZE) -> AuditReport:
