@@ -185,7 +185,7 @@ def _amount_of(row: dict[str, str], decimals: int) -> tuple[int | None, str | No
     units_text, amount_text = row.get("amount_base_units", ""), row.get("amount", "")
     units = amount = None
     if units_text:
-        if not units_text.isdigit():
+        if not (units_text.isascii() and units_text.isdigit()):
             return None, f"amount_base_units {units_text!r} is not a whole number"
         units = int(units_text)
     if amount_text:
