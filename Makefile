@@ -55,6 +55,7 @@ test-all: compile
 bench: compile
 	python scripts/bench.py
 	python scripts/bench_cli.py
+	python scripts/bench_audit.py
 
 # Generated state only; keeps .venv and node_modules.
 clean:
