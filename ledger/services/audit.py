@@ -537,13 +537,19 @@ class Auditor:
         agreement.versions[version] = terms
         agreement.latest = max(agreement.latest, version)
 
-    def _activated(self, log: Log) -> None:
-        a = log.args
-        aid, version = a["agreementId"], a["version"]
+    def _proposed_version(self, log: Log, what: str) -> tuple[bytes, int, str, _Agreement | None]:
+        """The agreement a log names, or None (reported) when the version it names was never proposed."""
+        aid, version = log.args["agreementId"], log.args["version"]
         agreement = self.agreements.get(aid)
         name = bytes32_to_text(aid)
         if agreement is None or version not in agreement.versions:
-            self._find("terms", f"alliance {name!r} version {version} activated but never proposed", log)
+            self._find("terms", f"alliance {name!r} version {version} {what} but never proposed", log)
+            return aid, version, name, None
+        return aid, version, name, agreement
+
+    def _activated(self, log: Log) -> None:
+        aid, version, name, agreement = self._proposed_version(log, "activated")
+        if agreement is None:
             return
         if agreement.status == "terminated":
             self._find("terms", f"alliance {name!r} version {version} activated after the agreement ended", log)
@@ -555,24 +561,22 @@ class Auditor:
             )
         terms = agreement.versions[version]
         message = eip712.approval_message(self.chain_id, self.ledger, aid, version, terms)
-        self._check_signatures(log, name, version, "approval", message, terms, a["signatures"], require_active=True)
+        signatures = log.args["signatures"]
+        self._check_signatures(log, name, version, "approval", message, terms, signatures, require_active=True)
         agreement.status, agreement.active = "active", version
         self.counts["activations"] += 1
 
     def _ended(self, log: Log) -> None:
-        a = log.args
-        aid, version = a["agreementId"], a["version"]
-        agreement = self.agreements.get(aid)
-        name = bytes32_to_text(aid)
-        if agreement is None or version not in agreement.versions:
-            self._find("terms", f"alliance {name!r} ended at version {version}, which was never proposed", log)
+        aid, version, name, agreement = self._proposed_version(log, "ended")
+        if agreement is None:
             return
         in_force = agreement.active if agreement.status == "active" else agreement.latest
         if version != in_force:
             self._find("terms", f"alliance {name!r} ended at version {version}; version {in_force} was in force", log)
         message = eip712.termination_message(self.chain_id, self.ledger, aid, version)
         terms = agreement.versions[version]
-        self._check_signatures(log, name, version, "termination", message, terms, a["signatures"], require_active=False)
+        signatures = log.args["signatures"]
+        self._check_signatures(log, name, version, "termination", message, terms, signatures, require_active=False)
         agreement.status = "terminated"
         self.counts["terminations"] += 1
 
