@@ -25,6 +25,10 @@ class Settings(BaseModel):
     dev_accounts: int = Field(default=20, ge=10, le=100, description="funded dev accounts on the local node")
     network: str = Field(default=LOCAL_NETWORK, description="'local' or an Ape network choice")
     batch_gas: int = Field(default=12_000_000, gt=300_000, description="gas budget of one settlement batch")
+    tx_timeout: float = Field(default=120.0, gt=0, description="seconds to wait for a transaction's receipt")
+    confirmations: int | None = Field(
+        default=None, ge=0, le=1000, description="blocks before a settlement counts (default 0 local, 12 elsewhere)"
+    )
 
     @property
     def deployments_dir(self) -> Path:
@@ -45,6 +49,23 @@ class Settings(BaseModel):
     @property
     def is_local(self) -> bool:
         return self.network == LOCAL_NETWORK
+
+    @property
+    def confirmation_depth(self) -> int:
+        """Blocks on top of a settlement's block before it counts, and before reports include it."""
+        if self.confirmations is not None:
+            return self.confirmations
+        return 0 if self.is_local else 12
+
+    def tx_policy(self):
+        from ledger.chain.transact import TxPolicy
+
+        return TxPolicy(
+            timeout=self.tx_timeout,
+            recheck=2.0 if self.is_local else 15.0,
+            confirmations=self.confirmation_depth,
+            kick=self.is_local,
+        )
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> Settings:

@@ -16,6 +16,8 @@ from eth_utils import keccak
 
 from ledger.chain import eip712
 from ledger.chain.logs import DEFAULT_PAGE_SIZE, Log, LogReader
+from ledger.chain.rpc import HttpRpc
+from ledger.chain.transact import Receipt, Transactor, TxPolicy
 from ledger.errors import ContractRevert, LedgerError, NotFoundError
 from ledger.models import (
     ME,
@@ -110,9 +112,10 @@ def has_code(address: str) -> bool:
 class LedgerChain:
     """One deployment: the ledger contract and its settlement token."""
 
-    def __init__(self, ledger, token=None):
+    def __init__(self, ledger, token=None, policy: TxPolicy | None = None):
         self.contract = ledger
         self.token = token
+        self.policy = policy or TxPolicy()  # how settlement transactions are sent and confirmed
 
     # -- deployment ---------------------------------------------------------------------------------
 
@@ -288,12 +291,11 @@ class LedgerChain:
         entries: Sequence[int],
         *,
         sender,
+        confirm: bool = True,
         **tx_args,
-    ):
-        with contract_errors():
-            return self.contract.settle(
-                agreement_id, version, first_seq, terms.as_tuple(), list(refs), list(entries), sender=sender, **tx_args
-            )
+    ) -> Receipt:
+        args = (agreement_id, version, first_seq, terms.as_tuple(), list(refs), list(entries))
+        return self.transact(self.contract.settle, *args, sender=sender, confirm=confirm, **tx_args)
 
     def close_period(self, agreement_id: bytes, period: int, *, sender):
         with contract_errors():
@@ -326,8 +328,33 @@ class LedgerChain:
     def ensure_allowance(self, token: str, owner, amount: int) -> None:
         erc20 = self.token_at(token)
         if int(erc20.allowance(owner.address, self.address)) < amount:
+            self.transact(erc20.approve, self.address, amount, sender=owner)
+
+    # -- sending ------------------------------------------------------------------------------------
+
+    @property
+    def transactor(self) -> Transactor | None:
+        """Sends with simulation, bounded waits and re-sending (see ``ledger.chain.transact``); None when
+        the provider has no HTTP endpoint (then Ape's own send is used)."""
+        import ape
+
+        uri = getattr(ape.chain.provider, "http_uri", None)
+        if not uri:
+            return None
+        current = self.__dict__.get("_transactor")
+        if current is None or current.rpc.url != uri or current.policy != self.policy:
+            current = self.__dict__["_transactor"] = Transactor(HttpRpc(uri), self.policy, _decode_revert_data)
+        return current
+
+    def transact(self, handler, *args, sender, confirm: bool = True, **tx_args) -> Receipt:
+        """One state-changing call that lands once (or raises), waited for per the policy."""
+        transactor = self.transactor
+        if transactor is None:  # pragma: no cover - every provider the project uses speaks HTTP
             with contract_errors():
-                erc20.approve(self.address, amount, sender=owner)
+                receipt = handler(*args, sender=sender, **tx_args)
+            return Receipt(str(receipt.txn_hash), int(receipt.block_number), "", int(receipt.gas_used))
+        build = lambda: handler.as_transaction(*args, sender=sender, sign=True, **tx_args)  # noqa: E731
+        return transactor.send(build, confirm=confirm)
 
     # -- logs ---------------------------------------------------------------------------------------
 

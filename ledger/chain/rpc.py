@@ -21,6 +21,7 @@ class RpcError(LedgerError):
     def __init__(self, method: str, error: Any):
         self.method = method
         self.code = error.get("code") if isinstance(error, dict) else None
+        self.data = error.get("data") if isinstance(error, dict) else None  # revert data, when a call reverted
         detail = error.get("message", error) if isinstance(error, dict) else error
         super().__init__(f"{method} failed: {detail}")
 

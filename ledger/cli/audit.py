@@ -68,7 +68,13 @@ def audit(app: App, ledger_address, rpc, from_block, page_size, fmt, statement, 
     if ledger_address is None:
         ledger_address, recorded_block = _recorded(app, client)
         from_block = recorded_block if from_block is None else from_block
-    report = run_audit(client, ledger_address, from_block=from_block or 0, page_size=page_size)
+    report = run_audit(
+        client,
+        ledger_address,
+        from_block=from_block or 0,
+        page_size=page_size,
+        confirmations=app.settings.confirmation_depth,
+    )
     if statement is not None:
         report.counts.update(reconcile(statement, report, Scope(me_name, alliance, period_number)))
     if fmt == "json":

@@ -58,7 +58,9 @@ class Session:
     def _opened(self):
         from ledger.services.deploy import open_deployment
 
-        return open_deployment(self.store)
+        chain, record = open_deployment(self.store)
+        chain.policy = self.settings.tx_policy()
+        return chain, record
 
     @property
     def chain(self):

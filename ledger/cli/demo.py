@@ -94,6 +94,7 @@ def _run(s, csv_path, count: int) -> None:
         s.store, admin=roles["admin"], platform=roles["platform"], finance=roles["finance"],
         sender=roles["admin"], aliases=dict(ROLE_DEFAULTS_LOCAL),
     )  # fmt: skip
+    chain.policy = s.settings.tx_policy()
     click.echo(f"{'reused' if reused else 'deployed'} the ledger at {record.ledger} and test token {record.token}")
 
     def ensure_me(name: str, alias: str, parent: int) -> int:

@@ -69,7 +69,13 @@ def payouts(app: App, me_name, alliance, period_number, fmt, output):
             s.chain.me_id_by_name(me_name)  # an unknown ME is an error, not an empty report
         if alliance:
             s.chain.agreement(alliance)
-        lines = read_payouts(s.chain, from_block=s.record.block, me=me_name, alliance=alliance, period=period_number)
+        import ape
+
+        # No payout from a block that is not final yet (the confirmation depth: 0 locally).
+        final = max(0, ape.chain.blocks.height - app.settings.confirmation_depth)
+        lines = read_payouts(
+            s.chain, from_block=s.record.block, to_block=final, me=me_name, alliance=alliance, period=period_number
+        )
         rendered = [
             {**line.model_dump(), "symbol": s.symbol(line.token), "amount": s.units(line.amount, line.token),
              "amount_base_units": str(line.amount)}

@@ -37,6 +37,7 @@ from eth_utils import keccak, to_checksum_address
 
 from ledger.chain import eip712
 from ledger.chain.logs import DEFAULT_PAGE_SIZE, Log, LogReader
+from ledger.chain.rpc import RpcError
 from ledger.errors import ChainUnavailable, LedgerError
 from ledger.models import MAX_PARTIES, MIN_PARTIES, bytes32_to_text
 from ledger.money import BPS, MAX_EVENT_AMOUNT, ROUNDING_STRIDE, format_amount
@@ -376,8 +377,11 @@ def _differences(floors: list[int], total: int) -> list[int]:
 class Auditor:
     """Reads and replays one ledger's history; :meth:`run` returns the report."""
 
-    def __init__(self, rpc, ledger: str, *, from_block: int = 0, page_size: int = DEFAULT_PAGE_SIZE):
+    def __init__(
+        self, rpc, ledger: str, *, from_block: int = 0, page_size: int = DEFAULT_PAGE_SIZE, confirmations: int = 0
+    ):
         self.rpc = rpc
+        self.confirmations = confirmations  # blocks at the head left out (not yet final)
         self.ledger = to_checksum_address(ledger)
         self.from_block = from_block
         self.page_size = page_size
@@ -404,8 +408,8 @@ class Auditor:
     def run(self) -> AuditReport:
         started = time.perf_counter()
         self.chain_id = int(self.rpc.request("eth_chainId"), 16)
-        head = int(self.rpc.request("eth_blockNumber"), 16)
-        code = self.rpc.request("eth_getCode", [self.ledger, hex(head)])
+        head = max(0, int(self.rpc.request("eth_blockNumber"), 16) - self.confirmations)
+        code = self.rpc.request("eth_getCode", [self.ledger, "latest"])
         if code in ("0x", "", None):
             raise ChainUnavailable(f"chain {self.chain_id} has no contract at {self.ledger}")
         if self.from_block > head:
@@ -832,7 +836,15 @@ class Auditor:
         block = hex(head)
         me_ids = sorted(self.mes)
         tokens = list(self.tokens)
-        (me_count,) = self._calls(block, [(self.ledger, "meCount()", [], [], "uint32")])
+        try:
+            (me_count,) = self._calls(block, [(self.ledger, "meCount()", [], [], "uint32")])
+        except RpcError as err:
+            if head == int(self.rpc.request("eth_blockNumber"), 16):
+                raise
+            raise ChainUnavailable(
+                f"the node keeps no state for block {head} ({err}); audit at the head (LEDGER_CONFIRMATIONS=0) "
+                f"or use a node that keeps recent states"
+            ) from None
         if me_count != len(self.mes):
             raise ChainUnavailable(
                 f"the logs from block {self.from_block} hold {len(self.mes)} of the ledger's {me_count} ME "
@@ -922,6 +934,9 @@ def _jsonable(values: dict) -> dict:
     return {key: one(value) for key, value in values.items()}
 
 
-def audit(rpc, ledger: str, *, from_block: int = 0, page_size: int = DEFAULT_PAGE_SIZE) -> AuditReport:
-    """Audit the ledger at ``ledger`` through ``rpc`` (an :class:`ledger.chain.rpc.HttpRpc`)."""
-    return Auditor(rpc, ledger, from_block=from_block, page_size=page_size).run()
+def audit(
+    rpc, ledger: str, *, from_block: int = 0, page_size: int = DEFAULT_PAGE_SIZE, confirmations: int = 0
+) -> AuditReport:
+    """Audit the ledger at ``ledger`` through ``rpc`` (an :class:`ledger.chain.rpc.HttpRpc`), up to the
+    block ``confirmations`` below the head."""
+    return Auditor(rpc, ledger, from_block=from_block, page_size=page_size, confirmations=confirmations).run()

@@ -23,17 +23,19 @@ def payouts(
     chain,
     *,
     from_block: int = 0,
+    to_block: int | None = None,
     me: str | None = None,
     alliance: str | None = None,
     period: int | None = None,
     page_size: int | None = None,
 ) -> list[PayoutLine]:
-    """Credits per (alliance, period, ME, tier), optionally filtered, sorted for reading."""
+    """Credits per (alliance, period, ME, tier), optionally filtered, sorted for reading. ``to_block``
+    (default: the head) leaves out blocks that are not yet final: pass head - confirmation depth."""
     topic1 = [chain.agreement_id(alliance)] if alliance else None
     kwargs = {"page_size": page_size} if page_size else {}
     totals: dict[tuple[bytes, int, int, str], int] = defaultdict(int)
     terms_cache: dict[tuple[bytes, int], object] = {}
-    for log in chain.logs(["PartiesCredited"], from_block=from_block, topic1=topic1, **kwargs):
+    for log in chain.logs(["PartiesCredited"], from_block=from_block, to_block=to_block, topic1=topic1, **kwargs):
         args = log.args
         if period is not None and args["period"] != period:
             continue

@@ -31,6 +31,7 @@ from ledger.models import (
 DEFAULT_BATCH_GAS = 12_000_000
 MAX_BATCH_EVENTS = 1_000
 MAX_CONFLICT_RETRIES = 20
+MAX_REORG_ROUNDS = 3
 
 
 def batch_size_for(parties: int, gas_budget: int = DEFAULT_BATCH_GAS) -> int:
@@ -59,6 +60,15 @@ class SettledRecord:
     seq: int
 
 
+@dataclass(frozen=True)
+class Landed:
+    """A batch that is in a block (not yet confirmed)."""
+
+    receipt: object  # ledger.chain.transact.Receipt
+    events: list[RevenueEvent]
+    token: str
+
+
 @dataclass
 class AllianceWork:
     agreement: Agreement
@@ -77,6 +87,7 @@ class Summary(BaseModel):
     gas_used: int = 0
     moved: dict[str, int] = Field(default_factory=dict)  # token -> base units
     retries: int = 0
+    reorganised: int = 0  # events whose batch a reorganisation removed, then settled again
 
     def as_dict(self) -> dict:
         return {
@@ -86,6 +97,7 @@ class Summary(BaseModel):
             "gas_used": self.gas_used,
             "tokens_moved": {token: str(units) for token, units in self.moved.items()},
             "conflict_retries": self.retries,
+            "events_settled_again_after_reorg": self.reorganised,
         }
 
 
@@ -236,9 +248,40 @@ class Settler:
         summary = summary if summary is not None else Summary()
         summary.skipped += len(skipped)
         self._fund(work)
+        landed: list[Landed] = []
         for item in work:
-            self._settle_alliance(item, summary, progress)
+            self._settle_alliance(item, summary, progress, landed)
+        self._confirm(landed, summary)
         return summary
+
+    def _confirm(self, landed: list[Landed], summary: Summary) -> None:
+        """With a confirmation depth: wait until the batches are that deep; settle again whatever a
+        reorganisation removed (the cursor keeps it exactly-once even if the old batch comes back)."""
+        policy = getattr(self.chain, "policy", None)
+        transactor = self.chain.transactor if policy is not None and policy.confirmations else None
+        for _ in range(MAX_REORG_ROUNDS):
+            if transactor is None or not landed:
+                return
+            lost_hashes = {r.tx_hash for r in transactor.reorganised_out([batch.receipt for batch in landed])}
+            if not lost_hashes:
+                return
+            lost = [batch for batch in landed if batch.receipt.tx_hash in lost_hashes]
+            events = [event for batch in lost for event in batch.events]
+            summary.settled -= len(events)
+            summary.batches -= len(lost)
+            summary.reorganised += len(events)
+            for batch in lost:
+                summary.gas_used -= batch.receipt.gas_used
+                summary.moved[batch.token] -= sum(e.amount for e in batch.events)
+            work, _ = self.prepare(events)  # what the chain no longer holds (a batch may have come back)
+            self._fund(work)
+            landed = []
+            for item in work:
+                self._settle_alliance(item, summary, None, landed)
+        raise LedgerError(
+            f"settlement batches were reorganised out {MAX_REORG_ROUNDS} times in a row; run the same command "
+            f"again later (nothing is settled twice)"
+        )
 
     def check_funds(self, work: list[AllianceWork]) -> dict[str, int]:
         """What ``work`` moves per token; raises :class:`InsufficientFunds` if the finance account holds less."""
@@ -255,7 +298,7 @@ class Settler:
         for token, amount in self.check_funds(work).items():
             self.chain.ensure_allowance(token, self.finance, amount)
 
-    def _settle_alliance(self, item: AllianceWork, summary: Summary, progress) -> None:
+    def _settle_alliance(self, item: AllianceWork, summary: Summary, progress, landed: list[Landed]) -> None:
         size = self.batch_size or batch_size_for(len(item.terms.parties), self.batch_gas)
         remaining = list(item.events)
         # The cursor read *before* the settled references were read: every batch settled below it is in
@@ -274,6 +317,7 @@ class Settler:
                     [text_to_bytes32(e.reference) for e in batch],
                     [e.entry for e in batch],
                     sender=self.finance,
+                    confirm=False,  # confirmed together at the end of the run
                 )
             except ContractRevert as err:
                 if err.name != "SettlementOutOfSequence" or retries >= MAX_CONFLICT_RETRIES:
@@ -293,6 +337,7 @@ class Settler:
             summary.batches += 1
             summary.gas_used += int(receipt.gas_used)
             token = item.agreement.token
+            landed.append(Landed(receipt, batch, token))
             summary.moved[token] = summary.moved.get(token, 0) + sum(e.amount for e in batch)
             if progress:
                 progress(len(batch))
