@@ -20,12 +20,13 @@ class LedgerError(Exception):
 class InputError(LedgerError):
     """Input that cannot be used: a bad file, a bad option value. Lists every problem found."""
 
-    def __init__(self, problems: list[str] | str, *, source: str = ""):
+    def __init__(self, problems: list[str] | str, *, source: str = "", total: int | None = None):
         self.problems = [problems] if isinstance(problems, str) else list(problems)
         self.source = source
+        self.total = max(total or 0, len(self.problems))  # problems found (only the first are kept)
         head = f"{source}: " if source else ""
         shown = self.problems[:20]
-        more = len(self.problems) - len(shown)
+        more = self.total - len(shown)
         text = "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
         super().__init__(f"{head}{text}")
 

@@ -22,6 +22,7 @@ proportion to their shares (no party gains from many tiny events).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,6 +30,7 @@ BPS = 10_000
 ROUNDING_STRIDE = 6_181
 MAX_EVENT_AMOUNT = 2**128 - 1
 MAX_PERIOD = 2**32 - 1
+_PLAIN_DECIMAL = re.compile(r"[0-9.]+")  # ASCII digits and points only (the count of points is checked apart)
 
 
 class AmountError(ValueError):
@@ -115,7 +117,7 @@ def parse_amount(text: str, decimals: int) -> int:
         raise AmountError("is empty")
     if raw[0] in "+-":
         raise AmountError(f"{raw!r} has a sign; amounts are positive numbers like 12.50")
-    if not all(ch.isdigit() or ch == "." for ch in raw) or not raw.isascii():
+    if not _PLAIN_DECIMAL.fullmatch(raw):
         raise AmountError(f"{raw!r} is not a plain decimal number like 12.50")
     if raw.count(".") > 1 or raw == ".":
         raise AmountError(f"{raw!r} is not a plain decimal number like 12.50")

@@ -39,9 +39,17 @@ class RawRow:
 
 
 class _Problems(list):
+    """Problems found, the first ``MAX_PROBLEMS`` kept (a file of garbage stays small in memory)."""
+
+    total = 0
+
     def add(self, text: str) -> None:
+        self.append(text)
+
+    def append(self, text: str) -> None:  # what `_Converter` appends counts too
+        self.total += 1
         if len(self) < MAX_PROBLEMS:
-            self.append(text)
+            super().append(text)
 
 
 def detect_format(path: Path, first_line: str) -> str:
@@ -92,6 +100,21 @@ def _period(value, row: int, problems: _Problems) -> int | None:
 
 
 def _check(row: int, reference, alliance, amount, period, problems: _Problems) -> RawRow | None:
+    if type(reference) is str and type(alliance) is str and type(amount) is str and type(period) is str:
+        # The common case (every CSV row), checked in a few operations; anything odd takes the long way
+        # below, which names the problem.
+        ref, name, when = reference.strip(), alliance.strip(), period.strip()
+        if (
+            0 < len(ref.encode()) <= 32
+            and 0 < len(name.encode()) <= 32
+            and "\0" not in ref
+            and "\0" not in name
+            and 0 < len(when) <= 10
+            and when.isascii()
+            and when.isdigit()
+            and 0 < int(when) <= MAX_PERIOD
+        ):
+            return RawRow(row, ref, name, amount.strip(), int(when))
     ok = True
     for field, value in (("reference", reference), ("alliance", alliance)):
         if not isinstance(value, str) or isinstance(value, _FractionalNumber):
@@ -131,11 +154,14 @@ def _read_csv(lines: Iterator[tuple[int, str]], first: tuple[int, str], problems
     for number, text in lines:
         if not text.strip():
             continue
-        try:
-            fields = next(csv.reader([text]))
-        except csv.Error as err:
-            problems.add(f"row {number}: not a CSV row ({err})")
-            continue
+        if '"' in text:
+            try:
+                fields = next(csv.reader([text]))
+            except csv.Error as err:
+                problems.add(f"row {number}: not a CSV row ({err})")
+                continue
+        else:  # no quoting: a CSV row is its text split at the commas
+            fields = text.split(",")
         if len(fields) != len(header):
             problems.add(f"row {number}: {len(fields)} fields, the header has {len(header)}")
             continue
@@ -181,64 +207,186 @@ def _read_jsonl(lines: Iterator[tuple[int, str]], first: tuple[int, str], proble
             yield row
 
 
-def read_rows(path: Path) -> tuple[list[RawRow], list[str]]:
-    """Every well-formed row of the file, and a problem per malformed one (by row and field)."""
+def iter_rows(path: Path, problems: list[str]) -> Iterator[RawRow]:
+    """The well-formed rows of the file one at a time (constant memory); a problem per malformed one is
+    added to ``problems``. Raises :class:`InputError` for a file that cannot be read at all."""
     path = Path(path)
-    problems = _Problems()
     lines = _lines(path, problems)
     first = next(((n, t) for n, t in lines if t.strip()), None)
     if first is None:
         raise InputError(problems or ["the file is empty; expected a header row reference,alliance,amount,period"])
     kind = detect_format(path, first[1])
     reader = _read_csv if kind == "csv" else _read_jsonl
-    rows = list(reader(lines, first, problems))
-    if not rows and not problems:
+    count = 0
+    for row in reader(lines, first, problems):
+        count += 1
+        yield row
+    if count == 0 and not problems:
         raise InputError("the file has no revenue events" + (" after the header" if kind == "csv" else ""))
+
+
+def check_start(path: Path) -> None:
+    """Raise :class:`InputError` for a file that is unreadable, empty, header-only or has a bad header,
+    reading only as far as its first event (so before any connection is made)."""
+    next(iter_rows(path, _Problems()), None)
+
+
+def read_rows(path: Path) -> tuple[list[RawRow], list[str]]:
+    """Every well-formed row of the file, and a problem per malformed one (by row and field)."""
+    problems = _Problems()
+    rows = list(iter_rows(path, problems))
     return rows, list(problems)
 
 
-def to_events(rows: list[RawRow], decimals_of: Callable[[str], int], problems: list[str]) -> list[RevenueEvent]:
-    """Rows with amounts in base units; ``decimals_of(alliance)`` raises LedgerError for an unknown one
-    (reported once per alliance, with the rows that name it)."""
-    decimals: dict[str, int | None] = {}
-    unknown: dict[str, list[int]] = {}
-    events = []
-    for raw in rows:
-        if raw.alliance not in decimals:
-            try:
-                decimals[raw.alliance] = decimals_of(raw.alliance)
-            except LedgerError:
-                decimals[raw.alliance] = None
-        places = decimals[raw.alliance]
-        if places is None:
-            unknown.setdefault(raw.alliance, []).append(raw.row)
-            continue
+def check_file(
+    path: Path, decimals_of: Callable[[str], int], *, spill_dir: Path | None = None
+) -> tuple[list[str], int]:
+    """The file's problems, by row (the first ``MAX_PROBLEMS`` of them), and how many there are in all,
+    reading it once as a stream: memory stays bounded whatever its size. References repeated inside the
+    file are found with :class:`DuplicateFinder`, which moves to disk past ``IN_MEMORY`` references."""
+    problems = _Problems()
+    converter = _Converter(decimals_of)
+    with DuplicateFinder(spill_dir) as duplicates:
+        for raw in iter_rows(path, problems):
+            # The row's other fields were checked by iter_rows; the event model would add nothing.
+            if converter.amount(raw, problems) is not None or raw.alliance in converter.unknown:
+                duplicates.add(raw.reference, raw.row)
+        for problem in duplicates.repeats():
+            problems.add(problem)
+    for problem in converter.unknown_problems():
+        problems.add(problem)
+    return sorted(problems, key=problem_row), problems.total
+
+
+class DuplicateFinder:
+    """Finds references repeated inside a file, with bounded memory. Rows arrive in file order. Up to
+    ``IN_MEMORY`` references are kept in a dict; past that, every reference is written to one of
+    ``BUCKETS`` files by hash, and each bucket is checked on its own at the end."""
+
+    IN_MEMORY = 200_000
+    BUCKETS = 256
+
+    def __init__(self, spill_dir: Path | None = None):
+        self.spill_dir = spill_dir
+        self.first: dict[str, int] = {}
+        self.found: list[str] = []
+        self.buckets: list | None = None
+        self._tmp = None
+
+    def __enter__(self) -> DuplicateFinder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self.buckets or ():
+            handle.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def add(self, reference: str, row: int) -> None:
+        if self.buckets is not None:
+            self.buckets[hash(reference) % self.BUCKETS].write(f"{row}\t{reference}\n")
+        elif reference in self.first:
+            self.found.append(_repeat(row, reference, self.first[reference]))
+        else:
+            self.first[reference] = row
+            if len(self.first) > self.IN_MEMORY:
+                self._spill()
+
+    def _spill(self) -> None:
+        import tempfile
+
+        self._tmp = tempfile.TemporaryDirectory(prefix="ledger-refs-", dir=self.spill_dir)
+        folder = Path(self._tmp.name)
+        self.buckets = [open(folder / f"{i}.txt", "w+", encoding="utf-8") for i in range(self.BUCKETS)]  # noqa: SIM115
+        for reference, row in self.first.items():
+            self.add(reference, row)
+        self.first = {}
+
+    def repeats(self) -> Iterator[str]:
+        yield from self.found
+        for handle in self.buckets or ():
+            handle.flush()
+            handle.seek(0)
+            entries = []
+            for line in handle:
+                row, _, reference = line.rstrip("\n").partition("\t")
+                entries.append((int(row), reference))
+            first: dict[str, int] = {}
+            for row, reference in sorted(entries):
+                if reference in first:
+                    yield _repeat(row, reference, first[reference])
+                else:
+                    first[reference] = row
+
+
+def _repeat(row: int, reference: str, first: int) -> str:
+    return f"row {row}: reference {reference!r} repeats row {first}"
+
+
+class _Converter:
+    """Turns rows into events with each alliance's token decimals (looked up once per alliance)."""
+
+    def __init__(self, decimals_of: Callable[[str], int]):
+        self.decimals_of = decimals_of
+        self.decimals: dict[str, int | None] = {}
+        self.unknown: dict[str, list[int]] = {}  # alliance -> its first rows (at most 6 kept)
+
+    def event(self, raw: RawRow, problems: list[str]) -> RevenueEvent | None:
+        amount = self.amount(raw, problems)
+        if amount is None:
+            return None
         try:
-            amount = parse_amount(raw.amount, places)
-        except AmountError as err:
-            problems.append(f"row {raw.row}: amount {err}")
-            continue
-        if amount > MAX_EVENT_AMOUNT:
-            problems.append(
-                f"row {raw.row}: amount {raw.amount!r} is beyond the largest event amount (2^128-1 base units)"
-            )
-            continue
-        if amount == 0:
-            problems.append(f"row {raw.row}: amount {raw.amount!r} is zero; revenue events must be above 0")
-            continue
-        try:
-            events.append(
-                RevenueEvent(
-                    reference=raw.reference, alliance=raw.alliance, amount=amount, period=raw.period, row=raw.row
-                )
+            return RevenueEvent(
+                reference=raw.reference, alliance=raw.alliance, amount=amount, period=raw.period, row=raw.row
             )
         except ValueError as err:
             first = err.errors()[0] if hasattr(err, "errors") else {"loc": ("value",), "msg": str(err)}
             field = ".".join(str(x) for x in first["loc"]) or "value"
             problems.append(f"row {raw.row}: {field} {first['msg'].removeprefix('Value error, ')}")
-    for name, where in unknown.items():
-        shown = ", ".join(str(r) for r in where[:5]) + (" ..." if len(where) > 5 else "")
-        problems.append(f"row{'s' if len(where) > 1 else ''} {shown}: no alliance named {name!r}")
+            return None
+
+    def amount(self, raw: RawRow, problems: list[str]) -> int | None:
+        """The row's amount in base units, or None (with the problem added)."""
+        if raw.alliance not in self.decimals:
+            try:
+                self.decimals[raw.alliance] = self.decimals_of(raw.alliance)
+            except LedgerError:
+                self.decimals[raw.alliance] = None
+        places = self.decimals[raw.alliance]
+        if places is None:
+            rows = self.unknown.setdefault(raw.alliance, [])
+            if len(rows) < 6:
+                rows.append(raw.row)
+            return None
+        try:
+            amount = parse_amount(raw.amount, places)
+        except AmountError as err:
+            problems.append(f"row {raw.row}: amount {err}")
+            return None
+        if amount > MAX_EVENT_AMOUNT:
+            problems.append(
+                f"row {raw.row}: amount {raw.amount!r} is beyond the largest event amount (2^128-1 base units)"
+            )
+            return None
+        if amount == 0:
+            problems.append(f"row {raw.row}: amount {raw.amount!r} is zero; revenue events must be above 0")
+            return None
+        return amount
+
+    def unknown_problems(self) -> list[str]:
+        problems = []
+        for name, where in self.unknown.items():
+            shown = ", ".join(str(r) for r in where[:5]) + (" ..." if len(where) > 5 else "")
+            problems.append(f"row{'s' if len(where) > 1 else ''} {shown}: no alliance named {name!r}")
+        return problems
+
+
+def to_events(rows: list[RawRow], decimals_of: Callable[[str], int], problems: list[str]) -> list[RevenueEvent]:
+    """Rows with amounts in base units; ``decimals_of(alliance)`` raises LedgerError for an unknown one
+    (reported once per alliance, with the rows that name it)."""
+    converter = _Converter(decimals_of)
+    events = [event for raw in rows if (event := converter.event(raw, problems)) is not None]
+    problems.extend(converter.unknown_problems())
     return events
 
 

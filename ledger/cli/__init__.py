@@ -117,9 +117,9 @@ def report(error: LedgerError) -> None:
         head = f"{error.source}: " if error.source else ""
         for problem in shown:
             click.echo(f"error: {head}{_one_line(problem)}", err=True)
-        more = len(error.problems) - len(shown)
+        more = error.total - len(shown)
         tail = f" ({more} more not shown)" if more > 0 else ""
-        click.echo(f"error: {len(error.problems)} problems{tail}; nothing was changed", err=True)
+        click.echo(f"error: {error.total} problems{tail}; nothing was changed", err=True)
     else:
         click.echo(f"error: {_one_line(error)}", err=True)
 

@@ -35,12 +35,25 @@ def settle(app: App, file: Path, dry_run, as_json, account_alias):
       ledger settle revenue-2026-11.csv
     """
     from ledger.errors import InputError, LedgerError
-    from ledger.revenue_file import problem_row, read_rows, to_events
+    from ledger.revenue_file import check_file, check_start, problem_row, read_rows, to_events
     from ledger.services.settlement import InsufficientFunds, Settler, Summary, preview
 
-    rows, problems = read_rows(file)
+    check_start(file)  # an empty file or a bad header is refused before connecting
     with app.session() as s:
-        events = to_events(rows, lambda name: s.decimals(s.chain.agreement(name).token), problems)
+        tokens: dict[str, str] = {}
+
+        def decimals_of(name: str) -> int:
+            if name not in tokens:
+                tokens[name] = s.chain.agreement(name).token
+            return s.decimals(tokens[name])
+
+        # First the file alone, streamed with bounded memory (a 1 GB file with a bad row 48,211 is
+        # refused without loading it); then, when it is sound, the events against the chain.
+        problems, total = check_file(file, decimals_of)
+        if problems:
+            raise InputError(problems, source=file.name, total=total)
+        rows, problems = read_rows(file)
+        events = to_events(rows, decimals_of, problems)
         finance = s.role_account("finance", account_alias)
         settler = Settler(s.chain, finance, batch_gas=app.settings.batch_gas, from_block=s.record.block)
         prepared = None
