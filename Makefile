@@ -60,3 +60,17 @@ bench: compile
 # Generated state only; keeps .venv and node_modules.
 clean:
 	rm -rf .build .ape .tmp contracts/.cache
+
+# Static analysis: slither over the contracts (fails on a high or medium finding not accepted, with its
+# reason, in scripts/lint.sh) and ruff over ledger/, scripts/ and tests/. The tools live in their own venv,
+# built from the fully pinned requirements-lint.txt: slither's dependencies must not move Ape's pins.
+LINT_VENV := .venv-lint
+LINT_STAMP := $(LINT_VENV)/.installed.stamp
+.PHONY: lint
+lint: $(LINT_STAMP) node_modules
+	LINT_VENV=$(LINT_VENV) scripts/lint.sh
+
+$(LINT_STAMP): requirements-lint.txt
+	test -x $(LINT_VENV)/bin/python || $(PYTHON) -m venv $(LINT_VENV)
+	$(LINT_VENV)/bin/pip install --disable-pip-version-check -q -r requirements-lint.txt
+	touch $@

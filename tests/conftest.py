@@ -22,6 +22,14 @@ settings.register_profile(
 settings.register_profile(
     "fuzz", max_examples=2_000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
+# The stateful machine's fuzzing run (tests/test_stateful.py -m slow): 10,000 sequences of 30 steps.
+settings.register_profile(
+    "stateful-fuzz",
+    max_examples=10_000,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
