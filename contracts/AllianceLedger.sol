@@ -384,6 +384,8 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
     /// @dev ECDSA recovery that maps every malformed signature to address(0) instead of reverting, so
     /// the caller reports which party's signature is wrong. Signers are never address(0).
     function _recover(bytes32 digest, bytes calldata signature) private pure returns (address recovered) {
+        // slither unused-return (accepted in scripts/lint.sh): the error is dropped on purpose, a malformed
+        // signature recovers to address(0), which is never a signer.
         (recovered,,) = ECDSA.tryRecover(digest, signature);
     }
 
@@ -410,7 +412,7 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
             if (terms.excessShares.length != n) revert AgreementTableLength(n, terms.excessShares.length);
             _checkSum(terms.excessShares, true);
         }
-        uint32 previous;
+        uint32 previous; // slither uninitialized-local (accepted): starts at 0, below every ME id
         for (uint256 i; i < n; ++i) {
             uint32 meId = parties[i];
             if (meId == previous) revert AgreementDuplicateParty(meId);
@@ -423,7 +425,7 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
     }
 
     function _checkSum(uint16[] calldata shares, bool excessTable) private pure {
-        uint256 sum;
+        uint256 sum; // slither uninitialized-local (accepted): the sum starts at 0
         for (uint256 i; i < shares.length; ++i) {
             sum += shares[i];
         }
@@ -574,7 +576,7 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
     function _prefixSums(uint16[] calldata shares) private pure returns (uint256[] memory prefix) {
         uint256 m = shares.length - 1;
         prefix = new uint256[](m);
-        uint256 running;
+        uint256 running; // slither uninitialized-local (accepted): the running sum starts at 0
         for (uint256 i; i < m; ++i) {
             running += shares[i];
             prefix[i] = running;

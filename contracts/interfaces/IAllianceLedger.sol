@@ -16,8 +16,11 @@ pragma solidity ^0.8.24;
 /// The credits add up to `a` exactly (S_n = 10,000 and o < 10,000); each party receives
 /// floor(a * s_i / 10,000) or one unit more; a party with a zero share receives nothing. Because the
 /// offset walks the unit interval by the golden-ratio step, the extra units rotate among the parties in
-/// proportion to their shares, so splitting revenue into many tiny events cannot shift value to a
-/// majority party (the low-decimal rounding issue reported in the 0xSplits v2 audit).
+/// proportion to their shares, so splitting revenue into many tiny events does not shift value to a
+/// majority party (the low-decimal rounding issue reported in the 0xSplits v2 audit). The offset is public:
+/// whoever chooses each event's amount knowing its sequence number (the finance role) could steer the
+/// rounding unit of each event, less than one base unit per event; finance is trusted to report revenue
+/// as it happened.
 ///
 /// Exactly-once. Each agreement has a sequence cursor. A batch names the sequence number of its first
 /// event and is accepted only if it equals the cursor, which then advances by the batch size. A retried,

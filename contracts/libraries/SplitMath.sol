@@ -48,7 +48,7 @@ library SplitMath {
     function creditsOf(uint256[] memory sums, uint256 total) internal pure returns (uint256[] memory credits) {
         uint256 m = sums.length;
         credits = new uint256[](m + 1);
-        uint256 previous;
+        uint256 previous; // slither uninitialized-local (accepted): the cursor starts at 0
         // Per event the floors are non-decreasing in i and the last is the part itself, so every
         // difference is a sum of non-negative per-event credits: no underflow.
         unchecked {
