@@ -1,6 +1,6 @@
 """Large settlement files: checked as a stream with bounded memory, refused whole when one row is bad.
 
-The 1 GB file (17 million rows) is ``slow``; a 300,000-row file exercises the same path (references
+The 1 GB file (19.5 million rows) is ``slow``; a 300,000-row file exercises the same path (references
 spill to disk past 200,000) in ``make test``.
 """
 
@@ -19,7 +19,7 @@ from ledger.revenue_file import DuplicateFinder, check_file
 from .cli_support import free_port
 from .test_faults import Chain, make_alliance
 
-ROW = "INV-2026-11-{:020d},big,{}.{:02d},202611\n"  # 60 bytes a row
+ROW = "INV-2026-11-{:020d},big,{}.{:02d},202611\n"  # about 52 bytes a row
 
 
 def write_file(path: Path, rows: int, bad: dict[int, str]) -> int:
@@ -111,7 +111,7 @@ def test_a_large_file_with_bad_rows_is_refused_whole(big_chain, tmp_path):
 
 @pytest.mark.slow
 def test_a_1_gb_file_is_checked_as_a_stream_in_bounded_memory(big_chain, tmp_path):
-    rows = 17_000_000
+    rows = 19_500_000
     path = tmp_path / "one-gigabyte.csv"
     try:
         size = write_file(path, rows, bad_rows(rows + 1))
