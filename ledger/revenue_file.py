@@ -61,8 +61,9 @@ def detect_format(path: Path, first_line: str) -> str:
     return "jsonl" if first_line.lstrip().startswith("{") else "csv"
 
 
-def _lines(path: Path, problems: _Problems) -> Iterator[tuple[int, str]]:
-    """Decoded lines with their numbers; a line that is not UTF-8 becomes a problem and is skipped."""
+def _lines(path: Path, problems: _Problems, *, header: bool = True) -> Iterator[tuple[int, str]]:
+    """Decoded lines with their numbers; a line that is not UTF-8 becomes a problem and is skipped (a
+    header that is not UTF-8 stops the reading: nothing after it can be read correctly)."""
     try:
         handle = open(path, "rb")  # noqa: SIM115 - closed by the `with` below, after the error mapping
     except OSError as err:
@@ -76,12 +77,19 @@ def _lines(path: Path, problems: _Problems) -> Iterator[tuple[int, str]]:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as err:
                 problem = f"row {number}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column {err.start + 1})"
-                if not seen_text:  # the header itself: nothing after it can be read correctly
+                if header and not seen_text:
                     raise InputError(problem) from None
                 problems.add(problem)
                 continue
             seen_text = seen_text or bool(text.strip())
-            yield number, text.rstrip("\r\n")
+            text = text.rstrip("\r\n")
+            if "\r" in text:
+                problem = f"row {number}: a carriage return inside the line; save the file with LF or CRLF line ends"
+                if number == 1:
+                    raise InputError(problem)
+                problems.add(problem)
+                continue
+            yield number, text
 
 
 class _FractionalNumber(str):
@@ -105,7 +113,9 @@ def _check(row: int, reference, alliance, amount, period, problems: _Problems) -
         # below, which names the problem.
         ref, name, when = reference.strip(), alliance.strip(), period.strip()
         if (
-            0 < len(ref.encode()) <= 32
+            ref.isascii()
+            and name.isascii()
+            and 0 < len(ref.encode()) <= 32
             and 0 < len(name.encode()) <= 32
             and "\0" not in ref
             and "\0" not in name
@@ -123,6 +133,9 @@ def _check(row: int, reference, alliance, amount, period, problems: _Problems) -
             continue
         try:
             text_to_bytes32(value.strip(), field)
+        except UnicodeEncodeError:
+            problems.add(f"row {row}: {field} is not valid Unicode text (a lone surrogate)")
+            ok = False
         except ValueError as err:
             problems.add(f"row {row}: {err}")
             ok = False
@@ -211,7 +224,7 @@ def iter_rows(path: Path, problems: list[str]) -> Iterator[RawRow]:
     """The well-formed rows of the file one at a time (constant memory); a problem per malformed one is
     added to ``problems``. Raises :class:`InputError` for a file that cannot be read at all."""
     path = Path(path)
-    lines = _lines(path, problems)
+    lines = _lines(path, problems, header=detect_format(path, "") == "csv")
     first = next(((n, t) for n, t in lines if t.strip()), None)
     if first is None:
         raise InputError(problems or ["the file is empty; expected a header row reference,alliance,amount,period"])

@@ -229,6 +229,31 @@ def test_a_node_that_accepts_transactions_and_never_mines_them_stops_the_run_cle
     chain.assert_exactly_once("swallowed", rows)
 
 
+class SlowProxy(SwallowingProxy):
+    """Forwards everything, each answer 150 ms late: a node far away or under load."""
+
+    swallow = False
+
+    def do_POST(self):  # noqa: N802 - http.server's naming
+        time.sleep(0.15)
+        super().do_POST()
+
+
+def test_a_node_that_answers_slowly_still_settles_everything(chain, tmp_path):
+    make_alliance(chain.cli, "slow")
+    rows = revenue("SL", "slow", 120)
+    SlowProxy.target = chain.url
+    server = ThreadingHTTPServer(("127.0.0.1", 0), SlowProxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = {**SMALL_BATCHES, "LEDGER_PORT": str(server.server_address[1])}
+        summary = json.loads(chain.sh.run("settle", str(write_csv(tmp_path / "sl.csv", rows)), "--json", env=env).out)
+    finally:
+        server.shutdown()
+    assert summary["events_settled"] == 120
+    chain.assert_exactly_once("slow", rows)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Reorganisations and confirmations
 # ---------------------------------------------------------------------------------------------------

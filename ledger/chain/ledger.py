@@ -162,13 +162,11 @@ class LedgerChain:
     # -- ME registry --------------------------------------------------------------------------------
 
     def register_me(self, name: str, payout: str, signer: str, parent: int = 0, *, sender) -> int:
-        with contract_errors():
-            receipt = self.contract.registerME(name, payout, signer, parent, sender=sender)
+        receipt = self.transact(self.contract.registerME, name, payout, signer, parent, sender=sender)
         return int(self._event_args(receipt, "MERegistered")["meId"])
 
     def update_me(self, me_id: int, payout: str, signer: str, consent: bytes, *, sender) -> None:
-        with contract_errors():
-            self.contract.updateME(me_id, payout, signer, consent, sender=sender)
+        self.transact(self.contract.updateME, me_id, payout, signer, consent, sender=sender)
 
     def sign_me_update(self, account, me_id: int, payout: str, signer: str) -> bytes:
         nonce = self.me(me_id).nonce
@@ -176,8 +174,7 @@ class LedgerChain:
         return eip712.sign(account, message)
 
     def dissolve_me(self, me_id: int, *, sender) -> None:
-        with contract_errors():
-            self.contract.dissolveME(me_id, sender=sender)
+        self.transact(self.contract.dissolveME, me_id, sender=sender)
 
     def me_count(self) -> int:
         return int(self.contract.meCount())
@@ -238,8 +235,7 @@ class LedgerChain:
         return bytes(self.contract.hashTerms(terms.as_tuple()))
 
     def propose(self, agreement_id: bytes, terms: Terms, *, sender) -> int:
-        with contract_errors():
-            receipt = self.contract.proposeAgreement(agreement_id, terms.as_tuple(), sender=sender)
+        receipt = self.transact(self.contract.proposeAgreement, agreement_id, terms.as_tuple(), sender=sender)
         return int(self._event_args(receipt, "AgreementProposed")["version"])
 
     def approval_message(self, agreement_id: bytes, version: int, terms: Terms):
@@ -249,18 +245,16 @@ class LedgerChain:
         return eip712.termination_message(self.chain_id, self.address, agreement_id, version)
 
     def activate(self, agreement_id: bytes, version: int, terms: Terms, signatures: Sequence[bytes], *, sender):
-        with contract_errors():
-            return self.contract.activateAgreement(
-                agreement_id, version, terms.as_tuple(), list(signatures), sender=sender
-            )
+        args = (agreement_id, version, terms.as_tuple(), list(signatures))
+        return self.transact(self.contract.activateAgreement, *args, sender=sender)
 
     def create(self, agreement_id: bytes, terms: Terms, signatures: Sequence[bytes], *, sender):
-        with contract_errors():
-            return self.contract.createAgreement(agreement_id, terms.as_tuple(), list(signatures), sender=sender)
+        args = (agreement_id, terms.as_tuple(), list(signatures))
+        return self.transact(self.contract.createAgreement, *args, sender=sender)
 
     def terminate(self, agreement_id: bytes, terms: Terms, signatures: Sequence[bytes], *, sender):
-        with contract_errors():
-            return self.contract.terminateAgreement(agreement_id, terms.as_tuple(), list(signatures), sender=sender)
+        args = (agreement_id, terms.as_tuple(), list(signatures))
+        return self.transact(self.contract.terminateAgreement, *args, sender=sender)
 
     def terms_of(self, agreement_id: bytes, version: int) -> Terms:
         """A version's full terms, from its ``AgreementProposed`` log, checked against the commitment."""
@@ -298,12 +292,10 @@ class LedgerChain:
         return self.transact(self.contract.settle, *args, sender=sender, confirm=confirm, **tx_args)
 
     def close_period(self, agreement_id: bytes, period: int, *, sender):
-        with contract_errors():
-            return self.contract.closePeriod(agreement_id, period, sender=sender)
+        return self.transact(self.contract.closePeriod, agreement_id, period, sender=sender)
 
     def withdraw(self, me_id: int, token: str, *, sender) -> int:
-        with contract_errors():
-            receipt = self.contract.withdraw(me_id, token, sender=sender)
+        receipt = self.transact(self.contract.withdraw, me_id, token, sender=sender)
         return int(self._event_args(receipt, "Withdrawn")["amount"])
 
     def balance_of(self, me_id: int, token: str) -> int:
@@ -317,8 +309,7 @@ class LedgerChain:
         return int(raw.revenue), bool(raw.closed)
 
     def grant_role(self, role: str, account: str, *, sender) -> None:
-        with contract_errors():
-            self.contract.grantRole(getattr(self.contract, role)(), account, sender=sender)
+        self.transact(self.contract.grantRole, getattr(self.contract, role)(), account, sender=sender)
 
     # -- tokens -------------------------------------------------------------------------------------
 
@@ -386,6 +377,10 @@ class LedgerChain:
 
     @staticmethod
     def _event_args(receipt, name: str) -> dict:
+        if isinstance(receipt, Receipt):
+            import ape
+
+            receipt = ape.chain.provider.get_receipt(receipt.tx_hash)
         for log in receipt.decode_logs():
             if log.event_name == name:
                 return dict(log.event_arguments)

@@ -46,6 +46,23 @@ def _terms(s, token: str, parties, target, excess):
     return build_terms(token, shares, target_units, excess_table)
 
 
+def _check_token(s, token: str) -> None:
+    """The settlement token must be an ERC-20 contract: one that has code and answers decimals() and
+    balanceOf(); anything else would make the alliance's revenue unsettleable and its balances unreadable."""
+    from ledger.chain.ledger import has_code
+    from ledger.errors import InputError
+
+    if int(token, 16) == 0 or not has_code(token):
+        raise InputError(f"--token {token}: no contract at this address on this chain")
+    try:
+        s.decimals(token)
+        s.chain.token_balance(token, s.chain.address)
+    except Exception:  # noqa: BLE001 - any failure to answer means it is not a usable ERC-20
+        raise InputError(
+            f"--token {token}: the contract does not answer decimals() and balanceOf(); not an ERC-20"
+        ) from None
+
+
 def _after_proposal(name: str, version: int, terms, s) -> None:
     names = ", ".join(s.chain.me(i).name for i in terms.parties)
     click.echo(f"proposed version {version} of alliance {name!r}; every party must sign it: {names}")
@@ -76,6 +93,7 @@ def propose(app: App, name, parties, target, excess, token, account_alias):
         token = s.address(token) if token else s.record.token
         if not token:
             raise LedgerError("give --token: the ERC-20 the alliance settles in")
+        _check_token(s, token)
         terms = _terms(s, token, parties, target, excess)
         version = propose_terms(s.chain, name, terms, sender=s.role_account("platform", account_alias), amend=False)
         _after_proposal(name, version, terms, s)

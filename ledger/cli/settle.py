@@ -38,7 +38,10 @@ def settle(app: App, file: Path, dry_run, as_json, account_alias):
     from ledger.revenue_file import check_file, check_start, problem_row, read_rows, to_events
     from ledger.services.settlement import InsufficientFunds, Settler, Summary, preview
 
-    check_start(file)  # an empty file or a bad header is refused before connecting
+    try:
+        check_start(file)  # an empty file or a bad header is refused before connecting
+    except InputError as err:
+        raise InputError(err.problems, source=file.name) from None
     with app.session() as s:
         tokens: dict[str, str] = {}
 

@@ -65,6 +65,8 @@ def parse_table(items: tuple[str, ...] | list[str], chain, option: str) -> dict[
     """``("fridge=4000", ...)`` -> ``{me_id: bps}``; every problem is reported, naming the option."""
     if len(items) > MAX_PARTIES:
         raise InputError(f"{option}: an alliance has at most {MAX_PARTIES} parties, got {len(items)}")
+    if option == "--party" and len(items) < 2:
+        raise InputError(f"{option}: an alliance needs at least 2 parties, got {len(items)}")
     table: dict[int, int] = {}
     problems = []
     seen: set[str] = set()
@@ -197,6 +199,8 @@ def add_signature(chain, store: SignatureStore, name: str, signature_hex: str, k
     agreement, version, terms = _target(chain, name, kind)
     signer = eip712.recover(_message(chain, agreement, kind, version, terms), signature)
     mine = [me for me in (chain.me(i) for i in terms.parties) if signer and me.signer.lower() == signer.lower()]
+    if signer is None:
+        raise InputError("signature is not a valid ECDSA signature (no key recovers from it)")
     if not mine:
         raise LedgerError(f"the signature is from {signer}, which is not the signer of any party of {name!r}")
     for me in mine:

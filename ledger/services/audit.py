@@ -863,7 +863,7 @@ class Auditor:
             totals.owed, totals.held = next(values), next(values)
             totals.balances = 0
             for me_id in me_ids:
-                balance = next(values)
+                balance = next(values) or 0
                 totals.balances += balance
                 expected = self.credited.get((me_id, token), 0) - self.withdrawn.get((me_id, token), 0)
                 if balance != expected:
@@ -889,7 +889,10 @@ class Auditor:
         if t.balances != t.owed:
             self._find("conservation", f"{t.symbol}: the MEs' balances sum to {say(t.balances)}, the ledger says it "
                        f"owes {say(t.owed)}", None, token=t.token, balances=t.balances, owed=t.owed)  # fmt: skip
-        if t.held != t.owed:
+        if t.held is None:
+            self._find("conservation", f"the token {t.token} does not answer balanceOf(ledger): not an ERC-20",
+                       None, token=t.token)  # fmt: skip
+        elif t.held != t.owed:
             gap = t.held - t.owed
             what = "missing" if gap < 0 else "held beyond what is owed (sent without settlement)"
             self._find("conservation", f"{t.symbol}: the ledger holds {say(t.held)} and owes {say(t.owed)}: "
@@ -905,7 +908,7 @@ class Auditor:
             for to, sig, types, args, _ in calls
         ]
         results = self.rpc.batch(requests)
-        return [abi_decode([out], bytes.fromhex(r[2:]))[0] for (*_, out), r in zip(calls, results, strict=True)]
+        return [_decoded(out, result) for (*_, out), result in zip(calls, results, strict=True)]
 
     def _token_info(self, token: str, block: str) -> tuple[int, str]:
         """A token's decimals and symbol for display (0 and its address when it lacks them)."""
@@ -915,6 +918,14 @@ class Auditor:
         with contextlib.suppress(LedgerError, ValueError, OverflowError):
             symbol = self._calls(block, [(token, "symbol()", [], [], "string")])[0]
         return decimals, symbol
+
+
+def _decoded(kind: str, result: str):
+    """An ``eth_call`` result, or None when it cannot be what was asked (e.g. no contract answered)."""
+    try:
+        return abi_decode([kind], bytes.fromhex(result[2:]))[0]
+    except Exception:  # noqa: BLE001 - eth-abi raises several kinds for short or malformed data
+        return None
 
 
 def _jsonable(values: dict) -> dict:
