@@ -211,7 +211,12 @@ def test_a_signature_from_a_key_that_is_not_the_partys_is_refused(cli):
     cli.run("alliance", "propose", "wrong-key", "--party", "fridge=5000", "--party", "oven=5000")
     cli.fails("alliance", "sign", "wrong-key", "--account", "dev5", contains="is not the registered signer")
     # A signature made by another key cannot be imported for a party either.
-    cli.fails("alliance", "import-signature", "wrong-key", "0x" + "11" * 65, contains="not the signer of any party")
+    cli.fails("alliance", "import-signature", "wrong-key", "0x" + "11" * 65, contains="not a valid ECDSA signature")
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
+
+    other = Account.from_key(b"\x07" * 32).sign_message(encode_defunct(text="not an approval")).signature.hex()
+    cli.fails("alliance", "import-signature", "wrong-key", other, contains="not the signer of any party")
     assert show(cli, "wrong-key")["status"] == "proposed"
 
 

@@ -61,7 +61,7 @@ def test_an_empty_settlement_file_is_refused_before_any_connection(tmp_path, cap
     path.write_text("")
     assert main(["--data-dir", str(tmp_path), "--port", "1", "settle", str(path)]) == 1
     err = capsys.readouterr().err
-    assert err.strip() == "error: the file is empty; expected a header row reference,alliance,amount,period"
+    assert err.strip() == "error: empty.csv: the file is empty; expected a header row reference,alliance,amount,period"
 
 
 def test_a_usage_mistake_is_one_line_with_exit_code_2(capsys):

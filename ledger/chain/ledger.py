@@ -66,7 +66,10 @@ def _decode_revert_data(data: bytes) -> tuple[str, dict] | None:
         return None
     from eth_abi import decode
 
-    values = decode([i["type"] for i in item["inputs"]], bytes(data[4:]))
+    from ledger.chain.logs import _checksummed
+
+    types = [i["type"] for i in item["inputs"]]
+    values = [_checksummed(kind, value) for kind, value in zip(types, decode(types, bytes(data[4:])), strict=True)]
     return item["name"], dict(zip((i["name"] for i in item["inputs"]), values, strict=True))
 
 

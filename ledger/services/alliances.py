@@ -65,8 +65,6 @@ def parse_table(items: tuple[str, ...] | list[str], chain, option: str) -> dict[
     """``("fridge=4000", ...)`` -> ``{me_id: bps}``; every problem is reported, naming the option."""
     if len(items) > MAX_PARTIES:
         raise InputError(f"{option}: an alliance has at most {MAX_PARTIES} parties, got {len(items)}")
-    if option == "--party" and len(items) < 2:
-        raise InputError(f"{option}: an alliance needs at least 2 parties, got {len(items)}")
     table: dict[int, int] = {}
     problems = []
     seen: set[str] = set()
@@ -92,6 +90,8 @@ def parse_table(items: tuple[str, ...] | list[str], chain, option: str) -> dict[
             problems.append(f"{option} {item!r}: ME {name!r} is dissolved")
             continue
         table[me_id] = int(bps_text)
+    if not problems and option == "--party" and len(table) < 2:
+        problems.append(f"{option}: an alliance needs at least 2 parties, got {len(table)}")
     if problems:
         raise InputError(problems)
     return table

@@ -298,7 +298,10 @@ class Settler:
         for token, amount in self.check_funds(work).items():
             self.chain.ensure_allowance(token, self.finance, amount)
 
-    def _settle_alliance(self, item: AllianceWork, summary: Summary, progress, landed: list[Landed]) -> None:
+    def _settle_alliance(
+        self, item: AllianceWork, summary: Summary, progress, landed: list[Landed] | None = None
+    ) -> None:
+        landed = [] if landed is None else landed
         size = self.batch_size or batch_size_for(len(item.terms.parties), self.batch_gas)
         remaining = list(item.events)
         # The cursor read *before* the settled references were read: every batch settled below it is in
