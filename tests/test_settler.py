@@ -167,3 +167,20 @@ def test_the_preview_predicts_every_credit_to_the_unit(ledger, funded, kitchen_a
         gained = ledger.balance_of(party, token) - before[party]
         assert gained == sum(row["total"] for row in predicted if row["me_id"] == party)
     assert any(row["excess"] for row in predicted)  # the preview crossed the target too
+
+
+def test_an_allowance_another_run_spent_is_raised_again_and_the_run_finishes(ledger, funded, kitchen_alliance, token):
+    """Two runs with one finance account: each approves what it needs, and approve sets (not adds), so one
+    run can leave the other short. The run notices the revert, raises the allowance and carries on."""
+    aid, terms = kitchen_alliance
+    events = events_for("kitchen", 30, prefix="al")
+    ledger.token.approve(ledger.address, 0, sender=funded)
+    settler = Settler(ledger, funded, batch_size=10)
+
+    def other_run_overwrites_the_allowance(_count):
+        ledger.token.approve(ledger.address, 5, sender=funded)
+
+    summary = settler.run(events, progress=other_run_overwrites_the_allowance)
+    assert (summary.settled, summary.batches) == (30, 3)
+    assert summary.retries == 2  # after the first and the second batch
+    assert credited_total(ledger, token, terms.parties) == sum(e.amount for e in events)

@@ -319,6 +319,9 @@ class LedgerChain:
     def token_balance(self, token: str, holder: str) -> int:
         return int(self.token_at(token).balanceOf(holder))
 
+    def allowance(self, token: str, owner: str) -> int:
+        return int(self.token_at(token).allowance(owner, self.address))
+
     def ensure_allowance(self, token: str, owner, amount: int) -> None:
         erc20 = self.token_at(token)
         if int(erc20.allowance(owner.address, self.address)) < amount:

@@ -32,6 +32,8 @@ DEFAULT_BATCH_GAS = 12_000_000
 MAX_BATCH_EVENTS = 1_000
 MAX_CONFLICT_RETRIES = 20
 MAX_REORG_ROUNDS = 3
+# Reverts another process can cause, after which the run re-reads the chain and carries on.
+RETRYABLE = ("SettlementOutOfSequence", "ERC20InsufficientAllowance")
 
 
 def batch_size_for(parties: int, gas_budget: int = DEFAULT_BATCH_GAS) -> int:
@@ -323,10 +325,18 @@ class Settler:
                     confirm=False,  # confirmed together at the end of the run
                 )
             except ContractRevert as err:
-                if err.name != "SettlementOutOfSequence" or retries >= MAX_CONFLICT_RETRIES:
+                if err.name not in RETRYABLE or retries >= MAX_CONFLICT_RETRIES:
                     raise
-                # Someone else settled this alliance meanwhile: drop what they settled, carry on.
                 retries += 1
+                if err.name == "ERC20InsufficientAllowance":
+                    # Another run with the same finance account spent the allowance this run approved
+                    # (approve sets, it does not add): raise it by what this alliance still needs.
+                    summary.retries += 1
+                    token = item.agreement.token
+                    have = self.chain.allowance(token, self.finance.address)
+                    self.chain.ensure_allowance(token, self.finance, have + sum(e.amount for e in remaining))
+                    continue
+                # Someone else settled this alliance meanwhile: drop what they settled, carry on.
                 summary.retries += 1
                 cursor = self.chain.agreement(item.agreement.id).next_seq  # first the cursor, then the logs
                 settled = self.settled_references([item.agreement.id])
