@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
+import threading
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 
@@ -92,3 +98,42 @@ class InProcessCLI(LedgerCLI):
 def write_csv(path: Path, rows: list[tuple], header: str = "reference,alliance,amount,period") -> Path:
     path.write_text(header + "\n" + "".join(",".join(str(v) for v in row) + "\n" for row in rows))
     return path
+
+
+class RpcProxy(BaseHTTPRequestHandler):
+    """A JSON-RPC proxy in front of a node, for faults the node itself cannot make. Subclasses set
+    ``target`` and override :meth:`answer`: return bytes to answer a request themselves, or None to
+    forward it."""
+
+    target = ""
+
+    def answer(self, request) -> bytes | None:
+        return None
+
+    def do_POST(self):  # noqa: N802 - http.server's naming
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        data = self.answer(json.loads(body))
+        if data is None:
+            forward = urllib.request.Request(self.target, data=body, headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(forward, timeout=30) as response:
+                data = response.read()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+    @classmethod
+    @contextmanager
+    def serving(cls, target: str) -> Iterator[str]:
+        """Run the proxy in a thread; yields its URL."""
+        cls.target = target
+        server = ThreadingHTTPServer(("127.0.0.1", 0), cls)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}"
+        finally:
+            server.shutdown()

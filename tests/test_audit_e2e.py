@@ -10,10 +10,7 @@ exit code 1, and reverts the snapshot.
 from __future__ import annotations
 
 import json
-import threading
 import time
-import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from eth_abi import encode as abi_encode
@@ -25,7 +22,7 @@ from ledger.chain.node import rpc
 from ledger.models import text_to_bytes32
 from ledger.services.audit import EVENT_SIGNATURES, event_abi
 
-from .cli_support import InProcessCLI, LedgerCLI, free_port, write_csv
+from .cli_support import InProcessCLI, LedgerCLI, RpcProxy, free_port, write_csv
 
 MNEMONIC = "test test test test test test test test test test test junk"
 Account.enable_unaudited_hdwallet_features()
@@ -262,52 +259,32 @@ def test_a_small_page_size_gives_the_same_report(chain):
     assert small == big
 
 
-class CappingProxy(BaseHTTPRequestHandler):
-    """Forwards JSON-RPC to the node, refusing ``eth_getLogs`` over more than ``limit`` blocks the way
-    hosted providers do (a JSON-RPC error)."""
+class CappingProxy(RpcProxy):
+    """Refuses ``eth_getLogs`` over more than ``limit`` blocks the way hosted providers do (a JSON-RPC
+    error)."""
 
-    target = ""
     limit = 4
     refused = 0
 
-    def do_POST(self):  # noqa: N802 - http.server's naming
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        request = json.loads(body)
+    def answer(self, request):
         calls = request if isinstance(request, list) else [request]
         wide = [
             c for c in calls
             if c["method"] == "eth_getLogs"
             and int(c["params"][0]["toBlock"], 16) - int(c["params"][0]["fromBlock"], 16) + 1 > self.limit
         ]  # fmt: skip
-        if wide:
-            type(self).refused += 1
-            error = {"code": -32005, "message": f"query exceeds {self.limit} blocks"}
-            data = json.dumps({"jsonrpc": "2.0", "id": calls[0]["id"], "error": error}).encode()
-        else:
-            forward = urllib.request.Request(self.target, data=body, headers={"Content-Type": "application/json"})
-            with urllib.request.urlopen(forward, timeout=30) as response:
-                data = response.read()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+        if not wide:
+            return None
+        type(self).refused += 1
+        error = {"code": -32005, "message": f"query exceeds {self.limit} blocks"}
+        return json.dumps({"jsonrpc": "2.0", "id": calls[0]["id"], "error": error}).encode()
 
 
 def test_a_provider_that_refuses_wide_log_ranges_still_audits_correctly(chain):
     cli, node = chain
-    CappingProxy.target, CappingProxy.refused = node.url, 0
-    server = ThreadingHTTPServer(("127.0.0.1", 0), CappingProxy)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        proxy = f"http://127.0.0.1:{server.server_address[1]}"
+    CappingProxy.refused = 0
+    with CappingProxy.serving(node.url) as proxy:
         report = audit(cli, "--rpc", proxy)
-    finally:
-        server.shutdown()
     assert report["result"] == "clean"
     assert CappingProxy.refused > 0 and report["checked"]["log_pages_refused"] == CappingProxy.refused
     direct = audit(cli)

@@ -13,18 +13,15 @@ import os
 import random
 import signal
 import subprocess
-import threading
 import time
-import urllib.request
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from ledger.chain.node import ANVIL, rpc
 from ledger.errors import LedgerError
 
-from .cli_support import InProcessCLI, LedgerCLI, free_port, write_csv
+from .cli_support import InProcessCLI, LedgerCLI, RpcProxy, free_port, write_csv
 from .test_cli_e2e import KITCHEN, make_alliance, payouts, show
 
 SMALL_BATCHES = {"LEDGER_BATCH_GAS": "400000"}  # ~50 events per batch: many transactions
@@ -179,31 +176,16 @@ def test_interval_mining_instead_of_automine(chain, tmp_path):
     chain.assert_exactly_once("interval", rows)
 
 
-class SwallowingProxy(BaseHTTPRequestHandler):
-    """Forwards JSON-RPC to the node, except that while ``swallow`` is set it answers
-    ``eth_sendRawTransaction`` with a made-up hash and sends nothing on: a node that says yes and never
-    mines."""
+class SwallowingProxy(RpcProxy):
+    """While ``swallow`` is set, answers ``eth_sendRawTransaction`` with a made-up hash and sends nothing
+    on: a node that says yes and never mines."""
 
-    target = ""
     swallow = True
 
-    def do_POST(self):  # noqa: N802 - http.server's naming
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        request = json.loads(body)
+    def answer(self, request):
         if isinstance(request, dict) and request["method"] == "eth_sendRawTransaction" and self.swallow:
-            data = json.dumps({"jsonrpc": "2.0", "id": request["id"], "result": "0x" + "ab" * 32}).encode()
-        else:
-            forward = urllib.request.Request(self.target, data=body, headers={"Content-Type": "application/json"})
-            with urllib.request.urlopen(forward, timeout=30) as response:
-                data = response.read()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+            return json.dumps({"jsonrpc": "2.0", "id": request["id"], "result": "0x" + "ab" * 32}).encode()
+        return None
 
 
 def test_a_node_that_accepts_transactions_and_never_mines_them_stops_the_run_clearly(chain, tmp_path):
@@ -211,11 +193,9 @@ def test_a_node_that_accepts_transactions_and_never_mines_them_stops_the_run_cle
     chain.cli.run("token", "balance", "dev2")
     rows = revenue("SW", "swallowed", 100)
     path = write_csv(tmp_path / "sw.csv", rows)
-    SwallowingProxy.target, SwallowingProxy.swallow = chain.url, True
-    server = ThreadingHTTPServer(("127.0.0.1", 0), SwallowingProxy)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    through_proxy = {**SMALL_BATCHES, "LEDGER_PORT": str(server.server_address[1]), "LEDGER_TX_TIMEOUT": "4"}
-    try:
+    SwallowingProxy.swallow = True
+    with SwallowingProxy.serving(chain.url) as proxy:
+        through_proxy = {**SMALL_BATCHES, "LEDGER_PORT": proxy.rsplit(":", 1)[1], "LEDGER_TX_TIMEOUT": "4"}
         before = chain.height()
         err = chain.sh.fails("settle", str(path), env=through_proxy, contains="was not mined within 4 s")
         assert "run the same command again" in err
@@ -223,33 +203,24 @@ def test_a_node_that_accepts_transactions_and_never_mines_them_stops_the_run_cle
         assert chain.height() == before  # nothing reached the chain
         SwallowingProxy.swallow = False  # the node recovers: the same command finishes
         summary = json.loads(chain.sh.run("settle", str(path), "--json", env=through_proxy).out)
-    finally:
-        server.shutdown()
     assert summary["events_settled"] == 100
     chain.assert_exactly_once("swallowed", rows)
 
 
-class SlowProxy(SwallowingProxy):
+class SlowProxy(RpcProxy):
     """Forwards everything, each answer 150 ms late: a node far away or under load."""
 
-    swallow = False
-
-    def do_POST(self):  # noqa: N802 - http.server's naming
+    def answer(self, request):
         time.sleep(0.15)
-        super().do_POST()
+        return None
 
 
 def test_a_node_that_answers_slowly_still_settles_everything(chain, tmp_path):
     make_alliance(chain.cli, "slow")
     rows = revenue("SL", "slow", 120)
-    SlowProxy.target = chain.url
-    server = ThreadingHTTPServer(("127.0.0.1", 0), SlowProxy)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        env = {**SMALL_BATCHES, "LEDGER_PORT": str(server.server_address[1])}
+    with SlowProxy.serving(chain.url) as proxy:
+        env = {**SMALL_BATCHES, "LEDGER_PORT": proxy.rsplit(":", 1)[1]}
         summary = json.loads(chain.sh.run("settle", str(write_csv(tmp_path / "sl.csv", rows)), "--json", env=env).out)
-    finally:
-        server.shutdown()
     assert summary["events_settled"] == 120
     chain.assert_exactly_once("slow", rows)
 
