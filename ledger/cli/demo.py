@@ -74,6 +74,7 @@ def demo(ctx: click.Context, events: int):
         f"  ledger settle {csv_path}        # settles nothing twice\n"
         "  ledger withdraw fridge --account dev3\n"
         "  ledger balance\n"
+        "  ledger audit                        # check the whole history from the chain alone\n"
         "  ledger chain status\n"
         "  ledger chain down                   # state is kept; `ledger chain up` resumes"
     )
