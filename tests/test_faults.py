@@ -306,60 +306,47 @@ def test_two_settlement_processes_on_overlapping_files_settle_each_event_once(ch
 # ---------------------------------------------------------------------------------------------------
 
 
-def kill_node_mid_run(chain: Chain, tmp_path, seed: int) -> None:
-    """Settle 600 events in ~12 batches; kill -9 the node after a random number of blocks; start it
-    again from its state file; run the same command: exactly once."""
+def kill_mid_run(chain: Chain, tmp_path, seed: int, *, node: bool) -> None:
+    """Settle 600 events in ~12 batches; after a random number of blocks kill -9 the node (then start it
+    again from its state file) or the client; run the same command again: exactly once."""
     rng = random.Random(seed)
-    name = f"node-kill-{seed}"
+    name = f"{'node' if node else 'client'}-kill-{seed}"
     make_alliance(chain.cli, name)
-    rows = revenue(f"NK{seed}", name, 600)
+    rows = revenue(f"{'NK' if node else 'CK'}{seed}", name, 600)
     path = write_csv(tmp_path / f"{name}.csv", rows)
     start = chain.height()
-    blocks = rng.randint(1, 11)
+    blocks = rng.randint(1 if node else 0, 11)
     proc = chain.sh.popen("settle", str(path), env=SMALL_BATCHES)
     wait_for(lambda: chain.height() >= start + blocks or proc.poll() is not None, what="blocks")
-    time.sleep(rng.random() * 0.3)
-    os.kill(chain.node_pid(), signal.SIGKILL)
-    out, err = proc.communicate(timeout=120)
-    if proc.returncode != 0:  # it noticed the node went away: one line, the documented exit code
-        assert proc.returncode == 2 and "Traceback" not in err, err
-    chain.sh.run("chain", "up")
-    chain.sh.run("settle", str(path), env=SMALL_BATCHES)
-    chain.assert_exactly_once(name, rows)
-
-
-def kill_client_mid_run(chain: Chain, tmp_path, seed: int) -> None:
-    rng = random.Random(seed)
-    name = f"client-kill-{seed}"
-    make_alliance(chain.cli, name)
-    rows = revenue(f"CK{seed}", name, 600)
-    path = write_csv(tmp_path / f"{name}.csv", rows)
-    start = chain.height()
-    blocks = rng.randint(0, 11)
-    proc = chain.sh.popen("settle", str(path), env=SMALL_BATCHES)
-    wait_for(lambda: chain.height() >= start + blocks or proc.poll() is not None, what="blocks")
-    time.sleep(rng.random() * 0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    time.sleep(rng.random() * (0.3 if node else 0.2))
+    if node:
+        os.kill(chain.node_pid(), signal.SIGKILL)
+        _, err = proc.communicate(timeout=120)
+        if proc.returncode != 0:  # it noticed the node went away: one line, the documented exit code
+            assert proc.returncode == 2 and "Traceback" not in err, err
+        chain.sh.run("chain", "up")
+    else:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
     chain.sh.run("settle", str(path), env=SMALL_BATCHES)
     chain.assert_exactly_once(name, rows)
 
 
 def test_the_node_killed_mid_run_and_restarted(chain, tmp_path):
-    kill_node_mid_run(chain, tmp_path, seed=7)
+    kill_mid_run(chain, tmp_path, 7, node=True)
 
 
 def test_the_client_killed_mid_run(chain, tmp_path):
-    kill_client_mid_run(chain, tmp_path, seed=7)
+    kill_mid_run(chain, tmp_path, 7, node=False)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", range(20))
 def test_the_node_killed_at_random_points(chain, tmp_path, seed):
-    kill_node_mid_run(chain, tmp_path, seed)
+    kill_mid_run(chain, tmp_path, seed, node=True)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", range(20))
 def test_the_client_killed_at_random_points(chain, tmp_path, seed):
-    kill_client_mid_run(chain, tmp_path, seed)
+    kill_mid_run(chain, tmp_path, seed, node=False)

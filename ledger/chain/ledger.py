@@ -381,9 +381,15 @@ class LedgerChain:
         last = ape.chain.blocks.height if to_block is None else to_block
         return self._reader.read(names, from_block, last, topic1=topic1, page_size=page_size)
 
-    @staticmethod
-    def _event_args(receipt, name: str) -> dict:
-        if isinstance(receipt, Receipt):
+    def _event_args(self, receipt, name: str) -> dict:
+        """The arguments of the ledger's ``name`` event in ``receipt`` (decoded from its raw logs)."""
+        if isinstance(receipt, Receipt) and receipt.logs:
+            for item in receipt.logs:
+                log = self._reader.decode(item)
+                if log is not None and log.event == name:
+                    return log.args
+            raise LedgerError(f"transaction {receipt.tx_hash} has no {name} event")  # pragma: no cover
+        if isinstance(receipt, Receipt):  # pragma: no cover - Ape's own send (no HTTP endpoint)
             import ape
 
             receipt = ape.chain.provider.get_receipt(receipt.tx_hash)

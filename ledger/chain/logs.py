@@ -136,19 +136,25 @@ class LogReader:
                 continue
             self.pages += 1
             for item in raw:
-                if item.get("removed"):
-                    continue
-                topic_bytes = [_hex_to_bytes(t) for t in item["topics"]]
-                spec = self._by_topic.get(topic_bytes[0])
-                if spec is None:  # pragma: no cover - the filter asks for known topics only
-                    continue
-                yield Log(
-                    event=spec.name,
-                    block=int(item["blockNumber"], 16) if isinstance(item["blockNumber"], str) else item["blockNumber"],
-                    tx=item["transactionHash"]
-                    if isinstance(item["transactionHash"], str)
-                    else "0x" + bytes(item["transactionHash"]).hex(),
-                    index=int(item["logIndex"], 16) if isinstance(item["logIndex"], str) else item["logIndex"],
-                    args=spec.decode(topic_bytes, _hex_to_bytes(item["data"])),
-                )
+                log = None if item.get("removed") else self.decode(item)
+                if log is not None:
+                    yield log
             start = end + 1
+
+    def decode(self, item: dict) -> Log | None:
+        """One raw log (from ``eth_getLogs`` or a receipt) of this contract's known events, or None."""
+        if not item.get("topics") or item.get("address", self.address).lower() != self.address.lower():
+            return None
+        topic_bytes = [_hex_to_bytes(t) for t in item["topics"]]
+        spec = self._by_topic.get(topic_bytes[0])
+        if spec is None:
+            return None
+        return Log(
+            event=spec.name,
+            block=int(item["blockNumber"], 16) if isinstance(item["blockNumber"], str) else item["blockNumber"],
+            tx=item["transactionHash"]
+            if isinstance(item["transactionHash"], str)
+            else "0x" + bytes(item["transactionHash"]).hex(),
+            index=int(item["logIndex"], 16) if isinstance(item["logIndex"], str) else item["logIndex"],
+            args=spec.decode(topic_bytes, _hex_to_bytes(item["data"])),
+        )

@@ -20,8 +20,6 @@ import signal
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,14 +45,11 @@ class NodeStatus:
 
 
 def rpc(url: str, method: str, params: list | None = None, timeout: float = 2.0):
-    """One JSON-RPC call with the standard library (no web3 import); raises OSError when nobody answers."""
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []}).encode()
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        reply = json.loads(response.read())
-    if "error" in reply:
-        raise LedgerError(f"{method} failed: {reply['error'].get('message', reply['error'])}")
-    return reply["result"]
+    """One JSON-RPC call (no web3 import). Raises :class:`ledger.errors.ChainUnavailable` when nobody
+    answers and :class:`ledger.chain.rpc.RpcError` when the node refuses (both LedgerErrors)."""
+    from ledger.chain.rpc import HttpRpc
+
+    return HttpRpc(url, timeout=timeout).request(method, params)
 
 
 class LocalNode:

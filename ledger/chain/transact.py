@@ -45,6 +45,7 @@ class Receipt:
     block: int
     block_hash: str
     gas_used: int
+    logs: tuple = ()  # the receipt's raw logs (JSON-RPC dicts)
 
     @property
     def block_number(self) -> int:  # the name Ape's receipts use
@@ -90,6 +91,7 @@ class Transactor:
                 block=int(receipt["blockNumber"], 16),
                 block_hash=receipt["blockHash"],
                 gas_used=int(receipt["gasUsed"], 16),
+                logs=tuple(receipt.get("logs", ())),
             )
         raise LedgerError("the account's transactions keep being replaced by others; is another process using it?")
 
