@@ -56,6 +56,7 @@ bench: compile
 	python scripts/bench.py
 	python scripts/bench_cli.py
 	python scripts/bench_audit.py
+	python scripts/bench_settle.py
 
 # Generated state only; keeps .venv and node_modules.
 clean:

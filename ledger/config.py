@@ -8,6 +8,7 @@ Every setting can come from the environment with the ``LEDGER_`` prefix (``LEDGE
 from __future__ import annotations
 
 import os
+from decimal import Decimal
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,6 +29,13 @@ class Settings(BaseModel):
     tx_timeout: float = Field(default=120.0, gt=0, description="seconds to wait for a transaction's receipt")
     confirmations: int | None = Field(
         default=None, ge=0, le=1000, description="blocks before a settlement counts (default 0 local, 12 elsewhere)"
+    )
+    tx_window: int = Field(default=8, ge=1, le=256, description="settlement transactions in flight at once")
+    max_fee_gwei: Decimal | None = Field(
+        default=None, gt=0, description="fee cap per gas (gwei); default: twice the latest base fee plus the tip"
+    )
+    priority_fee_gwei: Decimal | None = Field(
+        default=None, ge=0, description="tip per gas (gwei); default: what the node suggests"
     )
 
     @property
@@ -65,6 +73,9 @@ class Settings(BaseModel):
             recheck=2.0 if self.is_local else 15.0,
             confirmations=self.confirmation_depth,
             kick=self.is_local,
+            window=self.tx_window,
+            max_fee=_wei(self.max_fee_gwei),
+            priority_fee=_wei(self.priority_fee_gwei),
         )
 
     @classmethod
@@ -77,3 +88,7 @@ class Settings(BaseModel):
                 values[name] = env[key]
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+def _wei(gwei: Decimal | None) -> int | None:
+    return None if gwei is None else int(gwei * 10**9)

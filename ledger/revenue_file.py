@@ -252,23 +252,109 @@ def read_rows(path: Path) -> tuple[list[RawRow], list[str]]:
 
 
 def check_file(
-    path: Path, decimals_of: Callable[[str], int], *, spill_dir: Path | None = None
+    path: Path,
+    decimals_of: Callable[[str], int],
+    *,
+    spill_dir: Path | None = None,
+    spool: SpooledEvents | None = None,
 ) -> tuple[list[str], int]:
     """The file's problems, by row (the first ``MAX_PROBLEMS`` of them), and how many there are in all,
     reading it once as a stream: memory stays bounded whatever its size. References repeated inside the
-    file are found with :class:`DuplicateFinder`, which moves to disk past ``IN_MEMORY`` references."""
+    file are found with :class:`DuplicateFinder`, which moves to disk past ``IN_MEMORY`` references.
+    With ``spool``, every sound row is also written to it (settlement reads the events from there, one
+    alliance at a time, when the file has no problem)."""
     problems = _Problems()
     converter = _Converter(decimals_of)
     with DuplicateFinder(spill_dir) as duplicates:
         for raw in iter_rows(path, problems):
             # The row's other fields were checked by iter_rows; the event model would add nothing.
-            if converter.amount(raw, problems) is not None or raw.alliance in converter.unknown:
+            amount = converter.amount(raw, problems)
+            if amount is not None or raw.alliance in converter.unknown:
                 duplicates.add(raw.reference, raw.row)
+            if spool is not None and amount is not None and not problems.total:
+                spool.add(raw.alliance, raw.row, raw.reference, amount, raw.period)
         for problem in duplicates.repeats():
             problems.add(problem)
     for problem in converter.unknown_problems():
         problems.add(problem)
     return sorted(problems, key=problem_row), problems.total
+
+
+class SpooledEvents:
+    """The events of a checked file, spooled to disk by alliance in file order, so that settling a file
+    of any size holds one alliance's events in memory at a time. A context manager: the spool (a
+    temporary folder) is deleted on exit."""
+
+    OPEN_FILES = 64  # at most this many alliance files open at once
+
+    def __init__(self, folder: Path | None = None):
+        import tempfile
+
+        self._tmp = tempfile.TemporaryDirectory(prefix="ledger-spool-", dir=folder)
+        self._index: dict[str, int] = {}
+        self._counts: dict[str, int] = {}
+        self._open: dict[str, object] = {}
+
+    def __enter__(self) -> SpooledEvents:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for handle in self._open.values():
+            handle.close()
+        self._open = {}
+        self._tmp.cleanup()
+
+    def _path(self, alliance: str) -> Path:
+        return Path(self._tmp.name) / f"{self._index[alliance]}.tsv"
+
+    def add(self, alliance: str, row: int, reference: str, amount: int, period: int) -> None:
+        handle = self._open.get(alliance)
+        if handle is None:
+            if alliance not in self._index:
+                self._index[alliance] = len(self._index)
+                self._counts[alliance] = 0
+            if len(self._open) >= self.OPEN_FILES:
+                oldest = next(iter(self._open))
+                self._open.pop(oldest).close()
+            handle = self._open[alliance] = open(self._path(alliance), "a", encoding="utf-8")  # noqa: SIM115
+        # The reference is the last field, so tabs in it are harmless; one with a line break (possible
+        # in JSON lines) is written as JSON after a NUL, which no reference can contain.
+        if "\n" in reference or "\r" in reference:
+            reference = "\0" + json.dumps(reference)
+        handle.write(f"{row}\t{amount}\t{period}\t{reference}\n")
+        self._counts[alliance] += 1
+
+    def alliances(self) -> list[str]:
+        return sorted(self._index)
+
+    def count(self, alliance: str) -> int:
+        return self._counts.get(alliance, 0)
+
+    def __len__(self) -> int:
+        return sum(self._counts.values())
+
+    def events(self, alliance: str) -> list[RevenueEvent]:
+        """The alliance's events in file order (checked already: built without validating again)."""
+        handle = self._open.get(alliance)
+        if handle is not None:
+            handle.flush()
+        if alliance not in self._index:
+            return []
+        out = []
+        with open(self._path(alliance), encoding="utf-8") as lines:
+            for line in lines:
+                row, amount, period, reference = line.removesuffix("\n").split("\t", 3)
+                if reference.startswith("\0"):
+                    reference = json.loads(reference[1:])
+                out.append(
+                    RevenueEvent.model_construct(
+                        reference=reference, alliance=alliance, amount=int(amount), period=int(period), row=int(row)
+                    )
+                )
+        return out
 
 
 class DuplicateFinder:

@@ -51,20 +51,27 @@ def test_a_run_interrupted_half_way_completes_on_re_run_without_paying_twice(led
     events = events_for("kitchen", 30)
     settler = Settler(ledger, funded, batch_size=10)
     calls = {"n": 0}
-    real_settle = ledger.settle
+    real_pipeline = ledger.pipeline
 
     def crash_after_first_batch(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real_settle(*args, **kwargs)
+        pipeline = real_pipeline(*args, **kwargs)
+        real_submit = pipeline.submit
 
-    ledger.settle = crash_after_first_batch
+        def submit(*a, **k):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise KeyboardInterrupt  # Ctrl-C while the second batch is being sent
+            return real_submit(*a, **k)
+
+        pipeline.submit = submit
+        return pipeline
+
+    ledger.pipeline = crash_after_first_batch
     try:
         with pytest.raises(KeyboardInterrupt):
             settler.run(events)
     finally:
-        del ledger.settle
+        del ledger.pipeline
     partial = ledger.agreement(aid).next_seq
     assert partial == 10
     summary = settler.run(events)
@@ -90,7 +97,7 @@ def test_a_plan_made_before_another_operator_settled_is_refused_and_re_planned(l
     work, _ = settler.prepare(mine)  # our view: cursor 0, nothing settled
     Settler(ledger, funded).run(mine[:4])  # the other operator lands first
     summary = Summary()
-    settler._settle_alliance(work[0], summary, None)
+    settler._send(work, summary, None, [])
     assert summary.retries == 1
     assert (summary.settled, summary.skipped) == (4, 4)
     assert ledger.agreement(aid).next_seq == 8
@@ -175,12 +182,15 @@ def test_an_allowance_another_run_spent_is_raised_again_and_the_run_finishes(led
     aid, terms = kitchen_alliance
     events = events_for("kitchen", 30, prefix="al")
     ledger.token.approve(ledger.address, 0, sender=funded)
-    settler = Settler(ledger, funded, batch_size=10)
+    settler = Settler(ledger, funded, batch_size=10, window=1)  # each batch mined before the next is sent
 
     def other_run_overwrites_the_allowance(_count):
         ledger.token.approve(ledger.address, 5, sender=funded)
 
     summary = settler.run(events, progress=other_run_overwrites_the_allowance)
     assert (summary.settled, summary.batches) == (30, 3)
-    assert summary.retries == 2  # after the first and the second batch
+    # After the first and the second batch: the other run's approve takes the nonce the pipeline would
+    # use next (a retry: drain, read the nonce again), then the batch is refused for the allowance (a
+    # retry: raise it). Two of each.
+    assert summary.retries == 4
     assert credited_total(ledger, token, terms.parties) == sum(e.amount for e in events)

@@ -15,8 +15,9 @@ from pathlib import Path
 from eth_utils import keccak
 
 from ledger.chain import eip712
+from ledger.chain.abi import ERC20_ABI, ContractAbi
 from ledger.chain.logs import DEFAULT_PAGE_SIZE, Log, LogReader
-from ledger.chain.rpc import HttpRpc
+from ledger.chain.rpc import HttpRpc, RpcError
 from ledger.chain.transact import Receipt, Transactor, TxPolicy
 from ledger.errors import ContractRevert, LedgerError, NotFoundError
 from ledger.models import (
@@ -31,6 +32,7 @@ from ledger.models import (
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MAX_UINT256 = 2**256 - 1
+ERC20 = ContractAbi(ERC20_ABI)
 
 
 def project():
@@ -100,6 +102,17 @@ def _revert_data_of(err: Exception) -> bytes | None:
     return None
 
 
+def compiled_abi(name: str) -> list:
+    """A contract's ABI from the project's compiled artifacts, read without starting Ape."""
+    import json
+
+    manifest = PROJECT_ROOT / ".build" / "__local__.json"
+    try:
+        return json.loads(manifest.read_text())["contractTypes"][name]["abi"]
+    except (OSError, ValueError, KeyError):
+        return project().get_contract(name).contract_type.model_dump(mode="json")["abi"]
+
+
 def connected_chain_id() -> int:
     import ape
 
@@ -119,6 +132,19 @@ class LedgerChain:
         self.contract = ledger
         self.token = token
         self.policy = policy or TxPolicy()  # how settlement transactions are sent and confirmed
+        self._fixed: tuple[str, HttpRpc, list] | None = None  # (address, rpc, abi) of a read-only chain
+
+    @classmethod
+    def over_rpc(cls, address: str, url: str, abi: list | None = None) -> LedgerChain:
+        """A read-only view of the ledger at ``address`` straight over JSON-RPC, without Ape: reports
+        start in a fraction of a second. Only reads (views and logs) work on it."""
+        chain = cls(None)
+        chain._fixed = (address, HttpRpc(url), abi if abi is not None else compiled_abi("AllianceLedger"))
+        return chain
+
+    def head(self) -> int:
+        """The newest block's number."""
+        return int(self.rpc.request("eth_blockNumber"), 16)
 
     # -- deployment ---------------------------------------------------------------------------------
 
@@ -144,7 +170,7 @@ class LedgerChain:
 
     @property
     def address(self) -> str:
-        return self.contract.address
+        return self._fixed[0] if self._fixed else self.contract.address
 
     @cached_property
     def deployment_block(self) -> int:
@@ -180,31 +206,39 @@ class LedgerChain:
         self.transact(self.contract.dissolveME, me_id, sender=sender)
 
     def me_count(self) -> int:
-        return int(self.contract.meCount())
+        return int(self.view("meCount"))
 
     def me(self, me_id: int) -> ME:
-        raw = self.contract.meOf(me_id)
-        status = MEStatus(int(raw.status))
-        if status == MEStatus.NONE:
-            raise NotFoundError(f"no ME with id {me_id}")
-        return ME(
-            id=me_id,
-            name=raw.name,
-            payout=raw.payout,
-            signer=raw.signer,
-            status=status,
-            parent=int(raw.parent),
-            nonce=int(raw.nonce),
-        )
+        return self.mes_by_id([me_id])[0]
+
+    def mes_by_id(self, me_ids: Sequence[int]) -> list[ME]:
+        """Several MEs in one batched round trip; raises NotFoundError for an id with no ME."""
+        found = []
+        for me_id, raw in zip(me_ids, self.views([("meOf", (i,)) for i in me_ids]), strict=True):
+            status = MEStatus(int(raw["status"]))
+            if status == MEStatus.NONE:
+                raise NotFoundError(f"no ME with id {me_id}")
+            found.append(
+                ME(
+                    id=me_id,
+                    name=raw["name"],
+                    payout=raw["payout"],
+                    signer=raw["signer"],
+                    status=status,
+                    parent=int(raw["parent"]),
+                    nonce=int(raw["nonce"]),
+                )
+            )
+        return found
 
     def me_id_by_name(self, name: str) -> int:
-        me_id = int(self.contract.meIdByName(name))
+        me_id = int(self.view("meIdByName", name))
         if me_id == 0:
             raise NotFoundError(f"no ME named {name!r}")
         return me_id
 
     def mes(self) -> list[ME]:
-        return [self.me(i) for i in range(1, self.me_count() + 1)]
+        return self.mes_by_id(range(1, self.me_count() + 1))
 
     # -- agreements ---------------------------------------------------------------------------------
 
@@ -217,25 +251,37 @@ class LedgerChain:
 
     def agreement(self, name_or_id: str | bytes) -> Agreement:
         agreement_id = name_or_id if isinstance(name_or_id, bytes) else self.agreement_id(name_or_id)
-        raw = self.contract.agreementOf(agreement_id)
-        status = AgreementStatus(int(raw.status))
-        if status == AgreementStatus.NONE:
+        found = self.agreements([agreement_id])[0]
+        if found is None:
             raise NotFoundError(f"no alliance named {bytes32_to_text(agreement_id)!r}")
-        return Agreement(
-            id=agreement_id,
-            name=bytes32_to_text(agreement_id),
-            token=raw.token,
-            status=status,
-            active_version=int(raw.activeVersion),
-            latest_version=int(raw.latestVersion),
-            next_seq=int(raw.nextSeq),
-        )
+        return found
+
+    def agreements(self, agreement_ids: Sequence[bytes]) -> list[Agreement | None]:
+        """Several agreements in one batched round trip (None where there is none)."""
+        found: list[Agreement | None] = []
+        for agreement_id, raw in zip(agreement_ids, self.views([("agreementOf", (a,)) for a in agreement_ids]),
+                                     strict=True):  # fmt: skip
+            status = AgreementStatus(int(raw["status"]))
+            found.append(
+                None
+                if status == AgreementStatus.NONE
+                else Agreement(
+                    id=agreement_id,
+                    name=bytes32_to_text(agreement_id),
+                    token=raw["token"],
+                    status=status,
+                    active_version=int(raw["activeVersion"]),
+                    latest_version=int(raw["latestVersion"]),
+                    next_seq=int(raw["nextSeq"]),
+                )
+            )
+        return found
 
     def terms_hash(self, agreement_id: bytes, version: int) -> bytes:
-        return bytes(self.contract.termsHashOf(agreement_id, version))
+        return bytes(self.view("termsHashOf", agreement_id, version))
 
     def hash_terms(self, terms: Terms) -> bytes:
-        return bytes(self.contract.hashTerms(terms.as_tuple()))
+        return bytes(self.view("hashTerms", terms.as_tuple()))
 
     def propose(self, agreement_id: bytes, terms: Terms, *, sender) -> int:
         receipt = self.transact(self.contract.proposeAgreement, agreement_id, terms.as_tuple(), sender=sender)
@@ -261,20 +307,36 @@ class LedgerChain:
 
     def terms_of(self, agreement_id: bytes, version: int) -> Terms:
         """A version's full terms, from its ``AgreementProposed`` log, checked against the commitment."""
-        expected = self.terms_hash(agreement_id, version)
-        if expected == b"\0" * 32:
-            raise NotFoundError(f"alliance {bytes32_to_text(agreement_id)!r} has no version {version}")
-        for log in self.logs(["AgreementProposed"], topic1=[agreement_id]):
-            if log.args["version"] == version and log.args["termsHash"] == expected:
-                token, parties, shares, target, excess = log.args["terms"]
-                return Terms(
-                    token=token,
-                    parties=tuple(parties),
-                    shares=tuple(shares),
-                    target=target,
-                    excess_shares=tuple(excess),
-                )
-        raise LedgerError(f"the terms of version {version} are missing from the chain's logs")
+        return self.terms_of_many([(agreement_id, version)])[(agreement_id, version)]
+
+    def terms_of_many(
+        self, keys: Sequence[tuple[bytes, int]], *, from_block: int = 0
+    ) -> dict[tuple[bytes, int], Terms]:
+        """The terms of several (agreement, version) pairs: one batch of commitments and one log scan
+        (in bounded pages) for all of them."""
+        keys = list(dict.fromkeys(keys))
+        expected = dict(zip(keys, (bytes(h) for h in self.views([("termsHashOf", k) for k in keys])), strict=True))
+        for (agreement_id, version), commitment in expected.items():
+            if commitment == b"\0" * 32:
+                raise NotFoundError(f"alliance {bytes32_to_text(agreement_id)!r} has no version {version}")
+        found: dict[tuple[bytes, int], Terms] = {}
+        topic1 = list(dict.fromkeys(a for a, _ in keys))
+        for start in range(0, len(topic1), 100):  # nodes cap the topics of one filter
+            for log in self.logs(["AgreementProposed"], from_block=from_block, topic1=topic1[start : start + 100]):
+                key = (log.args["agreementId"], log.args["version"])
+                if key in expected and key not in found and log.args["termsHash"] == expected[key]:
+                    token, parties, shares, target, excess = log.args["terms"]
+                    found[key] = Terms(
+                        token=token,
+                        parties=tuple(parties),
+                        shares=tuple(shares),
+                        target=target,
+                        excess_shares=tuple(excess),
+                    )
+        for agreement_id, version in keys:
+            if (agreement_id, version) not in found:
+                raise LedgerError(f"the terms of version {version} are missing from the chain's logs")
+        return found
 
     # -- settlement and balances --------------------------------------------------------------------
 
@@ -294,6 +356,26 @@ class LedgerChain:
         args = (agreement_id, version, first_seq, terms.as_tuple(), list(refs), list(entries))
         return self.transact(self.contract.settle, *args, sender=sender, confirm=confirm, **tx_args)
 
+    def settle_data(
+        self, agreement_id: bytes, version: int, first_seq: int, terms: Terms, refs: Sequence[bytes],
+        entries: Sequence[int],
+    ) -> bytes:  # fmt: skip
+        """The calldata of ``settle`` (for :class:`ledger.chain.transact.Pipeline`)."""
+        return self.abi["settle"].encode(agreement_id, version, first_seq, terms.as_tuple(), list(refs), list(entries))
+
+    def simulate(self, sender: str, data: bytes) -> None:
+        """Run a call to the ledger without sending it; a revert raises :class:`ContractRevert`."""
+        self.transactor._simulate({"from": sender, "to": self.address, "data": "0x" + data.hex()})
+
+    def pipeline(self, sender, window: int | None = None):
+        """Send many transactions from ``sender`` without waiting for each (see ``Pipeline``)."""
+        from ledger.chain.transact import Pipeline, Signer
+
+        return Pipeline(self.transactor, Signer(sender), self.chain_id, window=window)
+
+    def block_gas_limit(self) -> int:
+        return int(self.rpc.request("eth_getBlockByNumber", ["latest", False])["gasLimit"], 16)
+
     def close_period(self, agreement_id: bytes, period: int, *, sender):
         return self.transact(self.contract.closePeriod, agreement_id, period, sender=sender)
 
@@ -302,14 +384,20 @@ class LedgerChain:
         return int(self._event_args(receipt, "Withdrawn")["amount"])
 
     def balance_of(self, me_id: int, token: str) -> int:
-        return int(self.contract.balanceOf(me_id, token))
+        return int(self.view("balanceOf", me_id, token))
+
+    def balances_of(self, me_ids: Sequence[int], token: str) -> list[int]:
+        return [int(v) for v in self.views([("balanceOf", (me_id, token)) for me_id in me_ids])]
 
     def total_owed(self, token: str) -> int:
-        return int(self.contract.totalOwed(token))
+        return int(self.view("totalOwed", token))
 
     def period(self, agreement_id: bytes, period: int) -> tuple[int, bool]:
-        raw = self.contract.periodOf(agreement_id, period)
-        return int(raw.revenue), bool(raw.closed)
+        return self.periods([(agreement_id, period)])[0]
+
+    def periods(self, keys: Sequence[tuple[bytes, int]]) -> list[tuple[int, bool]]:
+        """(revenue, closed) of several (agreement, period) pairs in one batched round trip."""
+        return [(int(raw["revenue"]), bool(raw["closed"])) for raw in self.views([("periodOf", k) for k in keys])]
 
     def grant_role(self, role: str, account: str, *, sender) -> None:
         self.transact(self.contract.grantRole, getattr(self.contract, role)(), account, sender=sender)
@@ -317,15 +405,69 @@ class LedgerChain:
     # -- tokens -------------------------------------------------------------------------------------
 
     def token_balance(self, token: str, holder: str) -> int:
-        return int(self.token_at(token).balanceOf(holder))
+        return int(self.call(token, ERC20["balanceOf"], holder))
 
     def allowance(self, token: str, owner: str) -> int:
-        return int(self.token_at(token).allowance(owner, self.address))
+        return int(self.call(token, ERC20["allowance"], owner, self.address))
 
     def ensure_allowance(self, token: str, owner, amount: int) -> None:
-        erc20 = self.token_at(token)
-        if int(erc20.allowance(owner.address, self.address)) < amount:
-            self.transact(erc20.approve, self.address, amount, sender=owner)
+        if self.allowance(token, owner.address) < amount:
+            self.transact(self.token_at(token).approve, self.address, amount, sender=owner)
+
+    # -- raw view calls -----------------------------------------------------------------------------
+
+    @cached_property
+    def abi(self) -> ContractAbi:
+        return ContractAbi(self._abi_json)
+
+    @property
+    def _abi_json(self) -> list:
+        return self._fixed[2] if self._fixed else self.contract.contract_type.model_dump(mode="json")["abi"]
+
+    @property
+    def rpc(self) -> HttpRpc:
+        """Raw JSON-RPC to the connected node (the provider's HTTP endpoint)."""
+        if self._fixed:
+            return self._fixed[1]
+        import ape
+
+        uri = ape.chain.provider.http_uri
+        current = self.__dict__.get("_rpc")
+        if current is None or current.url != uri:
+            current = self.__dict__["_rpc"] = HttpRpc(uri)
+        return current
+
+    def call(self, to: str, function, *args, block: str = "latest"):
+        return self.calls([(to, function, args)], block=block)[0]
+
+    def calls(self, calls: Sequence[tuple[str, object, tuple]], *, block: str = "latest") -> list:
+        """Many view calls in batched JSON-RPC round trips (``(address, abi.Function, args)`` each)."""
+        requests = [("eth_call", [{"to": to, "data": "0x" + fn.encode(*args).hex()}, block]) for to, fn, args in calls]
+        try:
+            replies = self.rpc.batch(requests)
+        except RpcError as err:
+            from ledger.chain.transact import _revert_data
+
+            data = _revert_data(err.data)
+            decoded = _decode_revert_data(data) if data else None
+            if decoded:
+                raise ContractRevert(*decoded) from None
+            raise
+        results = []
+        for (to, fn, _), reply in zip(calls, replies, strict=True):
+            try:
+                results.append(fn.decode(reply))
+            except Exception:  # noqa: BLE001 - no code at `to`, or another contract's answer
+                raise LedgerError(f"the contract at {to} does not answer {fn.name}()") from None
+        return results
+
+    def view(self, name: str, *args):
+        """One view function of the ledger."""
+        return self.call(self.address, self.abi[name], *args)
+
+    def views(self, calls: Sequence[tuple[str, tuple]]) -> list:
+        """Many view functions of the ledger, batched: ``[(name, args), ...]``."""
+        return self.calls([(self.address, self.abi[name], tuple(args)) for name, args in calls])
 
     # -- sending ------------------------------------------------------------------------------------
 
@@ -350,16 +492,23 @@ class LedgerChain:
             with contract_errors():
                 receipt = handler(*args, sender=sender, **tx_args)
             return Receipt(str(receipt.txn_hash), int(receipt.block_number), "", int(receipt.gas_used))
-        build = lambda: handler.as_transaction(*args, sender=sender, sign=True, **tx_args)  # noqa: E731
+        fees = {}
+        if self.policy.max_fee is not None:
+            fees["max_fee"] = self.policy.max_fee
+        if self.policy.priority_fee is not None:
+            fees["max_priority_fee"] = self.policy.priority_fee
+        build = lambda: handler.as_transaction(*args, sender=sender, sign=True, **{**fees, **tx_args})  # noqa: E731
         return transactor.send(build, confirm=confirm)
 
     # -- logs ---------------------------------------------------------------------------------------
 
     @cached_property
     def _reader(self) -> LogReader:
+        if self._fixed:
+            return LogReader(self.rpc.request, self.address, self._abi_json)
         import ape
 
-        abi = self.contract.contract_type.model_dump(mode="json")["abi"]
+        abi = self._abi_json
         provider = ape.chain.provider
 
         def request(method: str, params: list):
@@ -376,9 +525,7 @@ class LedgerChain:
         topic1: list[bytes] | None = None,
         page_size: int = DEFAULT_PAGE_SIZE,
     ) -> Iterator[Log]:
-        import ape
-
-        last = ape.chain.blocks.height if to_block is None else to_block
+        last = self.head() if to_block is None else to_block
         return self._reader.read(names, from_block, last, topic1=topic1, page_size=page_size)
 
     def _event_args(self, receipt, name: str) -> dict:

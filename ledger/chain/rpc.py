@@ -8,6 +8,7 @@ for many ``eth_call``s) where the node supports them.
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -50,13 +51,16 @@ class HttpRpc:
             raise ChainUnavailable(f"no JSON-RPC node answers at {self.url} ({_reason(err)})") from None
 
     def request(self, method: str, params: list | None = None) -> Any:
-        self._id += 1
-        reply = self._post({"jsonrpc": "2.0", "id": self._id, "method": method, "params": params or []})
-        if isinstance(reply, list):  # pragma: no cover - a proxy that always batches
-            reply = reply[0]
-        if "error" in reply:
-            raise RpcError(method, reply["error"])
-        return reply["result"]
+        for attempt in range(TRANSIENT_RETRIES + 1):
+            self._id += 1
+            reply = self._post({"jsonrpc": "2.0", "id": self._id, "method": method, "params": params or []})
+            if isinstance(reply, list):  # pragma: no cover - a proxy that always batches
+                reply = reply[0]
+            if "error" not in reply:
+                return reply["result"]
+            if not _transient(reply["error"]) or attempt == TRANSIENT_RETRIES:
+                raise RpcError(method, reply["error"])
+            time.sleep(0.01 * (attempt + 1))
 
     def batch(self, calls: list[tuple[str, list]], *, size: int = 500) -> list[Any]:
         """Results of many calls, in order, sent ``size`` at a time (one at a time if batches are refused)."""
@@ -69,12 +73,27 @@ class HttpRpc:
                 results.extend(self.request(m, p) for m, p in chunk)
                 continue
             by_id = {reply.get("id"): reply for reply in replies}
-            for i, (method, _) in enumerate(chunk):
+            for i, (method, params) in enumerate(chunk):
                 reply = by_id.get(start + i)
+                if reply is not None and "error" in reply and _transient(reply["error"]):
+                    results.append(self.request(method, params))  # once more on its own
+                    continue
                 if reply is None or "error" in reply:
                     raise RpcError(method, (reply or {}).get("error", "no reply in the batch"))
                 results.append(reply["result"])
         return results
+
+
+# Errors that say nothing about the request, only that the node was busy with a new block: Anvil with
+# --prune-history answers a call at "latest" that races with mining with "BlockOutOfRangeError: block
+# height is N but requested was N-1". Asked again, the call succeeds.
+TRANSIENT = ("BlockOutOfRangeError", "header not found")
+TRANSIENT_RETRIES = 5
+
+
+def _transient(error: Any) -> bool:
+    text = str(error.get("message", "") if isinstance(error, dict) else error)
+    return any(marker in text for marker in TRANSIENT)
 
 
 def _method_of(payload: Any) -> str:

@@ -37,6 +37,9 @@ class TxPolicy:
     recheck: float = 3.0  # seconds between checks that a pending transaction is still known
     confirmations: int = 0  # blocks on top of the receipt's block before it counts
     kick: bool = False  # the local dev chain: mine a block when a transaction sits in the pool
+    window: int = 8  # settlement transactions in flight at once (Pipeline)
+    max_fee: int | None = None  # wei per gas; None: twice the latest base fee plus the tip
+    priority_fee: int | None = None  # wei per gas; None: what the node suggests
 
 
 @dataclass(frozen=True)
@@ -198,3 +201,203 @@ def _revert_data(data: Any) -> bytes | None:
         except ValueError:
             return None
     return None
+
+
+# -- many transactions at once ----------------------------------------------------------------------
+
+
+class NonceTaken(LedgerError):
+    """The node refused a pipelined transaction because its nonce was used by another one (another
+    process with the same account): nothing of it was sent."""
+
+
+class Signer:
+    """Signs transaction dicts for an Ape account: with eth-account when the account exposes its key
+    (Ape's test accounts), else through the account itself (keystore, hardware wallet plugins)."""
+
+    def __init__(self, account):
+        self.account = account
+        self.address = account.address
+        self._key = getattr(account, "private_key", None)
+
+    def sign(self, tx: dict) -> tuple[str, str]:
+        """The signed raw transaction and its hash, both 0x-hex."""
+        if self._key:
+            from eth_account import Account
+
+            signed = Account.sign_transaction(tx, self._key)
+            return "0x" + bytes(signed.raw_transaction).hex(), "0x" + bytes(signed.hash).hex()
+        import ape
+
+        fields = {"chain_id": tx["chainId"], "nonce": tx["nonce"], "receiver": tx["to"], "sender": self.address,
+                  "data": tx["data"], "gas_limit": tx["gas"], "value": 0}  # fmt: skip
+        if "gasPrice" in tx:
+            fields.update(gas_price=tx["gasPrice"], type=0)
+        else:
+            fields.update(max_fee=tx["maxFeePerGas"], max_priority_fee=tx["maxPriorityFeePerGas"], type=2)
+        txn = ape.chain.provider.network.ecosystem.create_transaction(**fields)
+        signed = self.account.sign_transaction(txn)
+        if signed is None:
+            raise LedgerError(f"account {self.address} declined to sign")
+        return "0x" + bytes(signed.serialize_transaction()).hex(), "0x" + bytes(signed.txn_hash).hex()
+
+
+@dataclass
+class InFlight:
+    key: Any
+    nonce: int
+    raw: str
+    tx_hash: str
+    gas: int
+
+
+@dataclass(frozen=True)
+class Done:
+    key: Any
+    receipt: Receipt | None  # None: never mined (its nonce went to another transaction)
+    ok: bool  # status 1
+    gas_limit: int
+
+
+class Pipeline:
+    """Transactions from one account with up to ``window`` in flight (sent, not yet mined).
+
+    Nonces are assigned here, in order, so the node mines them in the order they were submitted. A
+    transaction that reverts still uses its nonce: the ones after it are unaffected and the caller
+    decides what the revert means (:class:`Done` ``ok=False``). Waiting has the same guards as
+    :class:`Transactor`: a transaction the node no longer knows is sent again (same bytes), the local
+    dev chain is nudged with a block when transactions sit in its pool, and after ``timeout`` seconds
+    without progress the run stops with :class:`TransactionStalled`.
+    """
+
+    def __init__(self, transactor: Transactor, signer: Signer, chain_id: int, *, window: int | None = None):
+        self.rpc = transactor.rpc
+        self.transactor = transactor
+        self.policy = transactor.policy
+        self.signer = signer
+        self.chain_id = chain_id
+        self.window = max(1, window or self.policy.window)
+        self.max_fee, self.priority_fee = self.policy.max_fee, self.policy.priority_fee
+        self.inflight: list[InFlight] = []
+        self._nonce: int | None = None
+        self._fees: dict | None = None
+        self._fees_at = 0.0
+
+    def reset_nonce(self) -> None:
+        """Read the account's nonce from the node again before the next submission (call when idle)."""
+        self._nonce = None
+
+    def _fee_fields(self) -> dict:
+        now = time.monotonic()
+        if self._fees is None or now - self._fees_at > 30:
+            block = self.rpc.request("eth_getBlockByNumber", ["latest", False])
+            base = block.get("baseFeePerGas")
+            if base is None:  # a chain without EIP-1559 (some permissioned networks)
+                price = self.max_fee if self.max_fee is not None else int(self.rpc.request("eth_gasPrice"), 16)
+                self._fees = {"gasPrice": price}
+            else:
+                priority = self.priority_fee
+                if priority is None:
+                    try:
+                        priority = int(self.rpc.request("eth_maxPriorityFeePerGas"), 16)
+                    except RpcError:
+                        priority = 10**9
+                max_fee = self.max_fee if self.max_fee is not None else 2 * int(base, 16) + priority
+                self._fees = {"maxFeePerGas": max_fee, "maxPriorityFeePerGas": min(priority, max_fee)}
+            self._fees_at = now
+        return self._fees
+
+    def submit(self, key: Any, to: str, data: bytes, gas: int) -> list[Done]:
+        """Send one transaction (waiting first while the window is full); what landed meanwhile."""
+        done: list[Done] = []
+        while len(self.inflight) >= self.window:
+            done += self.poll(wait=True)
+        if self._nonce is None:
+            self._nonce = int(self.rpc.request("eth_getTransactionCount", [self.signer.address, "pending"]), 16)
+        tx = {"chainId": self.chain_id, "nonce": self._nonce, "to": to, "data": data, "gas": gas, "value": 0,
+              **self._fee_fields()}  # fmt: skip
+        if "maxFeePerGas" in tx:
+            tx["type"] = 2
+        raw, tx_hash = self.signer.sign(tx)
+        try:
+            self.rpc.request("eth_sendRawTransaction", [raw])
+        except RpcError as err:
+            text = str(err).lower()
+            if not ("already known" in text or "known transaction" in text):
+                if any(marker in text for marker in NONCE_TAKEN):
+                    self._nonce = None
+                    taken = f"nonce {tx['nonce']} of {self.signer.address} was taken by another transaction"
+                    raise NonceTaken(taken) from None
+                raise
+        self._nonce += 1
+        self.inflight.append(InFlight(key, tx["nonce"], raw, tx_hash, gas))
+        return done + self.poll(wait=False)
+
+    def _receipt(self, flight: InFlight) -> dict | None:
+        return self.rpc.request("eth_getTransactionReceipt", [flight.tx_hash])
+
+    def drain(self) -> list[Done]:
+        """Wait for every transaction in flight."""
+        done: list[Done] = []
+        while self.inflight:
+            done += self.poll(wait=True)
+        return done
+
+    def poll(self, *, wait: bool) -> list[Done]:
+        """Receipts of transactions in flight, in nonce order (with ``wait``: at least one)."""
+        start = time.monotonic()
+        next_check = start + self.policy.recheck
+        pause = 0.002
+        while True:
+            receipts = self.rpc.batch([("eth_getTransactionReceipt", [f.tx_hash]) for f in self.inflight])
+            done = []
+            still = []
+            for flight, receipt in zip(self.inflight, receipts, strict=True):
+                if receipt is not None and receipt.get("blockNumber"):
+                    done.append(
+                        Done(
+                            flight.key,
+                            Receipt(
+                                tx_hash=flight.tx_hash,
+                                block=int(receipt["blockNumber"], 16),
+                                block_hash=receipt["blockHash"],
+                                gas_used=int(receipt["gasUsed"], 16),
+                            ),
+                            int(receipt["status"], 16) == 1,
+                            flight.gas,
+                        )
+                    )
+                else:
+                    still.append(flight)
+            self.inflight = still
+            if done or not wait or not still:
+                return done
+            now = time.monotonic()
+            if now - start > self.policy.timeout:
+                raise TransactionStalled(
+                    f"{len(still)} transactions (first {still[0].tx_hash}) were not mined within "
+                    f"{self.policy.timeout:g} s at {self.rpc.url}; run the same command again "
+                    f"(nothing is settled twice)"
+                )
+            if now >= next_check:
+                next_check = now + self.policy.recheck
+                known = self.rpc.batch([("eth_getTransactionByHash", [f.tx_hash]) for f in still])
+                lost = []
+                for flight, tx in zip(still, known, strict=True):
+                    if tx is None:  # dropped: the same signed bytes again (same nonce: lands at most once)
+                        self.transactor.resent += 1
+                        try:
+                            self.rpc.request("eth_sendRawTransaction", [flight.raw])
+                        except RpcError as err:
+                            text = str(err).lower()
+                            if any(marker in text for marker in NONCE_TAKEN) and self._receipt(flight) is None:
+                                lost.append(flight)  # its nonce went to another transaction: never mined
+                if lost:
+                    self.inflight = [f for f in still if f not in lost]
+                    self._nonce = None
+                    return [Done(f.key, None, False, f.gas) for f in lost]
+                if self.policy.kick and any(tx is not None for tx in known):
+                    self.transactor.kicks += 1  # Anvil's automine can stall under bursts: mine a block
+                    self.rpc.request("evm_mine", [])
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)

@@ -277,7 +277,7 @@ def list_(app: App, as_json):
     from ledger.services.alliances import alliance_names
 
     rows = []
-    with app.session() as s:
+    with app.reader() as s:
         for name in alliance_names(s.chain, s.record.block):
             agreement = s.chain.agreement(name)
             version = agreement.active_version or agreement.latest_version

@@ -37,12 +37,24 @@ class App:
             _quiet_ape(self.debug)
             yield Session(self.settings, deployed)
 
+    @contextmanager
+    def reader(self) -> Iterator[Session]:
+        """A read-only session. On the local chain it reads straight over JSON-RPC, without starting Ape
+        (about 3 s less per command); elsewhere it goes through Ape's network like :meth:`session`."""
+        if not self.settings.is_local:
+            with self.session() as s:
+                yield s
+            return
+        yield Session(self.settings, rpc_url=self.settings.node_url)
+
 
 @dataclass
 class Session:
     settings: Settings
     needs_deployment: bool = True
     _decimals: dict[str, int] = field(default_factory=dict)
+    _symbols: dict[str, str] = field(default_factory=dict)
+    rpc_url: str | None = None  # a read-only session straight over JSON-RPC (App.reader)
 
     def __post_init__(self):
         if self.needs_deployment:
@@ -56,11 +68,34 @@ class Session:
 
     @cached_property
     def _opened(self):
+        if self.rpc_url:
+            return self._open_over_rpc()
         from ledger.services.deploy import open_deployment
 
         chain, record = open_deployment(self.store)
         chain.policy = self.settings.tx_policy()
         return chain, record
+
+    def _open_over_rpc(self):
+        from ledger.chain.ledger import LedgerChain
+        from ledger.chain.rpc import HttpRpc
+        from ledger.errors import ChainUnavailable
+
+        rpc = HttpRpc(self.rpc_url)
+        try:
+            chain_id = int(rpc.request("eth_chainId"), 16)
+        except ChainUnavailable:
+            raise ChainUnavailable(
+                f"the local chain is not running at {self.rpc_url}; start it with `ledger chain up`"
+            ) from None
+        record = self.store.load(chain_id)
+        if record is None:
+            raise ChainUnavailable(f"no deployment recorded for chain {chain_id} in {self.store.folder}; deploy first")
+        if rpc.request("eth_getCode", [record.ledger, "latest"]) in ("0x", "0x0", None):
+            raise ChainUnavailable(
+                f"chain {chain_id} has no contract at {record.ledger} (a fresh chain?); deploy again"
+            )
+        return LedgerChain.over_rpc(record.ledger, self.rpc_url), record
 
     @property
     def chain(self):
@@ -99,14 +134,20 @@ class Session:
 
     def decimals(self, token: str) -> int:
         if token not in self._decimals:
-            self._decimals[token] = int(self.chain.token_at(token).decimals())
+            from ledger.chain.ledger import ERC20
+
+            self._decimals[token] = int(self.chain.call(token, ERC20["decimals"]))
         return self._decimals[token]
 
     def symbol(self, token: str) -> str:
-        try:
-            return str(self.chain.token_at(token).symbol())
-        except Exception:  # noqa: BLE001 - a token without symbol() is shown by address
-            return token[:10]
+        if token not in self._symbols:
+            from ledger.chain.ledger import ERC20
+
+            try:
+                self._symbols[token] = str(self.chain.call(token, ERC20["symbol"]))
+            except Exception:  # noqa: BLE001 - a token without symbol() is shown by address
+                self._symbols[token] = token[:10]
+        return self._symbols[token]
 
     def units(self, amount: int, token: str) -> str:
         from ledger.money import format_amount

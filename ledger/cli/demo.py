@@ -156,14 +156,14 @@ def _run(s, csv_path, count: int) -> None:
         click.echo(f"period {PERIOD} is already closed; its revenue was settled before")
     else:
         work, skipped = settler.prepare(events)
-        needed = sum(e.amount for item in work for e in item.events)
+        needed = sum(item.amount for item in work)
         have = chain.token_balance(token, roles["finance"].address)
         if have < needed:
             from ledger.chain.ledger import contract_errors
 
             with contract_errors():
                 chain.token.mint(roles["finance"].address, needed - have, sender=roles["finance"])
-        total = sum(len(item.events) for item in work)
+        total = sum(item.count for item in work)
         with click.progressbar(length=max(total, 1), label="settling", file=click.get_text_stream("stderr")) as bar:
             summary = settler.run(prepared=(work, skipped), progress=bar.update)
         click.echo(

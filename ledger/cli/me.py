@@ -55,7 +55,7 @@ def list_(app: App, as_json):
     Example:
       ledger me list
     """
-    with app.session() as s:
+    with app.reader() as s:
         mes = s.chain.mes()
     names = {m.id: m.name for m in mes}
     if as_json:
@@ -85,7 +85,7 @@ def show(app: App, name, as_json):
     """
     from ledger.services.alliances import alliance_names
 
-    with app.session() as s:
+    with app.reader() as s:
         me_ = s.chain.me(s.chain.me_id_by_name(name))
         parent = s.chain.me(me_.parent).name if me_.parent else ""
         memberships = []

@@ -64,15 +64,13 @@ def payouts(app: App, me_name, alliance, period_number, fmt, output):
     """
     from ledger.services.reports import payouts as read_payouts
 
-    with app.session() as s:
+    with app.reader() as s:
         if me_name:
             s.chain.me_id_by_name(me_name)  # an unknown ME is an error, not an empty report
         if alliance:
             s.chain.agreement(alliance)
-        import ape
-
         # No payout from a block that is not final yet (the confirmation depth: 0 locally).
-        final = max(0, ape.chain.blocks.height - app.settings.confirmation_depth)
+        final = max(0, s.chain.head() - app.settings.confirmation_depth)
         lines = read_payouts(
             s.chain, from_block=s.record.block, to_block=final, me=me_name, alliance=alliance, period=period_number
         )
@@ -142,7 +140,7 @@ def balance(app: App, name, as_json):
     """
     from ledger.services.reports import balances
 
-    with app.session() as s:
+    with app.reader() as s:
         report = balances(s.chain, from_block=s.record.block, extra_tokens=[s.record.token] if s.record.token else [])
         if name:
             me_id = s.chain.me_id_by_name(name)

@@ -35,14 +35,14 @@ def settle(app: App, file: Path, dry_run, as_json, account_alias):
       ledger settle revenue-2026-11.csv
     """
     from ledger.errors import InputError, LedgerError
-    from ledger.revenue_file import check_file, check_start, problem_row, read_rows, to_events
+    from ledger.revenue_file import SpooledEvents, check_file, check_start
     from ledger.services.settlement import InsufficientFunds, Settler, Summary, preview
 
     try:
         check_start(file)  # an empty file or a bad header is refused before connecting
     except InputError as err:
         raise InputError(err.problems, source=file.name) from None
-    with app.session() as s:
+    with app.session() as s, SpooledEvents() as spool:
         tokens: dict[str, str] = {}
 
         def decimals_of(name: str) -> int:
@@ -50,27 +50,23 @@ def settle(app: App, file: Path, dry_run, as_json, account_alias):
                 tokens[name] = s.chain.agreement(name).token
             return s.decimals(tokens[name])
 
-        # First the file alone, streamed with bounded memory (a 1 GB file with a bad row 48,211 is
-        # refused without loading it); then, when it is sound, the events against the chain.
-        problems, total = check_file(file, decimals_of)
+        # First the file alone, read once as a stream with bounded memory (a 1 GB file with a bad row
+        # 48,211 is refused without loading it); its sound rows go to a spool on disk, by alliance. When
+        # the file is sound, the events are checked against the chain one alliance at a time.
+        problems, total = check_file(file, decimals_of, spool=spool)
         if problems:
             raise InputError(problems, source=file.name, total=total)
-        rows, problems = read_rows(file)
-        events = to_events(rows, decimals_of, problems)
         finance = s.role_account("finance", account_alias)
         settler = Settler(s.chain, finance, batch_gas=app.settings.batch_gas, from_block=s.record.block)
-        prepared = None
         try:
-            prepared = settler.prepare(events)
+            prepared = settler.prepare(spool)
         except InputError as err:
-            problems = problems + err.problems
-        if problems:
-            raise InputError(sorted(problems, key=problem_row), source=file.name)
+            raise InputError(err.problems, source=file.name) from None
         work, skipped = prepared
         if dry_run:
             _print_preview(s, preview(s.chain, work), skipped, as_json)
             return
-        total = sum(len(item.events) for item in work)
+        total = sum(item.count for item in work)
         summary = Summary()
         try:
             settler.check_funds(work)
@@ -81,7 +77,8 @@ def settle(app: App, file: Path, dry_run, as_json, account_alias):
                 f"this file needs {s.units(err.need, err.token)}: fund it first{hint}"
             ) from None
         if total == 0:
-            _print_summary(s, summary, len(events), as_json, file)
+            summary.skipped = skipped
+            _print_summary(s, summary, len(spool), as_json, file)
             return
         try:
             with click.progressbar(length=total, label="settling", file=click.get_text_stream("stderr"),
@@ -94,7 +91,7 @@ def settle(app: App, file: Path, dry_run, as_json, account_alias):
                 err=True,
             )
             raise click.exceptions.Exit(130) from None
-        _print_summary(s, summary, len(events), as_json, file)
+        _print_summary(s, summary, len(spool), as_json, file)
 
 
 def _print_summary(s, summary, count: int, as_json: bool, file: Path) -> None:
@@ -133,7 +130,7 @@ def _print_preview(s, rows: list[dict], skipped, as_json: bool) -> None:
 
         echo_json({
             "dry_run": True,
-            "events_skipped_already_settled": len(skipped),
+            "events_skipped_already_settled": skipped,
             "credits": [{**row, "me": names[row["me_id"]],
                          **{k: s.units(row[k], tokens[row["alliance"]]) for k in ("base", "excess", "total")}}
                         for row in rows],
@@ -142,7 +139,7 @@ def _print_preview(s, rows: list[dict], skipped, as_json: bool) -> None:
     from .output import table
 
     if not rows:
-        click.echo(f"dry run: nothing new to settle ({len(skipped)} events were settled before)")
+        click.echo(f"dry run: nothing new to settle ({skipped} events were settled before)")
         return
     lines = []
     for row in rows:
@@ -151,6 +148,6 @@ def _print_preview(s, rows: list[dict], skipped, as_json: bool) -> None:
                       s.units(row["excess"], token), s.units(row["total"], token)])  # fmt: skip
     click.echo(table(["alliance", "period", "ME", "up to target", "above target", "total"], lines, right={1, 3, 4, 5}))
     click.echo(
-        f"dry run: nothing was sent. {len(skipped)} events skipped as already settled. Each event is split by "
+        f"dry run: nothing was sent. {skipped} events skipped as already settled. Each event is split by "
         f"the rotating rounding rule (README), so every event's credits add up to it exactly."
     )

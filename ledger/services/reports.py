@@ -33,22 +33,32 @@ def payouts(
     (default: the head) leaves out blocks that are not yet final: pass head - confirmation depth."""
     topic1 = [chain.agreement_id(alliance)] if alliance else None
     kwargs = {"page_size": page_size} if page_size else {}
-    totals: dict[tuple[bytes, int, int, str], int] = defaultdict(int)
-    terms_cache: dict[tuple[bytes, int], object] = {}
+    # One pass over the logs, summing credit vectors per (agreement, version, period); the parties of
+    # each version are resolved afterwards, all versions at once.
+    vectors: dict[tuple[bytes, int, int], tuple[list[int], list[int]]] = {}
     for log in chain.logs(["PartiesCredited"], from_block=from_block, to_block=to_block, topic1=topic1, **kwargs):
         args = log.args
         if period is not None and args["period"] != period:
             continue
-        key = (args["agreementId"], args["version"])
-        if key not in terms_cache:
-            terms_cache[key] = chain.terms_of(*key)
-        parties = terms_cache[key].parties
-        for tier, credits in (("base", args["baseCredits"]), ("excess", args["excessCredits"])):
+        key = (args["agreementId"], args["version"], args["period"])
+        base, excess = args["baseCredits"], args["excessCredits"]
+        if key not in vectors:
+            vectors[key] = ([0] * len(base), [0] * len(excess))
+        sums = vectors[key]
+        for i, amount in enumerate(base):
+            sums[0][i] += amount
+        for i, amount in enumerate(excess):
+            sums[1][i] += amount
+    terms_of = chain.terms_of_many([(aid, version) for aid, version, _ in vectors], from_block=from_block)
+    totals: dict[tuple[bytes, int, int, str], int] = defaultdict(int)
+    for (aid, version, p), (base, excess) in vectors.items():
+        parties = terms_of[(aid, version)].parties
+        for tier, credits in (("base", base), ("excess", excess)):
             for me_id, amount in zip(parties, credits, strict=True):
                 if amount:
-                    totals[(args["agreementId"], args["period"], me_id, tier)] += amount
+                    totals[(aid, p, me_id, tier)] += amount
     names = {m.id: m.name for m in chain.mes()} if totals else {}
-    tokens = {aid: terms.token for (aid, _), terms in terms_cache.items()}
+    tokens = {aid: terms.token for (aid, _), terms in terms_of.items()}
     lines = [
         PayoutLine(
             alliance=bytes32_to_text(aid),
@@ -110,8 +120,7 @@ def balances(chain, *, from_block: int = 0, extra_tokens: list[str] = ()) -> Bal
     checks = []
     for token in tokens:
         total = 0
-        for me in mes:
-            amount = chain.balance_of(me.id, token)
+        for me, amount in zip(mes, chain.balances_of([me.id for me in mes], token), strict=True):
             total += amount
             if amount:
                 rows.append(

@@ -10,13 +10,14 @@ the remaining work and carries on.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ledger import money
+from ledger.chain.transact import NonceTaken
 from ledger.errors import ContractRevert, InputError, LedgerError
 from ledger.models import (
     Agreement,
@@ -27,6 +28,7 @@ from ledger.models import (
     bytes32_to_text,
     text_to_bytes32,
 )
+from ledger.revenue_file import problem_row
 
 DEFAULT_BATCH_GAS = 12_000_000
 MAX_BATCH_EVENTS = 1_000
@@ -71,11 +73,39 @@ class Landed:
     token: str
 
 
+class InMemoryEvents:
+    """Events held in memory, grouped by alliance (file order kept): the event source of callers that
+    already have a list. ``ledger settle`` uses a :class:`ledger.revenue_file.SpooledEvents` instead."""
+
+    def __init__(self, events: Iterable[RevenueEvent]):
+        self._by_alliance: dict[str, list[RevenueEvent]] = defaultdict(list)
+        for event in events:
+            self._by_alliance[event.alliance].append(event)
+
+    def alliances(self) -> list[str]:
+        return sorted(self._by_alliance)
+
+    def events(self, alliance: str) -> list[RevenueEvent]:
+        return list(self._by_alliance.get(alliance, ()))
+
+
 @dataclass
 class AllianceWork:
+    """One alliance's part of a run: what is left to settle, read from the source when it is needed."""
+
     agreement: Agreement
     terms: Terms
-    events: list[RevenueEvent]
+    source: object  # InMemoryEvents | SpooledEvents
+    settled: dict  # reference -> SettledRecord of this agreement, as read in prepare
+    count: int  # events to settle
+    amount: int  # their sum, base units
+
+    @property
+    def events(self) -> list[RevenueEvent]:
+        """The events to settle in settlement order (the ones settled before left out)."""
+        return order_for_settlement(
+            e for e in self.source.events(self.agreement.name) if e.reference not in self.settled
+        )
 
 
 class Summary(BaseModel):
@@ -149,7 +179,9 @@ class Settler:
         batch_gas: int = DEFAULT_BATCH_GAS,
         batch_size: int | None = None,
         from_block: int = 0,
+        window: int | None = None,
     ):
+        self.window = window  # transactions in flight at once; None: the chain's policy (LEDGER_TX_WINDOW)
         self.chain = chain
         self.finance = finance
         self.batch_gas = batch_gas
@@ -172,87 +204,114 @@ class Settler:
                 )
         return records
 
-    def prepare(self, events: Sequence[RevenueEvent]) -> tuple[list[AllianceWork], list[RevenueEvent]]:
-        """Validate every event against the chain. Returns the work to do and the events to skip.
+    def prepare(self, events) -> tuple[list[AllianceWork], int]:
+        """Validate every event against the chain. Returns the work to do and how many events were
+        settled before (and are skipped). ``events`` is a list of events or an event source
+        (:class:`InMemoryEvents`, :class:`ledger.revenue_file.SpooledEvents`): one alliance's events are
+        in memory at a time.
 
         Raises :class:`InputError` listing every problem (by row) when anything is wrong: nothing is
         sent in that case.
         """
-        problems = find_duplicates(events)
-        by_alliance: dict[str, list[RevenueEvent]] = defaultdict(list)
-        for event in events:
-            by_alliance[event.alliance].append(event)
-        agreements: dict[str, Agreement] = {}
-        for name in sorted(by_alliance):
+        source = events if hasattr(events, "alliances") else InMemoryEvents(events)
+        problems: list[str] = []
+        if not hasattr(events, "alliances"):  # a file's references were checked for repeats already
+            problems += find_duplicates(events)
+        names = source.alliances()
+        ids: dict[str, bytes] = {}
+        for name in names:
             try:
-                agreements[name] = self.chain.agreement(name)
+                ids[name] = self.chain.agreement_id(name)
             except LedgerError as err:
-                problems.append(f"{_rows([e.row for e in by_alliance[name]])}: {err}")
-
+                problems.append(f"{_rows([e.row for e in source.events(name)])}: {err}")
+        agreements: dict[str, Agreement] = {}
+        for name, found in zip(ids, self.chain.agreements(list(ids.values())), strict=True):
+            if found is None:
+                problems.append(f"{_rows([e.row for e in source.events(name)])}: no alliance named {name!r}")
+            else:
+                agreements[name] = found
         ids = {name: a.id for name, a in agreements.items()}
-        # Read after the agreements (and so their cursors): see `_settle_alliance`.
+        # Read after the agreements (and so their cursors): see `_send`.
         settled = self.settled_references()
-        known = [e for e in events if e.alliance in ids]
-        todo, skipped, conflicts = classify(known, settled, ids)
-        problems += conflicts
-        todo_by_alliance: dict[str, list[RevenueEvent]] = defaultdict(list)
-        for event in todo:
-            todo_by_alliance[event.alliance].append(event)
+
+        # One alliance at a time: what is left to do, and the rows behind each kind of problem.
+        todo: dict[str, tuple[int, int, list[int]]] = {}  # name -> (count, amount, first rows)
+        periods: dict[tuple[str, int], list[int]] = {}  # (alliance, period) -> first rows still to settle
+        skipped = 0
+        for name in agreements:
+            count = amount = 0
+            rows: list[int] = []
+            for event in source.events(name):
+                record = settled.get(event.reference)
+                if record is None:
+                    count += 1
+                    amount += event.amount
+                    if len(rows) < 6:
+                        rows.append(event.row)
+                    where = periods.setdefault((name, event.period), [])
+                    if len(where) < 6:
+                        where.append(event.row)
+                elif (record.agreement_id, record.amount, record.period) == (ids[name], event.amount, event.period):
+                    skipped += 1
+                else:
+                    problems.append(
+                        f"row {event.row}: reference {event.reference!r} was already settled "
+                        f"(seq {record.seq}) with a different alliance, amount or period"
+                    )
+            if count:
+                todo[name] = (count, amount, rows)
+
         # Only events still to settle need a live alliance; ones settled before are skipped whatever
         # happened to their alliance since.
-        terms: dict[str, Terms] = {}
-        for name, pending in todo_by_alliance.items():
-            agreement, where = agreements[name], _rows([e.row for e in pending])
+        live = {}
+        for name, (_, _, rows) in todo.items():
+            agreement = agreements[name]
             if agreement.status != AgreementStatus.ACTIVE:
-                problems.append(f"{where}: alliance {name!r} is {agreement.status.name.lower()}, not active")
-                continue
-            terms[name] = self.chain.terms_of(agreement.id, agreement.active_version)
-            for me_id in terms[name].parties:
-                me = self.chain.me(me_id)
-                if me.status != MEStatus.ACTIVE:
-                    problems.append(f"{where}: alliance {name!r} names dissolved ME {me.name!r}; amend it first")
+                problems.append(f"{_rows(rows)}: alliance {name!r} is {agreement.status.name.lower()}, not active")
+            else:
+                live[name] = agreement
+        terms = self.chain.terms_of_many([(a.id, a.active_version) for a in live.values()], from_block=self.from_block)
+        terms = {name: terms[(a.id, a.active_version)] for name, a in live.items()}
+        parties = sorted({me_id for t in terms.values() for me_id in t.parties})
+        dissolved = {me.id: me.name for me in self.chain.mes_by_id(parties) if me.status != MEStatus.ACTIVE}
+        for name, t in terms.items():
+            for me_id in t.parties:
+                if me_id in dissolved:
+                    problems.append(
+                        f"{_rows(todo[name][2])}: alliance {name!r} names dissolved ME {dissolved[me_id]!r}; "
+                        f"amend it first"
+                    )
         # A closed period refuses new revenue; events settled into it before are simply skipped.
-        closed_rows: dict[tuple[str, int], list[int]] = {}
-        for event in todo:
-            if event.alliance not in terms:
-                continue
-            key = (event.alliance, event.period)
-            if key not in closed_rows:
-                closed_rows[key] = [] if self.chain.period(ids[event.alliance], event.period)[1] else None
-            if closed_rows[key] is not None:
-                closed_rows[key].append(event.row)
-        problems += [
-            f"{_rows(rows)}: period {period} of alliance {alliance!r} is closed"
-            for (alliance, period), rows in closed_rows.items()
-            if rows
-        ]
+        keys = [key for key in periods if key[0] in live]
+        for (name, period), (_, closed) in zip(
+            keys, self.chain.periods([(ids[name], period) for name, period in keys]), strict=True
+        ):
+            if closed:
+                problems.append(f"{_rows(periods[(name, period)])}: period {period} of alliance {name!r} is closed")
         if problems:
-            raise InputError(problems)
+            raise InputError(sorted(problems, key=problem_row))
         return [
-            AllianceWork(agreement, terms[name], order_for_settlement(todo_by_alliance[name]))
-            for name, agreement in agreements.items()
-            if name in todo_by_alliance
+            AllianceWork(agreements[name], terms[name], source, settled, todo[name][0], todo[name][1]) for name in live
         ], skipped
 
     # -- submitting ---------------------------------------------------------------------------------
 
     def run(
         self,
-        events: Sequence[RevenueEvent] = (),
+        events=(),
         progress: Callable[[int], None] | None = None,
         *,
-        prepared: tuple[list[AllianceWork], list[RevenueEvent]] | None = None,
+        prepared: tuple[list[AllianceWork], int] | None = None,
         summary: Summary | None = None,
     ) -> Summary:
         """Settle ``events`` (or the result of :meth:`prepare` on them). ``summary`` is filled in as
         batches land, so a caller that is interrupted still knows what was done."""
         work, skipped = prepared if prepared is not None else self.prepare(events)
         summary = summary if summary is not None else Summary()
-        summary.skipped += len(skipped)
+        summary.skipped += skipped
         self._fund(work)
         landed: list[Landed] = []
-        for item in work:
-            self._settle_alliance(item, summary, progress, landed)
+        self._send(work, summary, progress, landed)
         self._confirm(landed, summary)
         return summary
 
@@ -278,8 +337,7 @@ class Settler:
             work, _ = self.prepare(events)  # what the chain no longer holds (a batch may have come back)
             self._fund(work)
             landed = []
-            for item in work:
-                self._settle_alliance(item, summary, None, landed)
+            self._send(work, summary, None, landed)
         raise LedgerError(
             f"settlement batches were reorganised out {MAX_REORG_ROUNDS} times in a row; run the same command "
             f"again later (nothing is settled twice)"
@@ -289,7 +347,7 @@ class Settler:
         """What ``work`` moves per token; raises :class:`InsufficientFunds` if the finance account holds less."""
         needed: dict[str, int] = defaultdict(int)
         for item in work:
-            needed[item.agreement.token] += sum(e.amount for e in item.events)
+            needed[item.agreement.token] += item.amount
         for token, amount in needed.items():
             have = self.chain.token_balance(token, self.finance.address)
             if have < amount:
@@ -300,60 +358,192 @@ class Settler:
         for token, amount in self.check_funds(work).items():
             self.chain.ensure_allowance(token, self.finance, amount)
 
-    def _settle_alliance(
-        self, item: AllianceWork, summary: Summary, progress, landed: list[Landed] | None = None
-    ) -> None:
-        landed = [] if landed is None else landed
-        size = self.batch_size or batch_size_for(len(item.terms.parties), self.batch_gas)
-        remaining = list(item.events)
-        # The cursor read *before* the settled references were read: every batch settled below it is in
-        # that view, so nothing in `remaining` was settled below it. Submitting at this cursor is safe;
-        # if the chain moved on since, the contract refuses the batch and we re-read.
-        cursor = item.agreement.next_seq
-        retries = 0
-        while remaining:
-            batch = remaining[:size]
-            try:
-                receipt = self.chain.settle(
-                    item.agreement.id,
-                    item.agreement.active_version,
-                    cursor,
-                    item.terms,
-                    [text_to_bytes32(e.reference) for e in batch],
-                    [e.entry for e in batch],
-                    sender=self.finance,
-                    confirm=False,  # confirmed together at the end of the run
-                )
-            except ContractRevert as err:
-                if err.name not in RETRYABLE or retries >= MAX_CONFLICT_RETRIES:
-                    raise
-                retries += 1
-                if err.name == "ERC20InsufficientAllowance":
-                    # Another run with the same finance account spent the allowance this run approved
-                    # (approve sets, it does not add): raise it by what this alliance still needs.
-                    summary.retries += 1
-                    token = item.agreement.token
-                    have = self.chain.allowance(token, self.finance.address)
-                    self.chain.ensure_allowance(token, self.finance, have + sum(e.amount for e in remaining))
-                    continue
-                # Someone else settled this alliance meanwhile: drop what they settled, carry on.
+    def _send(self, work: list[AllianceWork], summary: Summary, progress, landed: list[Landed]) -> None:
+        """Send every alliance's batches through one pipeline (up to ``window`` transactions in flight).
+
+        Within an alliance, batch k+1 is sent before batch k is mined, at the cursor batch k leaves;
+        the nonce order makes the node apply them in that order. When a batch reverts, the ones after
+        it in that alliance revert too (out of sequence): the first failed batch's reason is the
+        alliance's, found by running its call again once nothing of the alliance is in flight.
+        Retryable reasons (another run moved the cursor or spent the allowance) re-read the chain and
+        settle the rest; any other is reported after every other alliance has been settled, so one
+        alliance's failure neither stops nor hides another's.
+        """
+        budget = min(self.batch_gas, self._block_gas_limit() // 2)
+        pipeline = self.chain.pipeline(self.finance, self.window)
+        keep = bool(getattr(self.chain.policy, "confirmations", 0))  # receipts kept for the reorg check
+        queue = deque(_Run(item) for item in work)
+        failures: list[ContractRevert] = []
+
+        def landed_batches(done_list) -> None:
+            for done in done_list:
+                run, batch, first_seq, data = done.key
+                run.inflight -= 1
+                if done.ok:
+                    run.ours.update(e.reference for e in batch)
+                    amount = sum(e.amount for e in batch)
+                    token = run.item.agreement.token
+                    summary.settled += len(batch)
+                    summary.batches += 1
+                    summary.gas_used += done.receipt.gas_used
+                    summary.moved[token] = summary.moved.get(token, 0) + amount
+                    if keep:
+                        landed.append(Landed(done.receipt, batch, token))
+                    if progress:
+                        progress(len(batch))
+                elif run.failed is None or first_seq < run.failed[0]:
+                    run.failed = (first_seq, data, done)
+                if run.inflight == 0 and run.failed is not None:
+                    resolve(run)
+
+        def resolve(run: _Run) -> None:
+            """The run's first failed batch: why, and whether to carry on."""
+            first_seq, data, done = run.failed
+            run.failed, run.unsent = None, []
+            if done.receipt is None:  # never mined: its nonce went to another transaction
+                err = ContractRevert("NonceTaken", {}, "the transaction's nonce was used by another one")
+            elif done.receipt.gas_used >= done.gas_limit:
+                err = ContractRevert("OutOfGas", {}, f"batch at seq {first_seq} ran out of gas")
+                run.gas_factor *= 2
+            else:
+                try:
+                    self.chain.simulate(self.finance.address, data)
+                    err = ContractRevert("Reverted", {}, f"batch at seq {first_seq} reverted (transaction "
+                                         f"{done.receipt.tx_hash}); it would pass now")  # fmt: skip
+                except ContractRevert as reason:
+                    err = reason
+            if err.name in RETRYABLE + ("NonceTaken", "OutOfGas", "Reverted") and run.retries < MAX_CONFLICT_RETRIES:
+                run.retries += 1
                 summary.retries += 1
-                cursor = self.chain.agreement(item.agreement.id).next_seq  # first the cursor, then the logs
-                settled = self.settled_references([item.agreement.id])
-                before = len(remaining)
-                remaining = [e for e in remaining if e.reference not in settled]
-                summary.skipped += before - len(remaining)
+                run.resync = err.name
+                if not run.queued:
+                    run.queued = True
+                    queue.append(run)
+            else:
+                failures.append(_in_alliance(run.item.agreement.name, err))
+
+        while queue or pipeline.inflight:
+            if not queue:
+                landed_batches(pipeline.poll(wait=True))
                 continue
-            cursor += len(batch)
-            remaining = remaining[size:]
-            summary.settled += len(batch)
-            summary.batches += 1
-            summary.gas_used += int(receipt.gas_used)
-            token = item.agreement.token
-            landed.append(Landed(receipt, batch, token))
-            summary.moved[token] = summary.moved.get(token, 0) + sum(e.amount for e in batch)
-            if progress:
-                progress(len(batch))
+            run = queue[0]
+            if run.failed is not None:
+                # Wait for this alliance's batches in flight before deciding anything about it.
+                if len(queue) > 1:
+                    queue.rotate(-1)
+                else:
+                    landed_batches(pipeline.poll(wait=True))
+                continue
+            if run.resync:
+                self._resync(run, summary, pipeline)
+            if run.unsent is None:
+                run.start(self.batch_size or batch_size_for(len(run.item.terms.parties), budget))
+            if not run.unsent:
+                queue.popleft().queued = False
+                continue
+            batch = run.unsent[: run.size]
+            data = self.chain.settle_data(
+                run.agreement_id, run.item.agreement.active_version, run.cursor, run.item.terms,
+                [text_to_bytes32(e.reference) for e in batch], [e.entry for e in batch],
+            )  # fmt: skip
+            if run.simulate:  # the alliance's first batch of this round: refuse before sending
+                run.simulate = False
+                try:
+                    self.chain.simulate(self.finance.address, data)
+                except ContractRevert as err:
+                    if err.name in RETRYABLE and run.retries < MAX_CONFLICT_RETRIES:
+                        run.retries += 1
+                        summary.retries += 1
+                        run.resync = err.name
+                    else:
+                        failures.append(_in_alliance(run.item.agreement.name, err))
+                        queue.popleft().queued = False
+                    continue
+            gas = batch_gas_limit(len(batch), len(run.item.terms.parties), run.gas_factor)
+            try:
+                done = pipeline.submit((run, batch, run.cursor, data), self.chain.address, data, gas)
+            except NonceTaken:
+                # Another process used this account's nonce: let ours land, then re-read everything.
+                landed_batches(pipeline.drain())
+                pipeline.reset_nonce()
+                summary.retries += 1
+                run.resync = "NonceTaken"
+                continue
+            run.inflight += 1
+            run.cursor += len(batch)
+            run.unsent = run.unsent[run.size :]
+            landed_batches(done)
+        if failures:
+            if len(failures) == 1:
+                raise failures[0]
+            raise LedgerError(
+                f"{len(failures)} alliances could not be settled (every other one was): "
+                + "; ".join(str(err) for err in failures)
+            )
+
+    def _block_gas_limit(self) -> int:
+        try:
+            return self.chain.block_gas_limit()
+        except (LedgerError, AttributeError, KeyError):
+            return 30_000_000
+
+    def _resync(self, run: _Run, summary: Summary, pipeline) -> None:
+        """After a refusal: read the cursor, then what is settled, and keep only what is still to do."""
+        reason, run.resync = run.resync, None
+        if reason == "ERC20InsufficientAllowance":
+            # Another run with the same finance account spent the allowance this run approved (approve
+            # sets, it does not add): raise it by what this alliance still needs.
+            token = run.item.agreement.token
+            have = self.chain.allowance(token, self.finance.address)
+            outstanding = sum(e.amount for e in run.outstanding())
+            self.chain.ensure_allowance(token, self.finance, have + outstanding)
+        agreement = self.chain.agreement(run.agreement_id)  # first the cursor, then the logs
+        settled = self.settled_references([run.agreement_id])
+        outstanding = run.outstanding()
+        remaining = [e for e in outstanding if e.reference not in settled]
+        summary.skipped += len(outstanding) - len(remaining)
+        run.cursor = agreement.next_seq
+        run.unsent = remaining
+        run.simulate = True
+
+
+class _Run:
+    """One alliance's progress through :meth:`Settler._send`."""
+
+    def __init__(self, item: AllianceWork):
+        self.item = item
+        self.agreement_id = item.agreement.id
+        self.cursor = item.agreement.next_seq
+        self.unsent: list[RevenueEvent] | None = None  # loaded from the source when its turn comes
+        self.events: list[RevenueEvent] = []
+        self.size = 1
+        self.ours: set[str] = set()  # references this run landed
+        self.inflight = 0
+        self.failed: tuple | None = None  # (first_seq, calldata, Done) of the first batch that failed
+        self.resync: str | None = None  # why the chain must be read again before the next batch
+        self.simulate = True
+        self.retries = 0
+        self.gas_factor = 1.0
+        self.queued = True
+
+    def start(self, size: int) -> None:
+        self.size = size
+        self.events = self.item.events
+        self.unsent = list(self.events)
+
+    def outstanding(self) -> list[RevenueEvent]:
+        return [e for e in self.events if e.reference not in self.ours]
+
+
+def batch_gas_limit(events: int, parties: int, factor: float = 1.0) -> int:
+    """The gas limit a batch is sent with: the cost model with half again on top, plus the first-time
+    storage writes a batch can make (a balance per party, a period). Gas not used is not charged."""
+    model = events * (2_000 + 150 * parties)
+    return int((model * 1.5 + 300_000 + 25_000 * parties) * factor)
+
+
+def _in_alliance(name: str, err: ContractRevert) -> ContractRevert:
+    return ContractRevert(err.name, err.args_, f"alliance {name!r}: {err}")
 
 
 def preview(chain, work: list[AllianceWork]) -> list[dict]:
