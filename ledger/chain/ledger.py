@@ -353,6 +353,24 @@ class LedgerChain:
         build = lambda: handler.as_transaction(*args, sender=sender, sign=True, **tx_args)  # noqa: E731
         return transactor.send(build, confirm=confirm)
 
+    # -- bulk reads -----------------------------------------------------------------------------------
+
+    def http_rpc(self) -> HttpRpc:
+        """A JSON-RPC client on the connected provider's HTTP endpoint (for batched reads)."""
+        import ape
+
+        uri = getattr(ape.chain.provider, "http_uri", None)
+        if not uri:  # pragma: no cover - every provider the project uses speaks HTTP
+            raise LedgerError("the connected network has no HTTP endpoint to read from")
+        return HttpRpc(uri)
+
+    def batch_views(self):
+        """Read-only calls of the ledger's and its tokens' views, many per JSON-RPC batch
+        (:class:`ledger.chain.views.BatchViews`)."""
+        from ledger.chain.views import BatchViews
+
+        return BatchViews(self.http_rpc(), self.contract.contract_type.model_dump(mode="json")["abi"])
+
     # -- logs ---------------------------------------------------------------------------------------
 
     @cached_property
