@@ -19,7 +19,7 @@ export APE_DATA_FOLDER := $(CURDIR)/.ape
 export TMPDIR := $(CURDIR)/.tmp
 $(shell mkdir -p $(TMPDIR))
 
-.PHONY: all deps venv node_modules compile demo test test-all bench clean
+.PHONY: all deps venv node_modules compile demo test test-all bench clean browser
 all: test
 
 deps: venv node_modules
@@ -46,10 +46,16 @@ compile: deps
 demo: compile
 	ledger demo
 
-test: compile
+# Debian's Chromium for the dashboard's browser test (tests/test_dashboard.py): Playwright drives
+# /usr/bin/chromium and never downloads a browser. Installed only when missing (as root, like CI; about
+# 40 s with its ~130 packages). Without it the browser test fails under CI=true and skips elsewhere.
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+test: compile browser
 	ape test tests/ -m "not slow"
 
-test-all: compile
+test-all: compile browser
 	ape test tests/
 
 bench: compile

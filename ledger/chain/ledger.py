@@ -182,7 +182,7 @@ class LedgerChain:
 
     @cached_property
     def chain_id(self) -> int:
-        return connected_chain_id()
+        return int(self.rpc.request("eth_chainId"), 16) if self._fixed else connected_chain_id()
 
     def token_at(self, address: str):
         """An ERC-20 settlement token by address (the ABI is the test token's ERC-20 surface)."""
@@ -499,6 +499,19 @@ class LedgerChain:
             fees["max_priority_fee"] = self.policy.priority_fee
         build = lambda: handler.as_transaction(*args, sender=sender, sign=True, **{**fees, **tx_args})  # noqa: E731
         return transactor.send(build, confirm=confirm)
+
+    # -- bulk reads -----------------------------------------------------------------------------------
+
+    def http_rpc(self) -> HttpRpc:
+        """A JSON-RPC client on the connected node's HTTP endpoint (for batched reads)."""
+        return self.rpc
+
+    def batch_views(self):
+        """Read-only calls of the ledger's and its tokens' views, many per JSON-RPC batch
+        (:class:`ledger.chain.views.BatchViews`)."""
+        from ledger.chain.views import BatchViews
+
+        return BatchViews(self.rpc, self._abi_json)
 
     # -- logs ---------------------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ COMMANDS = {
     "withdraw": ("ledger.cli.money", "withdraw", "Pay an ME's balance out to its payout address."),
     "token": ("ledger.cli.money", "token", "The local settlement test token (mint, balance)."),
     "audit": ("ledger.cli.audit", "audit", "Verify the whole payout history from the chain alone."),
+    "dashboard": ("ledger.cli.dashboard", "dashboard", "Serve a read-only web page of the ledger (transparency view)."),
     "demo": ("ledger.cli.demo", "demo", "Run the smart-kitchen alliance end to end on the local chain."),
 }
 

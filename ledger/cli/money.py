@@ -47,23 +47,35 @@ def close(app: App, alliance, period_number, account_alias):
 @click.option("--me", "me_name", metavar="NAME", help="Only this ME.")
 @click.option("--alliance", metavar="NAME", help="Only this alliance.")
 @click.option("--period", "period_number", type=int, metavar="PERIOD", help="Only this period (e.g. 202611).")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "html"]), default="table",
+              show_default=True)  # fmt: skip
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write to this file.")
+@click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="With --format html: one file per ME and period in DIR (statement-PERIOD-ME.html).")  # fmt: skip
 @pass_app
-def payouts(app: App, me_name, alliance, period_number, fmt, output):
+def payouts(app: App, me_name, alliance, period_number, fmt, output, output_dir):
     """What each ME was credited, per alliance, period and tier, read from the chain's events.
 
     The CSV is a statement finance can hand out (and `ledger audit --statement` can check):
     alliance,period,me_id,me,tier,token,symbol,amount,amount_base_units.
+
+    --format html writes payout statements to send as they are: one per ME and period, each with its
+    lines per alliance and tier, the total, and a chart of the ME's payouts per period; self-contained
+    (no external files, prints one statement per page). With -o FILE (or on stdout) every statement
+    the filters select is a section of one document; with --output-dir DIR each is a file of its own.
 
     \b
     Example:
       ledger payouts
       ledger payouts --me fridge --period 202611
       ledger payouts --format csv -o statement-2026-11.csv
+      ledger payouts --format html --me fridge --period 202611 -o fridge-2026-11.html
+      ledger payouts --format html --period 202611 --output-dir statements/
     """
     from ledger.services.reports import payouts as read_payouts
 
+    if output_dir is not None and (fmt != "html" or output is not None):
+        raise click.UsageError("--output-dir goes with --format html, instead of -o")
     with app.reader() as s:
         if me_name:
             s.chain.me_id_by_name(me_name)  # an unknown ME is an error, not an empty report
@@ -71,6 +83,10 @@ def payouts(app: App, me_name, alliance, period_number, fmt, output):
             s.chain.agreement(alliance)
         # No payout from a block that is not final yet (the confirmation depth: 0 locally).
         final = max(0, s.chain.head() - app.settings.confirmation_depth)
+        if fmt == "html":  # every period is read: a statement's chart shows the ME's earlier periods
+            lines = read_payouts(s.chain, from_block=s.record.block, to_block=final, me=me_name, alliance=alliance)
+            _write_statements(s, lines, period_number, final, output, output_dir)
+            return
         lines = read_payouts(
             s.chain, from_block=s.record.block, to_block=final, me=me_name, alliance=alliance, period=period_number
         )
@@ -97,6 +113,30 @@ def payouts(app: App, me_name, alliance, period_number, fmt, output):
         click.echo(f"wrote {len(rendered)} payout lines to {output}")
     else:
         click.echo(text, nl=not text.endswith("\n"))
+
+
+def _write_statements(s, lines, period_number, block, output, output_dir) -> None:
+    from ledger.web.statements import Context, build, render
+
+    statements = build(lines, period=period_number)
+    tokens = {t: (s.symbol(t), s.decimals(t)) for t in {line.token for line in lines}}
+    context = Context(chain_id=s.record.chain_id, ledger=s.chain.address, block=block, tokens=tokens)
+    if output_dir is not None:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        for statement in statements:
+            (output_dir / statement.filename()).write_text(render([statement], context), encoding="utf-8")
+        click.echo(f"wrote {_count(statements)} (one file per ME and period) to {output_dir}")
+        return
+    text = render(statements, context)
+    if output:
+        output.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {_count(statements)} (one per ME and period) to {output}")
+    else:
+        click.echo(text, nl=not text.endswith("\n"))
+
+
+def _count(statements) -> str:
+    return f"{len(statements)} payout statement{'' if len(statements) == 1 else 's'}"
 
 
 CSV_COLUMNS = ["alliance", "period", "me_id", "me", "tier", "token", "symbol", "amount", "amount_base_units"]
