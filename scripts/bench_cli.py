@@ -1,7 +1,8 @@
 """Command-line timings -> bench/results.json ("cli" section).
 
 - help_s: `ledger --help` (must answer in under 0.3 s: Ape is imported only by commands that need it)
-- command_s: a read-only command against the chain (`ledger me list`): Python + Ape start-up + one call
+- command_s: a read-only command against the chain (`ledger me list`): Python start-up, then the MEs
+  read in batched JSON-RPC calls (read-only commands do not start Ape on the local chain)
 - demo_s: `ledger demo` from nothing (start the chain, deploy, register, sign, settle 3,000 events,
   close the period, payouts) on a fresh data folder and port
 Each figure is the median of several runs, wall time of the whole process.
@@ -52,7 +53,7 @@ def main() -> int:
     results["cli"] = section
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"ledger --help            {help_s:8.3f} s   (target < 0.3 s)")
-    print(f"ledger me list           {command_s:8.3f} s   (Python + Ape start-up + one call)")
+    print(f"ledger me list           {command_s:8.3f} s   (Python start-up + batched reads; no Ape)")
     print(f"ledger demo (3,000 ev.)  {demo_s:8.3f} s   (from nothing to payouts)")
     print(f"wrote {RESULTS.relative_to(ROOT)}")
     return 0
