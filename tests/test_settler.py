@@ -189,8 +189,56 @@ def test_an_allowance_another_run_spent_is_raised_again_and_the_run_finishes(led
 
     summary = settler.run(events, progress=other_run_overwrites_the_allowance)
     assert (summary.settled, summary.batches) == (30, 3)
-    # After the first and the second batch: the other run's approve takes the nonce the pipeline would
-    # use next (a retry: drain, read the nonce again), then the batch is refused for the allowance (a
-    # retry: raise it). Two of each.
-    assert summary.retries == 4
+    # After the first and the second batch the batch is refused for the allowance (a retry: raise it).
+    # The other run's approve may also take the nonce the pipeline was about to use (another retry:
+    # read the nonce again), depending on which of the two reached the node first.
+    assert 2 <= summary.retries <= 4
+    assert credited_total(ledger, token, terms.parties) == sum(e.amount for e in events)
+
+
+def test_one_alliances_failure_neither_stops_nor_hides_another(ledger, funded, make_alliance, platform, kitchen, token):
+    """Batches are pipelined: when an alliance's batch reverts, its later batches revert too (out of
+    sequence). The run reports the first failure's own reason, and every other alliance is settled."""
+    from ledger.errors import ContractRevert
+
+    north, north_terms = make_alliance("north", {"fridge": 6000, "oven": 4000})
+    south, south_terms = make_alliance("south", {"recipe-app": 5000, "logistics": 5000})
+    events = events_for("north", 30, prefix="n") + events_for("south", 30, prefix="s")
+    landed = []
+
+    def oven_is_dissolved_after_the_first_batch(count):
+        landed.append(count)
+        if len(landed) == 1:
+            ledger.dissolve_me(kitchen["oven"], sender=platform)
+
+    settler = Settler(ledger, funded, batch_size=5, window=8)
+    with pytest.raises(ContractRevert) as info:
+        settler.run(events, progress=oven_is_dissolved_after_the_first_batch)
+    assert info.value.name == "AgreementPartyDissolved"  # not the SettlementOutOfSequence of the later ones
+    assert "alliance 'north'" in str(info.value)
+    assert ledger.agreement(south).next_seq == 30
+    assert credited_total(ledger, token, south_terms.parties) == sum(e.amount for e in events[30:])
+    settled_north = ledger.agreement(north).next_seq
+    assert 5 <= settled_north < 30 and settled_north % 5 == 0
+    assert credited_total(ledger, token, north_terms.parties) == sum(e.amount for e in events[:settled_north])
+
+
+def test_a_burst_on_a_node_that_stops_mining_is_detected_and_recovered(ledger, funded, kitchen_alliance, token):
+    """Eight batches in flight on a node whose automine is off (what Anvil's automine stall looks like):
+    the pipeline notices nothing lands, asks the node to mine, and the run finishes exactly once."""
+    from ledger.chain.transact import TxPolicy
+
+    aid, terms = kitchen_alliance
+    events = events_for("kitchen", 40, prefix="stall")
+    ledger.policy = TxPolicy(timeout=60, recheck=0.5, kick=True)
+    ledger.rpc.request("evm_setAutomine", [False])
+    try:
+        summary = Settler(ledger, funded, batch_size=5, window=8).run(events)
+        kicks = ledger.transactor.kicks
+    finally:
+        ledger.rpc.request("evm_setAutomine", [True])
+        ledger.policy = TxPolicy()
+    assert (summary.settled, summary.batches) == (40, 8)
+    assert kicks >= 1
+    assert ledger.agreement(aid).next_seq == 40
     assert credited_total(ledger, token, terms.parties) == sum(e.amount for e in events)
