@@ -170,7 +170,7 @@ class Transactor:
             if time.monotonic() > deadline:
                 raise TransactionStalled(f"{what} did not reach {self.policy.confirmations} confirmations")
             if self.policy.kick:  # an automining dev chain makes no blocks by itself
-                self.rpc.request("anvil_mine", [hex(block - head)])
+                self.rpc.dev_request("anvil_mine", [hex(block - head)])  # hardhat_mine on Hardhat
             else:
                 time.sleep(0.5)
 

@@ -57,7 +57,8 @@ def demo(ctx: click.Context, events: int):
     node = LocalNode(app.settings)
     status, started = node.start()
     if started:
-        click.echo(f"started the local chain at {status.url} (state in {node.state_file})")
+        where = f"state in {node.state_file}" if node.persistent else f"{node.name}, not persistent"
+        click.echo(f"started the local chain at {status.url} ({where})")
     else:
         click.echo(f"using the local chain at {status.url} (block {status.block})")
     csv_path = app.settings.data_dir / "demo" / f"revenue-{PERIOD}.csv"
