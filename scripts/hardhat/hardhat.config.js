@@ -1,9 +1,7 @@
 // Hardhat's node as a second local chain (LEDGER_NODE=hardhat). Only `hardhat node` runs with this file:
 // Hardhat never compiles here (Ape compiles with solc-js), so it never downloads a compiler.
 // The chain matches Anvil's defaults, so dev0 ... dev19 are the same accounts on both nodes.
-const accounts = Number(process.env.LEDGER_DEV_ACCOUNTS || 20);
-
-module.exports = {
+const config = {
   networks: {
     hardhat: {
       chainId: 31337,
@@ -14,7 +12,7 @@ module.exports = {
       accounts: {
         mnemonic: "test test test test test test test test test test test junk",
         path: "m/44'/60'/0'/0",
-        count: accounts,
+        count: 20, // Ape's test.number_of_accounts; `ledger chain up` passes LEDGER_DEV_ACCOUNTS (below)
         accountsBalance: "10000000000000000000000", // 10,000 ETH each, as on Anvil
       },
       allowUnlimitedContractSize: false,
@@ -30,3 +28,9 @@ module.exports = {
     artifacts: "../../.tmp/hardhat/artifacts",
   },
 };
+
+if (process.env.LEDGER_DEV_ACCOUNTS) {
+  config.networks.hardhat.accounts.count = Number(process.env.LEDGER_DEV_ACCOUNTS);
+}
+
+module.exports = config;
