@@ -77,7 +77,11 @@ def demo(ctx: click.Context, events: int):
         "  ledger balance\n"
         "  ledger audit                        # check the whole history from the chain alone\n"
         "  ledger chain status\n"
-        "  ledger chain down                   # state is kept; `ledger chain up` resumes"
+        + (
+            "  ledger chain down                   # state is kept; `ledger chain up` resumes"
+            if node.persistent
+            else f"  ledger chain down                   # {node.name} keeps no state: the chain is gone"
+        )
     )
 
 
