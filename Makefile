@@ -19,7 +19,7 @@ export APE_DATA_FOLDER := $(CURDIR)/.ape
 export TMPDIR := $(CURDIR)/.tmp
 $(shell mkdir -p $(TMPDIR))
 
-.PHONY: all deps venv node_modules compile demo test test-all bench clean browser
+.PHONY: all deps venv node_modules compile demo test test-hardhat test-all bench clean browser
 all: test
 
 deps: venv node_modules
@@ -54,6 +54,13 @@ browser:
 
 test: compile browser
 	ape test tests/ -m "not slow"
+
+# The same tests on Hardhat's node (npm hardhat 2.x through ape-hardhat): LEDGER_NODE=hardhat is the one
+# setting; tests/conftest.py turns it into Ape's network ethereum:local:hardhat, whose node ape-hardhat
+# starts on a free port (ape-config.yaml); the command-line tests start theirs with `ledger chain up`.
+# Tests marked anvil_only are skipped there, each with its reason.
+test-hardhat: compile browser
+	LEDGER_NODE=hardhat ape test tests/ -m "not slow"
 
 test-all: compile browser
 	ape test tests/

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from decimal import Decimal
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,6 +24,9 @@ class Settings(BaseModel):
     data_dir: Path = Field(default=PROJECT_ROOT / ".ledger", description="deployment records, node state")
     host: str = Field(default="127.0.0.1", description="address the local node listens on")
     port: int = Field(default=8547, gt=0, lt=65536, description="port of the local node")
+    node: Literal["anvil", "hardhat"] = Field(
+        default="anvil", description="the local node's implementation: anvil (persistent) or hardhat (in memory)"
+    )
     dev_accounts: int = Field(default=20, ge=10, le=100, description="funded dev accounts on the local node")
     network: str = Field(default=LOCAL_NETWORK, description="'local' or an Ape network choice")
     batch_gas: int = Field(default=12_000_000, gt=300_000, description="gas budget of one settlement batch")

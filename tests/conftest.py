@@ -1,7 +1,11 @@
 """Shared fixtures: role-named accounts, one deployment per session, Ape's isolation between tests.
 
-Accounts (Ape's test accounts on the managed Anvil node): admin, platform, finance, the signers and the
+Accounts (Ape's test accounts on the managed node): admin, platform, finance, the signers and the
 payout addresses of four smart-kitchen MEs, and an attacker with no role.
+
+The node: Anvil (ape-foundry) by default; ``LEDGER_NODE=hardhat`` (``make test-hardhat``) runs the same
+tests on Hardhat's node: ape-hardhat starts it for Ape's session, and ``ledger chain up`` starts Hardhat
+nodes for the command-line tests. Tests marked ``anvil_only`` are skipped there, with their reason.
 """
 
 from __future__ import annotations
@@ -31,6 +35,41 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+# The Ape network that runs each kind of node (LEDGER_NODE, as `ledger` reads it).
+NETWORKS = {"anvil": "ethereum:local:foundry", "hardhat": "ethereum:local:hardhat"}
+
+
+def node_kind() -> str:
+    return os.environ.get("LEDGER_NODE", "anvil")
+
+
+def pytest_configure(config):
+    """One setting picks the node: LEDGER_NODE chooses Ape's network for the session (unless --network
+    says otherwise), and an explicit ``--network ethereum:local:hardhat`` sets LEDGER_NODE for the
+    command-line tests and the processes they start."""
+    kind = node_kind()
+    if kind not in NETWORKS:
+        raise pytest.UsageError(f"LEDGER_NODE={kind!r}: use one of {', '.join(NETWORKS)}")
+    chosen = config.getoption("network", None)
+    if chosen is None:
+        config.option.network = chosen = NETWORKS[kind]
+    elif chosen.endswith(":hardhat"):
+        os.environ["LEDGER_NODE"] = "hardhat"
+    if chosen.endswith(":hardhat"):
+        from ledger.chain import hardhat
+
+        hardhat.install()  # reverts decoded as on Anvil (see ledger.chain.hardhat)
+
+
+def pytest_collection_modifyitems(config, items):
+    if node_kind() == "anvil":
+        return
+    for item in items:
+        marker = item.get_closest_marker("anvil_only")
+        if marker is not None:
+            reason = marker.args[0] if marker.args else "needs Anvil"
+            item.add_marker(pytest.mark.skip(reason=f"Anvil only ({node_kind()} runs here): {reason}"))
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from eth_account import Account
 from eth_utils import keccak
 
 from ledger.chain import eip712
-from ledger.chain.node import rpc
+from ledger.chain.node import dev_rpc
 from ledger.models import text_to_bytes32
 from ledger.services.audit import EVENT_SIGNATURES, event_abi
 
@@ -43,7 +43,7 @@ class Node:
         self.url, self.ledger, self.token = url, ledger, token
 
     def call(self, method: str, *params):
-        return rpc(self.url, method, list(params), timeout=30)
+        return dev_rpc(self.url, method, list(params), timeout=30)  # anvil_setStorageAt is hardhat_... on Hardhat
 
     def send(self, sender, to: str, signature: str, types: list[str], args: list) -> dict:
         data = keccak(text=signature)[:4] + abi_encode(types, args)

@@ -271,6 +271,7 @@ def test_a_settlement_killed_half_way_completes_when_run_again_without_paying_tw
     assert report["result"] == "clean" and report["checked"]["events"] >= len(rows)
 
 
+@pytest.mark.anvil_only("a chain kept across a restart needs Anvil's state file; Hardhat's node keeps none")
 def test_the_chain_stopped_and_started_again_keeps_every_balance(cli, sh):
     before = json.loads(cli.run("balance", "--json").out)
     height = json.loads(cli.run("chain", "status", "--json").out)["block"]
@@ -285,6 +286,7 @@ def test_the_chain_stopped_and_started_again_keeps_every_balance(cli, sh):
     assert "reused the deployment" in cli.run("deploy").out
 
 
+@pytest.mark.anvil_only("the corrupt state file is Anvil's; Hardhat's node reads none")
 def test_a_corrupt_state_file_and_a_taken_port_get_clear_messages(tmp_path):
     broken = LedgerCLI(tmp_path / "data", free_port())
     state = broken.data_dir / "node" / "state.json"

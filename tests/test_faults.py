@@ -18,7 +18,7 @@ from decimal import Decimal
 
 import pytest
 
-from ledger.chain.node import ANVIL, rpc
+from ledger.chain.node import ANVIL, dev_rpc, rpc
 from ledger.errors import LedgerError
 
 from .cli_support import InProcessCLI, LedgerCLI, RpcProxy, free_port, write_csv
@@ -54,7 +54,7 @@ class Chain:
         return self
 
     def call(self, method: str, *params):
-        return rpc(self.url, method, list(params), timeout=30)
+        return dev_rpc(self.url, method, list(params), timeout=30)  # anvil_* names, sent as this node names them
 
     def height(self) -> int:
         return int(self.call("eth_blockNumber"), 16)
@@ -239,6 +239,7 @@ def chain_with_history(tmp_path):
         node.stop()
 
 
+@pytest.mark.anvil_only("anvil_rollback: Hardhat's node cannot drop blocks from the head of its chain")
 def test_a_reorganisation_removing_settled_batches_is_repaired_by_running_again(chain_with_history, tmp_path):
     chain = chain_with_history
     make_alliance(chain.cli, "reorged")
@@ -332,6 +333,7 @@ def kill_mid_run(chain: Chain, tmp_path, seed: int, *, node: bool) -> None:
     chain.assert_exactly_once(name, rows)
 
 
+@pytest.mark.anvil_only("restarts the node from its state file; Hardhat's node keeps none")
 def test_the_node_killed_mid_run_and_restarted(chain, tmp_path):
     kill_mid_run(chain, tmp_path, 7, node=True)
 
@@ -341,6 +343,7 @@ def test_the_client_killed_mid_run(chain, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.anvil_only("restarts the node from its state file; Hardhat's node keeps none")
 @pytest.mark.parametrize("seed", range(20))
 def test_the_node_killed_at_random_points(chain, tmp_path, seed):
     kill_mid_run(chain, tmp_path, seed, node=True)

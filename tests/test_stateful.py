@@ -62,6 +62,7 @@ from hypothesis.stateful import (
 from ledger.chain import eip712
 from ledger.chain.ledger import LedgerChain, project
 from ledger.chain.logs import EventSpec, canonical_type
+from ledger.chain.rpc import revert_data
 from ledger.models import AgreementStatus, MEStatus, Terms, text_to_bytes32
 
 from . import ledger_model
@@ -181,8 +182,8 @@ class Env:
         )  # fmt: skip
         if "error" not in reply:
             return None
-        raw = reply["error"].get("data") or "0x"
-        return self.errors.get(_hex(raw)[:4], f"undecoded revert {raw!r} ({reply['error'].get('message')})")
+        raw = revert_data(reply["error"].get("data")) or b""  # a hex string on Anvil, nested on Hardhat
+        return self.errors.get(raw[:4], f"undecoded revert 0x{raw.hex()} ({reply['error'].get('message')})")
 
     def send(self, sender: str, data: str) -> None:
         """Send a transaction (Anvil signs for its own accounts and mines it at once); it must succeed."""

@@ -1,11 +1,12 @@
 """Connecting to a node through Ape, and finding accounts by alias.
 
-``local`` means the node ``ledger chain up`` runs (Ape's foundry provider pointed at it with
-``manage_process: false``, so Ape never starts a throw-away node of its own). Anything else is an Ape
-network choice such as ``ethereum:sepolia:node`` or ``ethereum:local:hardhat``.
+``local`` means the node ``ledger chain up`` runs, reached through Ape's provider for that node (foundry for
+Anvil, hardhat for Hardhat's node with ``LEDGER_NODE=hardhat``) pointed at it with ``manage_process:
+false``, so Ape never starts a throw-away node of its own. Anything else is an Ape network choice such as
+``ethereum:sepolia:node``.
 
-Accounts are Ape accounts given by alias. On the local chain ``dev0`` ... ``dev19`` are Anvil's funded
-dev accounts (the well-known test mnemonic); they are refused anywhere else.
+Accounts are Ape accounts given by alias. On the local chain ``dev0`` ... ``dev19`` are the node's funded
+dev accounts (the well-known test mnemonic, on Anvil and Hardhat alike); they are refused anywhere else.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from ledger.config import PROJECT_ROOT, Settings
 from ledger.errors import ChainUnavailable, LedgerError, NotFoundError
 
 DEV_ALIAS = re.compile(r"^dev(\d{1,2})$")
+# The Ape provider that talks to each kind of local node (LEDGER_NODE).
+LOCAL_PROVIDERS = {"anvil": "ethereum:local:foundry", "hardhat": "ethereum:local:hardhat"}
 
 
 def prepare_environment() -> None:
@@ -64,7 +67,7 @@ def connected(settings: Settings) -> Iterator[None]:
             raise ChainUnavailable(
                 f"the local chain is not running at {settings.node_url}; start it with `ledger chain up`"
             )
-        choice = "ethereum:local:foundry"
+        choice = LOCAL_PROVIDERS[node.kind]  # the node this data folder runs, else LEDGER_NODE
         provider_settings = {"host": settings.node_url, "manage_process": False}
     else:
         choice, provider_settings = settings.network, {}
@@ -72,6 +75,10 @@ def connected(settings: Settings) -> Iterator[None]:
     import ape
     from ape.exceptions import ApeException
 
+    if choice.endswith(":hardhat"):
+        from ledger.chain import hardhat
+
+        hardhat.install()  # ape-hardhat's revert parsing, fixed for web3 7 (see ledger.chain.hardhat)
     errors = _network_errors()
     try:
         context = ape.networks.parse_network_choice(choice, provider_settings=provider_settings)

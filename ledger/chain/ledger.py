@@ -7,6 +7,7 @@ state-changing call goes through :class:`LedgerChain`; contract reverts come out
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import cached_property
@@ -17,7 +18,7 @@ from eth_utils import keccak
 from ledger.chain import eip712
 from ledger.chain.abi import ERC20_ABI, ContractAbi
 from ledger.chain.logs import DEFAULT_PAGE_SIZE, Log, LogReader
-from ledger.chain.rpc import HttpRpc, RpcError
+from ledger.chain.rpc import HttpRpc, RpcError, revert_data
 from ledger.chain.transact import Receipt, Transactor, TxPolicy
 from ledger.errors import ContractRevert, LedgerError, NotFoundError
 from ledger.models import (
@@ -55,6 +56,7 @@ def _error_registry() -> dict[bytes, dict]:
 
 
 _ERRORS: dict[bytes, dict] | None = None
+_LEADING_HEX = re.compile(r"0x([0-9a-fA-F]*)")
 
 
 def _decode_revert_data(data: bytes) -> tuple[str, dict] | None:
@@ -93,12 +95,13 @@ def contract_errors() -> Iterator[None]:
 
 
 def _revert_data_of(err: Exception) -> bytes | None:
+    """The revert data a provider left in the error's message: the whole message on Anvil; on Hardhat 2
+    (a custom error surfaces as ContractLogicError) the hex leads the message, followed by the rest of
+    the node's error text (``0x8ead4fcd...)', 'txHash': ...``)."""
     message = str(getattr(err, "message", "") or err)
-    if message.startswith("0x"):
-        try:
-            return bytes.fromhex(message[2:])
-        except ValueError:
-            return None
+    match = _LEADING_HEX.match(message)
+    if match and len(match.group(1)) % 2 == 0:
+        return bytes.fromhex(match.group(1))
     return None
 
 
@@ -446,9 +449,7 @@ class LedgerChain:
         try:
             replies = self.rpc.batch(requests)
         except RpcError as err:
-            from ledger.chain.transact import _revert_data
-
-            data = _revert_data(err.data)
+            data = revert_data(err.data)
             decoded = _decode_revert_data(data) if data else None
             if decoded:
                 raise ContractRevert(*decoded) from None

@@ -15,6 +15,22 @@ from typing import Any
 
 from ledger.errors import ChainUnavailable, LedgerError
 
+# Development-node methods. The ledger and its tests name them as Anvil does; Hardhat's node has the same
+# methods under ``hardhat_*`` names. ``evm_mine``, ``evm_snapshot``, ``evm_revert``, ``evm_setAutomine`` and
+# ``evm_setIntervalMining`` are the same on both. ``anvil_rollback``, ``anvil_reorg`` and
+# ``anvil_dumpState``/``anvil_loadState`` have no Hardhat counterpart.
+HARDHAT_METHODS = {
+    "anvil_mine": "hardhat_mine",
+    "anvil_setStorageAt": "hardhat_setStorageAt",
+    "anvil_setBalance": "hardhat_setBalance",
+    "anvil_setCode": "hardhat_setCode",
+    "anvil_setNonce": "hardhat_setNonce",
+    "anvil_dropTransaction": "hardhat_dropTransaction",
+    "anvil_impersonateAccount": "hardhat_impersonateAccount",
+    "anvil_stopImpersonatingAccount": "hardhat_stopImpersonatingAccount",
+    "anvil_setNextBlockBaseFeePerGas": "hardhat_setNextBlockBaseFeePerGas",
+}
+
 
 class RpcError(LedgerError):
     """The node answered with a JSON-RPC error (a refused request, not a dead node)."""
@@ -33,6 +49,29 @@ class HttpRpc:
         self.timeout = timeout
         self._id = 0
         self.calls = 0  # HTTP round trips, for the audit's summary and tests
+        self._client: str | None = None
+
+    @property
+    def client(self) -> str:
+        """The node's implementation, from ``web3_clientVersion``: "anvil", "hardhat" or "other"."""
+        if self._client is None:
+            version = str(self.request("web3_clientVersion")).lower()
+            self._client = next((name for name in ("anvil", "hardhat") if name in version), "other")
+        return self._client
+
+    def dev_request(self, method: str, params: list | None = None) -> Any:
+        """A development-node call named as on Anvil (``anvil_mine``, ``anvil_setStorageAt``, ...), sent
+        under the name this node uses. ``txpool_content`` is answered from the pending block on Hardhat
+        (pending transactions only: Hardhat queues none for later nonces here)."""
+        if self.client != "hardhat":
+            return self.request(method, params)
+        if method == "txpool_content":
+            block = self.request("eth_getBlockByNumber", ["pending", True]) or {}
+            pending: dict[str, dict[str, Any]] = {}
+            for tx in block.get("transactions", []):
+                pending.setdefault(tx["from"], {})[str(int(tx["nonce"], 16))] = tx
+            return {"pending": pending, "queued": {}}
+        return self.request(HARDHAT_METHODS.get(method, method), params)
 
     def _post(self, payload: Any) -> Any:
         body = json.dumps(payload).encode()
@@ -94,6 +133,19 @@ TRANSIENT_RETRIES = 5
 def _transient(error: Any) -> bool:
     text = str(error.get("message", "") if isinstance(error, dict) else error)
     return any(marker in text for marker in TRANSIENT)
+
+
+def revert_data(data: Any) -> bytes | None:
+    """The revert data in a JSON-RPC error's ``data``: a hex string on Anvil, nested on Hardhat
+    (``{"data": "0x...", "message": ...}``). None when there is none."""
+    if isinstance(data, dict):
+        data = data.get("data")
+    if isinstance(data, str) and data.startswith("0x"):
+        try:
+            return bytes.fromhex(data[2:])
+        except ValueError:
+            return None
+    return None
 
 
 def _method_of(payload: Any) -> str:

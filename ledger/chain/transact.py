@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ledger.chain.rpc import HttpRpc, RpcError
+from ledger.chain.rpc import HttpRpc, RpcError, revert_data
 from ledger.errors import ContractRevert, LedgerError
 
 NONCE_TAKEN = ("nonce too low", "replacement transaction underpriced", "nonce has already been used")
@@ -104,7 +104,7 @@ class Transactor:
         try:
             self.rpc.request("eth_call", [call, "latest"])
         except RpcError as err:
-            data = _revert_data(err.data)
+            data = revert_data(err.data)
             decoded = self.decode_revert(data) if data else None
             if decoded:
                 raise ContractRevert(*decoded) from None
@@ -173,7 +173,7 @@ class Transactor:
             if time.monotonic() > deadline:
                 raise TransactionStalled(f"{what} did not reach {self.policy.confirmations} confirmations")
             if self.policy.kick:  # an automining dev chain makes no blocks by itself
-                self.rpc.request("anvil_mine", [hex(block - head)])
+                self.rpc.dev_request("anvil_mine", [hex(block - head)])  # hardhat_mine on Hardhat
             else:
                 time.sleep(0.5)
 
@@ -190,17 +190,6 @@ class Transactor:
                 if not self._submit(raw, tx_hash) or (again := self._wait(raw, tx_hash)) is None:
                     raise LedgerError(f"transaction {tx_hash} was reorganised out and its nonce reused; run again")
             receipt = again
-
-
-def _revert_data(data: Any) -> bytes | None:
-    if isinstance(data, dict):  # some nodes nest it: {"data": "0x..."}
-        data = data.get("data")
-    if isinstance(data, str) and data.startswith("0x") and len(data) >= 10:
-        try:
-            return bytes.fromhex(data[2:])
-        except ValueError:
-            return None
-    return None
 
 
 # -- many transactions at once ----------------------------------------------------------------------

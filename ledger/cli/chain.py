@@ -11,7 +11,8 @@ from .context import App, pass_app
 
 @click.group()
 def chain():
-    """Start, stop and inspect the local chain (Anvil, with its state in a file).
+    """Start, stop and inspect the local chain (Anvil, with its state in a file; or Hardhat's node, in
+    memory only, with LEDGER_NODE=hardhat).
 
     \b
     Example:
@@ -27,8 +28,10 @@ def chain():
 def up(app: App, reset: bool):
     """Start the local chain in the background.
 
-    The chain's state is written to DATA_DIR/node/state.json every second and on `ledger chain down`,
-    so balances survive restarts; a crash of the node loses at most about one second of blocks.
+    On Anvil (the default) the chain's state is written to DATA_DIR/node/state.json every second and on
+    `ledger chain down`, so balances survive restarts; a crash of the node loses at most about one
+    second of blocks. With LEDGER_NODE=hardhat, Hardhat's node runs instead: it has no state file, and
+    its chain is gone when it stops.
 
     \b
     Example:
@@ -46,13 +49,16 @@ def up(app: App, reset: bool):
         f"local chain started (pid {status.pid}) at {status.url}: "
         f"chain id {status.chain_id}, block {status.block}{loaded}"
     )
-    click.echo(f"state: {node.state_file} (saved every second); log: {node.log_file}")
+    if node.persistent:
+        click.echo(f"state: {node.state_file} (saved every second); log: {node.log_file}")
+    else:
+        click.echo(f"{node.name} keeps no state file: the chain is lost when it stops; log: {node.log_file}")
 
 
 @chain.command()
 @pass_app
 def down(app: App):
-    """Stop the local chain cleanly (its state is saved first).
+    """Stop the local chain cleanly (Anvil saves its state first; a Hardhat chain is discarded).
 
     \b
     Example:
@@ -61,8 +67,12 @@ def down(app: App):
     from ledger.chain.node import LocalNode
 
     node = LocalNode(app.settings)
+    persistent, name = node.persistent, node.name
     if node.stop():
-        click.echo(f"local chain stopped; state saved in {node.state_file}")
+        if persistent:
+            click.echo(f"local chain stopped; state saved in {node.state_file}")
+        else:
+            click.echo(f"local chain stopped; {name} keeps no state, so its chain is gone")
     else:
         click.echo("the local chain is not running; nothing to stop")
 
@@ -78,7 +88,7 @@ def status(app: App, as_json: bool):
       ledger chain status
     """
     from ledger.chain.deployment import DeploymentStore
-    from ledger.chain.node import LocalNode
+    from ledger.chain.node import NODE_NAMES, LocalNode
 
     node = LocalNode(app.settings)
     state = node.status()
@@ -95,6 +105,8 @@ def status(app: App, as_json: bool):
         echo_json(
             {
                 "running": state.running,
+                "node": state.node,
+                "persistent": state.persistent,
                 "pid": state.pid,
                 "url": state.url,
                 "block": state.block,
@@ -107,11 +119,13 @@ def status(app: App, as_json: bool):
         )
         return
     if state.running:
-        click.echo(f"running: yes (pid {state.pid}) at {state.url}")
+        click.echo(f"running: yes ({NODE_NAMES[state.node]}, pid {state.pid}) at {state.url}")
         click.echo(f"chain id: {state.chain_id}   block: {state.block}" + (f"   ({state.note})" if state.note else ""))
     else:
         click.echo(f"running: no (start it with `ledger chain up`){'; ' + state.note if state.note else ''}")
-    if state.state_file:
+    if not state.persistent:
+        click.echo(f"state file: none ({NODE_NAMES[state.node]} keeps its chain in memory only; not persistent)")
+    elif state.state_file:
         click.echo(f"state file: {state.state_file} ({state.state_bytes / 1e6:.2f} MB)")
     if not records:
         click.echo("deployments: none recorded (run `ledger deploy`)")

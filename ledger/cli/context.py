@@ -33,8 +33,8 @@ class App:
     def session(self, *, deployed: bool = True) -> Iterator[Session]:
         from ledger.chain.connect import connected
 
+        _quiet_ape(self.debug)  # before connecting: providers log their connection at INFO
         with connected(self.settings):
-            _quiet_ape(self.debug)
             yield Session(self.settings, deployed)
 
     @contextmanager

@@ -57,7 +57,8 @@ def demo(ctx: click.Context, events: int):
     node = LocalNode(app.settings)
     status, started = node.start()
     if started:
-        click.echo(f"started the local chain at {status.url} (state in {node.state_file})")
+        where = f"state in {node.state_file}" if node.persistent else f"{node.name}, not persistent"
+        click.echo(f"started the local chain at {status.url} ({where})")
     else:
         click.echo(f"using the local chain at {status.url} (block {status.block})")
     csv_path = app.settings.data_dir / "demo" / f"revenue-{PERIOD}.csv"
@@ -76,7 +77,11 @@ def demo(ctx: click.Context, events: int):
         "  ledger balance\n"
         "  ledger audit                        # check the whole history from the chain alone\n"
         "  ledger chain status\n"
-        "  ledger chain down                   # state is kept; `ledger chain up` resumes"
+        + (
+            "  ledger chain down                   # state is kept; `ledger chain up` resumes"
+            if node.persistent
+            else f"  ledger chain down                   # {node.name} keeps no state: the chain is gone"
+        )
     )
 
 
