@@ -14,13 +14,8 @@ from typing import Any
 from eth_abi import decode, encode
 from eth_utils import keccak, to_checksum_address
 
-
-def type_string(item: dict) -> str:
-    """The canonical ABI type of one input/output entry, tuples spelled out: ``(address,uint32[])[]``."""
-    kind = item["type"]
-    if kind.startswith("tuple"):
-        return "(" + ",".join(type_string(c) for c in item["components"]) + ")" + kind[len("tuple") :]
-    return kind
+from ledger.chain.logs import _checksummed
+from ledger.chain.logs import canonical_type as type_string
 
 
 def _named(item: dict, value: Any) -> Any:
@@ -55,6 +50,14 @@ class Function:
         values = decode([type_string(o) for o in self.outputs], data)
         named = [_named(o, v) for o, v in zip(self.outputs, values, strict=True)]
         return named[0] if len(named) == 1 else tuple(named)
+
+    def decode_values(self, data: bytes | str) -> Any:
+        """The return value as eth-abi gives it (structs as tuples), addresses checksummed."""
+        if isinstance(data, str):
+            data = bytes.fromhex(data.removeprefix("0x"))
+        kinds = [type_string(o) for o in self.outputs]
+        values = tuple(_checksummed(k, v) for k, v in zip(kinds, decode(kinds, data), strict=True))
+        return values[0] if len(values) == 1 else values
 
 
 class ContractAbi:

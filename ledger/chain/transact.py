@@ -117,7 +117,7 @@ class Transactor:
             return True
         except RpcError as err:
             text = str(err).lower()
-            if "already known" in text or "known transaction" in text:
+            if "already known" in text or "known transaction" in text or mined_reverted(err):
                 return True
             if any(marker in text for marker in NONCE_TAKEN):
                 return self._receipt(tx_hash) is not None  # ours landed already: wait for it
@@ -190,6 +190,13 @@ class Transactor:
                 if not self._submit(raw, tx_hash) or (again := self._wait(raw, tx_hash)) is None:
                     raise LedgerError(f"transaction {tx_hash} was reorganised out and its nonce reused; run again")
             receipt = again
+
+
+def mined_reverted(err: RpcError) -> bool:
+    """Hardhat's automine answers ``eth_sendRawTransaction`` with an error when the transaction reverts,
+    although it was mined (status 0; the hash is in the error's data). Anvil answers with the hash."""
+    data = err.data if isinstance(err.data, dict) else {}
+    return bool(data.get("txHash")) or "vm exception while processing transaction" in str(err).lower()
 
 
 # -- many transactions at once ----------------------------------------------------------------------
@@ -312,7 +319,7 @@ class Pipeline:
             self.rpc.request("eth_sendRawTransaction", [raw])
         except RpcError as err:
             text = str(err).lower()
-            if not ("already known" in text or "known transaction" in text):
+            if not ("already known" in text or "known transaction" in text or mined_reverted(err)):
                 if any(marker in text for marker in NONCE_TAKEN):
                     self._nonce = None
                     taken = f"nonce {tx['nonce']} of {self.signer.address} was taken by another transaction"
