@@ -6,6 +6,11 @@ reference is never put into a batch twice: before each submission it knows every
 to the cursor it submits at (from ``RevenueSettled`` logs). If another operator moves the cursor first,
 the batch reverts with ``SettlementOutOfSequence``; the settler re-reads what was settled, drops it from
 the remaining work and carries on.
+
+Batches are pipelined (:meth:`Settler._send`): several are in flight at once from the finance account,
+each alliance's next batch sent at the cursor its previous one leaves. The cursor keeps that safe: a
+batch can only apply right after the one before it, so a failure stops its alliance at that point and
+is handled as above; events are read one alliance at a time from the event source (a file's spool).
 """
 
 from __future__ import annotations
@@ -143,29 +148,6 @@ def find_duplicates(events: Sequence[RevenueEvent]) -> list[str]:
         else:
             first[event.reference] = event.row
     return problems
-
-
-def classify(
-    events: Sequence[RevenueEvent], settled: dict[str, SettledRecord], agreement_ids: dict[str, bytes]
-) -> tuple[list[RevenueEvent], list[RevenueEvent], list[str]]:
-    """Split events into (to settle, already settled identically, conflicts with what the chain holds)."""
-    todo, skipped, problems = [], [], []
-    for event in events:
-        record = settled.get(event.reference)
-        if record is None:
-            todo.append(event)
-        elif (record.agreement_id, record.amount, record.period) == (
-            agreement_ids[event.alliance],
-            event.amount,
-            event.period,
-        ):
-            skipped.append(event)
-        else:
-            problems.append(
-                f"row {event.row}: reference {event.reference!r} was already settled "
-                f"(seq {record.seq}) with a different alliance, amount or period"
-            )
-    return todo, skipped, problems
 
 
 class Settler:
