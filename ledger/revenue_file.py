@@ -282,10 +282,11 @@ def check_file(
 
 class SpooledEvents:
     """The events of a checked file, spooled to disk by alliance in file order, so that settling a file
-    of any size holds one alliance's events in memory at a time. A context manager: the spool (a
-    temporary folder) is deleted on exit."""
+    of any size holds one alliance's events in memory at a time. Rows are buffered and appended to each
+    alliance's file in chunks (few file opens however the alliances interleave). A context manager: the
+    spool (a temporary folder) is deleted on exit."""
 
-    OPEN_FILES = 64  # at most this many alliance files open at once
+    BUFFERED = 50_000  # rows held before they are appended to their alliance files
 
     def __init__(self, folder: Path | None = None):
         import tempfile
@@ -293,7 +294,8 @@ class SpooledEvents:
         self._tmp = tempfile.TemporaryDirectory(prefix="ledger-spool-", dir=folder)
         self._index: dict[str, int] = {}
         self._counts: dict[str, int] = {}
-        self._open: dict[str, object] = {}
+        self._buffers: dict[str, list[str]] = {}
+        self._buffered = 0
 
     def __enter__(self) -> SpooledEvents:
         return self
@@ -302,30 +304,35 @@ class SpooledEvents:
         self.close()
 
     def close(self) -> None:
-        for handle in self._open.values():
-            handle.close()
-        self._open = {}
+        self._buffers = {}
         self._tmp.cleanup()
 
     def _path(self, alliance: str) -> Path:
         return Path(self._tmp.name) / f"{self._index[alliance]}.tsv"
 
+    def _flush(self) -> None:
+        for alliance, lines in self._buffers.items():
+            if lines:
+                with open(self._path(alliance), "a", encoding="utf-8") as handle:
+                    handle.writelines(lines)
+                lines.clear()
+        self._buffered = 0
+
     def add(self, alliance: str, row: int, reference: str, amount: int, period: int) -> None:
-        handle = self._open.get(alliance)
-        if handle is None:
-            if alliance not in self._index:
-                self._index[alliance] = len(self._index)
-                self._counts[alliance] = 0
-            if len(self._open) >= self.OPEN_FILES:
-                oldest = next(iter(self._open))
-                self._open.pop(oldest).close()
-            handle = self._open[alliance] = open(self._path(alliance), "a", encoding="utf-8")  # noqa: SIM115
+        buffer = self._buffers.get(alliance)
+        if buffer is None:
+            self._index[alliance] = len(self._index)
+            self._counts[alliance] = 0
+            buffer = self._buffers[alliance] = []
         # The reference is the last field, so tabs in it are harmless; one with a line break (possible
         # in JSON lines) is written as JSON after a NUL, which no reference can contain.
         if "\n" in reference or "\r" in reference:
             reference = "\0" + json.dumps(reference)
-        handle.write(f"{row}\t{amount}\t{period}\t{reference}\n")
+        buffer.append(f"{row}\t{amount}\t{period}\t{reference}\n")
         self._counts[alliance] += 1
+        self._buffered += 1
+        if self._buffered >= self.BUFFERED:
+            self._flush()
 
     def alliances(self) -> list[str]:
         return sorted(self._index)
@@ -336,25 +343,25 @@ class SpooledEvents:
     def __len__(self) -> int:
         return sum(self._counts.values())
 
-    def events(self, alliance: str) -> list[RevenueEvent]:
-        """The alliance's events in file order (checked already: built without validating again)."""
-        handle = self._open.get(alliance)
-        if handle is not None:
-            handle.flush()
+    def rows(self, alliance: str) -> Iterator[tuple[int, int, int, str]]:
+        """The alliance's (row, amount, period, reference) in file order, read back from the spool."""
         if alliance not in self._index:
-            return []
-        out = []
+            return
+        if self._buffered:
+            self._flush()
         with open(self._path(alliance), encoding="utf-8") as lines:
             for line in lines:
                 row, amount, period, reference = line.removesuffix("\n").split("\t", 3)
                 if reference.startswith("\0"):
                     reference = json.loads(reference[1:])
-                out.append(
-                    RevenueEvent.model_construct(
-                        reference=reference, alliance=alliance, amount=int(amount), period=int(period), row=int(row)
-                    )
-                )
-        return out
+                yield int(row), int(amount), int(period), reference
+
+    def events(self, alliance: str) -> list[RevenueEvent]:
+        """The alliance's events in file order (checked already: built without validating again)."""
+        return [
+            RevenueEvent.model_construct(reference=ref, alliance=alliance, amount=amount, period=period, row=row)
+            for row, amount, period, ref in self.rows(alliance)
+        ]
 
 
 class DuplicateFinder:

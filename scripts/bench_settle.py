@@ -6,10 +6,11 @@ Method
 1. **Node.** ``python -m ledger.cli chain up`` on a fresh data folder under ``.tmp/`` and a free port
    (never the user's chain on 8547 or the tests' on 8545), then ``deploy`` (ledger + 6-decimal test
    token). ``chain down`` at the end, whatever happens.
-2. **Set-up** (not timed as settlement): in process through the package, with a fixed seed: 200 MEs
-   (signers and payout addresses are the dev accounts dev3..dev19), 100 alliances of 2 to 20 parties
-   (every size occurs), one in three with a per-period target and an excess table; the finance account
-   is minted enough tokens for the file.
+2. **Set-up** (not timed as settlement): in process through the package, with a fixed seed: 4,000 MEs
+   registered through the transaction pipeline (signers and payout addresses are the dev accounts
+   dev3..dev19), 300 alliances of 2 to 20 parties drawn from all 4,000 (every size occurs), one in three
+   with a per-period target and an excess table; the file names the first 100, the other 200 are idle.
+   The finance account is minted enough tokens for the file.
 3. **The file.** 100,000 revenue events over periods 202610 and 202611, alliance volumes weighted at
    random (20 to 1,800 events each), amounts 1.00 to 5,000.00, rows shuffled so alliances interleave as
    in a real month's export; written as CSV (about 4.6 MB).
@@ -22,6 +23,10 @@ Method
    history (every ``PartiesCredited`` log, in bounded pages), median of 3 runs; its totals must equal
    what was settled.
 6. **Again** (``resettle_s``): the same file settled again: nothing new, every event skipped.
+7. **The organisation's size** (each the whole command, median of 3): ``me_list_s`` (``ledger me list
+   --json``: 4,000 MEs), ``balance_s`` (``ledger balance --json``: every ME's balance and the
+   conservation check) and ``audit_s`` (``ledger audit --format json`` over the whole history, which
+   must be clean).
 
 Run: ``python scripts/bench_settle.py`` (``make bench`` runs it). ``BENCH_SETTLE_EVENTS=N`` for a quick try
 only: its figures are not the benchmark.
@@ -48,8 +53,9 @@ RESULTS = ROOT / "bench" / "results.json"
 
 SEED = 20261123
 EVENTS = int(os.environ.get("BENCH_SETTLE_EVENTS", 100_000))
-N_MES = 200
-N_ALLIANCES = 100
+N_MES = 4_000  # the organisation of the issue: registered in a pipeline, every one a potential party
+N_ALLIANCES = 300  # "several hundred"; the file names the first 100, the rest are idle
+FILE_ALLIANCES = 100
 PERIODS = (202610, 202611)
 DECIMALS = 6
 PAYOUT_RUNS = 3
@@ -75,11 +81,18 @@ def set_up(env: dict) -> tuple[list[tuple[str, int]], int]:
         platform, finance = account("dev1", settings), account("dev2", settings)
         accounts = {alias: account(alias, settings) for alias in SIGNER_ACCOUNTS}
         signer_of = {}
+        first_id = chain.me_count() + 1
+        pipeline = chain.pipeline(platform)
+        done = []
         for i in range(N_MES):
             alias = SIGNER_ACCOUNTS[i % len(SIGNER_ACCOUNTS)]
             address = accounts[alias].address
-            me_id = chain.register_me(f"scale-me-{i:03d}", address, address, 1 if i else 0, sender=platform)
-            signer_of[me_id] = alias
+            data = chain.abi["registerME"].encode(f"scale-me-{i:04d}", address, address, first_id if i else 0)
+            done += pipeline.submit(i, chain.address, data, 400_000)
+            signer_of[first_id + i] = alias
+        done += pipeline.drain()
+        assert len(done) == N_MES and all(d.ok for d in done), "an ME registration failed"
+        assert chain.me_count() == first_id + N_MES - 1
         me_ids = sorted(signer_of)
         alliances, tiered = [], 0
         for j in range(N_ALLIANCES):
@@ -90,7 +103,7 @@ def set_up(env: dict) -> tuple[list[tuple[str, int]], int]:
             if j % 3 == 0:
                 target = rng.randint(200_000, 2_000_000) * 10**DECIMALS
                 excess = dict(zip(parties, partition(rng, n), strict=True))
-                tiered += 1
+                tiered += j < FILE_ALLIANCES
             terms = Terms.build(record.token, shares, target, excess)
             name = f"scale-alliance-{j:03d}"
             aid = chain.agreement_id(name)
@@ -104,6 +117,7 @@ def set_up(env: dict) -> tuple[list[tuple[str, int]], int]:
                 signatures.append(made[alias])
             chain.create(aid, terms, signatures, sender=platform)
             alliances.append((name, n))
+        alliances = alliances[:FILE_ALLIANCES]
         with contract_errors():
             chain.token.mint(finance.address, 10**30, sender=finance)
     return alliances, tiered
@@ -186,6 +200,24 @@ def main() -> int:
             again = json.loads(proc.stdout)
             assert again["events_settled"] == 0 and again["events_skipped_already_settled"] == EVENTS, again
             print(f"settle again: nothing new, {EVENTS:,} skipped in {resettle_s:.2f} s", flush=True)
+
+            sizes = {}
+            for key, args in (("me_list_s", ("me", "list", "--json")), ("balance_s", ("balance", "--json")),
+                              ("audit_s", ("audit", "--format", "json"))):  # fmt: skip
+                walls = []
+                for _ in range(PAYOUT_RUNS):
+                    wall, _, proc = timed(env, *args)
+                    walls.append(wall)
+                sizes[key] = round(statistics.median(walls), 2)
+                if key == "me_list_s":
+                    assert len(json.loads(proc.stdout)) >= N_MES
+                if key == "audit_s":
+                    assert json.loads(proc.stdout)["result"] == "clean"
+            print(
+                f"with {N_MES:,} MEs and {N_ALLIANCES} alliances: me list {sizes['me_list_s']} s, balance "
+                f"{sizes['balance_s']} s, audit {sizes['audit_s']} s (medians of {PAYOUT_RUNS})",
+                flush=True,
+            )
         finally:
             cli(env, "chain", "down", check=False)
 
@@ -194,6 +226,7 @@ def main() -> int:
         "alliances": len(alliances),
         "tiered_alliances": tiered,
         "mes": N_MES,
+        "alliances_registered": N_ALLIANCES,
         "batches": summary["batches"],
         "gas_used": summary["gas_used"],
         "gas_per_event": round(summary["gas_used"] / EVENTS, 1),
@@ -203,6 +236,7 @@ def main() -> int:
         "payouts_s": round(payouts_s, 2),
         "payout_lines": len(lines),
         "resettle_s": round(resettle_s, 2),
+        **sizes,
         "setup_s": round(setup_s, 1),
     }
     if EVENTS != 100_000:

@@ -897,3 +897,29 @@ def test_a_csv_field_longer_than_the_csv_field_limit_is_a_problem_not_a_crash(tm
 def test_a_header_that_is_not_utf8_is_reported_as_row_1(tmp_path):
     err = input_error_of(write(tmp_path, "events.csv", b"r\xe9ference,alliance,amount,period\nr,kitchen,1,202611\n"))
     assert any(p.startswith("row 1: not UTF-8 text") for p in err.problems)
+
+
+def test_the_spool_gives_each_alliances_events_back_in_file_order_across_flushes(tmp_path, monkeypatch):
+    """Settlement reads a checked file back one alliance at a time from this spool; rows are buffered
+    and appended in chunks, so order must survive any number of flushes and any interleaving."""
+    from ledger.revenue_file import SpooledEvents
+
+    monkeypatch.setattr(SpooledEvents, "BUFFERED", 7)  # many flushes for 100 rows
+    odd = ["tab\tinside", "line\nbreak", "cr\rtoo", "\u00e9t\u00e9-2026"]
+    with SpooledEvents(tmp_path) as spool:
+        expected: dict[str, list[tuple]] = {"a": [], "b": [], "c": []}
+        for row in range(2, 102):
+            alliance = "abc"[row % 3]
+            reference = odd[row % 4] + f"-{row}" if row % 5 == 0 else f"ref-{row}"
+            spool.add(alliance, row, reference, 10**30 + row, 202611 + row % 2)
+            expected[alliance].append((row, 10**30 + row, 202611 + row % 2, reference))
+        assert spool.alliances() == ["a", "b", "c"]
+        assert len(spool) == 100 and spool.count("a") == len(expected["a"])
+        for alliance, rows in expected.items():
+            assert list(spool.rows(alliance)) == rows
+            events = spool.events(alliance)
+            assert [(e.row, e.amount, e.period, e.reference) for e in events] == rows
+            assert {e.alliance for e in events} == {alliance}
+        assert list(spool.rows("nowhere")) == [] and spool.events("nowhere") == []
+        folder = next(tmp_path.iterdir())
+    assert not folder.exists()  # deleted on exit

@@ -518,17 +518,9 @@ class LedgerChain:
 
     @cached_property
     def _reader(self) -> LogReader:
-        if self._fixed:
-            return LogReader(self.rpc.request, self.address, self._abi_json)
-        import ape
-
-        abi = self._abi_json
-        provider = ape.chain.provider
-
-        def request(method: str, params: list):
-            return provider.make_request(method, params)
-
-        return LogReader(request, self.address, abi)
+        # Raw JSON-RPC, not Ape's provider: no web3 request stack per page, and a page the node refuses
+        # comes back as RpcError, which LogReader answers by halving the page.
+        return LogReader(lambda method, params: self.rpc.request(method, params), self.address, self._abi_json)
 
     def logs(
         self,

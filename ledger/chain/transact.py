@@ -304,10 +304,10 @@ class Pipeline:
         return self._fees
 
     def submit(self, key: Any, to: str, data: bytes, gas: int) -> list[Done]:
-        """Send one transaction (waiting first while the window is full); what landed meanwhile."""
+        """Send one transaction; what landed meanwhile. Returns with fewer than ``window`` in flight, so
+        the caller hears of a landed batch before it sends the next one (``window=1``: strictly one at a
+        time)."""
         done: list[Done] = []
-        while len(self.inflight) >= self.window:
-            done += self.poll(wait=True)
         if self._nonce is None:
             self._nonce = int(self.rpc.request("eth_getTransactionCount", [self.signer.address, "pending"]), 16)
         tx = {"chainId": self.chain_id, "nonce": self._nonce, "to": to, "data": data, "gas": gas, "value": 0,
@@ -327,7 +327,10 @@ class Pipeline:
                 raise
         self._nonce += 1
         self.inflight.append(InFlight(key, tx["nonce"], raw, tx_hash, gas))
-        return done + self.poll(wait=False)
+        done += self.poll(wait=False)
+        while len(self.inflight) >= self.window:
+            done += self.poll(wait=True)
+        return done
 
     def _receipt(self, flight: InFlight) -> dict | None:
         return self.rpc.request("eth_getTransactionReceipt", [flight.tx_hash])

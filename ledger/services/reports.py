@@ -57,7 +57,7 @@ def payouts(
             for me_id, amount in zip(parties, credits, strict=True):
                 if amount:
                     totals[(aid, p, me_id, tier)] += amount
-    names = {m.id: m.name for m in chain.mes()} if totals else {}
+    names = {m.id: m.name for m in chain.mes_by_id(sorted({me_id for _, _, me_id, _ in totals}))}
     tokens = {aid: terms.token for (aid, _), terms in terms_of.items()}
     lines = [
         PayoutLine(

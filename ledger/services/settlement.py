@@ -16,7 +16,7 @@ is handled as above; events are read one alliance at a time from the event sourc
 from __future__ import annotations
 
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -92,6 +92,10 @@ class InMemoryEvents:
 
     def events(self, alliance: str) -> list[RevenueEvent]:
         return list(self._by_alliance.get(alliance, ()))
+
+    def rows(self, alliance: str) -> Iterator[tuple[int, int, int, str]]:
+        """(row, amount, period, reference) of the alliance's events, in file order."""
+        return ((e.row, e.amount, e.period, e.reference) for e in self._by_alliance.get(alliance, ()))
 
 
 @dataclass
@@ -205,11 +209,11 @@ class Settler:
             try:
                 ids[name] = self.chain.agreement_id(name)
             except LedgerError as err:
-                problems.append(f"{_rows([e.row for e in source.events(name)])}: {err}")
+                problems.append(f"{_rows([r[0] for r in source.rows(name)])}: {err}")
         agreements: dict[str, Agreement] = {}
         for name, found in zip(ids, self.chain.agreements(list(ids.values())), strict=True):
             if found is None:
-                problems.append(f"{_rows([e.row for e in source.events(name)])}: no alliance named {name!r}")
+                problems.append(f"{_rows([r[0] for r in source.rows(name)])}: no alliance named {name!r}")
             else:
                 agreements[name] = found
         ids = {name: a.id for name, a in agreements.items()}
@@ -223,21 +227,21 @@ class Settler:
         for name in agreements:
             count = amount = 0
             rows: list[int] = []
-            for event in source.events(name):
-                record = settled.get(event.reference)
+            for row, event_amount, period, reference in source.rows(name):
+                record = settled.get(reference)
                 if record is None:
                     count += 1
-                    amount += event.amount
+                    amount += event_amount
                     if len(rows) < 6:
-                        rows.append(event.row)
-                    where = periods.setdefault((name, event.period), [])
+                        rows.append(row)
+                    where = periods.setdefault((name, period), [])
                     if len(where) < 6:
-                        where.append(event.row)
-                elif (record.agreement_id, record.amount, record.period) == (ids[name], event.amount, event.period):
+                        where.append(row)
+                elif (record.agreement_id, record.amount, record.period) == (ids[name], event_amount, period):
                     skipped += 1
                 else:
                     problems.append(
-                        f"row {event.row}: reference {event.reference!r} was already settled "
+                        f"row {row}: reference {reference!r} was already settled "
                         f"(seq {record.seq}) with a different alliance, amount or period"
                     )
             if count:
@@ -381,7 +385,7 @@ class Settler:
         def resolve(run: _Run) -> None:
             """The run's first failed batch: why, and whether to carry on."""
             first_seq, data, done = run.failed
-            run.failed, run.unsent = None, []
+            run.failed, run.unsent, run.pos = None, [], 0
             if done.receipt is None:  # never mined: its nonce went to another transaction
                 err = ContractRevert("NonceTaken", {}, "the transaction's nonce was used by another one")
             elif done.receipt.gas_used >= done.gas_limit:
@@ -420,10 +424,10 @@ class Settler:
                 self._resync(run, summary, pipeline)
             if run.unsent is None:
                 run.start(self.batch_size or batch_size_for(len(run.item.terms.parties), budget))
-            if not run.unsent:
+            if run.pos >= len(run.unsent):
                 queue.popleft().queued = False
                 continue
-            batch = run.unsent[: run.size]
+            batch = run.unsent[run.pos : run.pos + run.size]
             data = self.chain.settle_data(
                 run.agreement_id, run.item.agreement.active_version, run.cursor, run.item.terms,
                 [text_to_bytes32(e.reference) for e in batch], [e.entry for e in batch],
@@ -448,12 +452,15 @@ class Settler:
                 # Another process used this account's nonce: let ours land, then re-read everything.
                 landed_batches(pipeline.drain())
                 pipeline.reset_nonce()
+                if run.retries >= MAX_CONFLICT_RETRIES:
+                    raise
+                run.retries += 1
                 summary.retries += 1
                 run.resync = "NonceTaken"
                 continue
             run.inflight += 1
             run.cursor += len(batch)
-            run.unsent = run.unsent[run.size :]
+            run.pos += len(batch)
             landed_batches(done)
         if failures:
             if len(failures) == 1:
@@ -484,8 +491,10 @@ class Settler:
         outstanding = run.outstanding()
         remaining = [e for e in outstanding if e.reference not in settled]
         summary.skipped += len(outstanding) - len(remaining)
+        # What others settled is counted once: it leaves this run's events for good.
+        run.events = [e for e in run.events if e.reference in run.ours] + remaining
         run.cursor = agreement.next_seq
-        run.unsent = remaining
+        run.unsent, run.pos = remaining, 0
         run.simulate = True
 
 
@@ -497,6 +506,7 @@ class _Run:
         self.agreement_id = item.agreement.id
         self.cursor = item.agreement.next_seq
         self.unsent: list[RevenueEvent] | None = None  # loaded from the source when its turn comes
+        self.pos = 0  # unsent[pos:] is still to send
         self.events: list[RevenueEvent] = []
         self.size = 1
         self.ours: set[str] = set()  # references this run landed
@@ -511,7 +521,7 @@ class _Run:
     def start(self, size: int) -> None:
         self.size = size
         self.events = self.item.events
-        self.unsent = list(self.events)
+        self.unsent, self.pos = self.events, 0
 
     def outstanding(self) -> list[RevenueEvent]:
         return [e for e in self.events if e.reference not in self.ours]
