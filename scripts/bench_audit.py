@@ -97,6 +97,18 @@ def partition(rng: random.Random, n: int, total: int = 10_000) -> list[int]:
     return [b - a for a, b in zip([0, *cuts], [*cuts, total], strict=True)]
 
 
+def party_signatures(message, parties, signer_of: dict[int, str], accounts: dict) -> list[bytes]:
+    """Each party's EIP-712 signature of ``message``, by its signer's alias (one signature per signer)."""
+    from ledger.chain import eip712
+
+    made: dict[str, bytes] = {}
+    for me_id in parties:
+        alias = signer_of[me_id]
+        if alias not in made:
+            made[alias] = eip712.sign(accounts[alias], message)
+    return [made[signer_of[me_id]] for me_id in parties]
+
+
 # ---------------------------------------------------------------------------------------------------
 # History
 # ---------------------------------------------------------------------------------------------------
@@ -104,7 +116,6 @@ def partition(rng: random.Random, n: int, total: int = 10_000) -> list[int]:
 
 def build_history(env: dict) -> dict:
     """Register, agree, settle, close, amend and withdraw on the node of ``env`` (see the docstring)."""
-    from ledger.chain import eip712
     from ledger.chain.connect import account, connected
     from ledger.chain.deployment import DeploymentStore
     from ledger.chain.ledger import contract_errors
@@ -137,14 +148,7 @@ def build_history(env: dict) -> dict:
         me_ids = sorted(signer_of)
 
         def signatures(message, terms: Terms) -> list[bytes]:
-            made: dict[str, bytes] = {}
-            out = []
-            for me_id in terms.parties:
-                alias = signer_of[me_id]
-                if alias not in made:
-                    made[alias] = eip712.sign(accounts[alias], message)
-                out.append(made[alias])
-            return out
+            return party_signatures(message, terms.parties, signer_of, accounts)
 
         # Alliances: every size from 2 to 20 parties; volumes and tiers at random.
         alliances = []

@@ -46,7 +46,7 @@ from decimal import Decimal
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_audit import SIGNER_ACCOUNTS, cli, free_port, partition  # noqa: E402
+from bench_audit import SIGNER_ACCOUNTS, cli, free_port, partition, party_signatures  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results.json"
@@ -63,7 +63,6 @@ PAYOUT_RUNS = 3
 
 def set_up(env: dict) -> tuple[list[tuple[str, int]], int]:
     """MEs and alliances; returns [(alliance name, parties)] and the number with a target."""
-    from ledger.chain import eip712
     from ledger.chain.connect import account, connected
     from ledger.chain.deployment import DeploymentStore
     from ledger.chain.ledger import contract_errors
@@ -108,14 +107,7 @@ def set_up(env: dict) -> tuple[list[tuple[str, int]], int]:
             name = f"scale-alliance-{j:03d}"
             aid = chain.agreement_id(name)
             message = chain.approval_message(aid, 1, terms)
-            made: dict[str, bytes] = {}
-            signatures = []
-            for me_id in terms.parties:
-                alias = signer_of[me_id]
-                if alias not in made:
-                    made[alias] = eip712.sign(accounts[alias], message)
-                signatures.append(made[alias])
-            chain.create(aid, terms, signatures, sender=platform)
+            chain.create(aid, terms, party_signatures(message, terms.parties, signer_of, accounts), sender=platform)
             alliances.append((name, n))
         alliances = alliances[:FILE_ALLIANCES]
         with contract_errors():

@@ -63,7 +63,7 @@ def history(ledger, funded, make_alliance):
 def test_gather_shows_alliances_periods_payouts_runs_and_a_clean_audit(history, kitchen):
     ledger, kitchen_name, delivery_name = history
     head = ape.chain.blocks.height
-    overview = gather(ledger, from_block=0, to_block=head, audit_rpc=ledger.http_rpc())
+    overview = gather(ledger, from_block=0, to_block=head, audit_rpc=ledger.rpc)
     by_name = {a.name: a for a in overview.alliances}
     kitchen_view, delivery = by_name[kitchen_name], by_name[delivery_name]
 
@@ -138,7 +138,7 @@ def test_views_are_read_in_one_batched_round_trip(history, kitchen):
 
 def test_live_overview_reads_again_only_when_the_chain_moved(history, funded):
     ledger, _, delivery_name = history
-    live = LiveOverview(ledger, ledger.http_rpc(), from_block=0, audit=False, recent=1000)
+    live = LiveOverview(ledger, ledger.rpc, from_block=0, audit=False, recent=1000)
     first = live()
     assert live() is first and live.reads == 1
     Settler(ledger, funded).run(events(delivery_name, DEC, [5], f"{delivery_name}-late"))

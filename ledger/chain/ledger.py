@@ -478,12 +478,12 @@ class LedgerChain:
         the provider has no HTTP endpoint (then Ape's own send is used)."""
         import ape
 
-        uri = getattr(ape.chain.provider, "http_uri", None)
-        if not uri:
+        if not getattr(ape.chain.provider, "http_uri", None):
             return None
+        rpc = self.rpc
         current = self.__dict__.get("_transactor")
-        if current is None or current.rpc.url != uri or current.policy != self.policy:
-            current = self.__dict__["_transactor"] = Transactor(HttpRpc(uri), self.policy, _decode_revert_data)
+        if current is None or current.rpc is not rpc or current.policy != self.policy:
+            current = self.__dict__["_transactor"] = Transactor(rpc, self.policy, _decode_revert_data)
         return current
 
     def transact(self, handler, *args, sender, confirm: bool = True, **tx_args) -> Receipt:
@@ -502,10 +502,6 @@ class LedgerChain:
         return transactor.send(build, confirm=confirm)
 
     # -- bulk reads -----------------------------------------------------------------------------------
-
-    def http_rpc(self) -> HttpRpc:
-        """A JSON-RPC client on the connected node's HTTP endpoint (for batched reads)."""
-        return self.rpc
 
     def batch_views(self):
         """Read-only calls of the ledger's and its tokens' views, many per JSON-RPC batch

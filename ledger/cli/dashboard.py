@@ -39,7 +39,7 @@ def dashboard(app: App, host, http_port, refresh, recent, page_size):
     with app.reader() as s:
         chain, record = s.chain, s.record
         source = LiveOverview(
-            chain, chain.http_rpc(), from_block=record.block, confirmations=app.settings.confirmation_depth,
+            chain, chain.rpc, from_block=record.block, confirmations=app.settings.confirmation_depth,
             recent=recent, page_size=page_size,
         )  # fmt: skip
         source()  # the first read now: a chain that cannot be read is an error before anything is served
