@@ -90,7 +90,7 @@ def propose(app: App, name, parties, target, excess, token, account_alias):
     from ledger.services.alliances import propose as propose_terms
 
     with app.session() as s:
-        token = s.address(token) if token else s.record.token
+        token = s.address(token, "--token") if token else s.record.token
         if not token:
             raise LedgerError("give --token: the ERC-20 the alliance settles in")
         _check_token(s, token)

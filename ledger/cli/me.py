@@ -36,8 +36,8 @@ def register(app: App, name, signer, payout, parent, account_alias):
       ledger me register fridge --signer dev3 --parent kitchen-platform
     """
     with app.session() as s:
-        signer_address = s.address(signer)
-        payout_address = s.address(payout) if payout else signer_address
+        signer_address = s.address(signer, "--signer")
+        payout_address = s.address(payout, "--payout") if payout else signer_address
         parent_id = s.chain.me_id_by_name(parent) if parent else 0
         me_id = s.chain.register_me(
             name, payout_address, signer_address, parent_id, sender=s.role_account("platform", account_alias)

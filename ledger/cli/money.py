@@ -235,7 +235,7 @@ def withdraw(app: App, name, account_alias, token):
             raise LedgerError(
                 f"only the payout address of {name!r} ({me_.payout}) may withdraw; {account_alias} is {sender.address}"
             )
-        tokens = [s.address(token)] if token else [
+        tokens = [s.address(token, "--token")] if token else [
             r.token for r in balances(s.chain, from_block=s.record.block,
                                       extra_tokens=[s.record.token] if s.record.token else []).rows
             if r.me_id == me_.id and r.balance > 0
@@ -278,7 +278,7 @@ def mint(app: App, amount, to, account_alias):
         if not s.record.token:
             raise LedgerError("this deployment has no test token (only the local chain gets one)")
         minter = s.role_account("finance", account_alias)
-        recipient = s.address(to) if to else minter.address
+        recipient = s.address(to, "--to") if to else minter.address
         units = s.parse_units(amount, s.record.token, "amount")
         from ledger.chain.ledger import contract_errors
 
@@ -304,6 +304,6 @@ def token_balance(app: App, holder):
     with app.session() as s:
         if not s.record.token:
             raise LedgerError("this deployment has no test token")
-        address = s.address(holder)
+        address = s.address(holder, "HOLDER")
         held = s.chain.token_balance(s.record.token, address)
         click.echo(f"{address} holds {s.units(held, s.record.token)} {s.symbol(s.record.token)}")
