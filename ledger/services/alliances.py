@@ -189,23 +189,22 @@ def approvable_version(agreement: Agreement, version: int | None = None) -> int:
     """``version`` if it can still be activated (the newest pending one when None), else why not."""
     name = agreement.name
     pending = agreement.pending_versions
-    if not pending:
-        state = "terminated" if agreement.status == AgreementStatus.TERMINATED else "in force"
+    if version in pending or (version is None and pending):
+        return version or pending[-1]
+    if agreement.status == AgreementStatus.TERMINATED:
+        raise LedgerError(f"alliance {name!r} is terminated; no version of it can be put in force")
+    if version is None:
         raise LedgerError(
             f"alliance {name!r} has no proposal waiting for signatures (version {agreement.active_version} "
-            f"is {state}); propose changes with `alliance amend`"
+            f"is in force); propose changes with `alliance amend`"
         )
-    if version is None:
-        return pending[-1]
-    if version in pending:
-        return version
     if not 1 <= version <= agreement.latest_version:
         raise LedgerError(f"--version {version}: alliance {name!r} has versions 1 to {agreement.latest_version}")
     if version == agreement.active_version:
         raise LedgerError(f"--version {version}: version {version} of {name!r} is already in force")
     raise LedgerError(
         f"--version {version}: version {version} of {name!r} is older than version {agreement.active_version} in "
-        f"force and can no longer be activated; pending: {', '.join(map(str, pending))}"
+        f"force and can no longer be put in force; waiting for signatures: {', '.join(map(str, pending)) or 'none'}"
     )
 
 
@@ -262,8 +261,9 @@ def add_signature(chain, store: SignatureStore, name: str, signature_hex: str, k
             return version, [me.name for me in mine]
     versions = ", ".join(map(str, sorted(candidates)))
     raise LedgerError(
-        f"the signature{' for ' + repr(me_name) if me_name else ''} is not from the signer of any party of {name!r} "
-        f"over version {versions} (it recovers to {recovered[0]}): signed for another version, alliance or chain?"
+        f"the signature{' for ' + repr(me_name) if me_name else ''} is from {recovered[0]}, which is not the signer "
+        f"of any party of {name!r} for version {versions} waiting for signatures (made for other terms, another "
+        f"version, alliance or chain?)"
     )
 
 
