@@ -115,8 +115,16 @@ def world(ledger, funded, kitchen, signers, payouts, admin, platform, finance, a
         "attacker": attacker,
     }
     return World(
-        ledger, token, callers, terms, kitchen["fridge"], kitchen["oven"], kitchen["recipe-app"], kitchen["logistics"],
-        signers, accounts,
+        ledger,
+        token,
+        callers,
+        terms,
+        kitchen["fridge"],
+        kitchen["oven"],
+        kitchen["recipe-app"],
+        kitchen["logistics"],
+        signers,
+        accounts,
     )
 
 

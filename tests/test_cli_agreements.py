@@ -81,7 +81,9 @@ def test_an_outside_signer_cannot_add_a_version_and_a_signed_version_survives_la
     assert "may not propose a new version of 'laundry'" in err and "version 1, the current one" in err
     assert head(cli) == before and show(cli, "laundry")["latest_version"] == 1
     # A party's signer proposes version 2 and every party signs it; then version 3 is proposed.
-    cli.run("alliance", "amend", "laundry", *parties("fridge=5000", "oven=2500", "recipe-app=2500"), "--account", "dev4")
+    cli.run(
+        "alliance", "amend", "laundry", *parties("fridge=5000", "oven=2500", "recipe-app=2500"), "--account", "dev4"
+    )
     sign_all(cli, "laundry", "dev3", "dev4", "dev5", version=2)
     cli.run("alliance", "amend", "laundry", *parties("fridge=6000", "oven=2000", "recipe-app=2000"))
     # Version 3 waits for signatures: submit puts the newest fully signed version, 2, in force.
@@ -175,9 +177,7 @@ def test_a_mixed_case_address_with_a_wrong_checksum_is_refused_wherever_an_addre
     cli.run("me", "register", "upper-me", "--signer", "0x" + BAD_CHECKSUM[2:].upper())
 
 
-def test_an_me_update_is_consented_by_the_current_signer_on_one_machine_and_sent_by_the_platform(
-    cli, other_machine
-):
+def test_an_me_update_is_consented_by_the_current_signer_on_one_machine_and_sent_by_the_platform(cli, other_machine):
     cli.run("me", "register", "washer", "--signer", "dev7")
     new_payout = "0x" + "ab" * 20
     # The washer's signer, on its own machine, consents; the platform machine sends it.

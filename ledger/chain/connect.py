@@ -133,7 +133,7 @@ def checked_address(value: str, option: str = "address") -> str:
 
     body = value[2:] if value[:2] in ("0x", "0X") else None
     if body is None or len(body) != 40 or any(c not in "0123456789abcdefABCDEF" for c in body):
-        raise InputError(f"{option} {value!r}: not an address (0x and 40 hex digits)")
+        raise InputError(f"{option} {value!r} is not an address (0x and 40 hex digits)")
     value = "0x" + body
     if body != body.lower() and body != body.upper() and not is_checksum_address(value):
         raise InputError(

@@ -102,8 +102,11 @@ def propose(app: App, name, parties, target, excess, token, account_alias):
 @alliance.command()
 @click.argument("name")
 @_terms_options
-@account_option("platform", "Proposer: the platform account, or the signer of a party of the version in force "
-                "(of the latest proposal while none ever was); default: the platform account.")
+@account_option(
+    "platform",
+    "Proposer: the platform account, or the signer of a party of the version in force "
+    "(of the latest proposal while none ever was); default: the platform account.",
+)
 @pass_app
 def amend(app: App, name, parties, target, excess, account_alias):
     """Propose new terms for alliance NAME (a new version). The version in force stays in force until
@@ -245,7 +248,7 @@ def export_signatures(app: App, name):
 @click.argument("name")
 @click.argument("signatures", nargs=-1, metavar="[SIGNATURE]...")
 @click.option("--file", "file", type=click.File("r", encoding="utf-8"), metavar="FILE",
-              help="Signatures as `export-signatures` prints them (`ME 0x...` per line, # comments); - for stdin.")  # fmt: skip
+              help="Signatures as `export-signatures` prints them (`ME 0x...` lines); - for stdin.")  # fmt: skip
 @pass_app
 def import_signature(app: App, name, signatures, file):
     """Add parties' signatures made on another machine (hex). Each must recover to the registered signer

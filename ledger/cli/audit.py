@@ -8,6 +8,7 @@ import click
 
 from .context import App, pass_app
 
+
 def _address(ctx, param, value):
     if value is None:
         return value
@@ -17,8 +18,7 @@ def _address(ctx, param, value):
     try:
         return checked_address(value, "--ledger")
     except InputError as err:
-        raise click.BadParameter(str(err).removeprefix(f"--ledger {value!r}: ").removeprefix(f"--ledger {value}: "))
-
+        raise click.BadParameter(str(err).removeprefix("--ledger ")) from None
 
 
 @click.command()

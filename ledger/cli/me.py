@@ -139,7 +139,8 @@ def show(app: App, name, as_json):
 
 def _change_options(func):
     options = [
-        click.option("--payout", metavar="ADDRESS", help="The new payout address (alias or address; default: unchanged)."),
+        click.option("--payout", metavar="ADDRESS",
+                     help="The new payout address (alias or address; default: unchanged)."),
         click.option("--signer", metavar="ACCOUNT",
                      help="The new signer key (alias or address; default: unchanged)."),
     ]  # fmt: skip
@@ -152,7 +153,10 @@ def _plan(s, name, payout, signer):
     from ledger.services.mes import plan_update
 
     return plan_update(
-        s.chain, name, s.address(payout, "--payout") if payout else None, s.address(signer, "--signer") if signer else None
+        s.chain,
+        name,
+        s.address(payout, "--payout") if payout else None,
+        s.address(signer, "--signer") if signer else None,
     )
 
 
@@ -193,7 +197,9 @@ def consent(app: App, name, payout, signer, account_alias):
 @me.command()
 @click.argument("name")
 @_change_options
-@click.option("--consent", "consent_hex", metavar="HEX", help="The current signer's consent, as `me consent` printed it.")
+@click.option(
+    "--consent", "consent_hex", metavar="HEX", help="The current signer's consent, as `me consent` printed it."
+)
 @click.option("--consent-by", "consent_by", metavar="ACCOUNT",
               help="Sign the consent here with this account (the ME's current signer), then send.")  # fmt: skip
 @account_option("platform")

@@ -208,7 +208,9 @@ def approvable_version(agreement: Agreement, version: int | None = None) -> int:
     )
 
 
-def sign(chain, store: SignatureStore, name: str, account, kind: str = APPROVAL, version: int | None = None) -> list[str]:
+def sign(
+    chain, store: SignatureStore, name: str, account, kind: str = APPROVAL, version: int | None = None
+) -> list[str]:
     """Sign with ``account`` for every party whose registered signer it is. Returns those MEs' names."""
     agreement, version, terms = _target(chain, name, kind, version)
     mine = [chain.me(me_id) for me_id in terms.parties]
@@ -224,8 +226,9 @@ def sign(chain, store: SignatureStore, name: str, account, kind: str = APPROVAL,
     return [me.name for me in mine]
 
 
-def add_signature(chain, store: SignatureStore, name: str, signature_hex: str, kind: str = APPROVAL,
-                  me_name: str | None = None) -> tuple[int, list[str]]:
+def add_signature(
+    chain, store: SignatureStore, name: str, signature_hex: str, kind: str = APPROVAL, me_name: str | None = None
+) -> tuple[int, list[str]]:
     """Import a signature made elsewhere; it must recover to a party's registered signer for one of the
     versions waiting for signatures (the signature itself says which). ``me_name``, when given (as
     ``export-signatures`` writes it), must be one of those parties. Returns (version, MEs it signs for)."""

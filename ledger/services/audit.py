@@ -547,19 +547,22 @@ class Auditor:
         agreement.latest = max(agreement.latest, version)
 
     def _proposer_problem(self, agreement: _Agreement, terms: _Terms, proposer: str) -> str | None:
-        """Who may propose (the contract's rule): the platform; for a new agreement the signer of one of
-        its parties; for an existing one the signer of a party of its current version (the one in force,
-        or the latest proposal while none ever was)."""
+        """Who may propose a version of an existing agreement (the contract's rule): the platform, or the
+        signer of a party of its current version (the one in force, or the latest proposal while none
+        ever was). Version 1 is not checked: ``createAgreement`` (anyone, with every party's signature)
+        logs the same ``AgreementProposed`` as ``proposeAgreement``."""
+        if not agreement.latest or agreement.status == "terminated":
+            return None
         if proposer.lower() in {a.lower() for a in self.roles.get("platform", ())}:
             return None
-        current = None
-        if agreement.latest and agreement.status != "terminated":
-            current = agreement.active if agreement.status == "active" else agreement.latest
-        speakers = agreement.versions[current].parties if current in agreement.versions else terms.parties
+        current = agreement.active if agreement.status == "active" else agreement.latest
+        speakers = agreement.versions[current].parties if current in agreement.versions else ()
         if any(me_id in self.mes and self.mes[me_id].signer.lower() == proposer.lower() for me_id in speakers):
             return None
-        whose = f"a party of version {current}, the current one" if current else "one of its parties"
-        return f"proposed by {proposer}, neither the platform nor the signer of {whose}"
+        return (
+            f"proposed by {proposer}, neither the platform nor the signer of a party of version {current}, "
+            f"the current one"
+        )
 
     def _proposed_version(self, log: Log, what: str) -> tuple[bytes, int, str, _Agreement | None]:
         """The agreement a log names, or None (reported) when the version it names was never proposed."""
