@@ -170,6 +170,7 @@ def test_a_mixed_case_address_with_a_wrong_checksum_is_refused_wherever_an_addre
     cli.fails("token", "mint", "1", "--to", BAD_CHECKSUM, contains="--to")
     cli.fails("alliance", "propose", "typo", "--token", BAD_CHECKSUM, *parties("fridge=5000", "oven=5000"),
               contains="--token")  # fmt: skip
+    cli.fails("deploy", "--platform", BAD_CHECKSUM, contains="--platform")
     sh.fails("audit", "--ledger", BAD_CHECKSUM, code=2, contains="checksum")
     assert head(cli) == before
     # All lowercase or all uppercase carries no checksum and is taken as typed.
