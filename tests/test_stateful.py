@@ -497,8 +497,18 @@ class LedgerMachine(RuleBasedStateMachine):
         pending one older than the latest (accepted: a later proposal never blocks a signed version, and
         the older pending ones are superseded), the one in force, one it superseded, or none at all."""
         live = self.agreements_where(lambda a: a.status != AgreementStatus.TERMINATED and a.latest_version >= 2)
+        agreement_id = data.draw(st.sampled_from(live), label="agreement")
         kind = data.draw(st.sampled_from(["an older pending version", "another version"]), label="which")
-        self._activate(data, data.draw(st.sampled_from(live), label="agreement"), kind=kind, mistakes=False)
+        if kind == "an older pending version" and len(self.active_me_ids()) >= 2:
+            # Two more proposals by the platform, so there is an older pending version to activate.
+            token = self.model.agreements[agreement_id].token
+            for _ in range(2):
+                terms = self.draw_terms(data, token, mistakes=False)
+                outcome = self.model.propose(agreement_id, terms, sender=self.env.platform.address, platform=True)
+                self.expect(outcome, self.env.platform, "proposeAgreement", agreement_id, terms.as_tuple(), EMPTY_TERMS)
+        self._activate(data, agreement_id, kind=kind, mistakes=False)
+        if kind == "an older pending version":  # and then one that activation superseded
+            self._activate(data, agreement_id, kind="a superseded version", mistakes=False)
 
     def _activate(self, data, agreement_id: bytes, *, kind: str | None = None, mistakes: bool = True):
         agreement = self.model.agreements[agreement_id]
@@ -508,6 +518,9 @@ class LedgerMachine(RuleBasedStateMachine):
         if kind == "an older pending version":
             older = range(agreement.active_version + 1, agreement.latest_version)
             version = data.draw(st.sampled_from(older), label="version") if older else version
+        if kind == "a superseded version":
+            superseded = range(1, agreement.active_version)
+            version = data.draw(st.sampled_from(superseded), label="version") if superseded else version
         terms = agreement.versions.get(version, agreement.versions[agreement.latest_version])
         if kind == "other terms":
             terms = other_terms(data, terms, self.env.token_addresses)
