@@ -149,10 +149,11 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
     // ================================================================================================
 
     /// @inheritdoc IAllianceLedger
-    function proposeAgreement(bytes32 agreementId, Terms calldata terms) external returns (uint32 version) {
-        if (!hasRole(PLATFORM_ROLE, msg.sender) && !_isPartySigner(terms.parties, msg.sender)) {
-            revert AgreementProposerNotParty(msg.sender);
-        }
+    function proposeAgreement(bytes32 agreementId, Terms calldata terms, Terms calldata current)
+        external
+        returns (uint32 version)
+    {
+        if (!hasRole(PLATFORM_ROLE, msg.sender)) _checkProposer(agreementId, terms, current);
         (version,) = _propose(agreementId, terms);
     }
 
@@ -167,10 +168,11 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
         AgreementStatus status = agreement.status;
         if (status == AgreementStatus.None) revert AgreementUnknown(agreementId);
         if (status == AgreementStatus.Terminated) revert AgreementTerminated(agreementId);
-        if (version == agreement.activeVersion) revert AgreementVersionAlreadyActive(agreementId, version);
-        if (version != agreement.latestVersion) {
-            revert AgreementVersionNotLatest(agreementId, version, agreement.latestVersion);
-        }
+        uint32 latest = agreement.latestVersion;
+        if (version == 0 || version > latest) revert AgreementVersionUnknown(agreementId, version, latest);
+        uint32 active = agreement.activeVersion;
+        if (version == active) revert AgreementVersionAlreadyActive(agreementId, version);
+        if (version < active) revert AgreementVersionSuperseded(agreementId, version, active);
         bytes32 termsHash = _checkTerms(agreementId, version, terms);
         _activate(agreement, agreementId, version, termsHash, terms.parties, signatures);
     }
@@ -188,7 +190,7 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
         AgreementStatus status = agreement.status;
         if (status == AgreementStatus.None) revert AgreementUnknown(agreementId);
         if (status == AgreementStatus.Terminated) revert AgreementTerminated(agreementId);
-        uint32 version = status == AgreementStatus.Active ? agreement.activeVersion : agreement.latestVersion;
+        uint32 version = _currentVersion(agreement, status);
         _checkTerms(agreementId, version, terms);
         bytes32 digest = terminationDigest(agreementId, version);
         _checkSignatures(agreementId, version, digest, terms.parties, signatures, false);
@@ -430,6 +432,30 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
             sum += shares[i];
         }
         if (sum != SplitMath.BPS) revert AgreementSharesSum(excessTable, sum);
+    }
+
+    /// @dev The version whose parties speak for an existing agreement: the one in force, or the latest
+    /// proposal while none was ever activated.
+    function _currentVersion(Agreement storage agreement, AgreementStatus status) private view returns (uint32) {
+        return status == AgreementStatus.Active ? agreement.activeVersion : agreement.latestVersion;
+    }
+
+    /// @dev A caller without the platform role may propose a new agreement only as a signer of one of its
+    /// proposed parties, and a version of an existing one only as a signer of one of its current parties
+    /// (`current`, checked against the commitment of the current version).
+    function _checkProposer(bytes32 agreementId, Terms calldata terms, Terms calldata current) private view {
+        Agreement storage agreement = _agreements[agreementId];
+        AgreementStatus status = agreement.status;
+        if (status == AgreementStatus.None) {
+            if (!_isPartySigner(terms.parties, msg.sender)) revert AgreementProposerNotParty(msg.sender);
+            return;
+        }
+        if (status == AgreementStatus.Terminated) revert AgreementTerminated(agreementId);
+        uint32 version = _currentVersion(agreement, status);
+        _checkTerms(agreementId, version, current);
+        if (!_isPartySigner(current.parties, msg.sender)) {
+            revert AgreementProposerNotCurrentParty(agreementId, version, msg.sender);
+        }
     }
 
     function _isPartySigner(uint32[] calldata parties, address account) private view returns (bool) {

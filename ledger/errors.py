@@ -92,7 +92,15 @@ _REVERT_WORDS = {
     "AgreementPartiesUnordered": "parties must be in ascending ME id order",
     "AgreementTokenChanged": "an amendment cannot change the settlement token",
     "AgreementProposerNotParty": "only the platform or a party's signer may propose",
-    "AgreementVersionNotLatest": "version {version} is not the latest proposal ({latest})",
+    "AgreementProposerNotCurrentParty": (
+        "only the platform or the signer of a party of version {currentVersion} (the current one) may propose "
+        "a new version of alliance {agreementId}"
+    ),
+    "AgreementVersionUnknown": "alliance {agreementId} has no version {version} (the latest is {latest})",
+    "AgreementVersionSuperseded": (
+        "version {version} of alliance {agreementId} is older than version {active} in force; it can no longer "
+        "be activated"
+    ),
     "AgreementVersionNotActive": "version {version} is not the version in force ({active})",
     "AgreementVersionAlreadyActive": "version {version} is already active",
     "AgreementTermsMismatch": "the terms given are not those of version {version}",

@@ -133,6 +133,23 @@ class Agreement(Model):
     latest_version: int
     next_seq: int
 
+    @property
+    def current_version(self) -> int | None:
+        """The version that speaks for the agreement: the one in force, or the latest proposal while none
+        was ever activated (None once it has ended). Its parties' signers may propose new versions; a
+        termination is signed over it."""
+        if self.status == AgreementStatus.TERMINATED:
+            return None
+        return self.active_version if self.status == AgreementStatus.ACTIVE else self.latest_version
+
+    @property
+    def pending_versions(self) -> list[int]:
+        """The versions that can still be activated, oldest first: every version newer than the one in
+        force (every version, while none was ever activated). Activating one supersedes the older ones."""
+        if self.status == AgreementStatus.TERMINATED:
+            return []
+        return list(range(self.active_version + 1, self.latest_version + 1))
+
 
 class RevenueEvent(Model):
     """One revenue event from the finance system, amounts already in base units."""

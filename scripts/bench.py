@@ -29,6 +29,8 @@ warm-up of the same kind, so the slots it writes are already non-zero, as they a
     ``n5``: one ``createAgreement`` (propose and activate in one transaction, 5 EIP-712 approval
     signatures). ``n5_propose_then_activate``: ``proposeAgreement`` + ``activateAgreement`` of another
     5-party agreement (two transactions, so two 21,000 bases). Both are sent by the platform account.
+    ``n5_amend_by_party``: ``proposeAgreement`` of version 2 of that agreement by a party's signer, who
+    shows the terms in force (the contract hashes them and finds the signer among their parties).
 
 ``withdraw_gas``
     A ``withdraw`` by an ME's payout address of its whole balance, in steady state: the ME has a
@@ -73,7 +75,7 @@ from ape.contracts.base import ContractTransaction
 from ape.logging import logger
 
 from ledger.chain import eip712
-from ledger.chain.ledger import LedgerChain, project
+from ledger.chain.ledger import EMPTY_TERMS, LedgerChain, project
 from ledger.models import Terms, text_to_bytes32
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -255,13 +257,18 @@ def measure_agreement_gas(bench: Bench) -> dict[str, int]:
     _, created = create_agreement(bench, "bench-agreement-create", terms)
     agreement_id = LedgerChain.agreement_id("bench-agreement-two-step")
     contract = bench.ledger.contract
-    proposed = contract.proposeAgreement(agreement_id, terms.as_tuple(), sender=bench.platform)
+    proposed = contract.proposeAgreement(agreement_id, terms.as_tuple(), EMPTY_TERMS, sender=bench.platform)
     signatures = approvals(bench, agreement_id, 1, terms)
     activated = bench.ledger.activate(agreement_id, 1, terms, signatures, sender=bench.platform)
+    # An amendment proposed by a party's signer, who shows the terms in force (checked on chain).
+    party = bench.mes[0].signer
+    bench.admin.transfer(party, 10**18)
+    amended = contract.proposeAgreement(agreement_id, terms.as_tuple(), terms.as_tuple(), sender=party)
     _, widest = create_agreement(bench, "bench-agreement-n64", terms_for(bench, ME_COUNT))
     return {
         "n5": created.gas_used,
         "n5_propose_then_activate": proposed.gas_used + activated.gas_used,
+        "n5_amend_by_party": amended.gas_used,
         "n64": widest.gas_used,  # worst case at the party cap
     }
 

@@ -66,7 +66,8 @@ class AgreementState:
 
     @property
     def version_in_force(self) -> int:
-        """The version a termination names: the active one, or the latest proposal if none ever was."""
+        """The current version: the active one, or the latest proposal if none ever was. A termination
+        names it; its parties' signers may propose new versions."""
         return self.active_version if self.status == AgreementStatus.ACTIVE else self.latest_version
 
 
@@ -208,9 +209,25 @@ class LedgerModel:
     def _is_party_signer(self, parties: tuple[int, ...], account: str) -> bool:
         return account != ZERO_ADDRESS and any(self.signer_of(p) == account for p in parties)
 
-    def propose(self, agreement_id: bytes, terms: Terms, *, sender: str, platform: bool) -> Outcome:
-        if not platform and not self._is_party_signer(terms.parties, sender):
-            return refused("AgreementProposerNotParty")
+    def propose(
+        self, agreement_id: bytes, terms: Terms, *, sender: str, platform: bool, current: Terms | None = None
+    ) -> Outcome:
+        """``current``: the terms the proposer shows as those of the current version (None: empty terms).
+        Without the platform role, a new agreement is proposed by a signer of one of its parties, a new
+        version of an existing one by a signer of a party of its current version."""
+        if not platform:
+            status = self.agreement_status(agreement_id)
+            if status == AgreementStatus.NONE:
+                if not self._is_party_signer(terms.parties, sender):
+                    return refused("AgreementProposerNotParty")
+            elif status == AgreementStatus.TERMINATED:
+                return refused("AgreementTerminated")
+            else:
+                agreement = self.agreements[agreement_id]
+                if agreement.versions[agreement.version_in_force] != current:
+                    return refused("AgreementTermsMismatch")
+                if not self._is_party_signer(current.parties, sender):
+                    return refused("AgreementProposerNotCurrentParty")
         error = self._propose_checks(agreement_id, terms)
         if error:
             return refused(error)
@@ -234,10 +251,13 @@ class LedgerModel:
         if status == AgreementStatus.TERMINATED:
             return refused("AgreementTerminated")
         agreement = self.agreements[agreement_id]
+        # Any version newer than the one in force can be activated; activating it supersedes older ones.
+        if version == 0 or version > agreement.latest_version:
+            return refused("AgreementVersionUnknown")
         if version == agreement.active_version:
             return refused("AgreementVersionAlreadyActive")
-        if version != agreement.latest_version:
-            return refused("AgreementVersionNotLatest")
+        if version < agreement.active_version:
+            return refused("AgreementVersionSuperseded")
         if agreement.versions.get(version) != terms:
             return refused("AgreementTermsMismatch")
         error = self._signature_error(terms.parties, signed_by, require_active=True)

@@ -163,14 +163,15 @@ def test_amendment_needs_every_party_again_and_keeps_old_versions_readable(
     ledger.activate(AID, 2, amended, sign_all(ledger, signers, AID, 2, amended), sender=platform)
     assert ledger.agreement(AID).active_version == 2
     assert ledger.terms_of(AID, 1) == terms and ledger.terms_of(AID, 2) == amended
-    # Re-activating, or activating a version that is not the latest, is refused.
+    # Re-activating, or activating a version older than the one in force, is refused.
     assert (
         revert_of(
             lambda: ledger.activate(AID, 2, amended, sign_all(ledger, signers, AID, 2, amended), sender=platform)
         ).name
         == "AgreementVersionAlreadyActive"
     )
-    assert revert_of(lambda: ledger.activate(AID, 1, terms, old, sender=platform)).name == "AgreementVersionNotLatest"
+    err = revert_of(lambda: ledger.activate(AID, 1, terms, old, sender=platform))
+    assert (err.name, err.args_) == ("AgreementVersionSuperseded", {"agreementId": AID, "version": 1, "active": 2})
 
 
 def test_an_amendment_cannot_change_the_token(ledger, terms, signers, platform, accounts):
@@ -219,3 +220,99 @@ def test_unknown_agreements_are_refused(ledger, terms, signers, platform):
     assert revert_of(lambda: ledger.activate(AID, 1, terms, [], sender=platform)).name == "AgreementUnknown"
     assert revert_of(lambda: ledger.terminate(AID, terms, [], sender=platform)).name == "AgreementUnknown"
     assert revert_of(lambda: ledger.create(b"\0" * 32, terms, [], sender=platform)).name == "AgreementIdInvalid"
+
+
+# -- who may propose a version, and which versions can be activated (issue 13, item 1) ----------------
+
+
+def test_the_signer_of_an_outside_me_cannot_propose_a_version_naming_itself(ledger, token, kitchen, signers, platform):
+    """The reproduction: logistics is no party of the alliance in force, so its signer may not add a version
+    to it, even one that names logistics (which the old rule, "a party of the new terms", let through)."""
+    f, o, r, lg = (kitchen[n] for n in ("fridge", "oven", "recipe-app", "logistics"))
+    v1 = Terms.build(token, {f: 4000, o: 3000, r: 3000})
+    ledger.create(AID, v1, sign_all(ledger, signers[:3], AID, 1, v1), sender=platform)
+    hijack = Terms.build(token, {f: 1000, o: 1000, r: 1000, lg: 7000})
+    err = revert_of(lambda: ledger.propose(AID, hijack, sender=signers[3]))
+    assert (err.name, err.args_) == (
+        "AgreementProposerNotCurrentParty",
+        {"agreementId": AID, "currentVersion": 1, "caller": signers[3].address},
+    )
+    assert ledger.agreement(AID).latest_version == 1
+
+
+def test_a_current_partys_signer_may_propose_and_the_platform_needs_no_current_terms(
+    ledger, token, kitchen, signers, platform
+):
+    f, o, r = kitchen["fridge"], kitchen["oven"], kitchen["recipe-app"]
+    v1 = Terms.build(token, {f: 5000, o: 5000})
+    ledger.create(AID, v1, sign_all(ledger, signers[:2], AID, 1, v1), sender=platform)
+    # Oven's signer proposes terms without oven: a party of the version in force speaks for the alliance.
+    v2 = Terms.build(token, {f: 5000, r: 5000})
+    assert ledger.propose(AID, v2, sender=signers[1]) == 2
+    # The platform shows no current terms at all.
+    empty = Terms.model_construct(token="0x" + "00" * 20, parties=(), shares=(), target=0, excess_shares=())
+    assert ledger.propose(AID, v2, sender=platform, current=empty) == 3
+    # Recipe-app (a party of versions 2 and 3 only, neither in force) may not.
+    err = revert_of(lambda: ledger.propose(AID, v2, sender=signers[2], current=v1))
+    assert err.name == "AgreementProposerNotCurrentParty"
+
+
+def test_a_proposer_must_show_the_terms_of_the_current_version(ledger, token, kitchen, signers, platform):
+    f, o, r = kitchen["fridge"], kitchen["oven"], kitchen["recipe-app"]
+    v1 = Terms.build(token, {f: 5000, o: 5000})
+    ledger.create(AID, v1, sign_all(ledger, signers[:2], AID, 1, v1), sender=platform)
+    # Claiming recipe-app is a current party by showing made-up terms fails on the commitment.
+    forged = Terms.build(token, {f: 5000, r: 5000})
+    err = revert_of(lambda: ledger.propose(AID, forged, sender=signers[2], current=forged))
+    assert (err.name, err.args_) == ("AgreementTermsMismatch", {"agreementId": AID, "version": 1})
+
+
+def test_while_nothing_was_ever_activated_the_latest_proposals_parties_may_propose(
+    ledger, token, kitchen, signers, platform
+):
+    f, o, r = kitchen["fridge"], kitchen["oven"], kitchen["recipe-app"]
+    v1 = Terms.build(token, {f: 5000, o: 5000})
+    v2 = Terms.build(token, {f: 5000, r: 5000})
+    assert ledger.propose(AID, v1, sender=signers[1]) == 1
+    assert ledger.propose(AID, v2, sender=signers[0]) == 2
+    err = revert_of(lambda: ledger.propose(AID, v1, sender=signers[1]))
+    assert (err.name, err.args_["currentVersion"]) == ("AgreementProposerNotCurrentParty", 2)
+    assert ledger.propose(AID, v1, sender=signers[2]) == 3
+
+
+def test_a_fully_signed_version_stays_activatable_after_a_later_proposal(ledger, token, kitchen, signers, platform):
+    """Version 2 is signed by every party, then version 3 is proposed: version 2 can still be put in force,
+    version 3 after it; activating a newer version supersedes every older pending one."""
+    f, o = kitchen["fridge"], kitchen["oven"]
+    v1 = Terms.build(token, {f: 5000, o: 5000})
+    ledger.create(AID, v1, sign_all(ledger, signers[:2], AID, 1, v1), sender=platform)
+    v2, v3, v4 = (Terms.build(token, {f: s, o: 10_000 - s}) for s in (6000, 7000, 8000))
+    for terms in (v2, v3, v4):
+        ledger.propose(AID, terms, sender=signers[1])
+    ledger.activate(AID, 2, v2, sign_all(ledger, signers[:2], AID, 2, v2), sender=platform)
+    assert (ledger.agreement(AID).active_version, ledger.agreement(AID).latest_version) == (2, 4)
+    # Version 4 jumps over version 3, which can never be activated now.
+    ledger.activate(AID, 4, v4, sign_all(ledger, signers[:2], AID, 4, v4), sender=platform)
+    err = revert_of(lambda: ledger.activate(AID, 3, v3, sign_all(ledger, signers[:2], AID, 3, v3), sender=platform))
+    assert (err.name, err.args_) == ("AgreementVersionSuperseded", {"agreementId": AID, "version": 3, "active": 4})
+    assert ledger.agreement(AID).active_version == 4
+
+
+def test_any_version_of_a_never_activated_agreement_can_be_activated(ledger, token, kitchen, signers, platform):
+    f, o = kitchen["fridge"], kitchen["oven"]
+    v1, v2 = Terms.build(token, {f: 5000, o: 5000}), Terms.build(token, {f: 6000, o: 4000})
+    ledger.propose(AID, v1, sender=platform)
+    ledger.propose(AID, v2, sender=platform)
+    ledger.activate(AID, 1, v1, sign_all(ledger, signers[:2], AID, 1, v1), sender=platform)
+    assert ledger.agreement(AID).active_version == 1
+    ledger.activate(AID, 2, v2, sign_all(ledger, signers[:2], AID, 2, v2), sender=platform)
+    assert ledger.agreement(AID).active_version == 2
+
+
+@pytest.mark.parametrize("version", [0, 3])
+def test_activating_a_version_that_was_never_proposed_is_refused(ledger, terms, signers, platform, version):
+    ledger.propose(AID, terms, sender=platform)
+    ledger.propose(AID, terms, sender=platform)
+    err = revert_of(lambda: ledger.activate(AID, version, terms, sign_all(ledger, signers, AID, 1, terms),
+                                            sender=platform))  # fmt: skip
+    assert (err.name, err.args_) == ("AgreementVersionUnknown", {"agreementId": AID, "version": version, "latest": 2})

@@ -496,14 +496,15 @@ class FakeChain:
     def dissolve(self, me_id: int) -> None:
         self._emit(self._tx(), "MEDissolved", meId=me_id)
 
-    def propose(self, name, token, shares, target=0, excess=None, *, logged_hash: bytes | None = None) -> int:
+    def propose(self, name, token, shares, target=0, excess=None, *, logged_hash: bytes | None = None,
+                proposer: str = PLATFORM) -> int:  # fmt: skip
         aid = b32(name)
         terms = Terms.build(token, shares, target, excess)
         version = self.latest[aid] = self.latest[aid] + 1
         self.terms[(aid, version)] = terms
         real = hand_terms_hash(token, terms.parties, terms.shares, terms.target, terms.excess_shares)
         self._emit(self._tx(), "AgreementProposed", agreementId=aid, version=version, termsHash=logged_hash or real,
-                   terms=terms.as_tuple(), proposer=PLATFORM)  # fmt: skip
+                   terms=terms.as_tuple(), proposer=proposer)  # fmt: skip
         return version
 
     def activate(self, name: str, version: int, *, keys: dict[int, bytes] | None = None) -> None:
@@ -863,6 +864,32 @@ def test_a_terms_hash_that_does_not_match_the_logged_terms_is_a_terms_finding():
 def test_a_bad_terms_hash_on_a_version_with_settlements_is_reported_once():
     report = run_audit(history(kitchen_v2_hash=b"\x02" * 32))
     assert report.findings_by_kind() == {"terms": 1}
+
+
+def test_an_amendment_proposed_by_the_signer_of_an_outside_me_is_a_terms_finding():
+    """Dryer is no party of kitchen's version in force: its signer proposing a version (even one naming
+    dryer) breaks the contract's rule; a current party's signer may propose."""
+    chain = history()
+    dryer = chain.register("dryer")
+    chain.propose("kitchen", USDC, {FRIDGE: 5000, OVEN: 5000}, proposer=chain.signer(OVEN))
+    chain.propose("kitchen", USDC, {FRIDGE: 5000, dryer: 5000}, proposer=chain.signer(dryer))
+    report = run_audit(chain)
+    assert report.findings_by_kind() == {"terms": 1}
+    assert "proposed by " + chain.signer(dryer) in report.findings[0].message
+    assert report.findings[0].values == {"alliance": "kitchen", "version": 4}
+
+
+def test_activating_an_older_pending_version_is_clean_and_one_older_than_the_version_in_force_is_not():
+    chain = history()
+    chain.propose("trio", USDC, {FRIDGE: 5000, OVEN: 3000, APP: 2000})
+    chain.propose("trio", USDC, {FRIDGE: 6000, OVEN: 2000, APP: 2000})
+    chain.activate("trio", 2)  # version 3 was proposed later: version 2 may still be put in force
+    assert run_audit(chain).findings_by_kind() == {}
+    chain.activate("trio", 3)
+    chain.activate("trio", 2)  # the contract refuses this (superseded); a log of it is a finding
+    report = run_audit(chain)
+    assert report.findings_by_kind() == {"terms": 1}
+    assert "activated version 2; version 3 was already in force" in report.findings[0].message
 
 
 def test_settled_revenue_with_no_parties_credited_is_a_credit_finding():

@@ -60,7 +60,7 @@ from hypothesis.stateful import (
 )
 
 from ledger.chain import eip712
-from ledger.chain.ledger import LedgerChain, project
+from ledger.chain.ledger import EMPTY_TERMS, LedgerChain, project
 from ledger.chain.logs import EventSpec, canonical_type
 from ledger.chain.rpc import revert_data
 from ledger.models import AgreementStatus, MEStatus, Terms, text_to_bytes32
@@ -439,16 +439,27 @@ class LedgerMachine(RuleBasedStateMachine):
     # -- agreements ---------------------------------------------------------------------------------
 
     def _propose(self, data, agreement_id: bytes):
+        """A proposal by the platform, a signer of a party of the new terms, a signer of a party of the
+        current version, or an outsider; the proposer shows the current version's terms (rarely others)."""
         existing = self.model.agreements.get(agreement_id)
         terms = self.draw_terms(data, existing.token if existing else None)
-        proposer = data.draw(st.sampled_from(["platform", "platform", "a party", "a party", "outsider"]), label="by")
-        if proposer == "a party":
-            signer = self.model.signer_of(data.draw(st.sampled_from(terms.parties), label="proposing party"))
+        live = existing is not None and existing.status != AgreementStatus.TERMINATED
+        current = existing.versions[existing.version_in_force] if live else None
+        choices = ["platform", "platform", "a party", "a party", "outsider"] + ["a current party"] * 2 * live
+        proposer = data.draw(st.sampled_from(choices), label="by")
+        if proposer in ("a party", "a current party"):
+            parties = terms.parties if proposer == "a party" else current.parties
+            signer = self.model.signer_of(data.draw(st.sampled_from(parties), label="proposing party"))
             sender = self.env.by_address.get(signer, self.env.outsider)
         else:
             sender = self.env.platform if proposer == "platform" else self.env.outsider
-        outcome = self.model.propose(agreement_id, terms, sender=sender.address, platform=proposer == "platform")
-        self.expect(outcome, sender, "proposeAgreement", agreement_id, terms.as_tuple())
+        if live and draw_kind(data, "current terms", ("other terms",)) == "other terms":
+            current = other_terms(data, current, self.env.token_addresses)
+        outcome = self.model.propose(
+            agreement_id, terms, sender=sender.address, platform=proposer == "platform", current=current
+        )
+        shown = current.as_tuple() if current is not None else EMPTY_TERMS
+        self.expect(outcome, sender, "proposeAgreement", agreement_id, terms.as_tuple(), shown)
 
     @precondition(lambda self: len(self.model.mes) >= 2)
     @rule(data=st.data())
@@ -472,21 +483,51 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def sign_and_activate(self, data):
         """Every party signs the latest version of an agreement that has one pending, then activate it
-        (rarely: another agreement, an older or the active version, other terms, bad signatures)."""
+        (rarely: another agreement; another version: an older pending one, the active one, one older than
+        it or one never proposed; other terms; bad signatures)."""
         kind = draw_kind(data, "activation", ("any agreement", "another version", "other terms"))
         choices = self.pending() if kind != "any agreement" else sorted(self.model.agreements)
         self._activate(data, data.draw(st.sampled_from(choices), label="agreement"), kind=kind)
 
+    @precondition(lambda self: self.agreements_where(lambda a: a.status != AgreementStatus.TERMINATED
+                                                     and a.latest_version >= 2))  # fmt: skip
+    @rule(data=st.data())
+    def activate_any_version(self, data):
+        """Every party signs any version of a live agreement that has several and it is submitted: a
+        pending one older than the latest (accepted: a later proposal never blocks a signed version, and
+        the older pending ones are superseded), the one in force, one it superseded, or none at all."""
+        live = self.agreements_where(lambda a: a.status != AgreementStatus.TERMINATED and a.latest_version >= 2)
+        agreement_id = data.draw(st.sampled_from(live), label="agreement")
+        kind = data.draw(st.sampled_from(["an older pending version", "another version"]), label="which")
+        if kind == "an older pending version" and len(self.active_me_ids()) >= 2:
+            # Two more proposals by the platform, so there is an older pending version to activate.
+            token = self.model.agreements[agreement_id].token
+            for _ in range(2):
+                terms = self.draw_terms(data, token, mistakes=False)
+                outcome = self.model.propose(agreement_id, terms, sender=self.env.platform.address, platform=True)
+                self.expect(outcome, self.env.platform, "proposeAgreement", agreement_id, terms.as_tuple(), EMPTY_TERMS)
+        self._activate(data, agreement_id, kind=kind, mistakes=False)
+        if kind == "an older pending version":  # and then one that activation superseded
+            self._activate(data, agreement_id, kind="a superseded version", mistakes=False)
+
     def _activate(self, data, agreement_id: bytes, *, kind: str | None = None, mistakes: bool = True):
         agreement = self.model.agreements[agreement_id]
         version = agreement.latest_version
-        if kind == "another version":
-            version = data.draw(st.integers(1, agreement.latest_version), label="version")
-        terms = agreement.versions[version]
+        if kind == "another version":  # an older pending one succeeds; one in force or before it does not
+            version = data.draw(st.sampled_from(range(agreement.latest_version + 2)), label="version")
+        if kind == "an older pending version":
+            older = range(agreement.active_version + 1, agreement.latest_version)
+            version = data.draw(st.sampled_from(older), label="version") if older else version
+        if kind == "a superseded version":
+            superseded = range(1, agreement.active_version)
+            version = data.draw(st.sampled_from(superseded), label="version") if superseded else version
+        terms = agreement.versions.get(version, agreement.versions[agreement.latest_version])
         if kind == "other terms":
             terms = other_terms(data, terms, self.env.token_addresses)
         signatures, signed_by = self.approvals(data, agreement_id, version, terms, mistakes=mistakes)
         outcome = self.model.activate(agreement_id, version, terms, signed_by)
+        if outcome.ok and version < agreement.latest_version:
+            OUTCOMES[("activateAgreement", "ok, an older pending version")] += 1
         self.expect(
             outcome, self.env.outsider, "activateAgreement", agreement_id, version, terms.as_tuple(), signatures
         )
@@ -829,6 +870,9 @@ def test_chain_matches_the_model_over_random_sequences(env):
         ("withdraw", "ok"),
         ("activateAgreement", "ok"),
         ("settle", "SettlementOutOfSequence"),
+        ("proposeAgreement", "AgreementProposerNotCurrentParty"),
+        ("activateAgreement", "AgreementVersionSuperseded"),
+        ("activateAgreement", "ok, an older pending version"),
     ]:
         assert OUTCOMES[wanted], f"no sequence reached {wanted}: the machine no longer exercises it"
 

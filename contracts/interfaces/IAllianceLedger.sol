@@ -107,7 +107,9 @@ interface IAllianceLedger {
     error AgreementPartiesUnordered(uint32 previous, uint32 meId);
     error AgreementTokenChanged(address token, address proposed);
     error AgreementProposerNotParty(address caller);
-    error AgreementVersionNotLatest(bytes32 agreementId, uint32 version, uint32 latest);
+    error AgreementProposerNotCurrentParty(bytes32 agreementId, uint32 currentVersion, address caller);
+    error AgreementVersionUnknown(bytes32 agreementId, uint32 version, uint32 latest);
+    error AgreementVersionSuperseded(bytes32 agreementId, uint32 version, uint32 active);
     error AgreementVersionNotActive(bytes32 agreementId, uint32 version, uint32 active);
     error AgreementVersionAlreadyActive(bytes32 agreementId, uint32 version);
     error AgreementTermsMismatch(bytes32 agreementId, uint32 version);
@@ -185,11 +187,22 @@ interface IAllianceLedger {
     // ------------------------------------------------------------------------------------------------
 
     /// @notice Proposes the first version of a new agreement, or an amendment (a new version) of an
-    /// existing one. Caller: the platform role or the signer of one of the proposed parties.
-    function proposeAgreement(bytes32 agreementId, Terms calldata terms) external returns (uint32 version);
+    /// existing one. Caller: the platform role; or, for a new agreement, the signer of one of the proposed
+    /// parties; or, for an existing agreement, the signer of one of its current parties: those of the
+    /// version in force, or of the latest proposal while no version was ever activated. So an ME outside
+    /// an alliance cannot add versions to it, even naming itself as a party.
+    /// @param current the terms of that current version (checked against its commitment, reverting with
+    /// `AgreementTermsMismatch`); read only when a non-platform caller proposes for an existing agreement,
+    /// otherwise pass empty terms
+    function proposeAgreement(bytes32 agreementId, Terms calldata terms, Terms calldata current)
+        external
+        returns (uint32 version);
 
-    /// @notice Activates the latest proposed version with every party's EIP-712 `Approval` signature,
-    /// in party order. Anyone may submit: the signatures are the authorisation.
+    /// @notice Activates a pending version with every party's EIP-712 `Approval` signature, in party
+    /// order. Anyone may submit: the signatures are the authorisation. Any version newer than the one in
+    /// force (any version, while none was ever activated) can be activated, so a later proposal never
+    /// makes a fully signed version unusable. Activating a version supersedes the one in force and every
+    /// older pending version: those can never be activated again (`AgreementVersionSuperseded`).
     function activateAgreement(bytes32 agreementId, uint32 version, Terms calldata terms, bytes[] calldata signatures)
         external;
 

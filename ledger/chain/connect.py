@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ledger.config import PROJECT_ROOT, Settings
-from ledger.errors import ChainUnavailable, LedgerError, NotFoundError
+from ledger.errors import ChainUnavailable, InputError, LedgerError, NotFoundError
 
 DEV_ALIAS = re.compile(r"^dev(\d{1,2})$")
 # The Ape provider that talks to each kind of local node (LEDGER_NODE).
@@ -125,14 +125,28 @@ def account(alias: str, settings: Settings):
         ) from None
 
 
-def address_of(value: str, settings: Settings) -> str:
-    """A checksummed address from ``0x...`` or an account alias."""
-    from eth_utils import is_address, to_checksum_address
+def checked_address(value: str, option: str = "address") -> str:
+    """A typed ``0x...`` address, checksummed. All-lowercase or all-uppercase hex is taken as it is; a
+    mixed-case one must carry a valid EIP-55 checksum, because a typo in it would otherwise register,
+    pay or trust an address nobody owns. ``option`` names the option in the error."""
+    from eth_utils import is_checksum_address, to_checksum_address
 
-    if value.startswith("0x"):
-        if not is_address(value):
-            raise LedgerError(f"{value!r} is not an address")
-        return to_checksum_address(value)
+    body = value[2:] if value[:2] in ("0x", "0X") else None
+    if body is None or len(body) != 40 or any(c not in "0123456789abcdefABCDEF" for c in body):
+        raise InputError(f"{option} {value!r} is not an address (0x and 40 hex digits)")
+    value = "0x" + body
+    if body != body.lower() and body != body.upper() and not is_checksum_address(value):
+        raise InputError(
+            f"{option} {value}: its mixed-case (EIP-55) checksum is wrong, so the address is probably mistyped; "
+            f"check it (or give it all in lowercase to skip the checksum)"
+        )
+    return to_checksum_address(value)
+
+
+def address_of(value: str, settings: Settings, option: str = "address") -> str:
+    """A checksummed address from ``0x...`` (see :func:`checked_address`) or an account alias."""
+    if value[:2] in ("0x", "0X"):
+        return checked_address(value, option)
     return account(value, settings).address
 
 

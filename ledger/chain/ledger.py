@@ -56,6 +56,8 @@ def _error_registry() -> dict[bytes, dict]:
 
 
 _ERRORS: dict[bytes, dict] | None = None
+# The empty ``Terms`` tuple: what a proposal passes as the current terms when it has none to show.
+EMPTY_TERMS = ("0x" + "00" * 20, [], [], 0, [])
 _LEADING_HEX = re.compile(r"0x([0-9a-fA-F]*)")
 
 
@@ -205,6 +207,13 @@ class LedgerChain:
         message = eip712.me_update_message(self.chain_id, self.address, me_id, payout, signer, nonce)
         return eip712.sign(account, message)
 
+    def has_role(self, role: str, account: str) -> bool:
+        """Whether ``account`` holds ``role`` ("platform", "finance" or "admin")."""
+        from eth_utils import keccak
+
+        role_id = b"\0" * 32 if role == "admin" else keccak(text=f"{role.upper()}_ROLE")
+        return bool(self.view("hasRole", role_id, account))
+
     def dissolve_me(self, me_id: int, *, sender) -> None:
         self.transact(self.contract.dissolveME, me_id, sender=sender)
 
@@ -286,9 +295,22 @@ class LedgerChain:
     def hash_terms(self, terms: Terms) -> bytes:
         return bytes(self.view("hashTerms", terms.as_tuple()))
 
-    def propose(self, agreement_id: bytes, terms: Terms, *, sender) -> int:
-        receipt = self.transact(self.contract.proposeAgreement, agreement_id, terms.as_tuple(), sender=sender)
+    def propose(self, agreement_id: bytes, terms: Terms, *, sender, current: Terms | None = None) -> int:
+        """Propose ``terms`` as the next version. ``current``: the terms of the agreement's current version
+        (whose parties' signers may propose), read from the chain when not given."""
+        if current is None:
+            current = self.current_terms(agreement_id)
+        shown = current.as_tuple() if current is not None else EMPTY_TERMS
+        receipt = self.transact(self.contract.proposeAgreement, agreement_id, terms.as_tuple(), shown, sender=sender)
         return int(self._event_args(receipt, "AgreementProposed")["version"])
+
+    def current_terms(self, agreement_id: bytes) -> Terms | None:
+        """The terms of the version that speaks for an agreement (see :meth:`Agreement.current_version`),
+        or None when it does not exist or has ended."""
+        found = self.agreements([agreement_id])[0]
+        if found is None or found.current_version is None:
+            return None
+        return self.terms_of(agreement_id, found.current_version)
 
     def approval_message(self, agreement_id: bytes, version: int, terms: Terms):
         return eip712.approval_message(self.chain_id, self.address, agreement_id, version, terms)

@@ -90,7 +90,7 @@ def propose(app: App, name, parties, target, excess, token, account_alias):
     from ledger.services.alliances import propose as propose_terms
 
     with app.session() as s:
-        token = s.address(token) if token else s.record.token
+        token = s.address(token, "--token") if token else s.record.token
         if not token:
             raise LedgerError("give --token: the ERC-20 the alliance settles in")
         _check_token(s, token)
@@ -102,11 +102,16 @@ def propose(app: App, name, parties, target, excess, token, account_alias):
 @alliance.command()
 @click.argument("name")
 @_terms_options
-@account_option("platform", "Proposer: the platform account or a party's signer (default: the platform account).")
+@account_option(
+    "platform",
+    "Proposer: the platform account, or the signer of a party of the version in force "
+    "(of the latest proposal while none ever was); default: the platform account.",
+)
 @pass_app
 def amend(app: App, name, parties, target, excess, account_alias):
     """Propose new terms for alliance NAME (a new version). The version in force stays in force until
-    every party of the new version has signed it and it is submitted.
+    every party of the new version has signed it and it is submitted. Earlier proposals stay valid:
+    whichever pending version is fully signed can be submitted (`submit --version N`).
 
     \b
     Example:
@@ -125,76 +130,168 @@ def amend(app: App, name, parties, target, excess, account_alias):
         _after_proposal(name, version, terms, s)
 
 
+_version_option = click.option(
+    "--version", "version", type=click.IntRange(min=1), metavar="N",
+    help="The pending version (default: the newest one waiting for signatures).",
+)  # fmt: skip
+
+
 @alliance.command()
 @click.argument("name")
 @click.option("--account", "accounts", multiple=True, required=True, metavar="ACCOUNT",
               help="The party's signer account (Ape alias); repeat to sign for several parties.")  # fmt: skip
+@_version_option
 @pass_app
-def sign(app: App, name, accounts):
+def sign(app: App, name, accounts, version):
     """Sign the proposal waiting on alliance NAME with a party's own key.
 
-    The signature is kept in the local signature store until `submit`; `ledger alliance show` lists
-    who has signed. Print it with `--export` to send it to whoever submits on another machine.
+    Before signing it prints what is signed, in words: the alliance and version, every party with its
+    shares up to and above the target, the target and the token, and what changes from the version in
+    force. The signature is kept in the local signature store until `submit`; `ledger alliance show`
+    lists who has signed. To submit on another machine, send the output of `ledger alliance
+    export-signatures NAME` there and feed it to `ledger alliance import-signature NAME --file FILE`.
 
     \b
     Example:
       ledger alliance sign smart-kitchen --account dev3
+      ledger alliance sign smart-kitchen --account dev3 --version 2
     """
     from ledger.services import alliances
 
     with app.session() as s:
+        agreement = s.chain.agreement(name)
+        version = alliances.approvable_version(agreement, version)
+        for line in _what_is_signed(s, agreement, version, s.chain.terms_of(agreement.id, version)):
+            click.echo(line)
         for alias in accounts:
-            signed = alliances.sign(s.chain, s.signatures, name, s.account(alias))
-            click.echo(f"{alias} signed for {', '.join(signed)}")
-        _signature_progress(s, name)
+            signed = alliances.sign(s.chain, s.signatures, name, s.account(alias), version=version)
+            click.echo(f"{alias} signed version {version} for {', '.join(signed)}")
+        _signature_progress(s, name, version)
+
+
+def _what_is_signed(s, agreement, version: int, terms) -> list[str]:
+    """The approval of ``version`` in words, and what it changes from the version in force."""
+    from .output import pct
+
+    old = s.chain.terms_of(agreement.id, agreement.active_version) if agreement.active_version else None
+    ids = set(terms.parties) | set(old.parties if old else ())
+    names = {me.id: me.name for me in s.chain.mes_by_id(sorted(ids))}
+    symbol = s.symbol(terms.token)
+
+    def target_text(t) -> str:
+        return f"{s.units(t.target, t.token)} {symbol} per period" if t.target else "none"
+
+    lines = [
+        f"You are signing the approval of version {version} of alliance {agreement.name!r} "
+        f"(ledger {s.chain.address}, chain {s.chain.chain_id}):",
+        f"  token: {symbol} ({terms.token})",
+        f"  target: {target_text(terms)}",
+    ]
+    for i, me_id in enumerate(terms.parties):
+        above = f", {pct(terms.excess_shares[i])} above the target" if terms.target else ""
+        share = "up to the target" if terms.target else "of all revenue"
+        lines.append(f"  party {names[me_id]}: {pct(terms.shares[i])} {share}{above}")
+    if old is None:
+        lines.append("  changes: no version is in force yet; these terms would be the first")
+        return lines
+    changes = []
+    old_at = {p: i for i, p in enumerate(old.parties)}
+    new_at = {p: i for i, p in enumerate(terms.parties)}
+    for me_id in terms.parties:
+        if me_id not in old_at:
+            changes.append(f"{names[me_id]} joins")
+    for me_id in old.parties:
+        if me_id not in new_at:
+            changes.append(f"{names[me_id]} leaves (had {pct(old.shares[old_at[me_id]])})")
+    for me_id in terms.parties:
+        if me_id in old_at:
+            before, after = old.shares[old_at[me_id]], terms.shares[new_at[me_id]]
+            if before != after:
+                changes.append(f"{names[me_id]} {pct(before)} -> {pct(after)}")
+            old_ex = old.excess_shares[old_at[me_id]] if old.target else None
+            new_ex = terms.excess_shares[new_at[me_id]] if terms.target else None
+            if old_ex is not None and new_ex is not None and old_ex != new_ex:
+                changes.append(f"{names[me_id]} above the target {pct(old_ex)} -> {pct(new_ex)}")
+    if old.target != terms.target:
+        changes.append(f"target {target_text(old)} -> {target_text(terms)}")
+    where = f"from version {agreement.active_version} in force"
+    lines.append(f"  changes {where}: {'; '.join(changes)}" if changes else f"  changes {where}: none (same terms)")
+    return lines
 
 
 @alliance.command(name="export-signatures")
 @click.argument("name")
 @pass_app
 def export_signatures(app: App, name):
-    """Print the signatures collected here for NAME's pending proposal (one per line, ME and hex), to
-    import on the machine that submits.
+    """Print the approval signatures collected here for NAME's pending versions, to import on the machine
+    that submits: `ledger alliance import-signature NAME --file FILE` takes this output as it is.
+    Lines: `ME 0xSIGNATURE`, under a `# version N` comment per version.
 
     \b
     Example:
       ledger alliance export-signatures smart-kitchen > sigs.txt
     """
-    from ledger.services.alliances import APPROVAL, pending_version
+    from ledger.services.alliances import APPROVAL
 
     with app.session() as s:
         agreement = s.chain.agreement(name)
-        version = pending_version(agreement)
-        stored = s.signatures.get(agreement.id, APPROVAL, version) if version else {}
-        for me_id, signature in sorted(stored.items()):
-            click.echo(f"{s.chain.me(me_id).name} 0x{signature.hex()}")
+        for version in agreement.pending_versions:
+            stored = s.signatures.get(agreement.id, APPROVAL, version)
+            if not stored:
+                continue
+            click.echo(f"# alliance {name} version {version}")
+            for me_id, signature in sorted(stored.items()):
+                click.echo(f"{s.chain.me(me_id).name} 0x{signature.hex()}")
 
 
 @alliance.command(name="import-signature")
 @click.argument("name")
-@click.argument("signature")
+@click.argument("signatures", nargs=-1, metavar="[SIGNATURE]...")
+@click.option("--file", "file", type=click.File("r", encoding="utf-8"), metavar="FILE",
+              help="Signatures as `export-signatures` prints them (`ME 0x...` lines); - for stdin.")  # fmt: skip
 @pass_app
-def import_signature(app: App, name, signature):
-    """Add a party's signature made on another machine (hex). It must recover to that party's signer.
+def import_signature(app: App, name, signatures, file):
+    """Add parties' signatures made on another machine (hex). Each must recover to the registered signer
+    of a party of a version waiting for signatures (the signature says which version).
 
     \b
     Example:
       ledger alliance import-signature smart-kitchen 0x5f1c...1b
+      ledger alliance import-signature smart-kitchen --file sigs.txt
     """
+    from ledger.errors import InputError
     from ledger.services import alliances
 
+    items: list[tuple[str | None, str, str]] = [(None, sig, f"argument {i + 1}") for i, sig in enumerate(signatures)]
+    if file is not None:
+        for number, line in enumerate(file.read().splitlines(), start=1):
+            text = line.strip()
+            if not text or text.startswith("#"):
+                continue
+            parts = text.split()
+            if len(parts) > 2:
+                raise InputError(f"{file.name} line {number}: expected `ME 0xSIGNATURE` or `0xSIGNATURE`")
+            items.append((parts[0] if len(parts) == 2 else None, parts[-1], f"{file.name} line {number}"))
+    if not items:
+        raise click.UsageError("give a SIGNATURE or --file FILE")
     with app.session() as s:
-        signed = alliances.add_signature(s.chain, s.signatures, name, signature)
-        click.echo(f"imported the signature of {', '.join(signed)}")
-        _signature_progress(s, name)
+        versions = set()
+        for me_name, signature, where in items:
+            try:
+                version, signed = alliances.add_signature(s.chain, s.signatures, name, signature, me_name=me_name)
+            except InputError as err:
+                raise InputError(f"{where}: {err}") from None
+            versions.add(version)
+            click.echo(f"imported the signature of {', '.join(signed)} for version {version}")
+        for version in sorted(versions):
+            _signature_progress(s, name, version)
 
 
-def _signature_progress(s, name):
-    from ledger.services.alliances import APPROVAL, pending_version, signature_status
+def _signature_progress(s, name, version: int):
+    from ledger.services.alliances import APPROVAL, signature_status
 
     agreement = s.chain.agreement(name)
-    version = pending_version(agreement)
-    if version is None:
+    if version not in agreement.pending_versions:
         return
     rows = signature_status(
         s.chain, s.signatures, agreement, APPROVAL, version, s.chain.terms_of(agreement.id, version)
@@ -204,24 +301,35 @@ def _signature_progress(s, name):
     if waiting:
         click.echo(f"{done} of {len(rows)} parties have signed version {version}; waiting for {', '.join(waiting)}")
     else:
-        click.echo(f"all {len(rows)} parties have signed version {version}; next: `ledger alliance submit {name}`")
+        more = f" --version {version}" if version != agreement.pending_versions[-1] else ""
+        click.echo(
+            f"all {len(rows)} parties have signed version {version}; next: `ledger alliance submit {name}{more}`"
+        )
 
 
 @alliance.command()
 @click.argument("name")
 @account_option("platform", "Account that sends the activation (any account may; default: the platform account).")
+@click.option("--version", "version", type=click.IntRange(min=1), metavar="N",
+              help="The pending version to put in force (default: the newest one every party has signed).")  # fmt: skip
 @pass_app
-def submit(app: App, name, account_alias):
-    """Put the pending version of alliance NAME in force, once every party has signed it.
+def submit(app: App, name, account_alias, version):
+    """Put a pending version of alliance NAME in force, once every party has signed it.
+
+    Any version newer than the one in force can be put in force (any version, while none ever was);
+    doing so supersedes the version in force and every older pending version, for good.
 
     \b
     Example:
       ledger alliance submit smart-kitchen
+      ledger alliance submit smart-kitchen --version 2
     """
     from ledger.services.alliances import submit as submit_version
 
     with app.session() as s:
-        version = submit_version(s.chain, s.signatures, name, sender=s.role_account("platform", account_alias))
+        version = submit_version(
+            s.chain, s.signatures, name, sender=s.role_account("platform", account_alias), version=version
+        )
     click.echo(f"alliance {name!r} version {version} is in force")
 
 

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import click
 
 from .context import App, pass_app
 
-ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
-
 
 def _address(ctx, param, value):
-    if value is not None and not ADDRESS.match(value):
-        raise click.BadParameter(f"{value!r} is not an address (0x and 40 hex digits)")
-    return value
+    if value is None:
+        return value
+    from ledger.chain.connect import checked_address
+    from ledger.errors import InputError
+
+    try:
+        return checked_address(value, "--ledger")
+    except InputError as err:
+        raise click.BadParameter(str(err).removeprefix("--ledger ")) from None
 
 
 @click.command()

@@ -116,10 +116,12 @@ class Session:
 
         return account(alias, self.settings)
 
-    def address(self, value: str) -> str:
+    def address(self, value: str, option: str = "address") -> str:
+        """An address typed as ``0x...`` (a mixed-case one with a valid checksum) or an account alias;
+        ``option`` names the option in errors."""
         from ledger.chain.connect import address_of
 
-        return address_of(value, self.settings)
+        return address_of(value, self.settings, option)
 
     def role_account(self, role: str, alias: str | None):
         """The account for a role: ``--account`` if given, else the alias recorded at deployment."""

@@ -45,7 +45,7 @@ def deploy(app: App, admin, platform, finance, sender_alias, token_decimals, as_
     if missing:
         raise LedgerError(f"give {', '.join(missing)} (the accounts or addresses that hold those roles)")
     with app.session(deployed=False) as session:
-        addresses = {role: session.address(value) for role, value in roles.items()}
+        addresses = {role: session.address(value, f"--{role}") for role, value in roles.items()}
         sender_alias = sender_alias or roles["admin"]
         sender = session.account(sender_alias)
         aliases = {role: value for role, value in roles.items() if not value.startswith("0x")}

@@ -9,12 +9,13 @@ from .context import App, account_option, pass_app
 
 @click.group()
 def me():
-    """Register, list, show and dissolve micro-enterprises (MEs).
+    """Register, list, show, update and dissolve micro-enterprises (MEs).
 
     \b
     Example:
       ledger me register fridge --signer dev3
       ledger me list
+      ledger me update fridge --signer dev12 --consent-by dev3
     """
 
 
@@ -36,8 +37,8 @@ def register(app: App, name, signer, payout, parent, account_alias):
       ledger me register fridge --signer dev3 --parent kitchen-platform
     """
     with app.session() as s:
-        signer_address = s.address(signer)
-        payout_address = s.address(payout) if payout else signer_address
+        signer_address = s.address(signer, "--signer")
+        payout_address = s.address(payout, "--payout") if payout else signer_address
         parent_id = s.chain.me_id_by_name(parent) if parent else 0
         me_id = s.chain.register_me(
             name, payout_address, signer_address, parent_id, sender=s.role_account("platform", account_alias)
@@ -134,6 +135,99 @@ def show(app: App, name, as_json):
     for alliance, status, version, share, excess in memberships:
         tier = f", {pct(excess)} above target" if excess is not None else ""
         click.echo(f"  alliance {alliance}: {status}, version {version}, share {pct(share)}{tier}")
+
+
+def _change_options(func):
+    options = [
+        click.option("--payout", metavar="ADDRESS",
+                     help="The new payout address (alias or address; default: unchanged)."),
+        click.option("--signer", metavar="ACCOUNT",
+                     help="The new signer key (alias or address; default: unchanged)."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _plan(s, name, payout, signer):
+    from ledger.services.mes import plan_update
+
+    return plan_update(
+        s.chain,
+        name,
+        s.address(payout, "--payout") if payout else None,
+        s.address(signer, "--signer") if signer else None,
+    )
+
+
+def _consents(s):
+    from ledger.services.mes import ConsentStore
+
+    return ConsentStore(s.settings.signatures_dir, s.record.chain_id, s.record.ledger)
+
+
+@me.command()
+@click.argument("name")
+@_change_options
+@click.option("--account", "account_alias", required=True, metavar="ACCOUNT",
+              help="The ME's current signer (Ape alias): the key that consents.")  # fmt: skip
+@pass_app
+def consent(app: App, name, payout, signer, account_alias):
+    """Consent, as ME NAME's current signer, to a new payout address and/or signer.
+
+    Prints the change and the consent (an EIP-712 `MEUpdate` signature, single-use) and keeps it here;
+    the platform then sends it with `ledger me update` (on this machine, or with `--consent 0x...` on
+    its own).
+
+    \b
+    Example:
+      ledger me consent fridge --payout 0x90f79bf6eb2c4f870365e785982e1f101e93b906 --account dev3
+    """
+    from ledger.services import mes
+
+    with app.session() as s:
+        update = _plan(s, name, payout, signer)
+        click.echo(f"consenting to {update.describe()}")
+        signature = mes.consent(s.chain, _consents(s), update, s.account(account_alias))
+    click.echo(f"consent 0x{signature.hex()}")
+    options = (f" --payout {update.payout}" if payout else "") + (f" --signer {update.signer}" if signer else "")
+    click.echo(f"next, by the platform: `ledger me update {name}{options} --consent 0x{signature.hex()}`")
+
+
+@me.command()
+@click.argument("name")
+@_change_options
+@click.option(
+    "--consent", "consent_hex", metavar="HEX", help="The current signer's consent, as `me consent` printed it."
+)
+@click.option("--consent-by", "consent_by", metavar="ACCOUNT",
+              help="Sign the consent here with this account (the ME's current signer), then send.")  # fmt: skip
+@account_option("platform")
+@pass_app
+def update(app: App, name, payout, signer, consent_hex, consent_by, account_alias):
+    """Change ME NAME's payout address and/or signer (platform role), with the consent of its current
+    signer: `--consent` as `ledger me consent` printed it, `--consent-by` its account when one operator
+    holds both keys, or else a consent kept here by `ledger me consent`. The consent is checked against
+    the ME's current signer before anything is sent.
+
+    \b
+    Example:
+      ledger me update fridge --payout 0x90f79bf6eb2c4f870365e785982e1f101e93b906 --consent 0x5f1c...1b
+      ledger me update fridge --signer dev12 --consent-by dev3
+    """
+    from ledger.errors import InputError
+    from ledger.services import mes
+
+    if consent_hex and consent_by:
+        raise InputError("give --consent or --consent-by, not both")
+    with app.session() as s:
+        change = _plan(s, name, payout, signer)
+        store = _consents(s)
+        signature = mes.parse_consent(consent_hex) if consent_hex else None
+        if consent_by:
+            signature = mes.consent(s.chain, store, change, s.account(consent_by))
+        mes.submit(s.chain, store, change, signature=signature, sender=s.role_account("platform", account_alias))
+    click.echo(f"updated {change.describe()}")
 
 
 @me.command()

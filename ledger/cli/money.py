@@ -22,22 +22,41 @@ def period():
 @period.command()
 @click.argument("alliance")
 @click.argument("period_number", metavar="PERIOD", type=click.IntRange(1, 2**32 - 1))
+@click.option("--force", is_flag=True, help="Close it even though no revenue was settled into it (closing is final).")
 @account_option("finance")
 @pass_app
-def close(app: App, alliance, period_number, account_alias):
-    """Close PERIOD of ALLIANCE (finance role).
+def close(app: App, alliance, period_number, account_alias, force):
+    """Close PERIOD of ALLIANCE (finance role). Closing is final: no revenue can be settled into the
+    period afterwards. A period with no settled revenue (a typo such as 202701 for 202612, or a period
+    whose revenue is still to come) is refused unless `--force`.
 
     \b
     Example:
       ledger period close smart-kitchen 202611
     """
+    from ledger.errors import LedgerError
+
     with app.session() as s:
         agreement = s.chain.agreement(alliance)
         revenue, closed = s.chain.period(agreement.id, period_number)
         if closed:
-            from ledger.errors import LedgerError
-
             raise LedgerError(f"period {period_number} of alliance {alliance!r} is already closed")
+        if revenue == 0 and not force:
+            settled = {
+                int(log.args["period"])
+                for log in s.chain.logs(["PartiesCredited"], from_block=s.record.block, topic1=[agreement.id])
+            }
+            latest = max(settled, default=None)
+            if latest is None:
+                why = "no revenue has been settled into any period of it yet"
+            elif period_number > latest:
+                why = f"it is after {latest}, the latest period with settled revenue"
+            else:
+                why = "no revenue was settled into it"
+            raise LedgerError(
+                f"period {period_number} of alliance {alliance!r} has no settled revenue: {why}; closing is final, "
+                f"so settle its revenue first, or give --force to close it empty"
+            )
         s.chain.close_period(agreement.id, period_number, sender=s.role_account("finance", account_alias))
         shown = s.units(revenue, agreement.token)
         click.echo(f"closed period {period_number} of {alliance!r}: revenue {shown} {s.symbol(agreement.token)}")
@@ -235,7 +254,7 @@ def withdraw(app: App, name, account_alias, token):
             raise LedgerError(
                 f"only the payout address of {name!r} ({me_.payout}) may withdraw; {account_alias} is {sender.address}"
             )
-        tokens = [s.address(token)] if token else [
+        tokens = [s.address(token, "--token")] if token else [
             r.token for r in balances(s.chain, from_block=s.record.block,
                                       extra_tokens=[s.record.token] if s.record.token else []).rows
             if r.me_id == me_.id and r.balance > 0
@@ -278,7 +297,7 @@ def mint(app: App, amount, to, account_alias):
         if not s.record.token:
             raise LedgerError("this deployment has no test token (only the local chain gets one)")
         minter = s.role_account("finance", account_alias)
-        recipient = s.address(to) if to else minter.address
+        recipient = s.address(to, "--to") if to else minter.address
         units = s.parse_units(amount, s.record.token, "amount")
         from ledger.chain.ledger import contract_errors
 
@@ -304,6 +323,6 @@ def token_balance(app: App, holder):
     with app.session() as s:
         if not s.record.token:
             raise LedgerError("this deployment has no test token")
-        address = s.address(holder)
+        address = s.address(holder, "HOLDER")
         held = s.chain.token_balance(s.record.token, address)
         click.echo(f"{address} holds {s.units(held, s.record.token)} {s.symbol(s.record.token)}")

@@ -119,7 +119,12 @@ def build_terms(token: str, shares: dict[int, int], target: int, excess: dict[in
 
 
 def propose(chain, name: str, terms: Terms, *, sender, amend: bool) -> int:
-    """Put ``terms`` on chain as the next version of alliance ``name``. Returns the version."""
+    """Put ``terms`` on chain as the next version of alliance ``name``. Returns the version.
+
+    Checked here as the contract checks it, before anything is sent: a new alliance is proposed by the
+    platform or the signer of one of its parties; a new version of an existing one by the platform or the
+    signer of a party of its current version (the one in force, or the latest proposal while none ever
+    was)."""
     agreement_id = chain.agreement_id(name)
     existing = _agreement_or_none(chain, agreement_id)
     if amend:
@@ -129,14 +134,27 @@ def propose(chain, name: str, terms: Terms, *, sender, amend: bool) -> int:
             raise LedgerError(f"alliance {name!r} is terminated; it cannot be amended")
     elif existing is not None:
         raise LedgerError(f"alliance {name!r} already exists (version {existing.latest_version}); use `alliance amend`")
-    return chain.propose(agreement_id, terms, sender=sender)
+    current = chain.terms_of(agreement_id, existing.current_version) if existing is not None else None
+    if not chain.has_role("platform", sender.address):
+        speakers = current.parties if current is not None else terms.parties
+        if not any(me.signer.lower() == sender.address.lower() for me in chain.mes_by_id(speakers)):
+            names = ", ".join(me.name for me in chain.mes_by_id(speakers))
+            if current is None:
+                raise LedgerError(
+                    f"account {sender.address} may not propose alliance {name!r}: it is neither the platform nor "
+                    f"the signer of one of its parties ({names})"
+                )
+            raise LedgerError(
+                f"account {sender.address} may not propose a new version of {name!r}: only the platform or the "
+                f"signer of a party of version {existing.current_version}, the current one ({names}), may"
+            )
+    return chain.propose(agreement_id, terms, sender=sender, current=current)
 
 
 def pending_version(agreement: Agreement) -> int | None:
-    """The proposal waiting for signatures, if any (the latest version, when it is not in force)."""
-    if agreement.status == AgreementStatus.TERMINATED:
-        return None
-    return agreement.latest_version if agreement.latest_version != agreement.active_version else None
+    """The newest proposal waiting for signatures, if any."""
+    pending = agreement.pending_versions
+    return pending[-1] if pending else None
 
 
 def _agreement_or_none(chain, agreement_id: bytes) -> Agreement | None:
@@ -154,17 +172,12 @@ def _message(chain, agreement: Agreement, kind: str, version: int, terms: Terms)
     return chain.termination_message(agreement.id, version)
 
 
-def _target(chain, name: str, kind: str) -> tuple[Agreement, int, Terms]:
-    """The agreement, the version to sign and its terms, for an approval or a termination."""
+def _target(chain, name: str, kind: str, version: int | None = None) -> tuple[Agreement, int, Terms]:
+    """The agreement, the version to sign and its terms, for an approval (``version``, or the newest one
+    pending) or a termination (the version in force)."""
     agreement = chain.agreement(name)
     if kind == APPROVAL:
-        version = pending_version(agreement)
-        if version is None:
-            state = "terminated" if agreement.status == AgreementStatus.TERMINATED else "in force"
-            raise LedgerError(
-                f"alliance {name!r} has no proposal waiting for signatures (version {agreement.active_version} "
-                f"is {state}); propose changes with `alliance amend`"
-            )
+        version = approvable_version(agreement, version)
     else:
         if agreement.status != AgreementStatus.ACTIVE:
             raise LedgerError(f"alliance {name!r} is {agreement.status.name.lower()}; only an active one can end")
@@ -172,9 +185,34 @@ def _target(chain, name: str, kind: str) -> tuple[Agreement, int, Terms]:
     return agreement, version, chain.terms_of(agreement.id, version)
 
 
-def sign(chain, store: SignatureStore, name: str, account, kind: str = APPROVAL) -> list[str]:
+def approvable_version(agreement: Agreement, version: int | None = None) -> int:
+    """``version`` if it can still be activated (the newest pending one when None), else why not."""
+    name = agreement.name
+    pending = agreement.pending_versions
+    if version in pending or (version is None and pending):
+        return version or pending[-1]
+    if agreement.status == AgreementStatus.TERMINATED:
+        raise LedgerError(f"alliance {name!r} is terminated; no version of it can be put in force")
+    if version is None:
+        raise LedgerError(
+            f"alliance {name!r} has no proposal waiting for signatures (version {agreement.active_version} "
+            f"is in force); propose changes with `alliance amend`"
+        )
+    if not 1 <= version <= agreement.latest_version:
+        raise LedgerError(f"--version {version}: alliance {name!r} has versions 1 to {agreement.latest_version}")
+    if version == agreement.active_version:
+        raise LedgerError(f"--version {version}: version {version} of {name!r} is already in force")
+    raise LedgerError(
+        f"--version {version}: version {version} of {name!r} is older than version {agreement.active_version} in "
+        f"force and can no longer be put in force; waiting for signatures: {', '.join(map(str, pending)) or 'none'}"
+    )
+
+
+def sign(
+    chain, store: SignatureStore, name: str, account, kind: str = APPROVAL, version: int | None = None
+) -> list[str]:
     """Sign with ``account`` for every party whose registered signer it is. Returns those MEs' names."""
-    agreement, version, terms = _target(chain, name, kind)
+    agreement, version, terms = _target(chain, name, kind, version)
     mine = [chain.me(me_id) for me_id in terms.parties]
     mine = [me for me in mine if me.signer.lower() == account.address.lower()]
     if not mine:
@@ -188,24 +226,48 @@ def sign(chain, store: SignatureStore, name: str, account, kind: str = APPROVAL)
     return [me.name for me in mine]
 
 
-def add_signature(chain, store: SignatureStore, name: str, signature_hex: str, kind: str = APPROVAL) -> list[str]:
-    """Import a signature made elsewhere; it must recover to a party's registered signer."""
+def add_signature(
+    chain, store: SignatureStore, name: str, signature_hex: str, kind: str = APPROVAL, me_name: str | None = None
+) -> tuple[int, list[str]]:
+    """Import a signature made elsewhere; it must recover to a party's registered signer for one of the
+    versions waiting for signatures (the signature itself says which). ``me_name``, when given (as
+    ``export-signatures`` writes it), must be one of those parties. Returns (version, MEs it signs for)."""
+    text = signature_hex.strip()
     try:
-        signature = bytes.fromhex(signature_hex.removeprefix("0x"))
+        signature = bytes.fromhex(text.removeprefix("0x"))
     except ValueError:
-        raise InputError("signature must be hex (0x followed by 130 hex digits)") from None
+        raise InputError(f"signature {text[:20]!r}: must be hex (0x followed by 130 hex digits)") from None
     if len(signature) != 65:
         raise InputError(f"signature must be 65 bytes, got {len(signature)}")
-    agreement, version, terms = _target(chain, name, kind)
-    signer = eip712.recover(_message(chain, agreement, kind, version, terms), signature)
-    mine = [me for me in (chain.me(i) for i in terms.parties) if signer and me.signer.lower() == signer.lower()]
-    if signer is None:
-        raise InputError("signature is not a valid ECDSA signature (no key recovers from it)")
-    if not mine:
-        raise LedgerError(f"the signature is from {signer}, which is not the signer of any party of {name!r}")
-    for me in mine:
-        store.put(agreement.id, kind, version, me.id, signature)
-    return [me.name for me in mine]
+    if kind == APPROVAL:
+        agreement = chain.agreement(name)
+        candidates = list(reversed(agreement.pending_versions)) or [approvable_version(agreement)]
+    else:
+        agreement, version, _ = _target(chain, name, kind)
+        candidates = [version]
+    recovered = []
+    for version in candidates:
+        terms = chain.terms_of(agreement.id, version)
+        signer = eip712.recover(_message(chain, agreement, kind, version, terms), signature)
+        if signer is None:
+            raise InputError("signature is not a valid ECDSA signature (no key recovers from it)")
+        recovered.append(signer)
+        mine = [me for me in chain.mes_by_id(terms.parties) if me.signer.lower() == signer.lower()]
+        if me_name is not None and mine and me_name not in [me.name for me in mine]:
+            raise LedgerError(
+                f"the signature for {me_name!r} is from {signer}, the signer of {', '.join(m.name for m in mine)}, "
+                f"not of {me_name!r}"
+            )
+        if mine:
+            for me in mine:
+                store.put(agreement.id, kind, version, me.id, signature)
+            return version, [me.name for me in mine]
+    versions = ", ".join(map(str, sorted(candidates)))
+    raise LedgerError(
+        f"the signature{' for ' + repr(me_name) if me_name else ''} is from {recovered[0]}, which is not the signer "
+        f"of any party of {name!r} for version {versions} waiting for signatures (made for other terms, another "
+        f"version, alliance or chain?)"
+    )
 
 
 def signature_status(chain, store: SignatureStore, agreement: Agreement, kind: str, version: int, terms: Terms):
@@ -233,9 +295,17 @@ def _collect(chain, store, agreement: Agreement, kind: str, version: int, terms:
     return [stored[me_id] for me_id in terms.parties]
 
 
-def submit(chain, store: SignatureStore, name: str, *, sender) -> int:
-    """Activate the pending version once every party has signed. Returns the version now in force."""
-    agreement, version, terms = _target(chain, name, APPROVAL)
+def submit(chain, store: SignatureStore, name: str, *, sender, version: int | None = None) -> int:
+    """Activate a pending version once every party has signed it: ``version``, or the newest pending
+    version every party has signed. Returns the version now in force."""
+    agreement = chain.agreement(name)
+    if version is None:
+        for candidate in reversed(agreement.pending_versions):
+            terms = chain.terms_of(agreement.id, candidate)
+            if all(row.signed for row in signature_status(chain, store, agreement, APPROVAL, candidate, terms)):
+                version = candidate
+                break
+    agreement, version, terms = _target(chain, name, APPROVAL, version)
     signatures = _collect(chain, store, agreement, APPROVAL, version, terms)
     chain.activate(agreement.id, version, terms, signatures, sender=sender)
     return version

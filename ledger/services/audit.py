@@ -75,7 +75,10 @@ ROLE_NAMES = {
 # What each kind of finding means (the README's auditor section lists the same).
 FINDING_KINDS = {
     "signature": "an approval, termination or ME-update consent not made by the signer registered at the time",
-    "terms": "a version whose terms are invalid or do not match their hash, or an activation out of order",
+    "terms": (
+        "a version whose terms are invalid or do not match their hash, proposed by someone not entitled to, or "
+        "an activation out of order"
+    ),
     "credit": "credits that differ from the split recomputed from the terms in force",
     "duplicate": "a revenue reference credited twice, or a sequence number used twice",
     "closed-period": "revenue settled into a closed period, or a period closed twice or with the wrong revenue",
@@ -515,6 +518,7 @@ class Auditor:
         if agreement is None:
             agreement = self.agreements[aid] = _Agreement(name=name, token=token)
             self.counts["agreements"] += 1
+        proposer_problem = self._proposer_problem(agreement, terms, a["proposer"])
         self.counts["versions"] += 1
         self._token(token)
         problem = validate_terms(terms)
@@ -530,6 +534,7 @@ class Auditor:
             problem = "proposed after the agreement ended"
         if problem is None and version != agreement.latest + 1:
             problem = f"version {version} follows version {agreement.latest}"
+        problem = problem or proposer_problem
         recomputed = terms_hash(token, parties, shares, target, excess)
         if recomputed != a["termsHash"]:
             problem = (
@@ -540,6 +545,24 @@ class Auditor:
             self._find("terms", f"alliance {name!r} version {version}: {problem}", log, alliance=name, version=version)
         agreement.versions[version] = terms
         agreement.latest = max(agreement.latest, version)
+
+    def _proposer_problem(self, agreement: _Agreement, terms: _Terms, proposer: str) -> str | None:
+        """Who may propose a version of an existing agreement (the contract's rule): the platform, or the
+        signer of a party of its current version (the one in force, or the latest proposal while none
+        ever was). Version 1 is not checked: ``createAgreement`` (anyone, with every party's signature)
+        logs the same ``AgreementProposed`` as ``proposeAgreement``."""
+        if not agreement.latest or agreement.status == "terminated":
+            return None
+        if proposer.lower() in {a.lower() for a in self.roles.get("platform", ())}:
+            return None
+        current = agreement.active if agreement.status == "active" else agreement.latest
+        speakers = agreement.versions[current].parties if current in agreement.versions else ()
+        if any(me_id in self.mes and self.mes[me_id].signer.lower() == proposer.lower() for me_id in speakers):
+            return None
+        return (
+            f"proposed by {proposer}, neither the platform nor the signer of a party of version {current}, "
+            f"the current one"
+        )
 
     def _proposed_version(self, log: Log, what: str) -> tuple[bytes, int, str, _Agreement | None]:
         """The agreement a log names, or None (reported) when the version it names was never proposed."""
@@ -557,10 +580,10 @@ class Auditor:
             return
         if agreement.status == "terminated":
             self._find("terms", f"alliance {name!r} version {version} activated after the agreement ended", log)
-        elif version != agreement.latest or version == agreement.active:
+        elif version <= agreement.active:  # only a version newer than the one in force can be activated
             self._find(
                 "terms",
-                f"alliance {name!r} activated version {version}; the latest proposed was {agreement.latest}",
+                f"alliance {name!r} activated version {version}; version {agreement.active} was already in force",
                 log,
             )
         terms = agreement.versions[version]

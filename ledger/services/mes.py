@@ -1,0 +1,139 @@
+"""ME owners: a new payout address or signer for an ME, with its current signer's EIP-712 consent.
+
+The contract's ``updateME`` is sent by the platform and carries the consent: an ``MEUpdate(meId, payout,
+signer, nonce)`` signature by the ME's signer at that moment (the nonce makes every consent single-use).
+The two usually sit with different people on different machines, as agreement signatures do: the ME's
+signer runs ``ledger me consent`` (signs, keeps the consent in the local store and prints it), the
+platform runs ``ledger me update`` with the printed consent (or, on the same machine, the stored one).
+Every consent is checked here against the ME's current signer and nonce before anything is sent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ledger.chain import eip712
+from ledger.errors import InputError, LedgerError
+from ledger.models import ME
+
+
+class ConsentStore:
+    """``<folder>/<chain id>/<ledger address>/me-<id>.json``: consents by nonce, payout and signer."""
+
+    def __init__(self, folder: Path, chain_id: int, ledger: str):
+        self.folder = Path(folder) / str(chain_id) / ledger
+
+    def _path(self, me_id: int) -> Path:
+        return self.folder / f"me-{me_id}.json"
+
+    @staticmethod
+    def _key(update: Update) -> str:
+        return f"{update.nonce}:{update.payout.lower()}:{update.signer.lower()}"
+
+    def _load(self, me_id: int) -> dict:
+        path = self._path(me_id)
+        if not path.exists():
+            return {}
+        try:
+            return json.loads(path.read_text())
+        except ValueError:
+            raise LedgerError(f"consent store {path} is unreadable; move it away and sign again") from None
+
+    def get(self, update: Update) -> bytes | None:
+        found = self._load(update.me.id).get(self._key(update))
+        return bytes.fromhex(found[2:]) if found else None
+
+    def put(self, update: Update, consent: bytes) -> None:
+        data = self._load(update.me.id)
+        data[self._key(update)] = "0x" + consent.hex()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self._path(update.me.id)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class Update:
+    """A change of ME ``me`` (as it is now) to ``payout`` and ``signer``, at the ME's current nonce."""
+
+    me: ME
+    payout: str
+    signer: str
+
+    @property
+    def nonce(self) -> int:
+        return self.me.nonce
+
+    def describe(self) -> str:
+        changes = []
+        if self.payout.lower() != self.me.payout.lower():
+            changes.append(f"payout {self.me.payout} -> {self.payout}")
+        if self.signer.lower() != self.me.signer.lower():
+            changes.append(f"signer {self.me.signer} -> {self.signer}")
+        return f"ME {self.me.name!r} (id {self.me.id}): {'; '.join(changes)} (update number {self.nonce + 1})"
+
+
+def plan_update(chain, name: str, payout: str | None, signer: str | None) -> Update:
+    """The change ``--payout``/``--signer`` ask for (what is not given stays as it is)."""
+    if payout is None and signer is None:
+        raise InputError("give --payout and/or --signer: what changes")
+    me = chain.me(chain.me_id_by_name(name))
+    update = Update(me, payout or me.payout, signer or me.signer)
+    if update.payout.lower() == me.payout.lower() and update.signer.lower() == me.signer.lower():
+        raise InputError(f"--payout/--signer: ME {name!r} already has payout {me.payout} and signer {me.signer}")
+    return update
+
+
+def _message(chain, update: Update):
+    return eip712.me_update_message(
+        chain.chain_id, chain.address, update.me.id, update.payout, update.signer, update.nonce
+    )
+
+
+def consent(chain, store: ConsentStore, update: Update, account) -> bytes:
+    """The consent of ``account``, which must be the ME's current signer; kept in ``store``."""
+    if account.address.lower() != update.me.signer.lower():
+        raise LedgerError(
+            f"account {account.address} is not the current signer of ME {update.me.name!r} ({update.me.signer}); "
+            f"only that key can consent to changing it"
+        )
+    signature = eip712.sign(account, _message(chain, update))
+    store.put(update, signature)
+    return signature
+
+
+def parse_consent(text: str) -> bytes:
+    try:
+        raw = bytes.fromhex(text.strip().removeprefix("0x"))
+    except ValueError:
+        raise InputError("--consent: must be hex (0x followed by 130 hex digits)") from None
+    if len(raw) != 65:
+        raise InputError(f"--consent: a signature is 65 bytes, got {len(raw)}")
+    return raw
+
+
+def check_consent(chain, update: Update, signature: bytes) -> None:
+    """Refuse, before sending, a consent that is not the ME's current signer's over exactly this change."""
+    recovered = eip712.recover(_message(chain, update), signature)
+    if recovered is None or recovered.lower() != update.me.signer.lower():
+        raise LedgerError(
+            f"the consent is not from the current signer of ME {update.me.name!r} ({update.me.signer}) over this "
+            f"change at update number {update.nonce + 1} (it recovers to {recovered or 'nobody'}); have that signer "
+            f"run `ledger me consent` for exactly these --payout/--signer values"
+        )
+
+
+def submit(chain, store: ConsentStore, update: Update, *, signature: bytes | None, sender) -> None:
+    """Send ``updateME`` (platform role) with ``signature``, or the consent kept in ``store``."""
+    signature = signature or store.get(update)
+    if signature is None:
+        raise LedgerError(
+            f"no consent from the current signer of ME {update.me.name!r} ({update.me.signer}) for this change; "
+            f"give --consent-by ACCOUNT (that signer's account), or --consent 0x... as `ledger me consent` printed it"
+        )
+    check_consent(chain, update, signature)
+    chain.update_me(update.me.id, update.payout, update.signer, signature, sender=sender)
