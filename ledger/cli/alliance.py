@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from ledger.names import shown
+
 from .context import App, account_option, pass_app
 
 
@@ -64,8 +66,8 @@ def _check_token(s, token: str) -> None:
 
 
 def _after_proposal(name: str, version: int, terms, s) -> None:
-    names = ", ".join(s.chain.me(i).name for i in terms.parties)
-    click.echo(f"proposed version {version} of alliance {name!r}; every party must sign it: {names}")
+    names = ", ".join(shown(s.chain.me(i).name) for i in terms.parties)
+    click.echo(f"proposed version {version} of alliance {shown(name, quote=True)}; every party must sign it: {names}")
     click.echo(
         f"next: `ledger alliance sign {name} --account ACCOUNT` for each party, then `ledger alliance submit {name}`"
     )
@@ -79,6 +81,9 @@ def _after_proposal(name: str, version: int, terms, s) -> None:
 @pass_app
 def propose(app: App, name, parties, target, excess, token, account_alias):
     """Propose alliance NAME: its parties, shares, and optionally a period target with an excess table.
+
+    NAME follows the rules of ME names: printable text of at most 32 bytes, stored in NFC form, no
+    control or invisible characters, no space at either end, and no lookalike of an existing alliance.
 
     \b
     Example:
@@ -95,7 +100,8 @@ def propose(app: App, name, parties, target, excess, token, account_alias):
             raise LedgerError("give --token: the ERC-20 the alliance settles in")
         _check_token(s, token)
         terms = _terms(s, token, parties, target, excess)
-        version = propose_terms(s.chain, name, terms, sender=s.role_account("platform", account_alias), amend=False)
+        version = propose_terms(s.chain, name, terms, sender=s.role_account("platform", account_alias), amend=False,
+                                from_block=s.record.block)  # fmt: skip
         _after_proposal(name, version, terms, s)
 
 
@@ -145,7 +151,7 @@ def sign(app: App, name, accounts):
     with app.session() as s:
         for alias in accounts:
             signed = alliances.sign(s.chain, s.signatures, name, s.account(alias))
-            click.echo(f"{alias} signed for {', '.join(signed)}")
+            click.echo(f"{alias} signed for {', '.join(map(shown, signed))}")
         _signature_progress(s, name)
 
 
@@ -167,7 +173,7 @@ def export_signatures(app: App, name):
         version = pending_version(agreement)
         stored = s.signatures.get(agreement.id, APPROVAL, version) if version else {}
         for me_id, signature in sorted(stored.items()):
-            click.echo(f"{s.chain.me(me_id).name} 0x{signature.hex()}")
+            click.echo(f"{shown(s.chain.me(me_id).name)} 0x{signature.hex()}")
 
 
 @alliance.command(name="import-signature")
@@ -185,7 +191,7 @@ def import_signature(app: App, name, signature):
 
     with app.session() as s:
         signed = alliances.add_signature(s.chain, s.signatures, name, signature)
-        click.echo(f"imported the signature of {', '.join(signed)}")
+        click.echo(f"imported the signature of {', '.join(map(shown, signed))}")
         _signature_progress(s, name)
 
 
@@ -202,7 +208,8 @@ def _signature_progress(s, name):
     waiting = [r.me for r in rows if not r.signed]
     done = len(rows) - len(waiting)
     if waiting:
-        click.echo(f"{done} of {len(rows)} parties have signed version {version}; waiting for {', '.join(waiting)}")
+        waiting_for = ", ".join(map(shown, waiting))
+        click.echo(f"{done} of {len(rows)} parties have signed version {version}; waiting for {waiting_for}")
     else:
         click.echo(f"all {len(rows)} parties have signed version {version}; next: `ledger alliance submit {name}`")
 
@@ -249,7 +256,7 @@ def terminate(app: App, name, accounts, sender_alias):
             s.chain, s.signatures, name, signers, sender=s.role_account("platform", sender_alias)
         )
         if signed:
-            click.echo(f"termination signed for {', '.join(signed)}")
+            click.echo(f"termination signed for {', '.join(map(shown, signed))}")
         if ended:
             click.echo(f"alliance {name!r} is terminated")
             return
@@ -258,7 +265,7 @@ def terminate(app: App, name, accounts, sender_alias):
             s.chain, s.signatures, agreement, alliances.TERMINATION, agreement.active_version,
             s.chain.terms_of(agreement.id, agreement.active_version),
         )  # fmt: skip
-        waiting = [r.me for r in rows if not r.signed]
+        waiting = [shown(r.me) for r in rows if not r.signed]
         click.echo(
             f"{len(rows) - len(waiting)} of {len(rows)} parties agree to end it; waiting for {', '.join(waiting)}"
         )
@@ -282,7 +289,7 @@ def list_(app: App, as_json):
             agreement = s.chain.agreement(name)
             version = agreement.active_version or agreement.latest_version
             terms = s.chain.terms_of(agreement.id, version)
-            parties = ", ".join(s.chain.me(i).name for i in terms.parties)
+            parties = ", ".join(shown(s.chain.me(i).name) for i in terms.parties)
             target = s.units(terms.target, terms.token) if terms.target else ""
             rows.append([name, agreement.status.name.lower(), agreement.active_version, agreement.latest_version,
                          parties, target, agreement.next_seq])  # fmt: skip
@@ -358,7 +365,8 @@ def show(app: App, name, as_json):
         return
     from .output import pct, table
 
-    click.echo(f"alliance {agreement.name}: {agreement.status.name.lower()}, token {symbol} ({agreement.token})")
+    click.echo(f"alliance {shown(agreement.name)}: {agreement.status.name.lower()}, token {shown(symbol)} "
+               f"({agreement.token})")  # fmt: skip
     click.echo(f"version in force: {agreement.active_version or 'none'}; latest: {agreement.latest_version}; "
                f"revenue events settled: {agreement.next_seq}")  # fmt: skip
     for v in versions:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
 from ledger.chain import eip712
 from ledger.errors import InputError, LedgerError
 from ledger.models import MAX_PARTIES, Agreement, AgreementStatus, MEStatus, Terms, bytes32_to_text
+from ledger.names import check_new, shown
 
 APPROVAL = "approval"
 TERMINATION = "termination"
@@ -118,17 +120,26 @@ def build_terms(token: str, shares: dict[int, int], target: int, excess: dict[in
         raise InputError(message.removeprefix("Value error, ")) from None
 
 
-def propose(chain, name: str, terms: Terms, *, sender, amend: bool) -> int:
-    """Put ``terms`` on chain as the next version of alliance ``name``. Returns the version."""
+def propose(chain, name: str, terms: Terms, *, sender, amend: bool, from_block: int = 0) -> int:
+    """Put ``terms`` on chain as the next version of alliance ``name``. Returns the version. A new
+    alliance's name must pass :func:`ledger.names.check_new` against every alliance proposed since
+    ``from_block`` (the deployment block) and is stored in NFC form."""
+    if not amend:
+        name = unicodedata.normalize("NFC", name)
     agreement_id = chain.agreement_id(name)
     existing = _agreement_or_none(chain, agreement_id)
     if amend:
         if existing is None:
-            raise LedgerError(f"no alliance named {name!r}; propose it first")
+            raise LedgerError(f"no alliance named {shown(name, quote=True)}; propose it first")
         if existing.status == AgreementStatus.TERMINATED:
-            raise LedgerError(f"alliance {name!r} is terminated; it cannot be amended")
+            raise LedgerError(f"alliance {shown(name, quote=True)} is terminated; it cannot be amended")
     elif existing is not None:
-        raise LedgerError(f"alliance {name!r} already exists (version {existing.latest_version}); use `alliance amend`")
+        raise LedgerError(
+            f"alliance {shown(name, quote=True)} already exists (version {existing.latest_version}); "
+            f"use `alliance amend`"
+        )
+    else:
+        check_new(name, alliance_names(chain, from_block), "alliance name")
     return chain.propose(agreement_id, terms, sender=sender)
 
 
