@@ -120,7 +120,7 @@ def test_terminal_tables_and_error_lines_escape_names_from_the_chain():
 def test_html_isolates_each_name_and_escapes_markup_and_bidi():
     from ledger.web import html_name
 
-    html = str(html_name('<b>gpj.\u202eexe</b>'))
+    html = str(html_name("<b>gpj.\u202eexe</b>"))
     assert html == "<bdi>&lt;b&gt;gpj.\\u202eexe&lt;/b&gt;</bdi>"
 
 
