@@ -330,7 +330,7 @@ FILE_CASES = [
         "non-utf8-header",
         "utf16.csv",
         f"{HEADER}\nR-1,{A},-1,{P}\n".encode("utf-16"),
-        [("row 1", "UTF-8")],
+        [("row 1", "UTF-16", "save it as UTF-8")],
     ),
     (
         "bom",
@@ -414,6 +414,14 @@ def test_a_reference_settled_before_with_the_same_values_is_skipped_not_an_error
     assert snapshot(cli) == before
 
 
+def test_empty_rows_a_spreadsheet_exported_are_skipped_and_reported_not_refused(cli, tmp_path):
+    path = csv_file(tmp_path, "export.csv", f"G-1,{LIVE},1.00,202611", ",,,", ",,,")
+    before = snapshot(cli)
+    out = cli.run("settle", str(path), "--dry-run").out
+    assert "skipped 2 empty rows of export.csv (rows 3, 4)" in out, out
+    assert snapshot(cli) == before
+
+
 def test_a_problem_of_the_header_names_the_file_too(cli, tmp_path):
     cases = {"empty.csv": b"", "header.csv": b"reference,alliance,amount\n", "utf16.csv": HEADER.encode("utf-16")}
     for name, content in cases.items():
@@ -490,6 +498,16 @@ CLI_CASES = [
     ("network-not-reachable-withdraw", ("--port", "{closed}", "withdraw", "fridge", "--account", "dev3"), 2,
      ("not running",)),
     ("network-unknown", ("--network", "ethereum:nowhere", "alliance", "list"), 2, ("nowhere",)),
+    # Names (ledger/names.py): refused before anything is sent, the character named, nothing echoed raw.
+    ("me-name-with-escape", ("me", "register", "fri\x1b[2Jdge", "--signer", "dev9"), 1, ("ME name", "U+001B")),
+    ("me-name-with-bidi-override", ("me", "register", "gpj.\u202eexe", "--signer", "dev9"), 1, ("U+202E",)),
+    ("me-name-with-trailing-space", ("me", "register", "fridge2 ", "--signer", "dev9"), 1, ("space",)),
+    ("me-name-differing-in-case", ("me", "register", "Fridge", "--signer", "dev9"), 1, ("looks like", "'fridge'")),
+    ("me-name-with-cyrillic-i", ("me", "register", "fr\u0456dge", "--signer", "dev9"), 1, ("looks like", "'fridge'")),
+    ("alliance-name-with-trailing-space", ("alliance", "propose", f"{LIVE} ", "--party", "fridge=5000",
+     "--party", "oven=5000"), 1, ("alliance name", "space")),
+    ("alliance-name-lookalike", ("alliance", "propose", "LIVE", "--party", "fridge=5000", "--party", "oven=5000"), 1,
+     ("alliance name", "looks like", f"'{LIVE}'")),
 ]  # fmt: skip
 
 
