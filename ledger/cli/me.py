@@ -128,22 +128,22 @@ def show(app: App, name, as_json):
             }
         )
         return
-    from ledger.names import shown
+    from ledger.names import shown as safe
 
     from .output import pct
 
-    click.echo(f"ME {shown(me_.name)} (id {me_.id}), {me_.status.name.lower()}")
+    click.echo(f"ME {safe(me_.name)} (id {me_.id}), {me_.status.name.lower()}")
     click.echo(f"  signer: {me_.signer}")
     click.echo(f"  payout: {me_.payout}")
     if parent:
-        click.echo(f"  parent: {shown(parent)}")
+        click.echo(f"  parent: {safe(parent)}")
     for token, amount in shown.items():
-        click.echo(f"  balance: {amount} {symbols[token]} ({token})")
+        click.echo(f"  balance: {amount} {safe(symbols[token])} ({token})")
     if not memberships:
         click.echo("  alliances: none")
     for alliance, status, version, share, excess in memberships:
         tier = f", {pct(excess)} above target" if excess is not None else ""
-        click.echo(f"  alliance {shown(alliance)}: {status}, version {version}, share {pct(share)}{tier}")
+        click.echo(f"  alliance {safe(alliance)}: {status}, version {version}, share {pct(share)}{tier}")
 
 
 @me.command()
