@@ -819,6 +819,15 @@ def test_a_reference_repeated_in_a_later_batch_is_a_duplicate():
     assert report.findings[0].values == {"reference": "inv-2", "first_tx": first["tx"], "first_block": first["block"]}
 
 
+def test_a_reference_settled_again_in_another_unicode_form_is_a_duplicate():
+    """Before references were normalised, "café" typed as NFC and as NFD were two events: the audit
+    reports such a pair, as the settler now treats them as one reference."""
+    nfc, nfd = "caf\u00e9-9", "cafe\u0301-9"
+    report = run_audit(history(later_events=[(nfc, 250_000, 2), (nfd, 333_333, 3)]))
+    assert report.findings_by_kind() == {"duplicate": 1}
+    assert report.findings[0].values["reference"] == nfd
+
+
 def test_a_reference_repeated_within_one_batch_is_a_duplicate():
     report = run_audit(history(later_events=[("inv-6", 250_000, 2), ("inv-6", 333_333, 3)]))
     assert report.findings_by_kind() == {"duplicate": 1}
