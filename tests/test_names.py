@@ -184,3 +184,15 @@ def test_any_csv_written_reads_back_cell_for_cell_and_no_cell_can_be_a_formula(r
         for cell in row:
             assert cell.isprintable()
             assert not cell.startswith(("=", "+", "@")) and (not cell.startswith("-") or cell.lstrip("-")[:1].isdigit())
+
+
+@given(st.text(max_size=16))
+def test_any_text_is_either_a_clean_nfc_name_or_refused_in_one_line_and_always_shown_safely(text):
+    for out in (names.shown(text), names.escape_hidden(text)):
+        assert all(not names._hidden(c) for c in out)
+    try:
+        name = names.check_new(text, EXISTING)
+    except InputError as err:
+        assert "\n" not in str(err) and all(not names._hidden(c) for c in str(err))
+        return
+    assert name == unicodedata.normalize("NFC", name) and name == name.strip() and names.shown(name) == name
