@@ -128,9 +128,10 @@ def collision_keys(name: str) -> tuple[str, str, str]:
     return plain, skeleton(text.casefold()), skeleton(plain.casefold())
 
 
-def check_new(name: str, existing: Iterable[str], what: str = "ME name") -> str:
-    """``name`` in NFC form when it may be a new name beside ``existing``; raises :class:`InputError`
-    naming the rule it breaks (or the name it collides with) otherwise."""
+def check_new(name: str, existing: Iterable[str], kind: str = "ME") -> str:
+    """``name`` in NFC form when it may be the name of a new ``kind`` ("ME", "alliance") beside
+    ``existing``; raises :class:`InputError` naming the rule it breaks (or the name it collides with)."""
+    what = f"{kind} name"
     reason = problem(name)
     if reason:
         raise InputError(f"{what} {shown(name, quote=True)} {reason}")
@@ -138,7 +139,7 @@ def check_new(name: str, existing: Iterable[str], what: str = "ME name") -> str:
     mine = collision_keys(normal)
     for other in existing:
         if other == normal:
-            raise InputError(f"{what} {shown(normal, quote=True)} is taken")
+            raise InputError(f"an {kind} named {shown(normal)} already exists")
         theirs = collision_keys(other)
         if any(a == b for a, b in zip(mine, theirs, strict=True)):
             raise InputError(

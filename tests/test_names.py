@@ -69,8 +69,8 @@ def test_a_lookalike_of_an_existing_name_is_refused_naming_the_existing_one(name
     assert "looks like" in str(info.value) and repr(existing) in str(info.value)
 
 
-def test_a_name_taken_byte_for_byte_is_refused_as_taken():
-    with pytest.raises(InputError, match="is taken"):
+def test_a_name_taken_byte_for_byte_is_refused_as_existing():
+    with pytest.raises(InputError, match="an ME named oven already exists"):
         names.check_new("oven", EXISTING)
 
 

@@ -139,7 +139,7 @@ def propose(chain, name: str, terms: Terms, *, sender, amend: bool, from_block: 
             f"use `alliance amend`"
         )
     else:
-        check_new(name, alliance_names(chain, from_block), "alliance name")
+        check_new(name, alliance_names(chain, from_block), "alliance")
     return chain.propose(agreement_id, terms, sender=sender)
 
 

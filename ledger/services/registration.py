@@ -10,5 +10,5 @@ def register_me(chain, name: str, payout: str, signer: str, parent: int = 0, *, 
     """Register ME ``name`` (normalised to NFC) after checking it against every ME on the chain, dissolved
     ones included. Returns its id and the name as registered; raises :class:`ledger.errors.InputError`
     for a name the rules refuse, before anything is sent."""
-    name = check_new(name, (me.name for me in chain.mes()), "ME name")
+    name = check_new(name, (me.name for me in chain.mes()), "ME")
     return chain.register_me(name, payout, signer, parent, sender=sender), name
