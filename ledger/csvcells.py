@@ -29,6 +29,7 @@ import re
 from ledger.names import escape_hidden
 
 _FORMULA_START = ("=", "+", "-", "@", "'")
+_FAST_START = frozenset("=+-@' ")
 _PLAIN_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 _ESCAPE = re.compile(r"\\(\\|x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8})")
 
@@ -44,6 +45,8 @@ def needs_encoding(text: str) -> bool:
 def encode(value) -> str:
     """The cell for ``value`` (ints and plain numbers as they are)."""
     text = value if isinstance(value, str) else str(value)
+    if not text or (text.isascii() and text.isprintable() and text[0] not in _FAST_START and text[-1] != " "):
+        return text  # the common cell (printable ASCII, no formula start, no space at an end), checked fast
     if not needs_encoding(text):
         return text
     body = escape_hidden(text.replace("\\", "\\\\"))
