@@ -7,6 +7,7 @@ logs read back as the same text.
 
 from __future__ import annotations
 
+import unicodedata
 from enum import IntEnum
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -163,6 +164,8 @@ class RevenueEvent(Model):
     @field_validator("reference")
     @classmethod
     def _reference_fits(cls, value: str) -> str:
+        """References are compared and settled in Unicode NFC (docs/input-rules.md)."""
+        value = value if value.isascii() else unicodedata.normalize("NFC", value)
         text_to_bytes32(value, "reference")
         return value
 

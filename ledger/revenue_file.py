@@ -3,6 +3,14 @@
 CSV: a header row naming exactly the columns ``reference,alliance,amount,period`` (any order, any
 case), then one event per row. UTF-8 with or without a BOM; LF or CRLF line ends.
 
+A row whose fields are all empty (``,,,``: spreadsheets export them after the last row) is skipped
+and counted (:attr:`SpooledEvents.blank_rows`); a UTF-16 file (what "Unicode text" means to Excel) is
+refused with how to save it as UTF-8.
+
+References are Unicode NFC: a reference typed in another form (``e`` + U+0301 for ``é``) is the same
+reference as its NFC form, and is settled (and compared with what was settled before) as that form;
+see docs/input-rules.md. Alliance names must match the alliance's name exactly.
+
 JSON lines: one object per line with the keys ``reference``, ``alliance``, ``amount`` and ``period``.
 Amounts are decimal strings (``"12.50"``): a JSON number with a fraction is refused, because it would
 pass through a float. Blank lines are skipped.
@@ -17,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import json
+import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,9 +48,19 @@ class RawRow:
 
 
 class _Problems(list):
-    """Problems found, the first ``MAX_PROBLEMS`` kept (a file of garbage stays small in memory)."""
+    """Problems found, the first ``MAX_PROBLEMS`` kept (a file of garbage stays small in memory); also
+    the empty rows skipped (their count, and the first few row numbers)."""
 
     total = 0
+    blank_count = 0
+    blank_rows: list[int]
+
+    def blank(self, row: int) -> None:
+        if not self.blank_count:
+            self.blank_rows = []
+        self.blank_count += 1
+        if len(self.blank_rows) < 6:
+            self.blank_rows.append(row)
 
     def add(self, text: str) -> None:
         self.append(text)
@@ -73,6 +92,11 @@ def _lines(path: Path, problems: _Problems, *, header: bool = True) -> Iterator[
         for number, raw in enumerate(handle, start=1):
             if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
+            elif number == 1 and (raw.startswith((b"\xff\xfe", b"\xfe\xff")) or raw[:2].count(b"\0") == 1):
+                raise InputError(
+                    'row 1: the file is UTF-16 text (Excel\'s "Unicode Text"), not UTF-8; save it as UTF-8 '
+                    '(Excel: Save As "CSV UTF-8"; LibreOffice: character set "Unicode (UTF-8)") and run again'
+                )
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as err:
@@ -132,7 +156,7 @@ def _check(row: int, reference, alliance, amount, period, problems: _Problems) -
             ok = False
             continue
         try:
-            text_to_bytes32(value.strip(), field)
+            text_to_bytes32(_nfc(value.strip()) if field == "reference" else value.strip(), field)
         except UnicodeEncodeError:
             problems.add(f"row {row}: {field} is not valid Unicode text (a lone surrogate)")
             ok = False
@@ -145,7 +169,12 @@ def _check(row: int, reference, alliance, amount, period, problems: _Problems) -
     period_value = _period(period, row, problems)
     if not ok or period_value is None:
         return None
-    return RawRow(row, reference.strip(), alliance.strip(), str(amount).strip(), period_value)
+    return RawRow(row, _nfc(reference.strip()), alliance.strip(), str(amount).strip(), period_value)
+
+
+def _nfc(reference: str) -> str:
+    """A reference in Unicode NFC (the one form a reference is settled and compared in)."""
+    return reference if reference.isascii() else unicodedata.normalize("NFC", reference)
 
 
 def _read_csv(lines: Iterator[tuple[int, str]], first: tuple[int, str], problems: _Problems) -> Iterator[RawRow]:
@@ -175,6 +204,9 @@ def _read_csv(lines: Iterator[tuple[int, str]], first: tuple[int, str], problems
                 continue
         else:  # no quoting: a CSV row is its text split at the commas
             fields = text.split(",")
+        if not any(field.strip() for field in fields):  # ",,,": an empty row a spreadsheet exported
+            problems.blank(number)
+            continue
         if len(fields) != len(header):
             problems.add(f"row {number}: {len(fields)} fields, the header has {len(header)}")
             continue
@@ -273,6 +305,8 @@ def check_file(
                 duplicates.add(raw.reference, raw.row)
             if spool is not None and amount is not None and not problems.total:
                 spool.add(raw.alliance, raw.row, raw.reference, amount, raw.period)
+        if spool is not None and problems.blank_count:
+            spool.blank_rows = (problems.blank_count, list(problems.blank_rows))
         for problem in duplicates.repeats():
             problems.add(problem)
     for problem in converter.unknown_problems():
@@ -296,6 +330,7 @@ class SpooledEvents:
         self._counts: dict[str, int] = {}
         self._buffers: dict[str, list[str]] = {}
         self._buffered = 0
+        self.blank_rows: tuple[int, list[int]] = (0, [])  # empty rows skipped: count, the first row numbers
 
     def __enter__(self) -> SpooledEvents:
         return self

@@ -7,6 +7,7 @@ Run without the Ape plugin: ``python -m pytest -p no:ape_test tests/test_audit_u
 
 from __future__ import annotations
 
+import csv
 import http.server
 import json
 import socket
@@ -819,6 +820,15 @@ def test_a_reference_repeated_in_a_later_batch_is_a_duplicate():
     assert report.findings[0].values == {"reference": "inv-2", "first_tx": first["tx"], "first_block": first["block"]}
 
 
+def test_a_reference_settled_again_in_another_unicode_form_is_a_duplicate():
+    """Before references were normalised, "café" typed as NFC and as NFD were two events: the audit
+    reports such a pair, as the settler now treats them as one reference."""
+    nfc, nfd = "caf\u00e9-9", "cafe\u0301-9"
+    report = run_audit(history(later_events=[(nfc, 250_000, 2), (nfd, 333_333, 3)]))
+    assert report.findings_by_kind() == {"duplicate": 1}
+    assert report.findings[0].values["reference"] == nfd
+
+
 def test_a_reference_repeated_within_one_batch_is_a_duplicate():
     report = run_audit(history(later_events=[("inv-6", 250_000, 2), ("inv-6", 333_333, 3)]))
     assert report.findings_by_kind() == {"duplicate": 1}
@@ -1310,6 +1320,35 @@ def test_unreadable_statements_raise_statement_unreadable(tmp_path, content, mes
     assert str(info.value).startswith(f"statement {path}: ")
     assert message in str(info.value)
     assert "\n" not in str(info.value)
+
+
+HOSTILE = {1: '=HYPERLINK("http://x","y")', 2: "+SUM(1)", 3: "@cmd", 4: "-2+3", 5: "'quoted", 6: " lead",
+           7: "trail\t", 8: "esc\x1b[31m", 9: "gpj.\u202eexe", 10: "-5"}  # fmt: skip
+
+
+def test_a_statement_payouts_wrote_for_hostile_names_reads_back_exactly_and_no_cell_is_a_formula(tmp_path):
+    """What `ledger payouts --format csv` writes (its own renderer) for names a spreadsheet would run or a
+    stripping reader would change: every cell is safe to open, and the audit matches every line."""
+    from ledger.cli.money import _render
+
+    alliances = {"=cmd|' /C calc'!A0": USDC, " kitchen ": USDC}
+    payouts = {(alliance, 1, me_id, "base"): 1_000 * me_id for alliance in alliances for me_id in HOSTILE}
+    rows = [
+        {"alliance": a, "period": p, "me_id": m, "me": HOSTILE[m], "tier": t, "token": USDC, "symbol": "-USDC",
+         "amount": money.format_amount(v, 6), "amount_base_units": str(v)}
+        for (a, p, m, t), v in payouts.items()
+    ]  # fmt: skip
+    path = tmp_path / "statement.csv"
+    path.write_text(_render("csv", rows, [], {}))
+    for cell in (c for row in csv.reader(path.open(newline="")) for c in row):
+        assert cell.isprintable() and not cell.startswith(("=", "+", "@", " ")), cell
+        assert not cell.startswith("-") or cell == "-5", cell  # a plain number is a number
+    report = AuditReport(chain_id=CHAIN_ID, ledger=LEDGER, from_block=0, to_block=10)
+    report.tokens = [TokenTotals(token=USDC, symbol="-USDC", decimals=6)]
+    report.me_names, report.alliance_tokens, report.payouts = dict(HOSTILE), alliances, payouts
+    counts = reconcile(path, report)
+    assert report.findings == []
+    assert counts == {"statement_lines": len(rows), "statement_lines_matching": len(rows)}
 
 
 # =====================================================================================================

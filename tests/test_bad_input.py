@@ -330,7 +330,7 @@ FILE_CASES = [
         "non-utf8-header",
         "utf16.csv",
         f"{HEADER}\nR-1,{A},-1,{P}\n".encode("utf-16"),
-        [("row 1", "UTF-8")],
+        [("row 1", "UTF-16", "save it as UTF-8")],
     ),
     (
         "bom",
@@ -414,6 +414,64 @@ def test_a_reference_settled_before_with_the_same_values_is_skipped_not_an_error
     assert snapshot(cli) == before
 
 
+def test_empty_rows_a_spreadsheet_exported_are_skipped_and_reported_not_refused(cli, tmp_path):
+    path = csv_file(tmp_path, "export.csv", f"G-1,{LIVE},1.00,202611", ",,,", ",,,")
+    before = snapshot(cli)
+    out = cli.run("settle", str(path), "--dry-run").out
+    assert "skipped 2 empty rows of export.csv (rows 3, 4)" in out, out
+    assert snapshot(cli) == before
+
+
+def _send_as_platform(cli: LedgerCLI, signature: str, types: list[str], values: list) -> None:
+    """A raw transaction from the platform account, past every check of this CLI (as another client
+    could send it): Anvil's and Hardhat's dev accounts are unlocked."""
+    from eth_abi import encode
+    from eth_utils import keccak
+
+    url = f"http://127.0.0.1:{cli.port}"
+    record = json.loads(next((Path(cli.data_dir) / "deployments").glob("*.json")).read_text())
+    data = "0x" + (keccak(text=signature)[:4] + encode(types, values)).hex()
+    tx = rpc(url, "eth_sendTransaction", [{"from": record["platform"], "to": record["ledger"], "data": data}])
+    receipt = rpc(url, "eth_getTransactionReceipt", [tx])
+    assert receipt and receipt["status"] == "0x1", receipt
+
+
+def test_names_put_on_chain_past_the_rules_are_escaped_on_every_terminal_output(cli):
+    """Names registered before the rules, or by a client that calls the contract directly, reach the
+    terminal with their ESC and bidi characters escaped: `me list/show`, `alliance list/show`, errors.
+    Done from a node snapshot, reverted after, so the ledger stays as the setup left it."""
+    url = f"http://127.0.0.1:{cli.port}"
+    evil, rlo, alliance = "evil\x1b[2J", "photo\u202egpj.exe", "kit\u202echen"
+    snapshot_id = rpc(url, "evm_snapshot")
+    try:
+        accounts = rpc(url, "eth_accounts")
+        for name, account in ((evil, accounts[9]), (rlo, accounts[10])):
+            _send_as_platform(cli, "registerME(string,address,address,uint32)", ["string", "address", "address",
+                              "uint32"], [name, account, account, 0])  # fmt: skip
+        ids = {m["name"]: m["id"] for m in json.loads(cli.run("me", "list", "--json").out)}
+        token = json.loads(next((Path(cli.data_dir) / "deployments").glob("*.json")).read_text())["token"]
+        terms = (token, [ids[evil], ids[rlo]], [5000, 5000], 0, [])
+        _send_as_platform(cli, "proposeAgreement(bytes32,(address,uint32[],uint16[],uint128,uint16[]))",
+                          ["bytes32", "(address,uint32[],uint16[],uint128,uint16[])"],
+                          [alliance.encode().ljust(32, b"\0"), terms])  # fmt: skip
+        outputs = {
+            "me list": cli.run("me", "list").out,
+            "me show": cli.run("me", "show", evil).out,
+            "alliance list": cli.run("alliance", "list").out,
+            "alliance show": cli.run("alliance", "show", alliance).out,
+            "error": cli.run("alliance", "sign", alliance, "--account", "dev5", ok=False).err,
+        }
+        for what, text in outputs.items():
+            assert "\x1b" not in text and "\u202e" not in text, f"{what}: {text!r}"
+        assert "evil\\x1b[2J" in outputs["me list"] and "photo\\u202egpj.exe" in outputs["me list"]
+        assert outputs["me show"].startswith("ME evil\\x1b[2J (id ")
+        assert "kit\\u202echen" in outputs["alliance list"] and "evil\\x1b[2J" in outputs["alliance list"]
+        assert outputs["alliance show"].startswith("alliance kit\\u202echen:")
+        assert outputs["error"].startswith("error: ") and "evil\\x1b[2J" in outputs["error"]
+    finally:
+        assert rpc(url, "evm_revert", [snapshot_id])
+
+
 def test_a_problem_of_the_header_names_the_file_too(cli, tmp_path):
     cases = {"empty.csv": b"", "header.csv": b"reference,alliance,amount\n", "utf16.csv": HEADER.encode("utf-16")}
     for name, content in cases.items():
@@ -490,6 +548,16 @@ CLI_CASES = [
     ("network-not-reachable-withdraw", ("--port", "{closed}", "withdraw", "fridge", "--account", "dev3"), 2,
      ("not running",)),
     ("network-unknown", ("--network", "ethereum:nowhere", "alliance", "list"), 2, ("nowhere",)),
+    # Names (ledger/names.py): refused before anything is sent, the character named, nothing echoed raw.
+    ("me-name-with-escape", ("me", "register", "fri\x1b[2Jdge", "--signer", "dev9"), 1, ("ME name", "U+001B")),
+    ("me-name-with-bidi-override", ("me", "register", "gpj.\u202eexe", "--signer", "dev9"), 1, ("U+202E",)),
+    ("me-name-with-trailing-space", ("me", "register", "fridge2 ", "--signer", "dev9"), 1, ("space",)),
+    ("me-name-differing-in-case", ("me", "register", "Fridge", "--signer", "dev9"), 1, ("looks like", "'fridge'")),
+    ("me-name-with-cyrillic-i", ("me", "register", "fr\u0456dge", "--signer", "dev9"), 1, ("looks like", "'fridge'")),
+    ("alliance-name-with-trailing-space", ("alliance", "propose", f"{LIVE} ", "--party", "fridge=5000",
+     "--party", "oven=5000"), 1, ("alliance name", "space")),
+    ("alliance-name-lookalike", ("alliance", "propose", "LIVE", "--party", "fridge=5000", "--party", "oven=5000"), 1,
+     ("alliance name", "looks like", f"'{LIVE}'")),
 ]  # fmt: skip
 
 

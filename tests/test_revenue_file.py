@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -813,7 +814,7 @@ names = st.text(
 ).filter(lambda s: s == s.strip() and 0 < len(s.encode("utf-8")) <= 32)
 events_rows = st.lists(
     st.tuples(
-        names,
+        names.filter(lambda s: unicodedata.normalize("NFC", s) == s),  # references are read in NFC (tests below)
         st.sampled_from(["kitchen", "bar", "Früh-stück", "a,b"]) | names,
         st.integers(min_value=1, max_value=MAX_EVENT_AMOUNT),
         st.integers(min_value=1, max_value=MAX_PERIOD),
@@ -923,3 +924,70 @@ def test_the_spool_gives_each_alliances_events_back_in_file_order_across_flushes
         assert list(spool.rows("nowhere")) == [] and spool.events("nowhere") == []
         folder = next(tmp_path.iterdir())
     assert not folder.exists()  # deleted on exit
+
+
+# ---------------------------------------------------------------------------------------------------
+# Spreadsheet exports: empty rows, UTF-16; references in Unicode NFC
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_fully_empty_rows_from_a_spreadsheet_are_skipped_and_counted_not_refused(tmp_path):
+    from ledger.revenue_file import SpooledEvents, check_file
+
+    path = csv_file(tmp_path, HEADER, "inv-1,kitchen,1,202611", ",,,", "inv-2,kitchen,2,202611", " , ,\t, ", ",,,")
+    with SpooledEvents() as spool:
+        problems, total = check_file(path, decimals_from({"kitchen": 2}), spool=spool)
+        assert (problems, total) == ([], 0)
+        assert [r[3] for r in spool.rows("kitchen")] == ["inv-1", "inv-2"]
+        assert spool.blank_rows == (3, [3, 5, 6])
+
+
+def test_a_row_with_only_some_fields_empty_is_still_a_problem(tmp_path):
+    _, problems = events_of(csv_file(tmp_path, HEADER, ",kitchen,,", "inv-2,,,202611"))
+    assert rows_of(problems) == {2, 3}
+
+
+def rows_of(problems: list[str]) -> set[int]:
+    return {problem_row(p) for p in problems}
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_a_utf16_file_is_refused_with_how_to_save_it_as_utf8(tmp_path, encoding):
+    path = write(tmp_path, "excel.csv", f"{HEADER}\ninv-1,kitchen,1,202611\n".encode(encoding))
+    message = str(input_error_of(path))
+    assert "row 1" in message and "UTF-16" in message and "save it as UTF-8" in message
+
+
+def test_a_reference_typed_as_nfd_is_the_same_reference_as_its_nfc_form(tmp_path):
+    from ledger.models import RevenueEvent
+
+    nfc, nfd = "café-1", unicodedata.normalize("NFD", "café-1")
+    assert nfc != nfd
+    rows, problems = read_rows(csv_file(tmp_path, HEADER, f"{nfd},kitchen,1,202611"))
+    assert problems == [] and rows[0].reference == nfc
+    rows, problems = read_rows(jsonl_file(tmp_path, {"reference": nfd, "alliance": "k", "amount": "1", "period": 1}))
+    assert problems == [] and rows[0].reference == nfc
+    assert RevenueEvent(reference=nfd, alliance="k", amount=1, period=1).reference == nfc
+    from ledger.revenue_file import check_file
+
+    both = csv_file(tmp_path, HEADER, f"{nfc},kitchen,1,202611", f"{nfd},kitchen,1,202611")
+    problems, _ = check_file(both, decimals_from({"kitchen": 2}))
+    assert len(problems) == 1 and "row 3" in problems[0] and "repeats row 2" in problems[0]
+
+
+def test_a_reference_settled_in_nfd_before_the_rule_is_found_by_its_nfc_form_so_it_is_never_settled_again():
+    """The trap of normalising: a reference settled as NFD bytes (before references were normalised) must
+    be recognised when the same file is run again, now read as NFC, or it would be settled twice."""
+    from types import SimpleNamespace
+
+    from ledger.models import text_to_bytes32
+    from ledger.services.settlement import Settler
+
+    nfd = unicodedata.normalize("NFD", "café-1")
+    log = SimpleNamespace(args={"agreementId": b"\x01" * 32, "firstSeq": 7,
+                                "refs": [text_to_bytes32(nfd), text_to_bytes32("plain")],
+                                "entries": [(5 << 32) | 202611, (6 << 32) | 202611]})  # fmt: skip
+    chain = SimpleNamespace(logs=lambda names, **kwargs: [log])
+    settled = Settler(chain, finance=None).settled_references()
+    assert set(settled) == {"café-1", "plain"}
+    assert (settled["café-1"].amount, settled["café-1"].seq) == (5, 7)

@@ -109,7 +109,10 @@ def _debug(ctx) -> bool:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
+    """One line, with control and bidi characters (from names on the chain) escaped for the terminal."""
+    from ledger.names import escape_hidden
+
+    return escape_hidden(" ".join(str(text).split()))
 
 
 def report(error: LedgerError) -> None:

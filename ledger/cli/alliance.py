@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from ledger.names import shown
+
 from .context import App, account_option, pass_app
 
 
@@ -64,8 +66,8 @@ def _check_token(s, token: str) -> None:
 
 
 def _after_proposal(name: str, version: int, terms, s) -> None:
-    names = ", ".join(s.chain.me(i).name for i in terms.parties)
-    click.echo(f"proposed version {version} of alliance {name!r}; every party must sign it: {names}")
+    names = ", ".join(shown(s.chain.me(i).name) for i in terms.parties)
+    click.echo(f"proposed version {version} of alliance {shown(name, quote=True)}; every party must sign it: {names}")
     click.echo(
         f"next: `ledger alliance sign {name} --account ACCOUNT` for each party, then `ledger alliance submit {name}`"
     )
@@ -79,6 +81,9 @@ def _after_proposal(name: str, version: int, terms, s) -> None:
 @pass_app
 def propose(app: App, name, parties, target, excess, token, account_alias):
     """Propose alliance NAME: its parties, shares, and optionally a period target with an excess table.
+
+    NAME follows the rules of ME names: printable text of at most 32 bytes, stored in NFC form, no
+    control or invisible characters, no space at either end, and no lookalike of an existing alliance.
 
     \b
     Example:
@@ -95,7 +100,8 @@ def propose(app: App, name, parties, target, excess, token, account_alias):
             raise LedgerError("give --token: the ERC-20 the alliance settles in")
         _check_token(s, token)
         terms = _terms(s, token, parties, target, excess)
-        version = propose_terms(s.chain, name, terms, sender=s.role_account("platform", account_alias), amend=False)
+        version = propose_terms(s.chain, name, terms, sender=s.role_account("platform", account_alias), amend=False,
+                                from_block=s.record.block)  # fmt: skip
         _after_proposal(name, version, terms, s)
 
 
@@ -165,7 +171,7 @@ def sign(app: App, name, accounts, version):
             click.echo(line)
         for alias in accounts:
             signed = alliances.sign(s.chain, s.signatures, name, s.account(alias), version=version)
-            click.echo(f"{alias} signed version {version} for {', '.join(signed)}")
+            click.echo(f"{alias} signed version {version} for {', '.join(map(shown, signed))}")
         _signature_progress(s, name, version)
 
 
@@ -175,16 +181,16 @@ def _what_is_signed(s, agreement, version: int, terms) -> list[str]:
 
     old = s.chain.terms_of(agreement.id, agreement.active_version) if agreement.active_version else None
     ids = set(terms.parties) | set(old.parties if old else ())
-    names = {me.id: me.name for me in s.chain.mes_by_id(sorted(ids))}
+    names = {me.id: shown(me.name) for me in s.chain.mes_by_id(sorted(ids))}
     symbol = s.symbol(terms.token)
 
     def target_text(t) -> str:
         return f"{s.units(t.target, t.token)} {symbol} per period" if t.target else "none"
 
     lines = [
-        f"You are signing the approval of version {version} of alliance {agreement.name!r} "
+        f"You are signing the approval of version {version} of alliance {shown(agreement.name, quote=True)} "
         f"(ledger {s.chain.address}, chain {s.chain.chain_id}):",
-        f"  token: {symbol} ({terms.token})",
+        f"  token: {shown(symbol)} ({terms.token})",
         f"  target: {target_text(terms)}",
     ]
     for i, me_id in enumerate(terms.parties):
@@ -239,9 +245,9 @@ def export_signatures(app: App, name):
             stored = s.signatures.get(agreement.id, APPROVAL, version)
             if not stored:
                 continue
-            click.echo(f"# alliance {name} version {version}")
+            click.echo(f"# alliance {shown(name)} version {version}")
             for me_id, signature in sorted(stored.items()):
-                click.echo(f"{s.chain.me(me_id).name} 0x{signature.hex()}")
+                click.echo(f"{shown(s.chain.me(me_id).name)} 0x{signature.hex()}")
 
 
 @alliance.command(name="import-signature")
@@ -282,7 +288,7 @@ def import_signature(app: App, name, signatures, file):
             except InputError as err:
                 raise InputError(f"{where}: {err}") from None
             versions.add(version)
-            click.echo(f"imported the signature of {', '.join(signed)} for version {version}")
+            click.echo(f"imported the signature of {', '.join(map(shown, signed))} for version {version}")
         for version in sorted(versions):
             _signature_progress(s, name, version)
 
@@ -299,7 +305,8 @@ def _signature_progress(s, name, version: int):
     waiting = [r.me for r in rows if not r.signed]
     done = len(rows) - len(waiting)
     if waiting:
-        click.echo(f"{done} of {len(rows)} parties have signed version {version}; waiting for {', '.join(waiting)}")
+        waiting_for = ", ".join(map(shown, waiting))
+        click.echo(f"{done} of {len(rows)} parties have signed version {version}; waiting for {waiting_for}")
     else:
         more = f" --version {version}" if version != agreement.pending_versions[-1] else ""
         click.echo(
@@ -357,7 +364,7 @@ def terminate(app: App, name, accounts, sender_alias):
             s.chain, s.signatures, name, signers, sender=s.role_account("platform", sender_alias)
         )
         if signed:
-            click.echo(f"termination signed for {', '.join(signed)}")
+            click.echo(f"termination signed for {', '.join(map(shown, signed))}")
         if ended:
             click.echo(f"alliance {name!r} is terminated")
             return
@@ -366,7 +373,7 @@ def terminate(app: App, name, accounts, sender_alias):
             s.chain, s.signatures, agreement, alliances.TERMINATION, agreement.active_version,
             s.chain.terms_of(agreement.id, agreement.active_version),
         )  # fmt: skip
-        waiting = [r.me for r in rows if not r.signed]
+        waiting = [shown(r.me) for r in rows if not r.signed]
         click.echo(
             f"{len(rows) - len(waiting)} of {len(rows)} parties agree to end it; waiting for {', '.join(waiting)}"
         )
@@ -390,7 +397,7 @@ def list_(app: App, as_json):
             agreement = s.chain.agreement(name)
             version = agreement.active_version or agreement.latest_version
             terms = s.chain.terms_of(agreement.id, version)
-            parties = ", ".join(s.chain.me(i).name for i in terms.parties)
+            parties = ", ".join(shown(s.chain.me(i).name) for i in terms.parties)
             target = s.units(terms.target, terms.token) if terms.target else ""
             rows.append([name, agreement.status.name.lower(), agreement.active_version, agreement.latest_version,
                          parties, target, agreement.next_seq])  # fmt: skip
@@ -466,7 +473,8 @@ def show(app: App, name, as_json):
         return
     from .output import pct, table
 
-    click.echo(f"alliance {agreement.name}: {agreement.status.name.lower()}, token {symbol} ({agreement.token})")
+    click.echo(f"alliance {shown(agreement.name)}: {agreement.status.name.lower()}, token {shown(symbol)} "
+               f"({agreement.token})")  # fmt: skip
     click.echo(f"version in force: {agreement.active_version or 'none'}; latest: {agreement.latest_version}; "
                f"revenue events settled: {agreement.next_seq}")  # fmt: skip
     for v in versions:

@@ -85,7 +85,10 @@ def audit(app: App, ledger_address, rpc, from_block, page_size, fmt, statement, 
 
         echo_json(report.as_dict())
     else:
-        click.echo(render(report))
+        from ledger.names import escape_hidden
+
+        # Findings quote names from the chain: no control or bidi character reaches the terminal.
+        click.echo("\n".join(escape_hidden(line) for line in render(report).split("\n")))
     if not report.clean:
         raise click.exceptions.Exit(1)
 

@@ -144,9 +144,10 @@ class Session:
     def symbol(self, token: str) -> str:
         if token not in self._symbols:
             from ledger.chain.ledger import ERC20
+            from ledger.names import shown
 
-            try:
-                self._symbols[token] = str(self.chain.call(token, ERC20["symbol"]))
+            try:  # a token's symbol is anyone's text, shown like a name (control and bidi characters escaped)
+                self._symbols[token] = shown(str(self.chain.call(token, ERC20["symbol"])))
             except Exception:  # noqa: BLE001 - a token without symbol() is shown by address
                 self._symbols[token] = token[:10]
         return self._symbols[token]

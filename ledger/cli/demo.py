@@ -103,12 +103,14 @@ def _run(s, csv_path, count: int) -> None:
     chain.policy = s.settings.tx_policy()
     click.echo(f"{'reused' if reused else 'deployed'} the ledger at {record.ledger} and test token {record.token}")
 
+    from ledger.services.registration import register_me
+
     def ensure_me(name: str, alias: str, parent: int) -> int:
         signer = s.account(alias).address
         try:
             me_id = chain.me_id_by_name(name)
         except NotFoundError:
-            me_id = chain.register_me(name, signer, signer, parent, sender=roles["platform"])
+            me_id, _ = register_me(chain, name, signer, signer, parent, sender=roles["platform"])
             click.echo(f"registered ME {name} (id {me_id}), signer and payout {alias} {signer}")
             return me_id
         click.echo(f"ME {name} exists (id {me_id})")

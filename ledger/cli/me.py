@@ -31,19 +31,27 @@ def me():
 def register(app: App, name, signer, payout, parent, account_alias):
     """Register ME NAME with its signer key and payout address (platform role).
 
+    NAME is printable text of at most 32 bytes (UTF-8), stored in Unicode NFC form: no control or
+    invisible characters, no space at either end, and not a lookalike of an existing ME's name (the
+    same after case folding and Unicode's confusable mapping, e.g. Fridge or frіdge beside fridge).
+
     \b
     Example:
       ledger me register kitchen-platform --signer dev1
       ledger me register fridge --signer dev3 --parent kitchen-platform
     """
+    from ledger.names import shown
+    from ledger.services.registration import register_me
+
     with app.session() as s:
         signer_address = s.address(signer, "--signer")
         payout_address = s.address(payout, "--payout") if payout else signer_address
         parent_id = s.chain.me_id_by_name(parent) if parent else 0
-        me_id = s.chain.register_me(
-            name, payout_address, signer_address, parent_id, sender=s.role_account("platform", account_alias)
+        me_id, name = register_me(
+            s.chain, name, payout_address, signer_address, parent_id, sender=s.role_account("platform", account_alias)
         )
-    click.echo(f"registered ME {name!r} as id {me_id}: signer {signer_address}, payout {payout_address}")
+    shown_name = shown(name, quote=True)
+    click.echo(f"registered ME {shown_name} as id {me_id}: signer {signer_address}, payout {payout_address}")
 
 
 @me.command(name="list")
@@ -121,20 +129,22 @@ def show(app: App, name, as_json):
             }
         )
         return
+    from ledger.names import shown as safe
+
     from .output import pct
 
-    click.echo(f"ME {me_.name} (id {me_.id}), {me_.status.name.lower()}")
+    click.echo(f"ME {safe(me_.name)} (id {me_.id}), {me_.status.name.lower()}")
     click.echo(f"  signer: {me_.signer}")
     click.echo(f"  payout: {me_.payout}")
     if parent:
-        click.echo(f"  parent: {parent}")
+        click.echo(f"  parent: {safe(parent)}")
     for token, amount in shown.items():
-        click.echo(f"  balance: {amount} {symbols[token]} ({token})")
+        click.echo(f"  balance: {amount} {safe(symbols[token])} ({token})")
     if not memberships:
         click.echo("  alliances: none")
     for alliance, status, version, share, excess in memberships:
         tier = f", {pct(excess)} above target" if excess is not None else ""
-        click.echo(f"  alliance {alliance}: {status}, version {version}, share {pct(share)}{tier}")
+        click.echo(f"  alliance {safe(alliance)}: {status}, version {version}, share {pct(share)}{tier}")
 
 
 def _change_options(func):

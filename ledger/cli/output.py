@@ -1,18 +1,22 @@
-"""Printing: aligned text tables, JSON, CSV. Amounts arrive as strings already in token units."""
+"""Printing: aligned text tables, JSON, CSV. Amounts arrive as strings already in token units.
+
+Names come from the chain, where anyone who bypasses this CLI (or registered before its name rules) may
+have put control or bidi characters: every table cell goes through :func:`ledger.names.shown`, and CSV
+cells through :mod:`ledger.csvcells` (spreadsheet-safe, read back exactly by the audit)."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 
 import click
+
+from ledger.names import shown
 
 
 def table(headers: list[str], rows: list[list], *, right: set[int] | None = None) -> str:
     """A plain aligned table; columns in ``right`` (by index) are right-aligned (numbers)."""
     right = right or set()
-    cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
+    cells = [[shown(str(c)) for c in headers]] + [[shown(str(c)) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
 
     def line(row):
@@ -30,11 +34,10 @@ def echo_json(data) -> None:
 
 
 def to_csv(headers: list[str], rows: list[list]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(headers)
-    writer.writerows(rows)
-    return buffer.getvalue()
+    """CSV with every cell spreadsheet-safe (see :mod:`ledger.csvcells`)."""
+    from ledger.csvcells import to_csv as encoded_csv
+
+    return encoded_csv(headers, rows)
 
 
 def pct(bps: int) -> str:

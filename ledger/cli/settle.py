@@ -65,6 +65,8 @@ def settle(app: App, file: Path, dry_run, as_json, account_alias):
         work, skipped = prepared
         if dry_run:
             _print_preview(s, preview(s.chain, work), skipped, as_json)
+            if not as_json:
+                _print_blank_rows(spool.blank_rows, file)
             return
         total = sum(item.count for item in work)
         summary = Summary()
@@ -78,7 +80,7 @@ def settle(app: App, file: Path, dry_run, as_json, account_alias):
             ) from None
         if total == 0:
             summary.skipped = skipped
-            _print_summary(s, summary, len(spool), as_json, file)
+            _print_summary(s, summary, len(spool), as_json, file, spool.blank_rows)
             return
         try:
             with click.progressbar(length=total, label="settling", file=click.get_text_stream("stderr"),
@@ -91,10 +93,10 @@ def settle(app: App, file: Path, dry_run, as_json, account_alias):
                 err=True,
             )
             raise click.exceptions.Exit(130) from None
-        _print_summary(s, summary, len(spool), as_json, file)
+        _print_summary(s, summary, len(spool), as_json, file, spool.blank_rows)
 
 
-def _print_summary(s, summary, count: int, as_json: bool, file: Path) -> None:
+def _print_summary(s, summary, count: int, as_json: bool, file: Path, blank: tuple[int, list[int]] = (0, [])):
     moved = {token: s.units(units, token) for token, units in summary.moved.items()}
     if as_json:
         from .output import echo_json
@@ -104,10 +106,12 @@ def _print_summary(s, summary, count: int, as_json: bool, file: Path) -> None:
                                 for token, units in summary.moved.items()}  # fmt: skip
         data["file"] = str(file)
         data["events_in_file"] = count
+        data["empty_rows_skipped"] = blank[0]
         echo_json(data)
         return
     if summary.settled == 0:
         click.echo(f"nothing new to settle: all {count} events in {file.name} were settled before")
+        _print_blank_rows(blank, file)
         return
     click.echo(
         f"settled {summary.settled} events in {summary.batches} batches ({summary.gas_used:,} gas); "
@@ -115,6 +119,16 @@ def _print_summary(s, summary, count: int, as_json: bool, file: Path) -> None:
     )
     for token, amount in moved.items():
         click.echo(f"moved {amount} {s.symbol(token)} ({token}) into the ledger")
+    _print_blank_rows(blank, file)
+
+
+def _print_blank_rows(blank: tuple[int, list[int]], file: Path) -> None:
+    """The empty rows (``,,,``) the file had: skipped, and said so."""
+    count, rows = blank
+    if count:
+        listed = ", ".join(str(r) for r in rows) + (" ..." if count > len(rows) else "")
+        plural = "s" if count > 1 else ""
+        click.echo(f"skipped {count} empty row{plural} of {file.name} (row{plural} {listed})")
 
 
 def _print_preview(s, rows: list[dict], skipped, as_json: bool) -> None:

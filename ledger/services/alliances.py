@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
 from ledger.chain import eip712
 from ledger.errors import InputError, LedgerError
 from ledger.models import MAX_PARTIES, Agreement, AgreementStatus, MEStatus, Terms, bytes32_to_text
+from ledger.names import check_new, shown
 
 APPROVAL = "approval"
 TERMINATION = "termination"
@@ -118,35 +120,44 @@ def build_terms(token: str, shares: dict[int, int], target: int, excess: dict[in
         raise InputError(message.removeprefix("Value error, ")) from None
 
 
-def propose(chain, name: str, terms: Terms, *, sender, amend: bool) -> int:
+def propose(chain, name: str, terms: Terms, *, sender, amend: bool, from_block: int = 0) -> int:
     """Put ``terms`` on chain as the next version of alliance ``name``. Returns the version.
 
     Checked here as the contract checks it, before anything is sent: a new alliance is proposed by the
     platform or the signer of one of its parties; a new version of an existing one by the platform or the
     signer of a party of its current version (the one in force, or the latest proposal while none ever
-    was)."""
+    was). A new alliance's name must pass :func:`ledger.names.check_new` against every alliance proposed
+    since ``from_block`` (the deployment block) and is stored in NFC form."""
+    if not amend:
+        name = unicodedata.normalize("NFC", name)
     agreement_id = chain.agreement_id(name)
     existing = _agreement_or_none(chain, agreement_id)
     if amend:
         if existing is None:
-            raise LedgerError(f"no alliance named {name!r}; propose it first")
+            raise LedgerError(f"no alliance named {shown(name, quote=True)}; propose it first")
         if existing.status == AgreementStatus.TERMINATED:
-            raise LedgerError(f"alliance {name!r} is terminated; it cannot be amended")
+            raise LedgerError(f"alliance {shown(name, quote=True)} is terminated; it cannot be amended")
     elif existing is not None:
-        raise LedgerError(f"alliance {name!r} already exists (version {existing.latest_version}); use `alliance amend`")
+        raise LedgerError(
+            f"alliance {shown(name, quote=True)} already exists (version {existing.latest_version}); "
+            f"use `alliance amend`"
+        )
+    else:
+        check_new(name, alliance_names(chain, from_block), "alliance")
     current = chain.terms_of(agreement_id, existing.current_version) if existing is not None else None
     if not chain.has_role("platform", sender.address):
         speakers = current.parties if current is not None else terms.parties
         if not any(me.signer.lower() == sender.address.lower() for me in chain.mes_by_id(speakers)):
-            names = ", ".join(me.name for me in chain.mes_by_id(speakers))
+            names = ", ".join(shown(me.name) for me in chain.mes_by_id(speakers))
             if current is None:
                 raise LedgerError(
-                    f"account {sender.address} may not propose alliance {name!r}: it is neither the platform nor "
-                    f"the signer of one of its parties ({names})"
+                    f"account {sender.address} may not propose alliance {shown(name, quote=True)}: it is neither "
+                    f"the platform nor the signer of one of its parties ({names})"
                 )
             raise LedgerError(
-                f"account {sender.address} may not propose a new version of {name!r}: only the platform or the "
-                f"signer of a party of version {existing.current_version}, the current one ({names}), may"
+                f"account {sender.address} may not propose a new version of {shown(name, quote=True)}: only the "
+                f"platform or the signer of a party of version {existing.current_version}, the current one "
+                f"({names}), may"
             )
     return chain.propose(agreement_id, terms, sender=sender, current=current)
 

@@ -13,7 +13,8 @@ out below, and a test checks them against the compiled contract). The history is
 2. **Credits.** Every ``RevenueSettled`` event is split again with the documented rounding rule and the
    period's cumulative revenue as replayed here (tiers), then compared with the ``PartiesCredited``
    runs of the same transaction.
-3. **Exactly-once.** References are unique across the whole ledger; sequence numbers run without gaps
+3. **Exactly-once.** References are unique across the whole ledger (two Unicode forms of the same text,
+   NFC and NFD, are one reference: the settler compares them so); sequence numbers run without gaps
    or overlaps; nothing is settled into a period after it was closed, and no period closes twice.
 4. **Conservation.** Per token: revenue settled == credited; credited - withdrawn == ``totalOwed`` ==
    the sum of the MEs' balances == the tokens the ledger holds. Per ME: credited - withdrawn == its
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -702,9 +704,10 @@ class Auditor:
             self._find("settlement", f"alliance {name!r}: {len(refs)} references for {count} events", log)
         references = self.references
         for k, ref in enumerate(refs):
-            seen = references.get(ref)
+            key = ref if ref.isascii() else _nfc_key(ref)
+            seen = references.get(key)
             if seen is None:
-                references[ref] = (aid, first_seq + k, log.tx, log.block)
+                references[key] = (aid, first_seq + k, log.tx, log.block)
                 continue
             self._find(
                 "duplicate",
@@ -974,3 +977,12 @@ def audit(
     """Audit the ledger at ``ledger`` through ``rpc`` (an :class:`ledger.chain.rpc.HttpRpc`), up to the
     block ``confirmations`` below the head."""
     return Auditor(rpc, ledger, from_block=from_block, page_size=page_size, confirmations=confirmations).run()
+
+
+def _nfc_key(ref: bytes) -> bytes:
+    """A non-ASCII reference keyed by its NFC form (bytes that are not UTF-8 as they are)."""
+    try:
+        text = bytes(ref).rstrip(b"\0").decode("utf-8")
+    except UnicodeDecodeError:
+        return ref
+    return unicodedata.normalize("NFC", text).encode("utf-8").ljust(32, b"\0")

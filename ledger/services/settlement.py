@@ -15,6 +15,7 @@ is handled as above; events are read one alliance at a time from the event sourc
 
 from __future__ import annotations
 
+import unicodedata
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -184,8 +185,11 @@ class Settler:
             agreement_id = log.args["agreementId"]
             first = log.args["firstSeq"]
             for k, (ref, entry) in enumerate(zip(log.args["refs"], log.args["entries"], strict=True)):
+                text = bytes32_to_text(ref)
+                # Keyed in NFC, the form every new reference is settled in: one settled (before that
+                # rule) in another form is the same reference, so it is skipped, never settled again.
                 records.setdefault(
-                    bytes32_to_text(ref),
+                    text if text.isascii() else unicodedata.normalize("NFC", text),
                     SettledRecord(agreement_id, entry >> 32, entry & 0xFFFFFFFF, first + k),
                 )
         return records

@@ -6,6 +6,11 @@ A line is keyed by (alliance, period, ME, tier). Each line's amount is compared 
 are there). Chain payouts inside the scope (``--me``/``--alliance``/``--period``: the filters the
 statement was written with) that no line covers are *missing*; lines the chain has no payout for, or
 that repeat a line, or fall outside the scope are *extra*.
+
+Cells are read back with :func:`ledger.csvcells.decode`, the inverse of how ``ledger payouts`` wrote
+them (an apostrophe before a formula-like or escaped cell), after stripping the spaces a person may
+have typed around them: a name with its own spaces, tabs or control characters at either end is
+encoded without any, so it reads back exactly and matches the chain.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
+from ledger.csvcells import decode
 from ledger.errors import LedgerError
 from ledger.money import AmountError, format_amount, parse_amount
 from ledger.services.audit import AuditReport, Finding
@@ -56,7 +62,7 @@ def read_statement(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str
         raise StatementUnreadable(f"statement {path}: not UTF-8 text (byte {err.start})") from None
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
-        header = [h.strip().lower() for h in next(reader)]
+        header = [decode(h.strip()).lower() for h in next(reader)]
     except StopIteration:
         raise StatementUnreadable(f"statement {path}: the file is empty") from None
     except csv.Error as err:
@@ -76,7 +82,9 @@ def read_statement(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str
         for row in reader:
             if not any(cell.strip() for cell in row):
                 continue
-            rows.append((reader.line_num, {k: (row[i].strip() if i < len(row) else "") for i, k in enumerate(header)}))
+            rows.append(
+                (reader.line_num, {k: (decode(row[i].strip()) if i < len(row) else "") for i, k in enumerate(header)})
+            )
     except csv.Error as err:
         raise StatementUnreadable(f"statement {path}: line {reader.line_num}: {err}") from None
     return header, rows

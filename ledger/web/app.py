@@ -13,7 +13,9 @@ from datetime import UTC, datetime
 
 from flask import Flask, Response, jsonify, render_template
 
+from ledger.names import shown
 from ledger.services.overview import Overview, grouped, percent
+from ledger.web import html_name
 from ledger.web.charts import axis_label, bar_chart
 
 PERIOD_COLUMNS = 6  # the ME table shows the latest periods; the JSON has every one
@@ -24,6 +26,8 @@ CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'n
 def create_app(load: Callable[[], Overview], *, refresh: int = 30) -> Flask:
     app = Flask(__name__)
     app.json.sort_keys = False
+    app.jinja_env.filters["name"] = html_name
+    app.jinja_env.filters["shown"] = shown
 
     @app.after_request
     def _headers(response: Response) -> Response:
@@ -73,7 +77,7 @@ class DashboardView:
         return grouped(self.o.token(token).units(amount))
 
     def symbol(self, token: str) -> str:
-        return self.o.token(token).symbol
+        return shown(self.o.token(token).symbol)
 
     @property
     def period_columns(self) -> list[int]:

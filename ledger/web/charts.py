@@ -7,7 +7,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from markupsafe import Markup, escape
+from markupsafe import Markup
+from markupsafe import escape as _escape
+
+from ledger.names import shown
+
+
+def escape(text) -> Markup:
+    """Text for SVG: HTML-escaped, and control or bidi characters (from names on the chain) as visible
+    escapes (:func:`ledger.names.shown`)."""
+    return _escape(shown(str(text)))
+
 
 # Colour-blind-safe palette (Okabe-Ito), then greys.
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000", "#999999"]
@@ -93,7 +103,7 @@ def bar_chart(
         x = LEFT
         for s, (name, _) in enumerate(series):
             parts.append(f'<rect x="{x}" y="{height - 16}" width="10" height="10" fill="{PALETTE[s % len(PALETTE)]}"/>')
-            parts.append(f'<text x="{x + 14}" y="{height - 7}">{escape(name)}</text>')
+            parts.append(f'<text x="{x + 14}" y="{height - 7}" unicode-bidi="isolate">{escape(name)}</text>')
             x += 24 + 7 * len(name)
     parts.append("</svg>")
     return Markup("".join(parts))

@@ -16,7 +16,9 @@ from datetime import UTC, datetime
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from ledger.money import format_amount
+from ledger.names import shown
 from ledger.services.overview import grouped
+from ledger.web import html_name
 from ledger.web.charts import axis_label, bar_chart
 
 TIER_NAMES = {"base": "up to target", "excess": "above target"}
@@ -87,12 +89,14 @@ class Context:
 def render(statements: list[Statement], context: Context, *, title: str | None = None) -> str:
     """One HTML document: a section (a printed page) per statement."""
     env = Environment(loader=PackageLoader("ledger.web", "templates"), autoescape=select_autoescape(["html"]))
+    env.filters["name"] = html_name
+    env.filters["shown"] = shown
 
     def money(amount: int, token: str) -> str:
         return grouped(format_amount(amount, context.tokens.get(token, ("", 0))[1]))
 
     def symbol(token: str) -> str:
-        return context.tokens.get(token, (token[:10], 0))[0]
+        return shown(context.tokens.get(token, (token[:10], 0))[0])
 
     def chart(statement: Statement, token: str):
         per = statement.history.get(token, {})
@@ -103,11 +107,11 @@ def render(statements: list[Statement], context: Context, *, title: str | None =
             [str(p) for p in periods], [("", list(per.values()))],
             label=axis_label(context.tokens.get(token, ("", 0))[1]),
             highlight=periods.index(statement.period) if statement.period in per else None,
-            title=f"{statement.me}: payouts per period ({symbol(token)})", width=640, height=220,
+            title=f"{shown(statement.me)}: payouts per period ({symbol(token)})", width=640, height=220,
         )  # fmt: skip
 
     if title is None:
-        title = (f"Payout statement: {statements[0].me}, period {statements[0].period}" if len(statements) == 1
+        title = (f"Payout statement: {shown(statements[0].me)}, period {statements[0].period}" if len(statements) == 1
                  else f"Payout statements ({len(statements)})")  # fmt: skip
     return env.get_template("statement.html").render(
         statements=statements, c=context, title=title, money=money, symbol=symbol, chart=chart,
