@@ -451,9 +451,11 @@ def test_names_put_on_chain_past_the_rules_are_escaped_on_every_terminal_output(
         ids = {m["name"]: m["id"] for m in json.loads(cli.run("me", "list", "--json").out)}
         token = json.loads(next((Path(cli.data_dir) / "deployments").glob("*.json")).read_text())["token"]
         terms = (token, [ids[evil], ids[rlo]], [5000, 5000], 0, [])
-        _send_as_platform(cli, "proposeAgreement(bytes32,(address,uint32[],uint16[],uint128,uint16[]))",
-                          ["bytes32", "(address,uint32[],uint16[],uint128,uint16[])"],
-                          [alliance.encode().ljust(32, b"\0"), terms])  # fmt: skip
+        terms_type = "(address,uint32[],uint16[],uint128,uint16[])"
+        no_terms = ("0x" + "00" * 20, [], [], 0, [])  # the platform passes no current terms
+        _send_as_platform(cli, f"proposeAgreement(bytes32,{terms_type},{terms_type})",
+                          ["bytes32", terms_type, terms_type],
+                          [alliance.encode().ljust(32, b"\0"), terms, no_terms])  # fmt: skip
         outputs = {
             "me list": cli.run("me", "list").out,
             "me show": cli.run("me", "show", evil).out,
