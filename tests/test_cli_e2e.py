@@ -143,7 +143,7 @@ def test_amendment_needs_every_new_party_and_termination_every_party(cli, tmp_pa
         (("me", "register", "x", "--signer", "nobody"), 1, "no account 'nobody'"),
         (("me", "register", "fridge", "--signer", "dev9"), 1, "an ME named fridge already exists"),
         (("me", "register", "x", "--signer", "dev9", "--parent", "ghost"), 1, "no ME named 'ghost'"),
-        (("me", "register", "x", "--signer", "dev9", "--account", "dev11"), 1, "lacks the role"),
+        (("me", "register", "x", "--signer", "dev9", "--account", "dev11"), 1, "(dev11) lacks the platform role (PLATFORM_ROLE)"),
         (("me", "show", "ghost"), 1, "no ME named 'ghost'"),
         (("alliance", "propose", "p", "--party", "fridge=5000", "--party", "oven=4000"), 1, "sum to 9000 basis points"),
         (("alliance", "propose", "p", "--party", "fridge=5000", "--party", "fridge=5000"), 1, "is given twice"),
@@ -323,6 +323,6 @@ def test_the_demo_runs_from_nothing_and_again_without_settling_twice(tmp_path):
         demo.run("payouts", "--format", "csv", "-o", str(statement))
         audit = demo.run("audit", "--statement", str(statement)).out
         assert "result: clean, every check passed" in audit
-        assert "400 in 1 batches" in audit and "statement        8 lines, 8 matching" in audit
+        assert "400 in 1 batch," in audit and "statement        8 lines, 8 matching" in audit
     finally:
         demo.run("chain", "down")

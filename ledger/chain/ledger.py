@@ -20,7 +20,7 @@ from ledger.chain.abi import ERC20_ABI, ContractAbi
 from ledger.chain.logs import DEFAULT_PAGE_SIZE, Log, LogReader
 from ledger.chain.rpc import HttpRpc, RpcError, revert_data
 from ledger.chain.transact import Receipt, Transactor, TxPolicy
-from ledger.errors import ContractRevert, LedgerError, NotFoundError
+from ledger.errors import ROLE_WORDS, ContractRevert, LedgerError, NotFoundError, describe_revert, named
 from ledger.models import (
     ME,
     Agreement,
@@ -402,6 +402,25 @@ class LedgerChain:
         """(revenue, closed) of several (agreement, period) pairs in one batched round trip."""
         return [(int(raw["revenue"]), bool(raw["closed"])) for raw in self.views([("periodOf", k) for k in keys])]
 
+    def has_role(self, role: str, account: str) -> bool:
+        """Whether ``account`` holds the ledger's ``role`` (``PLATFORM_ROLE``, ``FINANCE_ROLE``,
+        ``DEFAULT_ADMIN_ROLE``)."""
+        return bool(self.view("hasRole", self.role_id(role), account))
+
+    def role_id(self, role: str) -> bytes:
+        return b"\0" * 32 if role == "DEFAULT_ADMIN_ROLE" else bytes(self.view(role))
+
+    def require_role(self, role: str, account: str, doing: str) -> None:
+        """Refuse, before anything is sent, when ``account`` lacks ``role``: the error the contract would
+        give (``AccessControlUnauthorizedAccount``), saying which role ``doing`` needs."""
+        if not self.has_role(role, account):
+            raise ContractRevert(
+                "AccessControlUnauthorizedAccount",
+                {"account": account, "neededRole": self.role_id(role)},
+                f"account {named(account)} lacks {ROLE_WORDS[role]}, which {doing} needs; nothing was sent "
+                f"(give --account with an account that holds it)",
+            )
+
     def grant_role(self, role: str, account: str, *, sender) -> None:
         self.transact(self.contract.grantRole, getattr(self.contract, role)(), account, sender=sender)
 
@@ -412,6 +431,12 @@ class LedgerChain:
 
     def allowance(self, token: str, owner: str) -> int:
         return int(self.call(token, ERC20["allowance"], owner, self.address))
+
+    def mint(self, recipient: str, amount: int, *, sender) -> None:
+        """Mint the local test token (its minter role): simulated first like every other transaction."""
+        if self.token is None:
+            raise LedgerError("this deployment has no test token (only the local chain gets one)")
+        self.transact(self.token.mint, recipient, amount, sender=sender)
 
     def ensure_allowance(self, token: str, owner, amount: int) -> None:
         if self.allowance(token, owner.address) < amount:
@@ -498,8 +523,32 @@ class LedgerChain:
             fees["max_fee"] = self.policy.max_fee
         if self.policy.priority_fee is not None:
             fees["max_priority_fee"] = self.policy.priority_fee
-        build = lambda: handler.as_transaction(*args, sender=sender, sign=True, **{**fees, **tx_args})  # noqa: E731
-        return transactor.send(build, confirm=confirm)
+
+        def build():
+            with contract_errors():  # where the gas is estimated, a refusal surfaces here
+                return handler.as_transaction(*args, sender=sender, **{**fees, **tx_args})
+
+        def sign(tx):
+            signed = sender.sign_transaction(tx)
+            if signed is None or not getattr(signed, "signature", None):
+                raise LedgerError(f"account {named(sender.address)} did not sign the transaction; nothing was sent")
+            return signed
+
+        try:
+            return transactor.send(build, confirm=confirm, sign=sign)
+        except ContractRevert as err:
+            raise self.explain(err) from None
+
+    def explain(self, err: ContractRevert) -> ContractRevert:
+        """The revert again, with the names of the MEs its arguments refer to (``ME 3 (fridge)``)."""
+        me_ids = [int(v) for k, v in err.args_.items() if k.lower().endswith("meid") and isinstance(v, int)]
+        if not me_ids or err.name in ("MEUnknown",):
+            return err
+        try:
+            labels = {f"me:{me.id}": me.name for me in self.mes_by_id(me_ids)}
+        except LedgerError:
+            return err
+        return ContractRevert(err.name, err.args_, describe_revert(err.name, err.args_, labels))
 
     # -- bulk reads -----------------------------------------------------------------------------------
 
