@@ -44,6 +44,13 @@ class ContractRevert(LedgerError):
         super().__init__(message or describe_revert(name, self.args_))
 
 
+class AccountLocked(LedgerError):
+    """A keystore account that cannot sign here: no passphrase and no terminal to ask for it, no
+    terminal to answer Ape's "Sign: [y/N]" (without --yes), or a passphrase that does not unlock it."""
+
+    exit_code = 2
+
+
 class ChainUnavailable(LedgerError):
     """No node answers at the configured address, or the deployment is missing there."""
 

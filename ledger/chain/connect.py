@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ledger.config import PROJECT_ROOT, Settings
-from ledger.errors import ChainUnavailable, LedgerError, NotFoundError
+from ledger.errors import AccountLocked, ChainUnavailable, LedgerError, NotFoundError
 
 DEV_ALIAS = re.compile(r"^dev(\d{1,2})$")
 # The Ape provider that talks to each kind of local node (LEDGER_NODE).
@@ -188,8 +188,12 @@ def account(alias: str, settings: Settings, *, signing: bool = True):
                 f"no account {alias!r}; use {hint}an alias from Ape's keystore (`ape accounts import {alias}`); "
                 f"known aliases: {known}"
             ) from None
-        if signing:
-            unlock_keystore(found, alias, settings)
+        from ape_accounts.accounts import KeyfileAccount
+
+        if isinstance(found, KeyfileAccount):
+            secure_keyfile(found.keyfile_path)
+            if signing:
+                unlock_keystore(found, alias, settings)
     remember_alias(found.address, alias)
     return found
 
@@ -234,31 +238,27 @@ def has_terminal() -> bool:
 
 
 def unlock_keystore(found, alias: str, settings: Settings) -> None:
-    """Unlock a keystore account once, before anything is sent.
+    """Unlock a keystore account (an Ape ``KeyfileAccount``) once, before anything is sent. Hardware
+    wallets and other plugin accounts are left to their device, which confirms each transaction.
 
     The passphrase comes from ``APE_ACCOUNTS_<alias>_PASSPHRASE`` (see :func:`passphrase_variables`), or
     from a prompt when there is a terminal. With ``settings.assume_yes`` (``--yes``) the account signs
     without Ape's "Sign: [y/N]" question; without it Ape asks for every transaction, which needs a
     terminal: with none, this refuses now rather than half-way through a run.
     """
-    from ape_accounts.accounts import KeyfileAccount
-
-    if not isinstance(found, KeyfileAccount):
-        return  # a hardware wallet or other plugin account: the device confirms
-    secure_keyfile(found.keyfile_path)
     variables = passphrase_variables(alias)
     passphrase = next((os.environ[name] for name in variables if os.environ.get(name)), None)
     terminal = has_terminal()
-    if passphrase is None and not terminal:
-        raise LedgerError(
-            f"account {alias!r} is a keystore account and there is no terminal to ask for its passphrase: "
-            f"set {variables[-1]} (or run it from a terminal)"
-        )
-    if not settings.assume_yes and not terminal:
-        raise LedgerError(
-            f"account {alias!r} is a keystore account: Ape asks 'Sign: [y/N]' for every transaction and there "
-            f"is no terminal to answer; give --yes (`ledger --yes ...`) to sign without asking, as unattended "
-            f"runs do. Nothing was sent"
+    if not terminal and (passphrase is None or not settings.assume_yes):
+        # Ape would prompt, read end-of-file and stop as if interrupted (exit 130): say what is missing.
+        missing = []
+        if passphrase is None:
+            missing.append(f"set {variables[-1]} (its passphrase)")
+        if not settings.assume_yes:
+            missing.append("give --yes (`ledger --yes ...`: sign without Ape's 'Sign: [y/N]' question)")
+        raise AccountLocked(
+            f"account {alias!r} is a keystore account and there is no terminal to ask on; to run unattended, "
+            f"{' and '.join(missing)}. Nothing was sent"
         )
     from ape.exceptions import AccountsError
 
@@ -269,7 +269,7 @@ def unlock_keystore(found, alias: str, settings: Settings) -> None:
             found.unlock(passphrase=passphrase)
     except AccountsError as err:
         where = f"the passphrase in {_which(variables)}" if passphrase is not None else "the passphrase given"
-        raise LedgerError(f"{where} does not unlock account {alias!r} ({_first_line(err)})") from None
+        raise AccountLocked(f"{where} does not unlock account {alias!r} ({_first_line(err)})") from None
 
 
 def _which(variables: list[str]) -> str:
