@@ -555,6 +555,13 @@ def test_a_refusal_by_the_contract_sends_no_transaction(cli, rollback, args, wor
     refused(cli, *args, expect=[words])
 
 
+def test_a_deployment_the_constructor_refuses_is_found_by_simulation_and_mines_nothing(cli, tmp_path):
+    """A fresh data folder (no deployment recorded) on the same chain: Ape used to send the deployment,
+    print its call trace and mine the revert."""
+    args = ("--data-dir", str(tmp_path / "fresh"), "deploy", "--admin", "0x" + "00" * 20, "--account", "dev0")
+    refused(cli, *args, expect=[("admin must not be the zero address", "LedgerZeroAddress")])
+
+
 def test_settling_without_the_finance_role_is_refused_before_the_approval_or_the_funds_advice(cli, rollback, tmp_path):
     """dev9 holds tokens but no finance role: it used to mine an ``approve`` first and then refuse (or,
     unfunded, advise "fund it first"); the role is checked before anything is sent, and named."""

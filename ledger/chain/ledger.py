@@ -105,6 +105,18 @@ def _revert_data_of(err: Exception) -> bytes | None:
     return None
 
 
+def _simulate_deployment(container, args: tuple, sender) -> None:
+    """Run a deployment as a call first: a constructor that refuses (``LedgerZeroAddress``) is reported
+    as words and nothing is mined (Ape would send it, print its call trace, and mine the revert)."""
+    import ape
+
+    uri = getattr(ape.chain.provider, "http_uri", None)
+    if not uri:  # pragma: no cover - every provider the project uses speaks HTTP
+        return
+    data = "0x" + bytes(container(*args).data).hex()
+    Transactor(HttpRpc(uri), TxPolicy(), _decode_revert_data)._simulate({"from": sender.address, "data": data})
+
+
 def compiled_abi(name: str) -> list:
     """A contract's ABI from the project's compiled artifacts, read without starting Ape."""
     import json
@@ -156,12 +168,14 @@ class LedgerChain:
         """Deploy the ledger (and, when ``token_decimals`` is given, a test token finance can mint)."""
         proj = project()
         with contract_errors():
-            ledger = proj.AllianceLedger.deploy(admin, platform, finance, sender=sender)
+            ledger_args = (admin, platform, finance)
+            _simulate_deployment(proj.AllianceLedger, ledger_args, sender)
+            ledger = proj.AllianceLedger.deploy(*ledger_args, sender=sender)
             token = None
             if token_decimals is not None:
-                token = proj.LedgerTestToken.deploy(
-                    "Alliance Test Dollar", "ATD", token_decimals, admin, finance, sender=sender
-                )
+                token_args = ("Alliance Test Dollar", "ATD", token_decimals, admin, finance)
+                _simulate_deployment(proj.LedgerTestToken, token_args, sender)
+                token = proj.LedgerTestToken.deploy(*token_args, sender=sender)
         return cls(ledger, token)
 
     @classmethod
