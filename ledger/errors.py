@@ -61,6 +61,7 @@ class ChainUnavailable(LedgerError):
 # the address (ledger.chain.connect.account fills it in).
 KNOWN_NAMES: dict[str, str] = {}
 
+
 def named(address: str) -> str:
     """``0xABC... (alias)`` when the address was loaded by an account alias in this process."""
     alias = KNOWN_NAMES.get(str(address).lower())

@@ -582,7 +582,8 @@ def test_role_errors_name_the_role_and_the_account_alias_not_hashes():
         assert role_hash == ("0x" + "00" * 32 if name == "DEFAULT_ADMIN_ROLE" else "0x" + keccak(text=name).hex())
     who = "0x" + "ab" * 20
     KNOWN_NAMES.setdefault(who, "treasury")
-    text = describe_revert("AccessControlUnauthorizedAccount", {"account": who, "neededRole": keccak(text="FINANCE_ROLE")})
+    args = {"account": who, "neededRole": keccak(text="FINANCE_ROLE")}
+    text = describe_revert("AccessControlUnauthorizedAccount", args)
     assert text.startswith(f"account {who} (treasury) lacks the finance role (FINANCE_ROLE)"), text
     assert "neededRole=FINANCE_ROLE" in text and "0x940d" not in text, text
     named = describe_revert("MENotActive", {"meId": 7}, {"me:7": "temp"})

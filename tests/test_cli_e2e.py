@@ -147,7 +147,7 @@ def test_amendment_needs_every_new_party_and_termination_every_party(cli, tmp_pa
         (("me", "register", "x", "--signer", "nobody"), 1, "no account 'nobody'"),
         (("me", "register", "fridge", "--signer", "dev9"), 1, "an ME named fridge already exists"),
         (("me", "register", "x", "--signer", "dev9", "--parent", "ghost"), 1, "no ME named 'ghost'"),
-        (("me", "register", "x", "--signer", "dev9", "--account", "dev11"), 1, "(dev11) lacks the platform role (PLATFORM_ROLE)"),
+        (("me", "register", "x", "--signer", "dev9", "--account", "dev11"), 1, "(dev11) lacks the platform role"),
         (("me", "show", "ghost"), 1, "no ME named 'ghost'"),
         (("alliance", "propose", "p", "--party", "fridge=5000", "--party", "oven=4000"), 1, "sum to 9000 basis points"),
         (("alliance", "propose", "p", "--party", "fridge=5000", "--party", "fridge=5000"), 1, "is given twice"),
@@ -394,7 +394,7 @@ def test_the_demo_runs_from_nothing_and_again_without_settling_twice(tmp_path):
         assert f"  {root} withdraw fridge --account dev3\n" in first.out, first.out
         hint = next(line.strip() for line in first.out.splitlines() if line.strip() == f"{root} balance")
         bare = {k: v for k, v in demo.env.items() if k not in ("LEDGER_DATA_DIR", "LEDGER_PORT")}
-        pasted = f"{shlex.quote(sys.executable)} -m ledger.cli{hint[len('ledger'):]}"
+        pasted = f"{shlex.quote(sys.executable)} -m ledger.cli{hint[len('ledger') :]}"
         ran = subprocess.run(["bash", "-c", pasted], capture_output=True, text=True, env=bare, timeout=120)
         assert ran.returncode == 0 and ": OK" in ran.stdout, ran.stdout + ran.stderr
         table = payouts(demo, "--alliance", "smart-kitchen")

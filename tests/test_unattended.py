@@ -90,8 +90,9 @@ def test_a_keystore_account_settles_with_no_terminal_given_its_passphrase_variab
     # The global --yes and Ape's own variable name; then the per-command --yes and the capitals form.
     minted = cron.run("--yes", "token", "mint", "1000", env={OWN_VAR: PASSPHRASE})
     assert f"to {key.address} ({ALIAS})" in minted.out, minted.text
-    path = write_csv(tmp_path / "night.csv", [("N-1", "night-run", "10.00", 202611), ("N-2", "night-run", "2.50", 202611),
-                                              ("N-3", "night-run", "0.01", 202611)])  # fmt: skip
+    rows = [("N-1", "night-run", "10.00", 202611), ("N-2", "night-run", "2.50", 202611)]
+    rows.append(("N-3", "night-run", "0.01", 202611))
+    path = write_csv(tmp_path / "night.csv", rows)
     settled = cron.run("settle", str(path), "--yes", env={CAPS_VAR: PASSPHRASE})
     assert "settled 3 events in 1 batch (" in settled.out, settled.text
     for prompt in ("Sign:", "passphrase", "unlocked", "Traceback"):
@@ -107,8 +108,13 @@ def test_a_keystore_account_settles_with_no_terminal_given_its_passphrase_variab
     [
         (("settle", "{file}"), {CAPS_VAR: PASSPHRASE}, ["no terminal to ask on", "give --yes"]),
         (("settle", "{file}"), {}, [f"set {CAPS_VAR}", "and give --yes"]),
-        pytest.param(("--yes", "settle", "{file}"), {OWN_VAR: "not the passphrase"},
-                     [f"the passphrase in {OWN_VAR} does not unlock"], marks=pytest.mark.slow, id="wrong-passphrase"),
+        pytest.param(
+            ("--yes", "settle", "{file}"),
+            {OWN_VAR: "not the passphrase"},
+            [f"the passphrase in {OWN_VAR} does not unlock"],
+            marks=pytest.mark.slow,
+            id="wrong-passphrase",
+        ),
     ],
     ids=["no-yes", "neither", "wrong-passphrase"],
 )

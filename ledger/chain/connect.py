@@ -224,7 +224,8 @@ def remember_alias(address: str, alias: str) -> None:
 def passphrase_variables(alias: str) -> list[str]:
     """Where an unattended run finds a keystore's passphrase: Ape's own variable (the alias as it is
     spelled), then the same name in capitals with every other character than A-Z, 0-9 as ``_``."""
-    names = [f"APE_ACCOUNTS_{alias}_PASSPHRASE", "APE_ACCOUNTS_" + re.sub(r"[^A-Z0-9]", "_", alias.upper()) + "_PASSPHRASE"]
+    capitals = re.sub(r"[^A-Z0-9]", "_", alias.upper())
+    names = [f"APE_ACCOUNTS_{alias}_PASSPHRASE", f"APE_ACCOUNTS_{capitals}_PASSPHRASE"]
     return list(dict.fromkeys(names))
 
 

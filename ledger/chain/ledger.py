@@ -20,7 +20,7 @@ from ledger.chain.abi import ERC20_ABI, ContractAbi
 from ledger.chain.logs import DEFAULT_PAGE_SIZE, Log, LogReader
 from ledger.chain.rpc import HttpRpc, RpcError, revert_data
 from ledger.chain.transact import Receipt, Transactor, TxPolicy
-from ledger.errors import ROLE_WORDS, ContractRevert, LedgerError, NotFoundError, describe_revert, named
+from ledger.errors import KNOWN_NAMES, ROLE_WORDS, ContractRevert, LedgerError, NotFoundError, describe_revert, named
 from ledger.models import (
     ME,
     Agreement,
@@ -559,9 +559,14 @@ class LedgerChain:
         if not me_ids or err.name in ("MEUnknown",):
             return err
         try:
-            labels = {f"me:{me.id}": me.name for me in self.mes_by_id(me_ids)}
+            mes = self.mes_by_id(me_ids)
         except LedgerError:
             return err
+        labels = {f"me:{me.id}": me.name for me in mes}
+        for me in mes:  # an address in the error that is one of these MEs' (unless an alias names it)
+            labels.setdefault(me.payout.lower(), f"payout of {me.name}")
+            labels.setdefault(me.signer.lower(), f"signer of {me.name}")
+        labels = {k: v for k, v in labels.items() if k not in KNOWN_NAMES}
         return ContractRevert(err.name, err.args_, describe_revert(err.name, err.args_, labels))
 
     # -- bulk reads -----------------------------------------------------------------------------------

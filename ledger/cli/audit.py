@@ -140,7 +140,9 @@ def render(report) -> str:
     if c.get("consents_unverifiable"):
         lines.append(f"  (ME updates sent through another contract, consent not read: {c['consents_unverifiable']})")
     if "statement_lines" in c:
-        lines.append(f"  statement        {count(c['statement_lines'], 'line')}, {c['statement_lines_matching']} matching")
+        lines.append(
+            f"  statement        {count(c['statement_lines'], 'line')}, {c['statement_lines_matching']} matching"
+        )
     if report.tokens:
         names = ("settled", "credited", "withdrawn", "owed", "balances", "held")
         rows = [[t.symbol, *(t.as_dict()[n] or "-" for n in names)] for t in report.tokens]

@@ -283,7 +283,8 @@ def mint(app: App, amount, to, account_alias):
         s.chain.mint(recipient, units, sender=minter)  # simulated first: a refusal mines nothing
         held = s.chain.token_balance(s.record.token, recipient)
         symbol = s.symbol(s.record.token)
-        click.echo(f"minted {amount} {symbol} to {named(recipient)}; it now holds {s.units(held, s.record.token)} {symbol}")
+        now = s.units(held, s.record.token)
+        click.echo(f"minted {amount} {symbol} to {named(recipient)}; it now holds {now} {symbol}")
 
 
 @token.command(name="balance")
@@ -296,11 +297,11 @@ def token_balance(app: App, holder):
     Example:
       ledger token balance dev2
     """
-    from ledger.errors import LedgerError
+    from ledger.errors import LedgerError, named
 
     with app.session() as s:
         if not s.record.token:
             raise LedgerError("this deployment has no test token")
         address = s.address(holder)
         held = s.chain.token_balance(s.record.token, address)
-        click.echo(f"{address} holds {s.units(held, s.record.token)} {s.symbol(s.record.token)}")
+        click.echo(f"{named(address)} holds {s.units(held, s.record.token)} {s.symbol(s.record.token)}")

@@ -153,7 +153,8 @@ def _print_preview(s, rows: list[dict], skipped, as_json: bool) -> None:
     from .output import table
 
     if not rows:
-        click.echo(f"dry run: nothing new to settle ({count(skipped, 'event')} {plural(skipped, 'was')} settled before)")
+        before = f"{count(skipped, 'event')} {plural(skipped, 'was')} settled before"
+        click.echo(f"dry run: nothing new to settle ({before})")
         return
     lines = []
     for row in rows:
