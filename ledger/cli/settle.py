@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ledger.words import count, plural
+from ledger import words
 
 from .context import App, account_option, pass_app
 
@@ -98,8 +98,8 @@ def settle(app: App, file: Path, dry_run, as_json, assume_yes, account_alias):
                 settler.run(prepared=prepared, progress=bar.update, summary=summary)
         except KeyboardInterrupt:
             click.echo(
-                f"\ninterrupted after {summary.settled} of {count(total, 'event')} in "
-                f"{count(summary.batches, 'batch')}; "
+                f"\ninterrupted after {summary.settled} of {words.count(total, 'event')} in "
+                f"{words.count(summary.batches, 'batch')}; "
                 f"nothing is paid twice: run the same command again to settle the rest",
                 err=True,
             )
@@ -107,7 +107,7 @@ def settle(app: App, file: Path, dry_run, as_json, assume_yes, account_alias):
         _print_summary(s, summary, len(spool), as_json, file)
 
 
-def _print_summary(s, summary, events: int, as_json: bool, file: Path) -> None:
+def _print_summary(s, summary, count: int, as_json: bool, file: Path) -> None:
     moved = {token: s.units(units, token) for token, units in summary.moved.items()}
     if as_json:
         from .output import echo_json
@@ -116,16 +116,16 @@ def _print_summary(s, summary, events: int, as_json: bool, file: Path) -> None:
         data["tokens_moved"] = {token: {"amount": moved[token], "base_units": str(units)}
                                 for token, units in summary.moved.items()}  # fmt: skip
         data["file"] = str(file)
-        data["events_in_file"] = events
+        data["events_in_file"] = count
         echo_json(data)
         return
     if summary.settled == 0:
-        every = "the only event" if events == 1 else f"all {events} events"
-        click.echo(f"nothing new to settle: {every} in {file.name} {plural(events, 'was')} settled before")
+        every = "the only event" if count == 1 else f"all {count} events"
+        click.echo(f"nothing new to settle: {every} in {file.name} {words.plural(count, 'was')} settled before")
         return
     click.echo(
-        f"settled {count(summary.settled, 'event')} in {count(summary.batches, 'batch')} ({summary.gas_used:,} gas); "
-        f"{summary.skipped} skipped as already settled"
+        f"settled {words.count(summary.settled, 'event')} in {words.count(summary.batches, 'batch')} "
+        f"({summary.gas_used:,} gas); {summary.skipped} skipped as already settled"
     )
     for token, amount in moved.items():
         click.echo(f"moved {amount} {s.symbol(token)} ({token}) into the ledger")
@@ -153,7 +153,7 @@ def _print_preview(s, rows: list[dict], skipped, as_json: bool) -> None:
     from .output import table
 
     if not rows:
-        before = f"{count(skipped, 'event')} {plural(skipped, 'was')} settled before"
+        before = f"{words.count(skipped, 'event')} {words.plural(skipped, 'was')} settled before"
         click.echo(f"dry run: nothing new to settle ({before})")
         return
     lines = []
@@ -163,6 +163,6 @@ def _print_preview(s, rows: list[dict], skipped, as_json: bool) -> None:
                       s.units(row["excess"], token), s.units(row["total"], token)])  # fmt: skip
     click.echo(table(["alliance", "period", "ME", "up to target", "above target", "total"], lines, right={1, 3, 4, 5}))
     click.echo(
-        f"dry run: nothing was sent. {count(skipped, 'event')} skipped as already settled. Each event is split by "
-        f"the rotating rounding rule (README), so every event's credits add up to it exactly."
+        f"dry run: nothing was sent. {words.count(skipped, 'event')} skipped as already settled. Each event is "
+        f"split by the rotating rounding rule (README), so every event's credits add up to it exactly."
     )
