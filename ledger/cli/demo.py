@@ -98,9 +98,10 @@ def next_steps(settings, csv_path, down: str) -> str:
         (["chain", "down"], down),
     ]
     lines = [" ".join(shlex.quote(part) for part in root + args) for args, _ in steps]
-    width = max(len(line) for line in lines) + 2
+    width = min(60, max(len(line) for line in lines)) + 2  # notes aligned, unless a line is long
     return "\n".join(
-        f"  {line.ljust(width)}# {note}" if note else f"  {line}" for line, (_, note) in zip(lines, steps, strict=True)
+        f"  {line.ljust(max(width, len(line) + 2))}# {note}" if note else f"  {line}"
+        for line, (_, note) in zip(lines, steps, strict=True)
     )
 
 
