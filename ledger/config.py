@@ -41,6 +41,9 @@ class Settings(BaseModel):
     priority_fee_gwei: Decimal | None = Field(
         default=None, ge=0, description="tip per gas (gwei); default: what the node suggests"
     )
+    assume_yes: bool = Field(
+        default=False, description="keystore accounts sign without Ape's 'Sign: [y/N]' question (--yes)"
+    )
 
     @property
     def deployments_dir(self) -> Path:

@@ -44,21 +44,74 @@ class ContractRevert(LedgerError):
         super().__init__(message or describe_revert(name, self.args_))
 
 
+class AccountLocked(LedgerError):
+    """A keystore account that cannot sign here: no passphrase and no terminal to ask for it, no
+    terminal to answer Ape's "Sign: [y/N]" (without --yes), or a passphrase that does not unlock it."""
+
+    exit_code = 2
+
+
 class ChainUnavailable(LedgerError):
     """No node answers at the configured address, or the deployment is missing there."""
 
     exit_code = 2
 
 
-def describe_revert(name: str, args: dict) -> str:
-    """Words for a contract custom error (falls back to its name and arguments)."""
-    detail = ", ".join(f"{k}={_show(v)}" for k, v in args.items())
+# Address (lower case) -> the account alias it was loaded by in this process; errors name it beside
+# the address (ledger.chain.connect.account fills it in).
+KNOWN_NAMES: dict[str, str] = {}
+
+
+def named(address: str) -> str:
+    """``0xABC... (alias)`` when the address was loaded by an account alias in this process."""
+    alias = KNOWN_NAMES.get(str(address).lower())
+    return f"{address} ({alias})" if alias else str(address)
+
+
+# keccak256 of each role name the contracts use (AllianceLedger's and the test token's AccessControl).
+ROLE_NAMES = {
+    "0x" + "00" * 32: "DEFAULT_ADMIN_ROLE",
+    "0x797343f8d6a29aafeb3aaf0910a8973e0081c60c2f6c1f775cd9f76ea348fc1e": "PLATFORM_ROLE",
+    "0x940d6b1946ff1d2b5a9f1909219c3c81a370804b5ba0f91ec0828c99a2e6a681": "FINANCE_ROLE",
+    "0x9f2df0fed2c77648de5860a4cc508cd0818c85b8b8a1ab4ceeef8d981c8956a6": "MINTER_ROLE",
+}
+# What each role lets its holder do, for the message that says which one is missing.
+ROLE_WORDS = {
+    "DEFAULT_ADMIN_ROLE": "the admin role (DEFAULT_ADMIN_ROLE)",
+    "PLATFORM_ROLE": "the platform role (PLATFORM_ROLE)",
+    "FINANCE_ROLE": "the finance role (FINANCE_ROLE)",
+    "MINTER_ROLE": "the test token's minter role (MINTER_ROLE)",
+}
+
+
+def describe_revert(name: str, args: dict, labels: dict | None = None) -> str:
+    """Words for a contract custom error (falls back to its name and arguments).
+
+    Role hashes are shown by name; an address is followed by the account alias it was loaded by, and
+    ``labels`` (``{str(value).lower(): label}``, e.g. an ME id -> its name) adds names for other values.
+    """
+    names = {**KNOWN_NAMES, **{str(k).lower(): v for k, v in (labels or {}).items()}}
+    shown = {k: _show(v, names, k) for k, v in args.items()}
+    detail = ", ".join(f"{k}={shown[k]}" for k in args)
     words = _REVERT_WORDS.get(name)
-    text = words.format(**{k: _show(v) for k, v in args.items()}) if words else name
+    if name == "AccessControlUnauthorizedAccount":
+        role = ROLE_NAMES.get(_plain(args.get("neededRole", b"")).lower())
+        words = f"account {{account}} lacks {ROLE_WORDS[role]}, which this needs" if role else words
+    text = words.format(**shown) if words else name
     return f"{text} ({name}{': ' + detail if detail else ''})" if words else f"{name}({detail})"
 
 
-def _show(value) -> str:
+def _show(value, names: dict, key: str) -> str:
+    text = _plain(value)
+    if text.lower() in ROLE_NAMES and "role" in key.lower():
+        return ROLE_NAMES[text.lower()]
+    label = names.get(text.lower())
+    if label is None and key.lower().endswith("meid"):
+        label = names.get(f"me:{text}")
+    return f"{text} ({label})" if label and label != text else text
+
+
+def _plain(value) -> str:
     if isinstance(value, bytes | bytearray):
         stripped = bytes(value).rstrip(b"\0")
         try:
@@ -72,7 +125,8 @@ def _show(value) -> str:
 
 
 _REVERT_WORDS = {
-    "AccessControlUnauthorizedAccount": "account {account} lacks the role this needs",
+    "AccessControlUnauthorizedAccount": "account {account} lacks the role {neededRole}, which this needs",
+    "AccessControlBadConfirmation": "an account can only renounce a role for itself",
     "LedgerZeroAddress": "{field} must not be the zero address",
     "MENameInvalid": "ME name must be 1 to 64 bytes",
     "MENameTaken": "an ME named {name} already exists",

@@ -42,13 +42,16 @@ class LedgerCLI:
     def command(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "ledger.cli", *args]
 
-    def run(self, *args: str, ok: bool = True, env: dict | None = None, timeout: float = 300) -> Result:
+    def run(
+        self, *args: str, ok: bool = True, env: dict | None = None, timeout: float = 300, cwd: Path | None = None
+    ) -> Result:
         proc = subprocess.run(
             self.command(*args),
             capture_output=True,
             text=True,
             env={**self.env, **(env or {})},
             timeout=timeout,
+            cwd=cwd,
         )
         result = Result(proc.returncode, proc.stdout, proc.stderr)
         if ok:

@@ -545,7 +545,9 @@ CLI_CASES = [
     ("close-period-zero", ("period", "close", LIVE, "0"), 2, ("PERIOD",)),
     ("target-with-too-many-decimals", ("alliance", "propose", "p", "--party", "fridge=5000", "--party", "oven=5000",
      "--target", "1.0000001", "--excess", "fridge=5000", "--excess", "oven=5000"), 1, ("--target", "decimals")),
-    ("settle-from-an-account-without-tokens", ("settle", "{good}", "--account", "dev9"), 1, ("fund",)),
+    ("settle-more-than-the-finance-account-holds", ("settle", "{big}"), 1, ("(dev2)", "holds", "fund it first")),
+    ("settle-from-an-account-without-the-finance-role", ("settle", "{good}", "--account", "dev9"), 1,
+     ("(dev9)", "FINANCE_ROLE")),
     ("network-not-reachable-settle", ("--port", "{closed}", "settle", "{good}"), 2, ("not running",)),
     ("network-not-reachable-withdraw", ("--port", "{closed}", "withdraw", "fridge", "--account", "dev3"), 2,
      ("not running",)),
@@ -566,7 +568,8 @@ CLI_CASES = [
 @pytest.mark.parametrize(("args", "code", "words"), [c[1:] for c in CLI_CASES], ids=[c[0] for c in CLI_CASES])
 def test_a_mistaken_command_gets_one_line_naming_the_field_and_changes_nothing(cli, tmp_path, args, code, words):
     good = csv_file(tmp_path, "good.csv", f"G-1,{LIVE},1.00,202611")
-    fill = {"{good}": str(good), "{closed}": str(free_port())}
+    big = csv_file(tmp_path, "big.csv", f"B-1,{LIVE},99000000.00,202611")
+    fill = {"{good}": str(good), "{big}": str(big), "{closed}": str(free_port())}
     args = tuple(fill.get(a, a) for a in args)
     refused(cli, *args, code=code, expect=[words])
 
@@ -607,7 +610,12 @@ def test_a_token_that_is_no_erc20_is_refused(cli, rollback):
 # simulating first), or a reverted transaction is mined: the sender pays gas and uses a nonce.
 REVERTED = [
     ("me-name-too-long", ("me", "register", "x" * 65, "--signer", "dev9"), ("name", "64 bytes")),
-    ("dissolve-a-dissolved-me", ("me", "dissolve", "temp"), ("7",)),
+    ("dissolve-a-dissolved-me", ("me", "dissolve", "temp"), ("ME 7 (temp)",)),
+    # The test token's mint used to go straight through Ape: its call trace printed, a reverted mint mined.
+    ("mint-without-the-minter-role", ("token", "mint", "100", "--account", "dev5"),
+     ("(dev5) lacks the test token's minter role (MINTER_ROLE)", "neededRole=MINTER_ROLE")),
+    ("register-without-the-platform-role", ("me", "register", "x", "--signer", "dev9", "--account", "dev2"),
+     ("(dev2) lacks the platform role (PLATFORM_ROLE)",)),
     ("zero-address-token", ("alliance", "propose", "zero-token", "--party", "fridge=5000", "--party", "oven=5000",
                             "--token", "0x" + "00" * 20), ("--token", "no contract")),
 ]  # fmt: skip
@@ -616,6 +624,41 @@ REVERTED = [
 @pytest.mark.parametrize(("args", "words"), [c[1:] for c in REVERTED], ids=[c[0] for c in REVERTED])
 def test_a_refusal_by_the_contract_sends_no_transaction(cli, rollback, args, words):
     refused(cli, *args, expect=[words])
+
+
+def test_a_deployment_the_constructor_refuses_is_found_by_simulation_and_mines_nothing(cli, tmp_path):
+    """A fresh data folder (no deployment recorded) on the same chain: Ape used to send the deployment,
+    print its call trace and mine the revert."""
+    args = ("--data-dir", str(tmp_path / "fresh"), "deploy", "--admin", "0x" + "00" * 20, "--account", "dev0")
+    refused(cli, *args, expect=[("admin must not be the zero address", "LedgerZeroAddress")])
+
+
+def test_settling_without_the_finance_role_is_refused_before_the_approval_or_the_funds_advice(cli, rollback, tmp_path):
+    """dev9 holds tokens but no finance role: it used to mine an ``approve`` first and then refuse (or,
+    unfunded, advise "fund it first"); the role is checked before anything is sent, and named."""
+    cli.run("token", "mint", "100", "--to", "dev9")
+    good = csv_file(tmp_path, "good.csv", f"G-1,{LIVE},1.00,202611")
+    [line] = refused(cli, "settle", str(good), "--account", "dev9", expect=[("(dev9)", "finance role (FINANCE_ROLE)")])
+    assert "fund" not in line and "0x9409" not in line, line
+    [line] = refused(cli, "settle", str(good), "--account", "dev11", expect=[("(dev11)", "FINANCE_ROLE")])
+    assert "fund" not in line, line
+
+
+def test_role_errors_name_the_role_and_the_account_alias_not_hashes():
+    from eth_utils import keccak
+
+    from ledger.errors import KNOWN_NAMES, ROLE_NAMES, describe_revert
+
+    for role_hash, name in ROLE_NAMES.items():
+        assert role_hash == ("0x" + "00" * 32 if name == "DEFAULT_ADMIN_ROLE" else "0x" + keccak(text=name).hex())
+    who = "0x" + "ab" * 20
+    KNOWN_NAMES.setdefault(who, "treasury")
+    args = {"account": who, "neededRole": keccak(text="FINANCE_ROLE")}
+    text = describe_revert("AccessControlUnauthorizedAccount", args)
+    assert text.startswith(f"account {who} (treasury) lacks the finance role (FINANCE_ROLE)"), text
+    assert "neededRole=FINANCE_ROLE" in text and "0x940d" not in text, text
+    named = describe_revert("MENotActive", {"meId": 7}, {"me:7": "temp"})
+    assert named.startswith("ME 7 (temp) is not active"), named
 
 
 def test_the_console_command_exits_2_when_the_chain_is_unreachable(cli, sh, tmp_path):

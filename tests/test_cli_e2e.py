@@ -9,8 +9,12 @@ console entry point, a kill -9, the node stopped and started, the demo) runs as 
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import signal
 import socket
+import subprocess
+import sys
 import time
 from decimal import Decimal
 
@@ -143,7 +147,7 @@ def test_amendment_needs_every_new_party_and_termination_every_party(cli, tmp_pa
         (("me", "register", "x", "--signer", "nobody"), 1, "no account 'nobody'"),
         (("me", "register", "fridge", "--signer", "dev9"), 1, "an ME named fridge already exists"),
         (("me", "register", "x", "--signer", "dev9", "--parent", "ghost"), 1, "no ME named 'ghost'"),
-        (("me", "register", "x", "--signer", "dev9", "--account", "dev11"), 1, "lacks the role"),
+        (("me", "register", "x", "--signer", "dev9", "--account", "dev11"), 1, "(dev11) lacks the platform role"),
         (("me", "show", "ghost"), 1, "no ME named 'ghost'"),
         (("alliance", "propose", "p", "--party", "fridge=5000", "--party", "oven=4000"), 1, "sum to 9000 basis points"),
         (("alliance", "propose", "p", "--party", "fridge=5000", "--party", "fridge=5000"), 1, "is given twice"),
@@ -271,6 +275,78 @@ def test_a_settlement_killed_half_way_completes_when_run_again_without_paying_tw
     assert report["result"] == "clean" and report["checked"]["events"] >= len(rows)
 
 
+def test_ctrl_c_during_a_settlement_says_how_far_it_got_and_the_re_run_completes(cli, sh, tmp_path):
+    """Ape replaces Python's SIGINT handler with ``sys.exit(130)`` when imported: Ctrl-C stopped the run
+    without a word. A real process, SIGINT mid-run: it says how many events landed, exits 130, and the
+    same command run again settles the rest."""
+    make_alliance(cli, "ctrl-c")
+    rows = [(f"CC-{i}", "ctrl-c", f"{i}.{i % 100:02d}", 202611) for i in range(1, 1201)]
+    path = write_csv(tmp_path / "ctrl-c.csv", rows)
+    small_batches = {"LEDGER_BATCH_GAS": "400000"}  # ~50 events per batch: many transactions
+    url = f"http://127.0.0.1:{cli.port}"
+    start = int(rpc(url, "eth_blockNumber"), 16)
+    proc = sh.popen("settle", str(path), env=small_batches)
+    deadline = time.monotonic() + 120
+    while int(rpc(url, "eth_blockNumber"), 16) < start + 4 and time.monotonic() < deadline:  # approval + 3 batches
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out + err
+    found = re.search(r"interrupted after (\d+) of 1200 events in (\d+) batch(es)?; nothing is paid twice", err)
+    assert found, err
+    assert "Traceback" not in err, err
+    told = int(found.group(1))
+    assert 0 < told < len(rows), err
+    summary = json.loads(cli.run("settle", str(path), "--json", env=small_batches).out)
+    # Batches in flight when Ctrl-C came may still have landed: they are skipped, never paid twice.
+    assert summary["events_skipped_already_settled"] >= told
+    assert summary["events_settled"] + summary["events_skipped_already_settled"] == len(rows)
+    assert show(cli, "ctrl-c")["events_settled"] == len(rows)
+
+
+def test_dev10_to_dev19_work_the_same_from_any_folder(cli, sh, tmp_path):
+    """Ape read ``test.number_of_accounts`` from the current folder's ape-config.yaml (10 without one):
+    ``dev15`` failed with ``IndexError`` outside the project."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = sh.run("me", "register", "from-elsewhere", "--signer", "dev15", cwd=elsewhere)
+    assert "0xcd3B766CCDd6AE721141F452C550Ca635964ce71" in result.out, result.text  # dev15 of the test mnemonic
+
+
+@pytest.mark.parametrize("args", [("--help",), ("me", "list"), ("chain", "status"), ("payouts",)])
+def test_a_reader_that_closes_the_pipe_early_stops_the_command_quietly(cli, sh, args):
+    """``ledger chain up | head -1``: the reader is gone before the output is written. No
+    ``BrokenPipeError`` (nor Python's "Exception ignored"), exit 141 as for SIGPIPE."""
+    proc = subprocess.Popen(sh.command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=sh.env)
+    proc.stdout.close()  # before the command has written anything
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert err == "", err
+
+
+def test_python_warnings_stay_out_of_the_output_unless_debug(monkeypatch):
+    import contextlib
+    import warnings
+
+    from ledger import config
+    from ledger.cli import main
+    from ledger.errors import ChainUnavailable
+
+    original = config.Settings.from_env.__func__
+
+    def noisy(cls, *args, **kwargs):
+        warnings.warn("a library's deprecation", DeprecationWarning, stacklevel=1)
+        return original(cls, *args, **kwargs)
+
+    monkeypatch.setattr(config.Settings, "from_env", classmethod(noisy))
+    for debug, shown in (([], 0), (["--debug"], 1)):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")  # as with PYTHONWARNINGS=always, or a library that forces it
+            with contextlib.suppress(ChainUnavailable):  # --debug raises it instead of printing it
+                main([*debug, "--port", str(free_port()), "balance"])
+        assert len([w for w in seen if "a library's deprecation" in str(w.message)]) == shown, debug
+
+
 @pytest.mark.anvil_only("a chain kept across a restart needs Anvil's state file; Hardhat's node keeps none")
 def test_the_chain_stopped_and_started_again_keeps_every_balance(cli, sh):
     before = json.loads(cli.run("balance", "--json").out)
@@ -306,13 +382,21 @@ def test_a_corrupt_state_file_and_a_taken_port_get_clear_messages(tmp_path):
 
 
 def test_the_demo_runs_from_nothing_and_again_without_settling_twice(tmp_path):
-    demo = LedgerCLI(tmp_path / "demo", free_port())
+    demo = LedgerCLI(tmp_path / "demo data", free_port())  # a space: the hints must quote it
     try:
         first = demo.run("demo", "--events", "400")
         assert "started the local chain" in first.out
-        assert "settled 400 events" in first.out
+        assert "settled 400 events in 1 batch (" in first.out
         assert "balances add up to" in first.out and ": OK" in first.out
-        assert "ledger withdraw fridge --account dev3" in first.out
+        # The "next" hints carry the data folder and port the demo ran with, shell-quoted: pasted into
+        # another shell (no LEDGER_DATA_DIR / LEDGER_PORT there), they reach the demo's chain.
+        root = f"ledger --data-dir {shlex.quote(str(demo.data_dir))} --port {demo.port}"
+        assert f"  {root} withdraw fridge --account dev3\n" in first.out, first.out
+        hint = next(line.strip() for line in first.out.splitlines() if line.strip() == f"{root} balance")
+        bare = {k: v for k, v in demo.env.items() if k not in ("LEDGER_DATA_DIR", "LEDGER_PORT")}
+        pasted = f"{shlex.quote(sys.executable)} -m ledger.cli{hint[len('ledger') :]}"
+        ran = subprocess.run(["bash", "-c", pasted], capture_output=True, text=True, env=bare, timeout=120)
+        assert ran.returncode == 0 and ": OK" in ran.stdout, ran.stdout + ran.stderr
         table = payouts(demo, "--alliance", "smart-kitchen")
         second = demo.run("demo", "--events", "400")
         assert "already closed" in second.out and "settled 400" not in second.out
@@ -323,6 +407,6 @@ def test_the_demo_runs_from_nothing_and_again_without_settling_twice(tmp_path):
         demo.run("payouts", "--format", "csv", "-o", str(statement))
         audit = demo.run("audit", "--statement", str(statement)).out
         assert "result: clean, every check passed" in audit
-        assert "400 in 1 batches" in audit and "statement        8 lines, 8 matching" in audit
+        assert "400 in 1 batch," in audit and "statement        8 lines, 8 matching" in audit
     finally:
         demo.run("chain", "down")

@@ -20,7 +20,7 @@ from ledger.chain.abi import ERC20_ABI, ContractAbi
 from ledger.chain.logs import DEFAULT_PAGE_SIZE, Log, LogReader
 from ledger.chain.rpc import HttpRpc, RpcError, revert_data
 from ledger.chain.transact import Receipt, Transactor, TxPolicy
-from ledger.errors import ContractRevert, LedgerError, NotFoundError
+from ledger.errors import KNOWN_NAMES, ROLE_WORDS, ContractRevert, LedgerError, NotFoundError, describe_revert, named
 from ledger.models import (
     ME,
     Agreement,
@@ -107,6 +107,18 @@ def _revert_data_of(err: Exception) -> bytes | None:
     return None
 
 
+def _simulate_deployment(container, args: tuple, sender) -> None:
+    """Run a deployment as a call first: a constructor that refuses (``LedgerZeroAddress``) is reported
+    as words and nothing is mined (Ape would send it, print its call trace, and mine the revert)."""
+    import ape
+
+    uri = getattr(ape.chain.provider, "http_uri", None)
+    if not uri:  # pragma: no cover - every provider the project uses speaks HTTP
+        return
+    data = "0x" + bytes(container(*args).data).hex()
+    Transactor(HttpRpc(uri), TxPolicy(), _decode_revert_data)._simulate({"from": sender.address, "data": data})
+
+
 def compiled_abi(name: str) -> list:
     """A contract's ABI from the project's compiled artifacts, read without starting Ape."""
     import json
@@ -158,12 +170,14 @@ class LedgerChain:
         """Deploy the ledger (and, when ``token_decimals`` is given, a test token finance can mint)."""
         proj = project()
         with contract_errors():
-            ledger = proj.AllianceLedger.deploy(admin, platform, finance, sender=sender)
+            ledger_args = (admin, platform, finance)
+            _simulate_deployment(proj.AllianceLedger, ledger_args, sender)
+            ledger = proj.AllianceLedger.deploy(*ledger_args, sender=sender)
             token = None
             if token_decimals is not None:
-                token = proj.LedgerTestToken.deploy(
-                    "Alliance Test Dollar", "ATD", token_decimals, admin, finance, sender=sender
-                )
+                token_args = ("Alliance Test Dollar", "ATD", token_decimals, admin, finance)
+                _simulate_deployment(proj.LedgerTestToken, token_args, sender)
+                token = proj.LedgerTestToken.deploy(*token_args, sender=sender)
         return cls(ledger, token)
 
     @classmethod
@@ -424,6 +438,25 @@ class LedgerChain:
         """(revenue, closed) of several (agreement, period) pairs in one batched round trip."""
         return [(int(raw["revenue"]), bool(raw["closed"])) for raw in self.views([("periodOf", k) for k in keys])]
 
+    def has_role(self, role: str, account: str) -> bool:
+        """Whether ``account`` holds the ledger's ``role`` (``PLATFORM_ROLE``, ``FINANCE_ROLE``,
+        ``DEFAULT_ADMIN_ROLE``)."""
+        return bool(self.view("hasRole", self.role_id(role), account))
+
+    def role_id(self, role: str) -> bytes:
+        return b"\0" * 32 if role == "DEFAULT_ADMIN_ROLE" else bytes(self.view(role))
+
+    def require_role(self, role: str, account: str, doing: str) -> None:
+        """Refuse, before anything is sent, when ``account`` lacks ``role``: the error the contract would
+        give (``AccessControlUnauthorizedAccount``), saying which role ``doing`` needs."""
+        if not self.has_role(role, account):
+            raise ContractRevert(
+                "AccessControlUnauthorizedAccount",
+                {"account": account, "neededRole": self.role_id(role)},
+                f"account {named(account)} lacks {ROLE_WORDS[role]}, which {doing} needs; nothing was sent "
+                f"(give --account with an account that holds it)",
+            )
+
     def grant_role(self, role: str, account: str, *, sender) -> None:
         self.transact(self.contract.grantRole, getattr(self.contract, role)(), account, sender=sender)
 
@@ -434,6 +467,12 @@ class LedgerChain:
 
     def allowance(self, token: str, owner: str) -> int:
         return int(self.call(token, ERC20["allowance"], owner, self.address))
+
+    def mint(self, recipient: str, amount: int, *, sender) -> None:
+        """Mint the local test token (its minter role): simulated first like every other transaction."""
+        if self.token is None:
+            raise LedgerError("this deployment has no test token (only the local chain gets one)")
+        self.transact(self.token.mint, recipient, amount, sender=sender)
 
     def ensure_allowance(self, token: str, owner, amount: int) -> None:
         if self.allowance(token, owner.address) < amount:
@@ -520,8 +559,37 @@ class LedgerChain:
             fees["max_fee"] = self.policy.max_fee
         if self.policy.priority_fee is not None:
             fees["max_priority_fee"] = self.policy.priority_fee
-        build = lambda: handler.as_transaction(*args, sender=sender, sign=True, **{**fees, **tx_args})  # noqa: E731
-        return transactor.send(build, confirm=confirm)
+
+        def build():
+            with contract_errors():  # where the gas is estimated, a refusal surfaces here
+                return handler.as_transaction(*args, sender=sender, **{**fees, **tx_args})
+
+        def sign(tx):
+            signed = sender.sign_transaction(tx)
+            if signed is None or not getattr(signed, "signature", None):
+                raise LedgerError(f"account {named(sender.address)} did not sign the transaction; nothing was sent")
+            return signed
+
+        try:
+            return transactor.send(build, confirm=confirm, sign=sign)
+        except ContractRevert as err:
+            raise self.explain(err) from None
+
+    def explain(self, err: ContractRevert) -> ContractRevert:
+        """The revert again, with the names of the MEs its arguments refer to (``ME 3 (fridge)``)."""
+        me_ids = [int(v) for k, v in err.args_.items() if k.lower().endswith("meid") and isinstance(v, int)]
+        if not me_ids or err.name in ("MEUnknown",):
+            return err
+        try:
+            mes = self.mes_by_id(me_ids)
+        except LedgerError:
+            return err
+        labels = {f"me:{me.id}": me.name for me in mes}
+        for me in mes:  # an address in the error that is one of these MEs' (unless an alias names it)
+            labels.setdefault(me.payout.lower(), f"payout of {me.name}")
+            labels.setdefault(me.signer.lower(), f"signer of {me.name}")
+        labels = {k: v for k, v in labels.items() if k not in KNOWN_NAMES}
+        return ContractRevert(err.name, err.args_, describe_revert(err.name, err.args_, labels))
 
     # -- bulk reads -----------------------------------------------------------------------------------
 

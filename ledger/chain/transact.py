@@ -68,13 +68,20 @@ class Transactor:
         self.rebuilt = 0  # transactions built again after their nonce was taken
         self.kicks = 0  # blocks mined to unstick the local node
 
-    def send(self, build: Callable[[], Any], *, confirm: bool = True) -> Receipt:
-        """Send the signed transaction ``build()`` returns (an Ape ``TransactionAPI``); its receipt, once
-        confirmed (``confirm=False``: once included; the caller confirms with :meth:`reorganised_out`)."""
+    def send(
+        self, build: Callable[[], Any], *, confirm: bool = True, sign: Callable[[Any], Any] | None = None
+    ) -> Receipt:
+        """Send the transaction ``build()`` returns (an Ape ``TransactionAPI``); its receipt, once
+        confirmed (``confirm=False``: once included; the caller confirms with :meth:`reorganised_out`).
+
+        ``sign``: signs the built transaction, called only after the simulation passed, so a refusal
+        never asks anyone (a keystore prompt, a hardware wallet) to sign. Without it ``build`` signs."""
         for _ in range(6):
             tx = build()
             call = {"from": tx.sender, "to": tx.receiver, "data": "0x" + bytes(tx.data).hex()}
             self._simulate(call)
+            if sign is not None:
+                tx = sign(tx)
             raw = "0x" + bytes(tx.serialize_transaction()).hex()
             tx_hash = "0x" + bytes(tx.txn_hash).hex()
             if not self._submit(raw, tx_hash):
@@ -374,7 +381,8 @@ class Pipeline:
             now = time.monotonic()
             if now - start > self.policy.timeout:
                 raise TransactionStalled(
-                    f"{len(still)} transactions (first {still[0].tx_hash}) were not mined within "
+                    f"{len(still)} {'transaction' if len(still) == 1 else 'transactions'} (first {still[0].tx_hash}) "
+                    f"{'was' if len(still) == 1 else 'were'} not mined within "
                     f"{self.policy.timeout:g} s at {self.rpc.url}; run the same command again "
                     f"(nothing is settled twice)"
                 )

@@ -8,7 +8,9 @@ when the chain cannot be reached; ``--debug`` shows tracebacks.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+import warnings
 
 import click
 
@@ -48,6 +50,8 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
             raise
+        except BrokenPipeError:  # the reader of stdout went away: every command stops the same quiet way
+            ctx.exit(stdout_closed())
         except LedgerError as err:
             if _debug(ctx):
                 raise
@@ -77,10 +81,14 @@ class LazyGroup(click.Group):
     "--data-dir", type=click.Path(file_okay=False), help="Where records and node state live (LEDGER_DATA_DIR)."
 )
 @click.option("--port", type=int, help="Port of the local chain (LEDGER_PORT, default 8547).")
-@click.option("--debug", is_flag=True, help="Show tracebacks and Ape's own log.")
+@click.option(
+    "--yes", "-y", "assume_yes", is_flag=True, default=None,
+    help="Keystore accounts sign without asking 'Sign: [y/N]' (LEDGER_ASSUME_YES); for unattended runs.",
+)  # fmt: skip
+@click.option("--debug", is_flag=True, help="Show tracebacks, Python's warnings and Ape's own log.")
 @click.version_option("0.1.0", prog_name="ledger")
 @click.pass_context
-def cli(ctx, network, data_dir, port, debug):
+def cli(ctx, network, data_dir, port, assume_yes, debug):
     """ME Alliance Ledger: alliance agreements between micro-enterprises, settled on an EVM chain.
 
     \b
@@ -91,14 +99,18 @@ def cli(ctx, network, data_dir, port, debug):
       ledger COMMAND --help        every command has an example
 
     Accounts are Ape account aliases; on the local chain dev0 ... dev19 are Anvil's funded dev
-    accounts (dev0 admin, dev1 platform, dev2 finance by default).
+    accounts (dev0 admin, dev1 platform, dev2 finance by default). A keystore account reads its
+    passphrase from APE_ACCOUNTS_<ALIAS>_PASSPHRASE; with --yes it signs without asking, so
+    `ledger --yes settle FILE --account NAME` runs unattended (cron, CI).
     """
     from ledger.config import Settings
 
     from .context import App
 
+    if not debug:
+        quiet_warnings()
     try:
-        settings = Settings.from_env(network=network, data_dir=data_dir, port=port)
+        settings = Settings.from_env(network=network, data_dir=data_dir, port=port, assume_yes=assume_yes)
     except ValueError as err:
         raise click.UsageError(f"bad setting: {err.errors()[0]['loc'][0]}: {err.errors()[0]['msg']}") from None
     ctx.obj = App(settings=settings, debug=debug)
@@ -128,9 +140,44 @@ def report(error: LedgerError) -> None:
         click.echo(f"error: {_one_line(error)}", err=True)
 
 
+def quiet_warnings() -> None:
+    """Python's warnings (deprecations inside Ape, web3 and their dependencies) are for developers:
+    shown with --debug only, never mixed into a command's output."""
+    warnings.simplefilter("ignore")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
+    if not debug:
+        quiet_warnings()
+    try:
+        code = _main(args, debug)
+        sys.stdout.flush()  # a reader that has gone shows here, not as "Exception ignored" at exit
+        return code
+    except BrokenPipeError:
+        return stdout_closed()
+    except SystemExit:
+        from click.utils import PacifyFlushWrapper
+
+        if isinstance(sys.stdout, PacifyFlushWrapper):  # click met the closed pipe itself (help text)
+            return stdout_closed()
+        raise
+
+
+def stdout_closed() -> int:
+    """The reader of stdout went away (``ledger chain up | head -1``): stop quietly, as ``cat`` does.
+    Python would otherwise print a BrokenPipeError when it flushes stdout at exit, so stdout is pointed
+    at /dev/null first. Exit 141 (128 + SIGPIPE), the code a shell shows for a command stopped so."""
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), sys.stdout.fileno())
+    except (OSError, ValueError):  # not a real file (click's test runner): nothing will flush to a pipe
+        pass
+    return 141
+
+
+def _main(args: list[str], debug: bool) -> int:
     try:
         result = cli.main(args=args, prog_name="ledger", standalone_mode=False)
         return result if isinstance(result, int) else 0

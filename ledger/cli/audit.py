@@ -123,28 +123,32 @@ def _recorded(app: App, client) -> tuple[str, int]:
 
 
 def render(report) -> str:
+    from ledger.words import count
+
     from .output import table
 
     c = report.counts
     lines = [
         f"audit of ledger {report.ledger} on chain {report.chain_id}, blocks {report.from_block}..{report.to_block}"
-        f" ({c.get('logs', 0)} logs in {c.get('log_pages', 0)} pages, {report.seconds:.2f} s)",
+        f" ({count(c.get('logs', 0), 'log')} in {count(c.get('log_pages', 0), 'page')}, {report.seconds:.2f} s)",
         "",
         "checked",
-        f"  MEs              {c.get('mes', 0)} ({c.get('me_updates', 0)} signer changes, "
-        f"{c.get('consents', 0)} consents recovered, {c.get('mes_dissolved', 0)} dissolved)",
-        f"  agreements       {c.get('agreements', 0)} with {c.get('versions', 0)} versions; "
-        f"{c.get('activations', 0)} activations and {c.get('terminations', 0)} terminations, "
-        f"{c.get('signatures', 0)} signatures recovered",
-        f"  revenue events   {c.get('events', 0)} in {c.get('batches', 0)} batches, recomputed against "
-        f"{c.get('credit_runs', 0)} credit runs",
+        f"  MEs              {c.get('mes', 0)} ({count(c.get('me_updates', 0), 'signer change')}, "
+        f"{count(c.get('consents', 0), 'consent')} recovered, {c.get('mes_dissolved', 0)} dissolved)",
+        f"  agreements       {c.get('agreements', 0)} with {count(c.get('versions', 0), 'version')}; "
+        f"{count(c.get('activations', 0), 'activation')} and {count(c.get('terminations', 0), 'termination')}, "
+        f"{count(c.get('signatures', 0), 'signature')} recovered",
+        f"  revenue events   {c.get('events', 0)} in {count(c.get('batches', 0), 'batch')}, recomputed against "
+        f"{count(c.get('credit_runs', 0), 'credit run')}",
         f"  periods closed   {c.get('periods_closed', 0)}",
         f"  withdrawals      {c.get('withdrawals', 0)}",
     ]
     if c.get("consents_unverifiable"):
         lines.append(f"  (ME updates sent through another contract, consent not read: {c['consents_unverifiable']})")
     if "statement_lines" in c:
-        lines.append(f"  statement        {c['statement_lines']} lines, {c['statement_lines_matching']} matching")
+        lines.append(
+            f"  statement        {count(c['statement_lines'], 'line')}, {c['statement_lines_matching']} matching"
+        )
     if report.tokens:
         names = ("settled", "credited", "withdrawn", "owed", "balances", "held")
         rows = [[t.symbol, *(t.as_dict()[n] or "-" for n in names)] for t in report.tokens]
@@ -159,7 +163,7 @@ def render(report) -> str:
         lines.append("result: clean, every check passed")
     else:
         kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(report.findings_by_kind().items()))
-        lines.append(f"result: {len(report.findings)} findings ({kinds})")
+        lines.append(f"result: {count(len(report.findings), 'finding')} ({kinds})")
         for finding in report.findings:
             where = []
             if finding.block is not None:

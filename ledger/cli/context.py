@@ -111,10 +111,11 @@ class Session:
 
         return SignatureStore(self.settings.signatures_dir, self.record.chain_id, self.record.ledger)
 
-    def account(self, alias: str):
+    def account(self, alias: str, *, signing: bool = True):
+        """``signing=False``: only the address is needed (a keystore account stays locked)."""
         from ledger.chain.connect import account
 
-        return account(alias, self.settings)
+        return account(alias, self.settings, signing=signing)
 
     def address(self, value: str, option: str = "address") -> str:
         """An address typed as ``0x...`` (a mixed-case one with a valid checksum) or an account alias;
@@ -123,15 +124,15 @@ class Session:
 
         return address_of(value, self.settings, option)
 
-    def role_account(self, role: str, alias: str | None):
+    def role_account(self, role: str, alias: str | None, *, signing: bool = True):
         """The account for a role: ``--account`` if given, else the alias recorded at deployment."""
         if alias:
-            return self.account(alias)
+            return self.account(alias, signing=signing)
         recorded = self.record.aliases.get(role) if self.needs_deployment else None
         if recorded:
-            return self.account(recorded)
+            return self.account(recorded, signing=signing)
         if self.settings.is_local:
-            return self.account(ROLE_DEFAULTS_LOCAL[role])
+            return self.account(ROLE_DEFAULTS_LOCAL[role], signing=signing)
         raise LedgerError(f"give --account: the account that holds the {role} role")
 
     def decimals(self, token: str) -> int:

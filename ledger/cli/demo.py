@@ -6,6 +6,8 @@ import random
 
 import click
 
+from ledger import words
+
 from .context import App
 
 ALLIANCE = "smart-kitchen"
@@ -68,20 +70,38 @@ def demo(ctx: click.Context, events: int):
     group = ctx.parent.command
     ctx.invoke(group.get_command(ctx, "payouts"), alliance=ALLIANCE, period_number=PERIOD, fmt="table")
     ctx.invoke(group.get_command(ctx, "balance"))
-    click.echo(
-        "\nNext, try (after `source .venv/bin/activate`, which puts `ledger` on your PATH):\n"
-        f"  ledger alliance show {ALLIANCE}\n"
-        f"  ledger payouts --me fridge --format csv -o fridge-{PERIOD}.csv\n"
-        f"  ledger settle {csv_path}        # settles nothing twice\n"
-        "  ledger withdraw fridge --account dev3\n"
-        "  ledger balance\n"
-        "  ledger audit                        # check the whole history from the chain alone\n"
-        "  ledger chain status\n"
-        + (
-            "  ledger chain down                   # state is kept; `ledger chain up` resumes"
-            if node.persistent
-            else f"  ledger chain down                   # {node.name} keeps no state: the chain is gone"
-        )
+    click.echo("\nNext, try (after `source .venv/bin/activate`, which puts `ledger` on your PATH):")
+    down = "state is kept; `ledger chain up` resumes" if node.persistent else f"{node.name} keeps no state"
+    click.echo(next_steps(app.settings, csv_path, down))
+
+
+def next_steps(settings, csv_path, down: str) -> str:
+    """The commands to try next, each carrying the data folder and port the demo ran with (from options
+    or LEDGER_DATA_DIR / LEDGER_PORT) and every argument shell-quoted, so each line can be pasted as it
+    is, in this shell or another."""
+    import shlex
+
+    defaults = type(settings).model_fields
+    root = ["ledger"]
+    if settings.data_dir != defaults["data_dir"].default:
+        root += ["--data-dir", str(settings.data_dir)]
+    if settings.port != defaults["port"].default:
+        root += ["--port", str(settings.port)]
+    steps = [
+        (["alliance", "show", ALLIANCE], ""),
+        (["payouts", "--me", "fridge", "--format", "csv", "-o", f"fridge-{PERIOD}.csv"], ""),
+        (["settle", str(csv_path)], "settles nothing twice"),
+        (["withdraw", "fridge", "--account", "dev3"], ""),
+        (["balance"], ""),
+        (["audit"], "check the whole history from the chain alone"),
+        (["chain", "status"], ""),
+        (["chain", "down"], down),
+    ]
+    lines = [" ".join(shlex.quote(part) for part in root + args) for args, _ in steps]
+    width = min(60, max(len(line) for line in lines)) + 2  # notes aligned, unless a line is long
+    return "\n".join(
+        f"  {line.ljust(max(width, len(line) + 2))}# {note}" if note else f"  {line}"
+        for line, (_, note) in zip(lines, steps, strict=True)
     )
 
 
@@ -166,15 +186,13 @@ def _run(s, csv_path, count: int) -> None:
         needed = sum(item.amount for item in work)
         have = chain.token_balance(token, roles["finance"].address)
         if have < needed:
-            from ledger.chain.ledger import contract_errors
-
-            with contract_errors():
-                chain.token.mint(roles["finance"].address, needed - have, sender=roles["finance"])
+            chain.mint(roles["finance"].address, needed - have, sender=roles["finance"])
         total = sum(item.count for item in work)
         with click.progressbar(length=max(total, 1), label="settling", file=click.get_text_stream("stderr")) as bar:
             summary = settler.run(prepared=(work, skipped), progress=bar.update)
         click.echo(
-            f"settled {summary.settled} events in {summary.batches} batches ({summary.gas_used:,} gas), "
+            f"settled {words.count(summary.settled, 'event')} in {words.count(summary.batches, 'batch')} "
+            f"({summary.gas_used:,} gas), "
             f"{summary.skipped} already settled before"
         )
         chain.close_period(chain.agreement_id(ALLIANCE), PERIOD, sender=roles["finance"])

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from ledger import words
+
 from .context import App, account_option, pass_app
 
 
@@ -13,9 +15,11 @@ from .context import App, account_option, pass_app
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--dry-run", is_flag=True, help="Print what each ME would receive; change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary (or the dry run) as JSON.")
+@click.option("--yes", "-y", "assume_yes", is_flag=True,
+              help="A keystore account signs without asking 'Sign: [y/N]' (same as `ledger --yes`).")  # fmt: skip
 @account_option("finance")
 @pass_app
-def settle(app: App, file: Path, dry_run, as_json, account_alias):
+def settle(app: App, file: Path, dry_run, as_json, assume_yes, account_alias):
     """Settle the revenue events in FILE (CSV or JSON lines).
 
     \b
@@ -29,15 +33,21 @@ def settle(app: App, file: Path, dry_run, as_json, account_alias):
     A reference is settled once, ever: running the same file again settles nothing new, and a run
     that was interrupted (Ctrl-C, node down) completes when run again.
 
+    Unattended (cron, CI) with a keystore account: the passphrase from APE_ACCOUNTS_<ALIAS>_PASSPHRASE
+    and --yes; without --yes and with no terminal it refuses before sending anything.
+
     \b
     Example:
       ledger settle revenue-2026-11.csv --dry-run
       ledger settle revenue-2026-11.csv
+      APE_ACCOUNTS_TREASURY_PASSPHRASE=... ledger settle revenue.csv --account treasury --yes
     """
-    from ledger.errors import InputError, LedgerError
+    from ledger.errors import InputError, LedgerError, named
     from ledger.revenue_file import SpooledEvents, check_file, check_start
     from ledger.services.settlement import InsufficientFunds, Settler, Summary, preview
 
+    if assume_yes:
+        app.settings = app.settings.model_copy(update={"assume_yes": True})
     try:
         check_start(file)  # an empty file or a bad header is refused before connecting
     except InputError as err:
@@ -56,7 +66,7 @@ def settle(app: App, file: Path, dry_run, as_json, account_alias):
         problems, total = check_file(file, decimals_of, spool=spool)
         if problems:
             raise InputError(problems, source=file.name, total=total)
-        finance = s.role_account("finance", account_alias)
+        finance = s.role_account("finance", account_alias, signing=not dry_run)
         settler = Settler(s.chain, finance, batch_gas=app.settings.batch_gas, from_block=s.record.block)
         try:
             prepared = settler.prepare(spool)
@@ -70,12 +80,14 @@ def settle(app: App, file: Path, dry_run, as_json, account_alias):
             return
         total = sum(item.count for item in work)
         summary = Summary()
+        if total:
+            settler.check_role()  # before the funds advice, and before the approval is sent
         try:
             settler.check_funds(work)
         except InsufficientFunds as err:
             hint = " (`ledger token mint AMOUNT`)" if err.token == s.record.token else ""
             raise LedgerError(
-                f"the finance account {err.holder} holds {s.units(err.have, err.token)} {s.symbol(err.token)}; "
+                f"the finance account {named(err.holder)} holds {s.units(err.have, err.token)} {s.symbol(err.token)}; "
                 f"this file needs {s.units(err.need, err.token)}: fund it first{hint}"
             ) from None
         if total == 0:
@@ -88,7 +100,8 @@ def settle(app: App, file: Path, dry_run, as_json, account_alias):
                 settler.run(prepared=prepared, progress=bar.update, summary=summary)
         except KeyboardInterrupt:
             click.echo(
-                f"\ninterrupted after {summary.settled} of {total} events in {summary.batches} batches; "
+                f"\ninterrupted after {summary.settled} of {words.count(total, 'event')} in "
+                f"{words.count(summary.batches, 'batch')}; "
                 f"nothing is paid twice: run the same command again to settle the rest",
                 err=True,
             )
@@ -110,12 +123,13 @@ def _print_summary(s, summary, count: int, as_json: bool, file: Path, blank: tup
         echo_json(data)
         return
     if summary.settled == 0:
-        click.echo(f"nothing new to settle: all {count} events in {file.name} were settled before")
+        every = "the only event" if count == 1 else f"all {count} events"
+        click.echo(f"nothing new to settle: {every} in {file.name} {words.plural(count, 'was')} settled before")
         _print_blank_rows(blank, file)
         return
     click.echo(
-        f"settled {summary.settled} events in {summary.batches} batches ({summary.gas_used:,} gas); "
-        f"{summary.skipped} skipped as already settled"
+        f"settled {words.count(summary.settled, 'event')} in {words.count(summary.batches, 'batch')} "
+        f"({summary.gas_used:,} gas); {summary.skipped} skipped as already settled"
     )
     for token, amount in moved.items():
         click.echo(f"moved {amount} {s.symbol(token)} ({token}) into the ledger")
@@ -153,7 +167,8 @@ def _print_preview(s, rows: list[dict], skipped, as_json: bool) -> None:
     from .output import table
 
     if not rows:
-        click.echo(f"dry run: nothing new to settle ({skipped} events were settled before)")
+        before = f"{words.count(skipped, 'event')} {words.plural(skipped, 'was')} settled before"
+        click.echo(f"dry run: nothing new to settle ({before})")
         return
     lines = []
     for row in rows:
@@ -162,6 +177,6 @@ def _print_preview(s, rows: list[dict], skipped, as_json: bool) -> None:
                       s.units(row["excess"], token), s.units(row["total"], token)])  # fmt: skip
     click.echo(table(["alliance", "period", "ME", "up to target", "above target", "total"], lines, right={1, 3, 4, 5}))
     click.echo(
-        f"dry run: nothing was sent. {skipped} events skipped as already settled. Each event is split by "
-        f"the rotating rounding rule (README), so every event's credits add up to it exactly."
+        f"dry run: nothing was sent. {words.count(skipped, 'event')} skipped as already settled. Each event is "
+        f"split by the rotating rounding rule (README), so every event's credits add up to it exactly."
     )

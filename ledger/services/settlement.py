@@ -299,6 +299,8 @@ class Settler:
         work, skipped = prepared if prepared is not None else self.prepare(events)
         summary = summary if summary is not None else Summary()
         summary.skipped += skipped
+        if work:
+            self.check_role()
         self._fund(work)
         landed: list[Landed] = []
         self._send(work, summary, progress, landed)
@@ -332,6 +334,10 @@ class Settler:
             f"settlement batches were reorganised out {MAX_REORG_ROUNDS} times in a row; run the same command "
             f"again later (nothing is settled twice)"
         )
+
+    def check_role(self) -> None:
+        """Refuse before anything is sent (an approval included) when the account cannot settle."""
+        self.chain.require_role("FINANCE_ROLE", self.finance.address, "settling")
 
     def check_funds(self, work: list[AllianceWork]) -> dict[str, int]:
         """What ``work`` moves per token; raises :class:`InsufficientFunds` if the finance account holds less."""
