@@ -221,13 +221,6 @@ class LedgerChain:
         message = eip712.me_update_message(self.chain_id, self.address, me_id, payout, signer, nonce)
         return eip712.sign(account, message)
 
-    def has_role(self, role: str, account: str) -> bool:
-        """Whether ``account`` holds ``role`` ("platform", "finance" or "admin")."""
-        from eth_utils import keccak
-
-        role_id = b"\0" * 32 if role == "admin" else keccak(text=f"{role.upper()}_ROLE")
-        return bool(self.view("hasRole", role_id, account))
-
     def dissolve_me(self, me_id: int, *, sender) -> None:
         self.transact(self.contract.dissolveME, me_id, sender=sender)
 

@@ -145,7 +145,7 @@ def propose(chain, name: str, terms: Terms, *, sender, amend: bool, from_block: 
     else:
         check_new(name, alliance_names(chain, from_block), "alliance")
     current = chain.terms_of(agreement_id, existing.current_version) if existing is not None else None
-    if not chain.has_role("platform", sender.address):
+    if not chain.has_role("PLATFORM_ROLE", sender.address):
         speakers = current.parties if current is not None else terms.parties
         if not any(me.signer.lower() == sender.address.lower() for me in chain.mes_by_id(speakers)):
             names = ", ".join(shown(me.name) for me in chain.mes_by_id(speakers))
