@@ -528,6 +528,9 @@ class LedgerChain:
         page_size: int = DEFAULT_PAGE_SIZE,
     ) -> Iterator[Log]:
         last = self.head() if to_block is None else to_block
+        index = getattr(self, "index", None)  # a ledger.index.LedgerIndex brought up to date by the caller
+        if index is not None and "RevenueSettled" not in names:
+            return index.read(self._reader, names, from_block, last, topic1=topic1, page_size=page_size)
         return self._reader.read(names, from_block, last, topic1=topic1, page_size=page_size)
 
     def _event_args(self, receipt, name: str) -> dict:

@@ -111,6 +111,28 @@ class Session:
 
         return SignatureStore(self.settings.signatures_dir, self.record.chain_id, self.record.ledger)
 
+    @cached_property
+    def ledger_index(self):
+        """The local index of this deployment (:mod:`ledger.index`), not yet brought up to date."""
+        from ledger.index import LedgerIndex, index_path
+
+        chain, record = self.chain, self.record
+        return LedgerIndex(
+            index_path(self.settings.data_dir, record.chain_id, record.ledger),
+            chain_id=record.chain_id, ledger=record.ledger, from_block=record.block, abi=chain._abi_json,
+            notice=lambda text: click.echo(text, err=True),
+        )  # fmt: skip
+
+    def synced_index(self):
+        """The local index brought up to date from the new blocks' logs and attached to the chain, so the
+        chain's log reads come from it (None when ``LEDGER_INDEX=0``: every read goes to the node)."""
+        if not self.settings.index:
+            return None
+        index = self.ledger_index
+        index.sync(self.chain.rpc)
+        self.chain.index = index
+        return index
+
     def account(self, alias: str):
         from ledger.chain.connect import account
 

@@ -57,7 +57,9 @@ def settle(app: App, file: Path, dry_run, as_json, account_alias):
         if problems:
             raise InputError(problems, source=file.name, total=total)
         finance = s.role_account("finance", account_alias)
-        settler = Settler(s.chain, finance, batch_gas=app.settings.batch_gas, from_block=s.record.block)
+        index = s.ledger_index if app.settings.index else None  # brought up to date by the settler
+        s.chain.index = index
+        settler = Settler(s.chain, finance, batch_gas=app.settings.batch_gas, from_block=s.record.block, index=index)
         try:
             prepared = settler.prepare(spool)
         except InputError as err:
