@@ -80,6 +80,9 @@ def connected(settings: Settings) -> Iterator[None]:
 
         hardhat.install()  # ape-hardhat's revert parsing, fixed for web3 7 (see ledger.chain.hardhat)
     errors = _network_errors()
+    # ape-foundry takes APE_FOUNDRY_HOST over the host given here: the local chain is the node of this data
+    # folder, whatever that variable says (it points `ape test` at its own node).
+    foreign_host = os.environ.pop("APE_FOUNDRY_HOST", None) if settings.is_local else None
     try:
         context = ape.networks.parse_network_choice(choice, provider_settings=provider_settings)
         context.__enter__()
@@ -87,6 +90,9 @@ def connected(settings: Settings) -> Iterator[None]:
         raise ChainUnavailable(f"cannot reach network {settings.network!r}: {_first_line(err)}") from None
     except ApeException as err:
         raise ChainUnavailable(f"cannot use network {settings.network!r}: {_first_line(err)}") from None
+    finally:
+        if foreign_host is not None:
+            os.environ["APE_FOUNDRY_HOST"] = foreign_host
     try:
         yield
     except errors as err:

@@ -294,7 +294,8 @@ class LedgerIndex:
         reader = LogReader(rpc.request, self.ledger, self.abi)
         names = list(reader.specs)
         conn = self.conn
-        page = FIRST_PAGE
+        fixed = int(os.environ.get("LEDGER_INDEX_PAGE_BLOCKS", "0"))  # a fixed page size (tests, tuning)
+        page = fixed or FIRST_PAGE
         try:
             while True:
                 conn.execute("BEGIN IMMEDIATE")  # one writer at a time; readers go on (WAL)
@@ -332,7 +333,9 @@ class LedgerIndex:
                 report.logs += len(logs)
                 report.references += refs
                 report.pages += 1
-                if weight > PAGE_WEIGHT:
+                if fixed:
+                    pass
+                elif weight > PAGE_WEIGHT:
                     page = max(1, page * PAGE_WEIGHT // weight)
                 elif weight < PAGE_WEIGHT // 4:
                     page = min(MAX_PAGE, page * 2)
