@@ -40,7 +40,7 @@ def dashboard(app: App, host, http_port, refresh, recent, page_size):
         chain, record = s.chain, s.record
         source = LiveOverview(
             chain, chain.rpc, from_block=record.block, confirmations=app.settings.confirmation_depth,
-            recent=recent, page_size=page_size,
+            recent=recent, page_size=page_size, index=s.synced_index(),
         )  # fmt: skip
         source()  # the first read now: a chain that cannot be read is an error before anything is served
         server = _server(source, host, http_port, refresh, LedgerError)

@@ -165,7 +165,8 @@ class LedgerIndex:
 
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=120, isolation_level=None)
+        # One user at a time, but not always the thread that opened it (the dashboard's server thread).
+        conn = sqlite3.connect(self.path, timeout=120, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout = 120000")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")

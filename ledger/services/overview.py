@@ -436,7 +436,8 @@ class LiveOverview:
     while the final block (number and hash) is the one read last, that read is reused."""
 
     def __init__(self, chain, rpc, *, from_block: int, confirmations: int = 0, recent: int = RECENT_RUNS,
-                 page_size: int = DEFAULT_PAGE_SIZE, audit: bool = True):  # fmt: skip
+                 page_size: int = DEFAULT_PAGE_SIZE, audit: bool = True, index=None):  # fmt: skip
+        self.index = index  # a ledger.index.LedgerIndex attached to ``chain``: brought up to date per read
         self.chain = chain
         self.rpc = rpc
         self.from_block = from_block
@@ -454,6 +455,8 @@ class LiveOverview:
         key = (final, block.get("hash", ""))
         if self._last is not None and self._last[0] == key:
             return self._last[1]
+        if self.index is not None:
+            self.index.sync(self.rpc)
         overview = gather(
             self.chain, from_block=self.from_block, to_block=final, audit_rpc=self.rpc if self.audit else None,
             confirmations=head - final, recent=self.recent, page_size=self.page_size,
