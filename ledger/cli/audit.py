@@ -132,6 +132,9 @@ def render(report) -> str:
         f" ({c.get('logs', 0)} logs in {c.get('log_pages', 0)} pages, {report.seconds:.2f} s)",
         (f"replayed blocks {report.resumed_from + 1}..{report.to_block} after this machine's checkpoint at block "
          f"{report.resumed_from} (`--full` replays everything)" if report.resumed_from is not None
+         and report.resumed_from < report.to_block else
+         f"no new blocks after this machine's checkpoint at block {report.resumed_from} (`--full` replays "
+         f"everything)" if report.resumed_from is not None
          else f"replayed every block ({report.checkpoint_note or 'no checkpoint'})"),
         "",
         "checked",
