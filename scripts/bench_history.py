@@ -231,14 +231,20 @@ def main() -> int:
         try:
             cli(env, "chain", "up")
             cli(env, "deploy", "--json")
-            alliances = set_up(env)
+            made = subprocess.run([sys.executable, __file__, "--set-up"], env=env, check=True, capture_output=True,
+                                  text=True)  # fmt: skip
+            alliances = json.loads(made.stdout.strip().splitlines()[-1])
             events = Events(alliances)
             serial = [0]
             settled = 0
             for level in LEVELS:
                 start = time.perf_counter()
                 if level > settled:
-                    grow(env, events, level - settled)
+                    # In a child: this process stays small, so the children measured below do not inherit
+                    # its resident set (Linux carries the peak RSS across fork and exec).
+                    subprocess.run([sys.executable, __file__, "--grow", str(level - settled), str(events.n),
+                                    ",".join(alliances)], env=env, check=True)  # fmt: skip
+                    events.n += level - settled
                     print(f"history grown to {level:,} events in {time.perf_counter() - start:.0f} s", flush=True)
                 figures = measure(env, Path(data), events, level, serial)
                 levels.append(figures)
@@ -255,4 +261,12 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--set-up"]:
+        print(json.dumps(set_up(dict(os.environ))))
+        sys.exit(0)
+    if sys.argv[1:2] == ["--grow"]:
+        grown = Events(sys.argv[4].split(","))
+        grown.n = int(sys.argv[3])
+        grow(dict(os.environ), grown, int(sys.argv[2]))
+        sys.exit(0)
     sys.exit(main())

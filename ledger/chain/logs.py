@@ -51,12 +51,71 @@ class EventSpec:
     def decode(self, topics: list[bytes], data: bytes) -> dict[str, Any]:
         values: dict[str, Any] = {}
         for (name, kind), topic in zip(self.indexed, topics[1:], strict=True):
-            values[name] = _checksummed(kind, abi_decode([kind], topic)[0])
+            word = _WORD.get(kind)
+            values[name] = word(topic) if word is not None and len(topic) == 32 else _checksummed(
+                kind, abi_decode([kind], topic)[0])  # fmt: skip
         if self.data:
+            fast = _fast_decode(self.data, data) if self.simple else None
+            if fast is not None:
+                values.update(fast)
+                return values
             decoded = abi_decode([kind for _, kind in self.data], data)
             for (name, kind), value in zip(self.data, decoded, strict=True):
                 values[name] = _checksummed(kind, value)
         return values
+
+    @property
+    def simple(self) -> bool:
+        """Every data field a 32-byte word type or a one-dimensional array of them (decoded by slicing)."""
+        return all(_WORD.get(kind[:-2] if kind.endswith("[]") else kind) for _, kind in self.data)
+
+
+def _uint(word: bytes) -> int:
+    return int.from_bytes(word, "big")
+
+
+def _address(word: bytes) -> str:
+    return to_checksum_address(word[12:])
+
+
+def _bytes32(word: bytes) -> bytes:
+    return bytes(word)
+
+
+def _bool(word: bytes) -> bool:
+    return word != b"\0" * 32
+
+
+# The word types the events use, decoded by slicing (eth-abi's general decoder is 5-10x slower on the
+# long uint256[]/bytes32[] arrays of a settlement batch). Signed ints and other sizes go through eth-abi.
+_WORD = {**{f"uint{n}": _uint for n in range(8, 257, 8)}, "address": _address, "bytes32": _bytes32, "bool": _bool}
+
+
+def _fast_decode(fields: list[tuple[str, str]], data: bytes) -> dict[str, Any] | None:
+    """ABI-decode words and arrays of words; None when the data is not laid out as expected (then the
+    caller uses eth-abi, which raises on malformed data)."""
+    out: dict[str, Any] = {}
+    size = len(data)
+    if size < 32 * len(fields):
+        return None
+    for i, (name, kind) in enumerate(fields):
+        head = data[32 * i : 32 * i + 32]
+        if not kind.endswith("[]"):
+            out[name] = _WORD[kind](head)
+            continue
+        offset = int.from_bytes(head, "big")
+        if offset % 32 or offset + 32 > size:
+            return None
+        length = int.from_bytes(data[offset : offset + 32], "big")
+        start = offset + 32
+        if start + 32 * length > size:
+            return None
+        word = _WORD[kind[:-2]]
+        if word is _uint:
+            out[name] = tuple(int.from_bytes(data[j : j + 32], "big") for j in range(start, start + 32 * length, 32))
+        else:
+            out[name] = tuple(word(data[j : j + 32]) for j in range(start, start + 32 * length, 32))
+    return out
 
 
 def _checksummed(kind: str, value: Any) -> Any:

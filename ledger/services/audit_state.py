@@ -121,7 +121,7 @@ class Checkpoint:
             return None
         try:
             return {"block": int(rows["block"]), "hash": rows["hash"], "key": rows["key"],
-                    "state": json.loads(rows["state"], object_hook=_decode)}  # fmt: skip
+                    "state": _decode_all(rows["state"])}  # fmt: skip
         except (ValueError, KeyError, TypeError):
             return None
 
@@ -147,6 +147,10 @@ class Checkpoint:
 
 def json_text(state: dict) -> str:
     return json.dumps(_encode(state), separators=(",", ":"))
+
+
+def _decode_all(text: str):
+    return json.loads(text, object_hook=_decode)
 
 
 def _types() -> dict[str, type]:
