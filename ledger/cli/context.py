@@ -48,6 +48,17 @@ class App:
         yield Session(self.settings, rpc_url=self.settings.node_url)
 
 
+    @contextmanager
+    def sender(self, read: Session) -> Iterator[Session]:
+        """A session that can send, after ``read`` (from :meth:`reader`): ``read`` itself when it is
+        already an Ape session, else a new one (Ape starts only now)."""
+        if read.rpc_url is None:
+            yield read
+            return
+        with self.session() as s:
+            yield s
+
+
 @dataclass
 class Session:
     settings: Settings
