@@ -15,7 +15,6 @@ from pathlib import Path
 
 from eth_utils import keccak
 
-from ledger.chain import eip712
 from ledger.chain.abi import ERC20_ABI, ContractAbi
 from ledger.chain.logs import DEFAULT_PAGE_SIZE, Log, LogReader
 from ledger.chain.rpc import HttpRpc, RpcError, revert_data
@@ -202,6 +201,8 @@ class LedgerChain:
 
     def sign_me_update(self, account, me_id: int, payout: str, signer: str) -> bytes:
         nonce = self.me(me_id).nonce
+        from ledger.chain import eip712  # eth-account: imported by the commands that sign only
+
         message = eip712.me_update_message(self.chain_id, self.address, me_id, payout, signer, nonce)
         return eip712.sign(account, message)
 
@@ -291,9 +292,13 @@ class LedgerChain:
         return int(self._event_args(receipt, "AgreementProposed")["version"])
 
     def approval_message(self, agreement_id: bytes, version: int, terms: Terms):
+        from ledger.chain import eip712
+
         return eip712.approval_message(self.chain_id, self.address, agreement_id, version, terms)
 
     def termination_message(self, agreement_id: bytes, version: int):
+        from ledger.chain import eip712
+
         return eip712.termination_message(self.chain_id, self.address, agreement_id, version)
 
     def activate(self, agreement_id: bytes, version: int, terms: Terms, signatures: Sequence[bytes], *, sender):
