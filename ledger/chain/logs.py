@@ -19,6 +19,8 @@ from eth_abi.grammar import parse as parse_abi_type
 from eth_utils import keccak, to_checksum_address
 
 DEFAULT_PAGE_SIZE = 50_000
+FIRST_PAGE = 128  # blocks of the first page when pages are sized by what they hold (``weight``)
+AUDIT_PAGE_WEIGHT = 200_000  # about 100 settlement batches of 1,000 events (some 25 MB of JSON) per page
 
 
 def canonical_type(param: dict) -> str:
@@ -171,15 +173,21 @@ class LogReader:
         *,
         topic1: list[bytes] | None = None,
         page_size: int = DEFAULT_PAGE_SIZE,
+        weight: int | None = None,
     ) -> Iterator[Log]:
-        """Every log of the named events in ``[from_block, to_block]``, in chain order."""
+        """Every log of the named events in ``[from_block, to_block]``, in chain order.
+
+        ``weight``: bound each response by what it holds, not only by blocks: pages start at
+        ``FIRST_PAGE`` blocks and are resized after each so that one holds about ``weight`` units (50
+        per log plus one per array item: a settlement batch of 1,000 events is about 2,050), never more
+        than ``page_size`` blocks. Without it, pages are ``page_size`` blocks (halved when refused)."""
         topics: list[Any] = [["0x" + self.specs[n].topic0.hex() for n in names]]
         if topic1:
             topics.append(["0x" + t.hex() for t in topic1])
         from ledger.chain.rpc import RpcError
 
         start = from_block
-        page = max(1, page_size)
+        page = max(1, page_size if weight is None else min(page_size, FIRST_PAGE))
         while start <= to_block:
             end = min(to_block, start + page - 1)
             try:
@@ -194,11 +202,19 @@ class LogReader:
                 page = max(1, (end - start + 1) // 2)
                 continue
             self.pages += 1
+            held = 0
             for item in raw:
                 log = None if item.get("removed") else self.decode(item)
                 if log is not None:
+                    if weight is not None:
+                        held += 50 + sum(len(v) for v in log.args.values() if isinstance(v, tuple | list))
                     yield log
             start = end + 1
+            if weight is not None:
+                if held > weight:
+                    page = max(1, page * weight // held)
+                elif held < weight // 4:
+                    page = min(max(1, page_size), page * 2)
 
     def decode(self, item: dict) -> Log | None:
         """One raw log (from ``eth_getLogs`` or a receipt) of this contract's known events, or None."""

@@ -36,7 +36,7 @@ from eth_abi import encode as abi_encode
 from eth_utils import keccak, to_checksum_address
 
 from ledger.chain import eip712
-from ledger.chain.logs import DEFAULT_PAGE_SIZE, Log, LogReader
+from ledger.chain.logs import AUDIT_PAGE_WEIGHT, DEFAULT_PAGE_SIZE, Log, LogReader
 from ledger.chain.rpc import RpcError
 from ledger.errors import ChainUnavailable, LedgerError
 from ledger.models import MAX_PARTIES, MIN_PARTIES, bytes32_to_text
@@ -451,7 +451,7 @@ class Auditor:
                 start = self._resume(head)
             else:
                 self.references = audit_state.SpilledReferences() if self.spill else audit_state.MemoryReferences()
-            for log in self.reader.read(names, start, head, page_size=self.page_size):
+            for log in self.reader.read(names, start, head, page_size=self.page_size, weight=AUDIT_PAGE_WEIGHT):
                 if log.tx != self.pending_tx:
                     self._flush_pending()
                     self.pending_tx, self.pending_block = log.tx, log.block

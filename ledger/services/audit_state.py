@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ledger.errors import LedgerError
 
-STATE_VERSION = "1"
+STATE_VERSION = "2"
 
 
 class MemoryReferences:
@@ -49,7 +49,9 @@ class MemoryReferences:
 
 
 class SpilledReferences:
-    """References in a SQLite table (``conn``'s, or a temporary file's): bounded memory at any size."""
+    """References in SQLite (``conn``'s database, or a temporary file): bounded memory at any size. A
+    reference row is the reference and a key of its batch (batch id * 65536 + position); the batch's
+    agreement, first sequence number, transaction and block are stored once per batch."""
 
     def __init__(self, conn: sqlite3.Connection | None = None):
         self._tmp = None
@@ -60,24 +62,31 @@ class SpilledReferences:
             conn.execute("PRAGMA journal_mode = OFF")
             conn.execute("PRAGMA synchronous = OFF")
             conn.execute("BEGIN")
-        conn.execute("PRAGMA cache_size = -32768")
+        conn.execute("PRAGMA cache_size = -65536")  # 64 MB: the reference tree of a few million events
+        conn.execute("CREATE TABLE IF NOT EXISTS refs(ref BLOB PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID")
         conn.execute(
-            "CREATE TABLE IF NOT EXISTS refs(ref BLOB PRIMARY KEY, aid BLOB NOT NULL, seq INTEGER NOT NULL,"
-            " tx TEXT NOT NULL, block INTEGER NOT NULL) WITHOUT ROWID"
+            "CREATE TABLE IF NOT EXISTS ref_batches(id INTEGER PRIMARY KEY, aid BLOB NOT NULL, first_seq INTEGER NOT NULL,"
+            " tx TEXT NOT NULL, block INTEGER NOT NULL)"
         )
         self.conn = conn
 
     def add(self, refs, aid: bytes, first_seq: int, tx: str, block: int) -> list[tuple[int, tuple]]:
         conn = self.conn
-        rows = [(bytes(ref), aid, first_seq + k, tx, block) for k, ref in enumerate(refs)]
+        batch = conn.execute(
+            "INSERT INTO ref_batches(aid, first_seq, tx, block) VALUES (?, ?, ?, ?)", (aid, first_seq, tx, block)
+        ).lastrowid
+        base = batch * 65536
         before = conn.total_changes
-        conn.executemany("INSERT OR IGNORE INTO refs(ref, aid, seq, tx, block) VALUES (?, ?, ?, ?, ?)", rows)
-        if conn.total_changes - before == len(rows):
+        conn.executemany("INSERT OR IGNORE INTO refs(ref, at) VALUES (?, ?)", [(r, base + k) for k, r in enumerate(refs)])
+        if conn.total_changes - before == len(refs):
             return []
         dups = []
-        for k, (ref, _, seq, _, _) in enumerate(rows):
-            stored = conn.execute("SELECT aid, seq, tx, block FROM refs WHERE ref = ?", (ref,)).fetchone()
-            if stored is not None and (bytes(stored[0]), stored[1]) != (aid, seq):
+        for k, ref in enumerate(refs):
+            stored = conn.execute(
+                "SELECT b.aid, b.first_seq + r.at % 65536, b.tx, b.block, r.at FROM refs r "
+                "JOIN ref_batches b ON b.id = r.at / 65536 WHERE r.ref = ?", (bytes(ref),)
+            ).fetchone()  # fmt: skip
+            if stored is not None and stored[4] != base + k:
                 dups.append((k, (bytes(stored[0]), stored[1], stored[2], stored[3])))
         return dups
 
@@ -129,6 +138,7 @@ class Checkpoint:
         """Forget the state and every reference (inside the open transaction)."""
         self.conn.execute("DELETE FROM state")
         self.conn.execute("DELETE FROM refs")
+        self.conn.execute("DELETE FROM ref_batches")
 
     def save(self, key: str, block: int, block_hash: str, text: str) -> None:
         """Store the state (:func:`json_text`) at ``block`` and commit it with the references added."""
