@@ -104,7 +104,11 @@ def index_path(data_dir: Path, chain_id: int, ledger: str) -> Path:
 
 
 def _abi_fingerprint(abi: list[dict]) -> str:
-    events = sorted(json.dumps(item, sort_keys=True) for item in abi if item.get("type") == "event")
+    """The events the index was built from: each one's signature and which arguments are indexed."""
+    from ledger.chain.logs import EventSpec
+
+    specs = [EventSpec.from_abi(item) for item in abi if item.get("type") == "event"]
+    events = sorted(f"{spec.topic0.hex()}:{[name for name, _ in spec.indexed]}" for spec in specs)
     return keccak(text="\n".join(events)).hex()[:16]
 
 
@@ -192,16 +196,18 @@ class LedgerIndex:
                     conn.execute("COMMIT")
                 else:
                     conn.execute("COMMIT")
-                    differing = [k for k, v in expected.items() if found.get(k) != v]
-                    if differing:
-                        conn.close()
-                        raise IndexDamaged(f"the index {self.path} is of another {', '.join(differing)}")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
         except sqlite3.DatabaseError as err:
             raise _problem(self.path, err, "is unreadable") from None
+        differing = [k for k, v in expected.items() if found and found.get(k) != v]
+        if differing:
+            conn.close()
+            what = {"schema": "schema version", "chain_id": "chain id", "ledger": "ledger", "from_block":
+                    "deployment block", "events": "set of events"}  # fmt: skip
+            raise IndexDamaged(f"the index {self.path} was made for another {', '.join(what[k] for k in differing)}")
         self._conn = conn
         return conn
 
