@@ -50,13 +50,18 @@ class App:
 
     @contextmanager
     def sender(self, read: Session) -> Iterator[Session]:
-        """A session that can send, after ``read`` (from :meth:`reader`): ``read`` itself when it is
-        already an Ape session, else a new one (Ape starts only now)."""
-        if read.rpc_url is None:
+        """``read`` (from :meth:`reader`), able to send from now on: Ape connects (its accounts sign)
+        and the chain read over JSON-RPC gets the transaction policy; its raw calldata, pipeline and
+        transactor need no Ape contract object (the deployment is not opened again)."""
+        if read.rpc_url is None:  # already an Ape session
             yield read
             return
-        with self.session() as s:
-            yield s
+        from ledger.chain.connect import connected
+
+        _quiet_ape(self.debug)
+        with connected(self.settings):
+            read.chain.policy = self.settings.tx_policy()
+            yield read
 
 
 @dataclass
