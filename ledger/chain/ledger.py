@@ -193,11 +193,11 @@ class LedgerChain:
     # -- ME registry --------------------------------------------------------------------------------
 
     def register_me(self, name: str, payout: str, signer: str, parent: int = 0, *, sender) -> int:
-        receipt = self.transact(self.contract.registerME, name, payout, signer, parent, sender=sender)
+        receipt = self.transact(self._method("registerME"), name, payout, signer, parent, sender=sender)
         return int(self._event_args(receipt, "MERegistered")["meId"])
 
     def update_me(self, me_id: int, payout: str, signer: str, consent: bytes, *, sender) -> None:
-        self.transact(self.contract.updateME, me_id, payout, signer, consent, sender=sender)
+        self.transact(self._method("updateME"), me_id, payout, signer, consent, sender=sender)
 
     def sign_me_update(self, account, me_id: int, payout: str, signer: str) -> bytes:
         nonce = self.me(me_id).nonce
@@ -207,7 +207,7 @@ class LedgerChain:
         return eip712.sign(account, message)
 
     def dissolve_me(self, me_id: int, *, sender) -> None:
-        self.transact(self.contract.dissolveME, me_id, sender=sender)
+        self.transact(self._method("dissolveME"), me_id, sender=sender)
 
     def me_count(self) -> int:
         return int(self.view("meCount"))
@@ -288,7 +288,7 @@ class LedgerChain:
         return bytes(self.view("hashTerms", terms.as_tuple()))
 
     def propose(self, agreement_id: bytes, terms: Terms, *, sender) -> int:
-        receipt = self.transact(self.contract.proposeAgreement, agreement_id, terms.as_tuple(), sender=sender)
+        receipt = self.transact(self._method("proposeAgreement"), agreement_id, terms.as_tuple(), sender=sender)
         return int(self._event_args(receipt, "AgreementProposed")["version"])
 
     def approval_message(self, agreement_id: bytes, version: int, terms: Terms):
@@ -303,15 +303,15 @@ class LedgerChain:
 
     def activate(self, agreement_id: bytes, version: int, terms: Terms, signatures: Sequence[bytes], *, sender):
         args = (agreement_id, version, terms.as_tuple(), list(signatures))
-        return self.transact(self.contract.activateAgreement, *args, sender=sender)
+        return self.transact(self._method("activateAgreement"), *args, sender=sender)
 
     def create(self, agreement_id: bytes, terms: Terms, signatures: Sequence[bytes], *, sender):
         args = (agreement_id, terms.as_tuple(), list(signatures))
-        return self.transact(self.contract.createAgreement, *args, sender=sender)
+        return self.transact(self._method("createAgreement"), *args, sender=sender)
 
     def terminate(self, agreement_id: bytes, terms: Terms, signatures: Sequence[bytes], *, sender):
         args = (agreement_id, terms.as_tuple(), list(signatures))
-        return self.transact(self.contract.terminateAgreement, *args, sender=sender)
+        return self.transact(self._method("terminateAgreement"), *args, sender=sender)
 
     def terms_of(self, agreement_id: bytes, version: int) -> Terms:
         """A version's full terms, from its ``AgreementProposed`` log, checked against the commitment."""
@@ -362,7 +362,7 @@ class LedgerChain:
         **tx_args,
     ) -> Receipt:
         args = (agreement_id, version, first_seq, terms.as_tuple(), list(refs), list(entries))
-        return self.transact(self.contract.settle, *args, sender=sender, confirm=confirm, **tx_args)
+        return self.transact(self._method("settle"), *args, sender=sender, confirm=confirm, **tx_args)
 
     def settle_data(
         self, agreement_id: bytes, version: int, first_seq: int, terms: Terms, refs: Sequence[bytes],
@@ -385,10 +385,10 @@ class LedgerChain:
         return int(self.rpc.request("eth_getBlockByNumber", ["latest", False])["gasLimit"], 16)
 
     def close_period(self, agreement_id: bytes, period: int, *, sender):
-        return self.transact(self.contract.closePeriod, agreement_id, period, sender=sender)
+        return self.transact(self._method("closePeriod"), agreement_id, period, sender=sender)
 
     def withdraw(self, me_id: int, token: str, *, sender) -> int:
-        receipt = self.transact(self.contract.withdraw, me_id, token, sender=sender)
+        receipt = self.transact(self._method("withdraw"), me_id, token, sender=sender)
         return int(self._event_args(receipt, "Withdrawn")["amount"])
 
     def balance_of(self, me_id: int, token: str) -> int:
@@ -500,9 +500,43 @@ class LedgerChain:
             current = self.__dict__["_transactor"] = Transactor(rpc, self.policy, _decode_revert_data)
         return current
 
+    def _method(self, name: str):
+        """The ledger's function ``name`` to :meth:`transact`: Ape's handler, or on a chain read over
+        JSON-RPC (:meth:`over_rpc`, with Ape connected for its accounts) the name, sent as raw calldata."""
+        return name if self._fixed else getattr(self.contract, name)
+
+    def _raw_transaction(self, name: str, args: tuple, sender):
+        """A builder of the signed call of ``name`` for :meth:`Transactor.send`: nonce, gas estimate and
+        fees read over JSON-RPC, signed by the Ape account (:class:`ledger.chain.transact.Signer`)."""
+        from ledger.chain.transact import Signer, SignedCall
+
+        data = self.abi[name].encode(*args)
+        signer = Signer(sender)
+        rpc, to = self.rpc, self.address
+        fees = self.pipeline(sender, 1)._fee_fields
+
+        def build():
+            call = {"from": signer.address, "to": to, "data": "0x" + data.hex()}
+            try:
+                gas = int(rpc.request("eth_estimateGas", [call]), 16)
+            except RpcError:
+                self.transactor._simulate(call)  # the reason it reverts
+                raise
+            nonce = int(rpc.request("eth_getTransactionCount", [signer.address, "pending"]), 16)
+            tx = {"chainId": self.chain_id, "nonce": nonce, "to": to, "data": data, "gas": gas * 5 // 4 + 20_000,
+                  "value": 0, **fees()}  # fmt: skip
+            if "maxFeePerGas" in tx:
+                tx["type"] = 2
+            raw, tx_hash = signer.sign(tx)
+            return SignedCall(signer.address, to, data, raw, tx_hash)
+
+        return build
+
     def transact(self, handler, *args, sender, confirm: bool = True, **tx_args) -> Receipt:
         """One state-changing call that lands once (or raises), waited for per the policy."""
         transactor = self.transactor
+        if isinstance(handler, str):
+            return transactor.send(self._raw_transaction(handler, args, sender), confirm=confirm)
         if transactor is None:  # pragma: no cover - every provider the project uses speaks HTTP
             with contract_errors():
                 receipt = handler(*args, sender=sender, **tx_args)

@@ -35,7 +35,8 @@ def register(app: App, name, signer, payout, parent, account_alias):
       ledger me register kitchen-platform --signer dev1
       ledger me register fridge --signer dev3 --parent kitchen-platform
     """
-    with app.session() as s:
+    # The deployment is read over JSON-RPC; Ape starts for the platform account's signature only.
+    with app.reader() as read, app.sender(read) as s:
         signer_address = s.address(signer)
         payout_address = s.address(payout) if payout else signer_address
         parent_id = s.chain.me_id_by_name(parent) if parent else 0
