@@ -16,13 +16,30 @@ import pytest
 
 from ledger.chain.ledger import LedgerChain, compiled_abi
 from ledger.index import LedgerIndex, index_path
-from ledger.services.settlement import Settler
 
-from .cli_support import RpcProxy, write_csv
-from .test_cli_e2e import make_alliance, show
-from .test_faults import SMALL_BATCHES, Chain, chain, chain_with_history, revenue, wait_for  # noqa: F401
+from .cli_support import RpcProxy, free_port, write_csv
+from .test_cli_e2e import make_alliance
+from .test_faults import SMALL_BATCHES, Chain, revenue, wait_for
 
 FULL_READ = {"LEDGER_INDEX": "0"}
+
+
+@pytest.fixture
+def chain(tmp_path):
+    node = Chain(tmp_path / "data", free_port()).start()
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture
+def chain_with_history(tmp_path):
+    node = Chain(tmp_path / "data", free_port()).start(keep_history=True)
+    try:
+        yield node
+    finally:
+        node.stop()
 
 
 def record(chain: Chain) -> dict:

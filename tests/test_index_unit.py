@@ -12,7 +12,7 @@ from eth_utils import to_checksum_address
 from ledger.chain.logs import EventSpec, _fast_decode
 from ledger.index.store import _dumps, _loads
 from ledger.services import audit_state
-from ledger.services.audit import Finding, TokenTotals, _Agreement, _ME, _Terms, event_abi
+from ledger.services.audit import _ME, Finding, TokenTotals, _Agreement, _Terms, event_abi
 
 
 def test_events_of_words_and_word_arrays_decode_by_slicing_exactly_as_eth_abi_does():
@@ -25,18 +25,20 @@ def test_events_of_words_and_word_arrays_decode_by_slicing_exactly_as_eth_abi_do
             values = []
             for _, kind in spec.data:
                 base = kind[:-2] if kind.endswith("[]") else kind
+
                 def one(base=base):
                     if base == "address":
                         return to_checksum_address(rng.randbytes(20))
                     if base == "bytes32":
                         return rng.randbytes(32)
                     return rng.randrange(2 ** int(base[4:]))
+
                 values.append(tuple(one() for _ in range(rng.randrange(0, 40))) if kind.endswith("[]") else one())
             data = abi_encode([kind for _, kind in spec.data], values)
             topics = [spec.topic0] + [rng.randbytes(12).rjust(32, b"\0") for _ in spec.indexed]
             fast = spec.decode(topics, data)
             assert _fast_decode(spec.data, data) is not None
-            assert list(fast.values())[len(spec.indexed):] == [v for v in values]
+            assert list(fast.values())[len(spec.indexed) :] == [v for v in values]
 
 
 def test_truncated_data_is_left_to_eth_abi():
@@ -55,7 +57,9 @@ def test_stored_log_arguments_round_trip_bytes_tuples_and_big_numbers():
 def test_the_audit_state_round_trips_through_its_json():
     state = {
         "mes": {1: _ME("fridge", "0x1", "0x2", False, 3)},
-        "agreements": {b"a" * 32: _Agreement("k", "0xT", "active", 2, 2, 7, {1: _Terms("0xT", (1, 2), (5000, 5000), 0, ())})},
+        "agreements": {
+            b"a" * 32: _Agreement("k", "0xT", "active", 2, 2, 7, {1: _Terms("0xT", (1, 2), (5000, 5000), 0, ())})
+        },
         "periods": {(b"a" * 32, 202611): [10, None]},
         "tokens": {"0xT": TokenTotals("0xT", settled=5, credited=5)},
         "payouts": {("k", 202611, 1, "base"): 2**130},

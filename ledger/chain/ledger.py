@@ -508,7 +508,7 @@ class LedgerChain:
     def _raw_transaction(self, name: str, args: tuple, sender):
         """A builder of the signed call of ``name`` for :meth:`Transactor.send`: nonce, gas estimate and
         fees read over JSON-RPC, signed by the Ape account (:class:`ledger.chain.transact.Signer`)."""
-        from ledger.chain.transact import Signer, SignedCall
+        from ledger.chain.transact import SignedCall, Signer
 
         data = self.abi[name].encode(*args)
         signer = Signer(sender)

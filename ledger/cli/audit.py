@@ -30,7 +30,7 @@ def _address(ctx, param, value):
 @click.option("--statement", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="Reconcile this payout statement (the CSV of `ledger payouts --format csv`).")  # fmt: skip
 @click.option("--full", is_flag=True,
-              help="Replay from the first block, not from this machine's checkpoint (which is then renewed).")  # fmt: skip
+              help="Replay from the first block, not from this machine's checkpoint (then renewed).")  # fmt: skip
 @click.option("--me", "me_name", metavar="NAME", help="The statement covers only this ME.")
 @click.option("--alliance", metavar="NAME", help="The statement covers only this alliance.")
 @click.option("--period", "period_number", type=int, metavar="PERIOD", help="The statement covers only this period.")
@@ -130,12 +130,15 @@ def render(report) -> str:
     lines = [
         f"audit of ledger {report.ledger} on chain {report.chain_id}, blocks {report.from_block}..{report.to_block}"
         f" ({c.get('logs', 0)} logs in {c.get('log_pages', 0)} pages, {report.seconds:.2f} s)",
-        (f"replayed blocks {report.resumed_from + 1}..{report.to_block} after this machine's checkpoint at block "
-         f"{report.resumed_from} (`--full` replays everything)" if report.resumed_from is not None
-         and report.resumed_from < report.to_block else
-         f"no new blocks after this machine's checkpoint at block {report.resumed_from} (`--full` replays "
-         f"everything)" if report.resumed_from is not None
-         else f"replayed every block ({report.checkpoint_note or 'no checkpoint'})"),
+        (
+            f"replayed blocks {report.resumed_from + 1}..{report.to_block} after this machine's checkpoint at block "
+            f"{report.resumed_from} (`--full` replays everything)"
+            if report.resumed_from is not None and report.resumed_from < report.to_block
+            else f"no new blocks after this machine's checkpoint at block {report.resumed_from} (`--full` replays "
+            f"everything)"
+            if report.resumed_from is not None
+            else f"replayed every block ({report.checkpoint_note or 'no checkpoint'})"
+        ),
         "",
         "checked",
         f"  MEs              {c.get('mes', 0)} ({c.get('me_updates', 0)} signer changes, "

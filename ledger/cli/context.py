@@ -47,7 +47,6 @@ class App:
             return
         yield Session(self.settings, rpc_url=self.settings.node_url)
 
-
     @contextmanager
     def sender(self, read: Session) -> Iterator[Session]:
         """``read`` (from :meth:`reader`), able to send from now on: Ape connects (its accounts sign)

@@ -253,8 +253,9 @@ class LedgerIndex:
         }
         return {
             "path": str(self.path),
-            "bytes": sum(Path(str(self.path) + s).stat().st_size for s in ("", "-wal")
-                         if Path(str(self.path) + s).exists()),  # fmt: skip
+            "bytes": sum(
+                Path(str(self.path) + s).stat().st_size for s in ("", "-wal") if Path(str(self.path) + s).exists()
+            ),  # fmt: skip
             "chain_id": self.chain_id,
             "ledger": self.ledger,
             "from_block": self.from_block,
@@ -478,7 +479,6 @@ class LedgerIndex:
                 yield Log(event=name, block=block, tx=tx, index=index, args=_loads(args))
         except sqlite3.DatabaseError as err:
             raise _problem(self.path, err, "is damaged", hint=True) from None
-
 
     def read(self, reader: LogReader, names: list[str], from_block: int, to_block: int, *,
              topic1: list[bytes] | None = None, page_size: int) -> Iterator[Log]:  # fmt: skip

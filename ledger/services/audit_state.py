@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sqlite3
 import tempfile
 from collections import defaultdict
@@ -56,17 +57,17 @@ class SpilledReferences:
     def __init__(self, conn: sqlite3.Connection | None = None):
         self._tmp = None
         if conn is None:
-            self._tmp = tempfile.NamedTemporaryFile(prefix="audit-refs-", suffix=".sqlite3", delete=False)
-            self._tmp.close()
-            conn = sqlite3.connect(self._tmp.name, isolation_level=None)
+            handle, self._tmp = tempfile.mkstemp(prefix="audit-refs-", suffix=".sqlite3")
+            os.close(handle)
+            conn = sqlite3.connect(self._tmp, isolation_level=None)
             conn.execute("PRAGMA journal_mode = OFF")
             conn.execute("PRAGMA synchronous = OFF")
             conn.execute("BEGIN")
         conn.execute("PRAGMA cache_size = -65536")  # 64 MB: the reference tree of a few million events
         conn.execute("CREATE TABLE IF NOT EXISTS refs(ref BLOB PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID")
         conn.execute(
-            "CREATE TABLE IF NOT EXISTS ref_batches(id INTEGER PRIMARY KEY, aid BLOB NOT NULL, first_seq INTEGER NOT NULL,"
-            " tx TEXT NOT NULL, block INTEGER NOT NULL)"
+            "CREATE TABLE IF NOT EXISTS ref_batches(id INTEGER PRIMARY KEY, aid BLOB NOT NULL,"
+            " first_seq INTEGER NOT NULL, tx TEXT NOT NULL, block INTEGER NOT NULL)"
         )
         self.conn = conn
 
@@ -77,7 +78,9 @@ class SpilledReferences:
         ).lastrowid
         base = batch * 65536
         before = conn.total_changes
-        conn.executemany("INSERT OR IGNORE INTO refs(ref, at) VALUES (?, ?)", [(r, base + k) for k, r in enumerate(refs)])
+        conn.executemany(
+            "INSERT OR IGNORE INTO refs(ref, at) VALUES (?, ?)", [(r, base + k) for k, r in enumerate(refs)]
+        )
         if conn.total_changes - before == len(refs):
             return []
         dups = []
@@ -93,7 +96,7 @@ class SpilledReferences:
     def close(self) -> None:
         if self._tmp is not None:
             self.conn.close()
-            Path(self._tmp.name).unlink(missing_ok=True)
+            Path(self._tmp).unlink(missing_ok=True)
 
 
 # -- the checkpoint -------------------------------------------------------------------------------------

@@ -448,8 +448,8 @@ class LiveOverview:
     def __init__(self, chain, rpc, *, from_block: int, confirmations: int = 0, recent: int = RECENT_RUNS,
                  page_size: int = DEFAULT_PAGE_SIZE, audit: bool = True, index=None,
                  audit_checkpoint=None):  # fmt: skip
-        self.index = index
-        self.audit_checkpoint = audit_checkpoint  # path: the audit resumes from this machine's checkpoint  # a ledger.index.LedgerIndex attached to ``chain``: brought up to date per read
+        self.index = index  # a ledger.index.LedgerIndex attached to ``chain``: brought up to date per read
+        self.audit_checkpoint = audit_checkpoint  # path: the audit resumes from this machine's checkpoint
         self.chain = chain
         self.rpc = rpc
         self.from_block = from_block
