@@ -107,6 +107,9 @@ def test_the_index_holds_what_the_chain_holds_and_reports_equal_a_full_re_read(c
     assert "row 2" in err
     status = json.loads(chain.cli.run("index", "status", "--json").out)
     assert status["references"] == 270 and status["last_update"]["logs"] == 0
+    rebuilt = json.loads(chain.cli.run("index", "rebuild", "--json").out)
+    assert rebuilt["references"] == 270 and rebuilt["block"] == status["block"] == chain.height()
+    assert_index_matches_chain(chain)
     chain.assert_exactly_once("indexed", first + second)
 
 

@@ -278,21 +278,24 @@ class LedgerIndex:
             return report
 
     def rebuild(self, rpc) -> SyncReport:
-        """Start over from the deployment block (the old file is replaced once the new one is built)."""
-        self.close()
-        fresh = self.path.with_name(self.path.name + ".rebuild")
-        for suffix in ("", "-wal", "-shm"):
-            Path(str(fresh) + suffix).unlink(missing_ok=True)
-        other = LedgerIndex(fresh, chain_id=self.chain_id, ledger=self.ledger, from_block=self.from_block,
-                            abi=self.abi, notice=self.notice)  # fmt: skip
-        report = other._sync(rpc, None)
-        other.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        other.close()
-        for suffix in ("-wal", "-shm"):
-            Path(str(self.path) + suffix).unlink(missing_ok=True)
-        os.replace(fresh, self.path)
-        for suffix in ("-wal", "-shm"):
-            Path(str(fresh) + suffix).unlink(missing_ok=True)
+        """Start over from the deployment block, in place: every row deleted in one transaction, then
+        read again page by page. Another process meanwhile is safe: every user brings the index up to
+        the head (under the write lock) before it reads it, so it never decides on a partial index."""
+        try:
+            conn = self.conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._rewind(self.from_block - 1)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.DatabaseError as err:
+            self._set_aside(str(_problem(self.path, err, "is damaged")))
+        except IndexDamaged as err:
+            self._set_aside(str(err))
+        report = self._sync(rpc, None)
         report.rebuilt = "asked for"
         return report
 
