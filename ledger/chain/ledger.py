@@ -424,12 +424,8 @@ class LedgerChain:
         if self.transactor is None:  # pragma: no cover - every provider the project uses speaks HTTP
             self.transact(self.token_at(token).approve, self.address, amount, sender=owner)
             return
-        # Signed and sent like a settlement batch (no Ape contract object for the token: ~1 s less).
-        pipeline = self.pipeline(owner, 1)
-        done = pipeline.submit("approve", token, ERC20["approve"].encode(self.address, amount), 120_000)
-        done += pipeline.drain()
-        if not done or not done[-1].ok:
-            raise ContractRevert("Reverted", {}, f"the token {token} refused approve({self.address}, {amount})")
+        # Raw calldata signed by the account (no Ape contract object for the token: about 1 s less).
+        self.transactor.send(self._raw_call(token, ERC20["approve"].encode(self.address, amount), owner))
 
     # -- raw view calls -----------------------------------------------------------------------------
 
@@ -508,11 +504,14 @@ class LedgerChain:
     def _raw_transaction(self, name: str, args: tuple, sender):
         """A builder of the signed call of ``name`` for :meth:`Transactor.send`: nonce, gas estimate and
         fees read over JSON-RPC, signed by the Ape account (:class:`ledger.chain.transact.Signer`)."""
+        return self._raw_call(self.address, self.abi[name].encode(*args), sender)
+
+    def _raw_call(self, to: str, data: bytes, sender):
+        """A builder of the signed transaction of ``data`` to ``to`` (see :meth:`_raw_transaction`)."""
         from ledger.chain.transact import SignedCall, Signer
 
-        data = self.abi[name].encode(*args)
         signer = Signer(sender)
-        rpc, to = self.rpc, self.address
+        rpc = self.rpc
         fees = self.pipeline(sender, 1)._fee_fields
 
         def build():
