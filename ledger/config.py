@@ -38,6 +38,9 @@ class Settings(BaseModel):
     max_fee_gwei: Decimal | None = Field(
         default=None, gt=0, description="fee cap per gas (gwei); default: twice the latest base fee plus the tip"
     )
+    index: bool = Field(
+        default=True, description="keep the local index of the chain's logs (LEDGER_INDEX=0: read every log each time)"
+    )
     priority_fee_gwei: Decimal | None = Field(
         default=None, ge=0, description="tip per gas (gwei); default: what the node suggests"
     )

@@ -175,9 +175,13 @@ def history(sh, tmp_path_factory):
 
 @pytest.fixture
 def chain(history):
-    """The history, restored after the test (an Anvil snapshot)."""
+    """The history, restored after the test (an Anvil snapshot). An audit first: this machine's checkpoint
+    is then at the snapshot's block, so what the test does lies after it (see :func:`audit`). The
+    previous test's checkpoint lies on blocks the snapshot's revert removed: it is dropped."""
     cli, node = history
     snapshot = node.call("evm_snapshot")
+    first = cli.run("audit", "--format", "json")
+    assert json.loads(first.out)["result"] == "clean", first.text
     try:
         yield cli, node
     finally:
@@ -185,10 +189,25 @@ def chain(history):
 
 
 def audit(cli, *args: str, code: int = 0) -> dict:
-    result = cli.run("audit", "--format", "json", *args, ok=False)
-    assert result.code == code, result.text
-    assert "Traceback" not in result.text
-    return json.loads(result.out)
+    """The audit's report, checked three ways with the same findings: incremental (resumed from this
+    machine's checkpoint, the test's changes after it), ``--full``, and incremental again (the changes
+    now before the checkpoint, kept in its state)."""
+    reports = []
+    for extra in ((), ("--full",), ()):
+        result = cli.run("audit", "--format", "json", *args, *extra, ok=False)
+        assert result.code == code, result.text
+        assert "Traceback" not in result.text
+        reports.append(json.loads(result.out))
+    incremental, full, again = reports
+    if not args:
+        assert incremental["checkpoint"]["resumed_from_block"] is not None
+        assert full["checkpoint"]["resumed_from_block"] is None
+        assert again["checkpoint"]["resumed_from_block"] == full["blocks"]["to"]
+    for report in (incremental, again):
+        assert report["findings"] == full["findings"]
+        assert report["checked"]["events"] == full["checked"]["events"]
+        assert report["tokens"] == full["tokens"]
+    return full
 
 
 def kinds(report: dict) -> dict[str, int]:

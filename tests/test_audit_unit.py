@@ -1060,6 +1060,7 @@ def test_report_as_dict_and_findings_by_kind():
             {"kind": "credit", "message": "c", "block": None, "tx": None, "values": {}},
         ],
         "seconds": 1.235,
+        "checkpoint": {"resumed_from_block": None, "note": None},
     }  # fmt: skip
     empty = AuditReport(chain_id=1, ledger=LEDGER, from_block=0, to_block=0)
     assert empty.clean and empty.as_dict()["result"] == "clean" and empty.findings_by_kind() == {}

@@ -120,12 +120,14 @@ def cli(sh, tmp_path_factory):
 
 
 def local_files(cli: LedgerCLI) -> dict[str, str]:
-    """The ledger's own files (deployment record, signature store); not the node's state file."""
+    """The ledger's own files (deployment record, signature store); not the node's state file, nor the
+    caches of what the chain holds (the local index and the audit checkpoint, which any command may
+    bring up to date)."""
     root = Path(cli.data_dir)
     return {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(root.rglob("*"))
-        if p.is_file() and "node" not in p.relative_to(root).parts
+        if p.is_file() and not {"node", "index", "audit"} & set(p.relative_to(root).parts)
     }
 
 

@@ -120,7 +120,7 @@ def connected(settings: Settings) -> Iterator[None]:
     prepare_environment()
     if settings.is_local:
         node = LocalNode(settings)
-        if not node.answers():
+        if not _answers(node):
             raise ChainUnavailable(
                 f"the local chain is not running at {settings.node_url}; start it with `ledger chain up`"
             )
@@ -138,7 +138,9 @@ def connected(settings: Settings) -> Iterator[None]:
         hardhat.install()  # ape-hardhat's revert parsing, fixed for web3 7 (see ledger.chain.hardhat)
     errors = _network_errors()
     try:
-        context = ape.networks.parse_network_choice(choice, provider_settings=provider_settings)
+        context = _local_anvil(provider_settings) if choice == LOCAL_PROVIDERS["anvil"] else None
+        if context is None:
+            context = ape.networks.parse_network_choice(choice, provider_settings=provider_settings)
         with _env_without(LOCAL_HOST_OVERRIDES if settings.is_local else ()):
             context.__enter__()
     except errors as err:
@@ -160,6 +162,35 @@ def connected(settings: Settings) -> Iterator[None]:
         # A dead node cannot be disconnected from cleanly; there is nothing to undo then.
         with contextlib.suppress(Exception):
             context.__exit__(None, None, None)
+
+
+def _answers(node) -> bool:
+    """Whether the local node answers; one that is running (its process alive) gets up to 10 s: Anvil
+    stalls its RPC for seconds while it writes a large state file."""
+    import time
+
+    deadline = time.monotonic() + 10
+    while not node.answers():
+        if node.running_pid() is None or time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
+
+
+def _local_anvil(provider_settings: dict):
+    """Ape's foundry provider for the local Anvil, made directly: looking it up by name makes Ape list
+    every plugin's providers, which imports py-evm for its in-process test provider (about 1.5 s of a
+    command's start on this machine). None if this Ape cannot be used that way (then the lookup is used)."""
+    import ape
+
+    try:
+        from ape_foundry.provider import FoundryProvider
+
+        network = ape.networks.get_ecosystem("ethereum").get_network("local")
+        provider = FoundryProvider(name="foundry", network=network, provider_settings=provider_settings)
+        return network.use_provider(provider)
+    except Exception:  # noqa: BLE001 - any change in Ape's internals: fall back to its public lookup
+        return None
 
 
 def account(alias: str, settings: Settings, *, signing: bool = True):

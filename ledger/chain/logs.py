@@ -19,6 +19,8 @@ from eth_abi.grammar import parse as parse_abi_type
 from eth_utils import keccak, to_checksum_address
 
 DEFAULT_PAGE_SIZE = 50_000
+FIRST_PAGE = 128  # blocks of the first page when pages are sized by what they hold (``weight``)
+AUDIT_PAGE_WEIGHT = 200_000  # about 100 settlement batches of 1,000 events (some 25 MB of JSON) per page
 
 
 def canonical_type(param: dict) -> str:
@@ -51,12 +53,71 @@ class EventSpec:
     def decode(self, topics: list[bytes], data: bytes) -> dict[str, Any]:
         values: dict[str, Any] = {}
         for (name, kind), topic in zip(self.indexed, topics[1:], strict=True):
-            values[name] = _checksummed(kind, abi_decode([kind], topic)[0])
+            word = _WORD.get(kind)
+            values[name] = word(topic) if word is not None and len(topic) == 32 else _checksummed(
+                kind, abi_decode([kind], topic)[0])  # fmt: skip
         if self.data:
+            fast = _fast_decode(self.data, data) if self.simple else None
+            if fast is not None:
+                values.update(fast)
+                return values
             decoded = abi_decode([kind for _, kind in self.data], data)
             for (name, kind), value in zip(self.data, decoded, strict=True):
                 values[name] = _checksummed(kind, value)
         return values
+
+    @property
+    def simple(self) -> bool:
+        """Every data field a 32-byte word type or a one-dimensional array of them (decoded by slicing)."""
+        return all(_WORD.get(kind[:-2] if kind.endswith("[]") else kind) for _, kind in self.data)
+
+
+def _uint(word: bytes) -> int:
+    return int.from_bytes(word, "big")
+
+
+def _address(word: bytes) -> str:
+    return to_checksum_address(word[12:])
+
+
+def _bytes32(word: bytes) -> bytes:
+    return bytes(word)
+
+
+def _bool(word: bytes) -> bool:
+    return word != b"\0" * 32
+
+
+# The word types the events use, decoded by slicing (eth-abi's general decoder is 5-10x slower on the
+# long uint256[]/bytes32[] arrays of a settlement batch). Signed ints and other sizes go through eth-abi.
+_WORD = {**{f"uint{n}": _uint for n in range(8, 257, 8)}, "address": _address, "bytes32": _bytes32, "bool": _bool}
+
+
+def _fast_decode(fields: list[tuple[str, str]], data: bytes) -> dict[str, Any] | None:
+    """ABI-decode words and arrays of words; None when the data is not laid out as expected (then the
+    caller uses eth-abi, which raises on malformed data)."""
+    out: dict[str, Any] = {}
+    size = len(data)
+    if size < 32 * len(fields):
+        return None
+    for i, (name, kind) in enumerate(fields):
+        head = data[32 * i : 32 * i + 32]
+        if not kind.endswith("[]"):
+            out[name] = _WORD[kind](head)
+            continue
+        offset = int.from_bytes(head, "big")
+        if offset % 32 or offset + 32 > size:
+            return None
+        length = int.from_bytes(data[offset : offset + 32], "big")
+        start = offset + 32
+        if start + 32 * length > size:
+            return None
+        word = _WORD[kind[:-2]]
+        if word is _uint:
+            out[name] = tuple(int.from_bytes(data[j : j + 32], "big") for j in range(start, start + 32 * length, 32))
+        else:
+            out[name] = tuple(word(data[j : j + 32]) for j in range(start, start + 32 * length, 32))
+    return out
 
 
 def _checksummed(kind: str, value: Any) -> Any:
@@ -112,15 +173,21 @@ class LogReader:
         *,
         topic1: list[bytes] | None = None,
         page_size: int = DEFAULT_PAGE_SIZE,
+        weight: int | None = None,
     ) -> Iterator[Log]:
-        """Every log of the named events in ``[from_block, to_block]``, in chain order."""
+        """Every log of the named events in ``[from_block, to_block]``, in chain order.
+
+        ``weight``: bound each response by what it holds, not only by blocks: pages start at
+        ``FIRST_PAGE`` blocks and are resized after each so that one holds about ``weight`` units (50
+        per log plus one per array item: a settlement batch of 1,000 events is about 2,050), never more
+        than ``page_size`` blocks. Without it, pages are ``page_size`` blocks (halved when refused)."""
         topics: list[Any] = [["0x" + self.specs[n].topic0.hex() for n in names]]
         if topic1:
             topics.append(["0x" + t.hex() for t in topic1])
         from ledger.chain.rpc import RpcError
 
         start = from_block
-        page = max(1, page_size)
+        page = max(1, page_size if weight is None else min(page_size, FIRST_PAGE))
         while start <= to_block:
             end = min(to_block, start + page - 1)
             try:
@@ -135,11 +202,19 @@ class LogReader:
                 page = max(1, (end - start + 1) // 2)
                 continue
             self.pages += 1
+            held = 0
             for item in raw:
                 log = None if item.get("removed") else self.decode(item)
                 if log is not None:
+                    if weight is not None:
+                        held += 50 + sum(len(v) for v in log.args.values() if isinstance(v, tuple | list))
                     yield log
             start = end + 1
+            if weight is not None:
+                if held > weight:
+                    page = max(1, page * weight // held)
+                elif held < weight // 4:
+                    page = min(max(1, page_size), page * 2)
 
     def decode(self, item: dict) -> Log | None:
         """One raw log (from ``eth_getLogs`` or a receipt) of this contract's known events, or None."""

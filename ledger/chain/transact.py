@@ -55,6 +55,24 @@ class Receipt:
         return self.block
 
 
+@dataclass(frozen=True)
+class SignedCall:
+    """A signed transaction with the attributes :meth:`Transactor.send` reads from Ape's transactions."""
+
+    sender: str
+    receiver: str
+    data: bytes
+    raw: str  # 0x-hex
+    tx_hash: str
+
+    def serialize_transaction(self) -> bytes:
+        return bytes.fromhex(self.raw[2:])
+
+    @property
+    def txn_hash(self) -> bytes:
+        return bytes.fromhex(self.tx_hash[2:])
+
+
 class TransactionStalled(LedgerError):
     """No receipt within the policy's timeout: the run stops; running it again is safe."""
 

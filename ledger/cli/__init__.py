@@ -27,6 +27,7 @@ COMMANDS = {
     "balance": ("ledger.cli.money", "balance", "What the ledger owes each ME, and the conservation check."),
     "withdraw": ("ledger.cli.money", "withdraw", "Pay an ME's balance out to its payout address."),
     "token": ("ledger.cli.money", "token", "The local settlement test token (mint, balance)."),
+    "index": ("ledger.cli.index", "index", "The local index of the chain's logs (status, rebuild)."),
     "audit": ("ledger.cli.audit", "audit", "Verify the whole payout history from the chain alone."),
     "dashboard": ("ledger.cli.dashboard", "dashboard", "Serve a read-only web page of the ledger (transparency view)."),
     "demo": ("ledger.cli.demo", "demo", "Run the smart-kitchen alliance end to end on the local chain."),

@@ -32,11 +32,14 @@ def _address(ctx, param, value):
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--statement", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="Reconcile this payout statement (the CSV of `ledger payouts --format csv`).")  # fmt: skip
+@click.option("--full", is_flag=True,
+              help="Replay from the first block, not from this machine's checkpoint (then renewed).")  # fmt: skip
 @click.option("--me", "me_name", metavar="NAME", help="The statement covers only this ME.")
 @click.option("--alliance", metavar="NAME", help="The statement covers only this alliance.")
 @click.option("--period", "period_number", type=int, metavar="PERIOD", help="The statement covers only this period.")
 @pass_app
-def audit(app: App, ledger_address, rpc, from_block, page_size, fmt, statement, me_name, alliance, period_number):
+def audit(app: App, ledger_address, rpc, from_block, page_size, fmt, statement, full, me_name, alliance,
+          period_number):  # fmt: skip
     """Rebuild the ledger's history from the chain's event logs and check it.
 
     \b
@@ -62,7 +65,6 @@ def audit(app: App, ledger_address, rpc, from_block, page_size, fmt, statement, 
                    --from-block 1200000 --page-size 2000 --format json
     """
     from ledger.chain.rpc import HttpRpc
-    from ledger.services.audit import audit as run_audit
     from ledger.services.statement import Scope, read_statement, reconcile
 
     if statement is not None:
@@ -71,13 +73,18 @@ def audit(app: App, ledger_address, rpc, from_block, page_size, fmt, statement, 
     if ledger_address is None:
         ledger_address, recorded_block = _recorded(app, client)
         from_block = recorded_block if from_block is None else from_block
-    report = run_audit(
-        client,
-        ledger_address,
-        from_block=from_block or 0,
-        page_size=page_size,
-        confirmations=app.settings.confirmation_depth,
-    )
+    from ledger.services.audit import Auditor
+    from ledger.services.audit_state import Checkpoint, checkpoint_path
+
+    chain_id = int(client.request("eth_chainId"), 16)
+    checkpoint = Checkpoint(checkpoint_path(app.settings.data_dir, chain_id, ledger_address, from_block or 0))
+    try:
+        report = Auditor(
+            client, ledger_address, from_block=from_block or 0, page_size=page_size,
+            confirmations=app.settings.confirmation_depth, checkpoint=checkpoint, full=full,
+        ).run()  # fmt: skip
+    finally:
+        checkpoint.close()
     if statement is not None:
         report.counts.update(reconcile(statement, report, Scope(me_name, alliance, period_number)))
     if fmt == "json":
@@ -131,6 +138,15 @@ def render(report) -> str:
     lines = [
         f"audit of ledger {report.ledger} on chain {report.chain_id}, blocks {report.from_block}..{report.to_block}"
         f" ({count(c.get('logs', 0), 'log')} in {count(c.get('log_pages', 0), 'page')}, {report.seconds:.2f} s)",
+        (
+            f"replayed blocks {report.resumed_from + 1}..{report.to_block} after this machine's checkpoint at block "
+            f"{report.resumed_from} (`--full` replays everything)"
+            if report.resumed_from is not None and report.resumed_from < report.to_block
+            else f"no new blocks after this machine's checkpoint at block {report.resumed_from} (`--full` replays "
+            f"everything)"
+            if report.resumed_from is not None
+            else f"replayed every block ({report.checkpoint_note or 'no checkpoint'})"
+        ),
         "",
         "checked",
         f"  MEs              {c.get('mes', 0)} ({count(c.get('me_updates', 0), 'signer change')}, "

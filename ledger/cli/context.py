@@ -47,6 +47,21 @@ class App:
             return
         yield Session(self.settings, rpc_url=self.settings.node_url)
 
+    @contextmanager
+    def sender(self, read: Session) -> Iterator[Session]:
+        """``read`` (from :meth:`reader`), able to send from now on: Ape connects (its accounts sign)
+        and the chain read over JSON-RPC gets the transaction policy; its raw calldata, pipeline and
+        transactor need no Ape contract object (the deployment is not opened again)."""
+        if read.rpc_url is None:  # already an Ape session
+            yield read
+            return
+        from ledger.chain.connect import connected
+
+        _quiet_ape(self.debug)
+        with connected(self.settings):
+            read.chain.policy = self.settings.tx_policy()
+            yield read
+
 
 @dataclass
 class Session:
@@ -110,6 +125,28 @@ class Session:
         from ledger.services.alliances import SignatureStore
 
         return SignatureStore(self.settings.signatures_dir, self.record.chain_id, self.record.ledger)
+
+    @cached_property
+    def ledger_index(self):
+        """The local index of this deployment (:mod:`ledger.index`), not yet brought up to date."""
+        from ledger.index import LedgerIndex, index_path
+
+        chain, record = self.chain, self.record
+        return LedgerIndex(
+            index_path(self.settings.data_dir, record.chain_id, record.ledger),
+            chain_id=record.chain_id, ledger=record.ledger, from_block=record.block, abi=chain._abi_json,
+            notice=lambda text: click.echo(text, err=True),
+        )  # fmt: skip
+
+    def synced_index(self):
+        """The local index brought up to date from the new blocks' logs and attached to the chain, so the
+        chain's log reads come from it (None when ``LEDGER_INDEX=0``: every read goes to the node)."""
+        if not self.settings.index:
+            return None
+        index = self.ledger_index
+        index.sync(self.chain.rpc)
+        self.chain.index = index
+        return index
 
     def account(self, alias: str, *, signing: bool = True):
         """``signing=False``: only the address is needed (a keystore account stays locked)."""

@@ -34,13 +34,15 @@ def dashboard(app: App, host, http_port, refresh, recent, page_size):
       ledger dashboard --port 8751 --refresh 0
     """
     from ledger.errors import LedgerError
+    from ledger.services.audit_state import checkpoint_path
     from ledger.services.overview import LiveOverview
 
     with app.reader() as s:
         chain, record = s.chain, s.record
         source = LiveOverview(
             chain, chain.rpc, from_block=record.block, confirmations=app.settings.confirmation_depth,
-            recent=recent, page_size=page_size,
+            recent=recent, page_size=page_size, index=s.synced_index(),
+            audit_checkpoint=checkpoint_path(app.settings.data_dir, record.chain_id, record.ledger, record.block),
         )  # fmt: skip
         source()  # the first read now: a chain that cannot be read is an error before anything is served
         server = _server(source, host, http_port, refresh, LedgerError)

@@ -43,7 +43,8 @@ def register(app: App, name, signer, payout, parent, account_alias):
     from ledger.names import shown
     from ledger.services.registration import register_me
 
-    with app.session() as s:
+    # The deployment is read over JSON-RPC; Ape starts for the platform account's signature only.
+    with app.reader() as read, app.sender(read) as s:
         signer_address = s.address(signer, "--signer")
         payout_address = s.address(payout, "--payout") if payout else signer_address
         parent_id = s.chain.me_id_by_name(parent) if parent else 0

@@ -96,6 +96,7 @@ def payouts(app: App, me_name, alliance, period_number, fmt, output, output_dir)
     if output_dir is not None and (fmt != "html" or output is not None):
         raise click.UsageError("--output-dir goes with --format html, instead of -o")
     with app.reader() as s:
+        s.synced_index()  # the credits come from the local index, brought up to date first
         if me_name:
             s.chain.me_id_by_name(me_name)  # an unknown ME is an error, not an empty report
         if alliance:
@@ -200,6 +201,7 @@ def balance(app: App, name, as_json):
     from ledger.services.reports import balances
 
     with app.reader() as s:
+        s.synced_index()
         report = balances(s.chain, from_block=s.record.block, extra_tokens=[s.record.token] if s.record.token else [])
         if name:
             me_id = s.chain.me_id_by_name(name)

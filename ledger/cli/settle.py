@@ -52,7 +52,9 @@ def settle(app: App, file: Path, dry_run, as_json, assume_yes, account_alias):
         check_start(file)  # an empty file or a bad header is refused before connecting
     except InputError as err:
         raise InputError(err.problems, source=file.name) from None
-    with app.session() as s, SpooledEvents() as spool:
+    # Everything up to the first transaction reads the chain over JSON-RPC (on the local chain without
+    # starting Ape: a file with nothing new, or a dry run, never needs it); Ape starts to send.
+    with app.reader() as s, SpooledEvents() as spool:
         tokens: dict[str, str] = {}
 
         def decimals_of(name: str) -> int:
@@ -66,8 +68,9 @@ def settle(app: App, file: Path, dry_run, as_json, assume_yes, account_alias):
         problems, total = check_file(file, decimals_of, spool=spool)
         if problems:
             raise InputError(problems, source=file.name, total=total)
-        finance = s.role_account("finance", account_alias, signing=not dry_run)
-        settler = Settler(s.chain, finance, batch_gas=app.settings.batch_gas, from_block=s.record.block)
+        index = s.ledger_index if app.settings.index else None  # brought up to date by the settler
+        s.chain.index = index
+        settler = Settler(s.chain, None, batch_gas=app.settings.batch_gas, from_block=s.record.block, index=index)
         try:
             prepared = settler.prepare(spool)
         except InputError as err:
@@ -80,32 +83,34 @@ def settle(app: App, file: Path, dry_run, as_json, assume_yes, account_alias):
             return
         total = sum(item.count for item in work)
         summary = Summary()
-        if total:
-            settler.check_role()  # before the funds advice, and before the approval is sent
-        try:
-            settler.check_funds(work)
-        except InsufficientFunds as err:
-            hint = " (`ledger token mint AMOUNT`)" if err.token == s.record.token else ""
-            raise LedgerError(
-                f"the finance account {named(err.holder)} holds {s.units(err.have, err.token)} {s.symbol(err.token)}; "
-                f"this file needs {s.units(err.need, err.token)}: fund it first{hint}"
-            ) from None
         if total == 0:
             summary.skipped = skipped
             _print_summary(s, summary, len(spool), as_json, file, spool.blank_rows)
             return
-        try:
-            with click.progressbar(length=total, label="settling", file=click.get_text_stream("stderr"),
-                                   show_pos=True) as bar:  # fmt: skip
-                settler.run(prepared=prepared, progress=bar.update, summary=summary)
-        except KeyboardInterrupt:
-            click.echo(
-                f"\ninterrupted after {summary.settled} of {words.count(total, 'event')} in "
-                f"{words.count(summary.batches, 'batch')}; "
-                f"nothing is paid twice: run the same command again to settle the rest",
-                err=True,
-            )
-            raise click.exceptions.Exit(130) from None
+        with app.sender(s) as tx:
+            settler.chain, settler.finance = tx.chain, tx.role_account("finance", account_alias)
+            tx.chain.index = index
+            settler.check_role()  # before the funds advice, and before the approval is sent
+            try:
+                settler.check_funds(work)
+            except InsufficientFunds as err:
+                hint = " (`ledger token mint AMOUNT`)" if err.token == s.record.token else ""
+                raise LedgerError(
+                    f"the finance account {named(err.holder)} holds {s.units(err.have, err.token)} "
+                    f"{s.symbol(err.token)}; this file needs {s.units(err.need, err.token)}: fund it first{hint}"
+                ) from None
+            try:
+                with click.progressbar(length=total, label="settling", file=click.get_text_stream("stderr"),
+                                       show_pos=True) as bar:  # fmt: skip
+                    settler.run(prepared=prepared, progress=bar.update, summary=summary)
+            except KeyboardInterrupt:
+                click.echo(
+                    f"\ninterrupted after {summary.settled} of {words.count(total, 'event')} in "
+                    f"{words.count(summary.batches, 'batch')}; "
+                    f"nothing is paid twice: run the same command again to settle the rest",
+                    err=True,
+                )
+                raise click.exceptions.Exit(130) from None
         _print_summary(s, summary, len(spool), as_json, file, spool.blank_rows)
 
 

@@ -38,7 +38,7 @@ from eth_abi import encode as abi_encode
 from eth_utils import keccak, to_checksum_address
 
 from ledger.chain import eip712
-from ledger.chain.logs import DEFAULT_PAGE_SIZE, Log, LogReader
+from ledger.chain.logs import AUDIT_PAGE_WEIGHT, DEFAULT_PAGE_SIZE, Log, LogReader
 from ledger.chain.rpc import RpcError
 from ledger.errors import ChainUnavailable, LedgerError
 from ledger.models import MAX_PARTIES, MIN_PARTIES, bytes32_to_text
@@ -179,6 +179,8 @@ class AuditReport:
     payouts: dict[tuple[str, int, int, str], int] = field(default_factory=dict, repr=False)
     me_names: dict[int, str] = field(default_factory=dict, repr=False)
     alliance_tokens: dict[str, str] = field(default_factory=dict, repr=False)
+    resumed_from: int | None = None  # the checkpoint block an incremental audit replayed after
+    checkpoint_note: str | None = None  # why no checkpoint was used (none yet, --full, not canonical)
 
     @property
     def clean(self) -> bool:
@@ -205,6 +207,7 @@ class AuditReport:
             "findings_by_kind": self.findings_by_kind(),
             "findings": [f.as_dict() for f in self.findings],
             "seconds": round(self.seconds, 3),
+            "checkpoint": {"resumed_from_block": self.resumed_from, "note": self.checkpoint_note},
         }
 
 
@@ -383,8 +386,17 @@ class Auditor:
     """Reads and replays one ledger's history; :meth:`run` returns the report."""
 
     def __init__(
-        self, rpc, ledger: str, *, from_block: int = 0, page_size: int = DEFAULT_PAGE_SIZE, confirmations: int = 0
-    ):
+        self, rpc, ledger: str, *, from_block: int = 0, page_size: int = DEFAULT_PAGE_SIZE, confirmations: int = 0,
+        checkpoint=None, full: bool = False, spill: bool = True,
+    ):  # fmt: skip
+        # checkpoint: a ledger.services.audit_state.Checkpoint to resume from (unless ``full``) and save to.
+        # spill: the references of the duplicate check in a temporary SQLite file (bounded memory).
+        self.checkpoint = checkpoint
+        self.full = full
+        self.spill = spill
+        self.resumed_from: int | None = None  # the checkpoint's block, when the audit resumed from one
+        self.dropped: str | None = None  # why a checkpoint was not used
+        self.consent_findings: list[Finding] = []
         self.rpc = rpc
         self.confirmations = confirmations  # blocks at the head left out (not yet final)
         self.ledger = to_checksum_address(ledger)
@@ -395,7 +407,7 @@ class Auditor:
         self.mes: dict[int, _ME] = {}
         self.agreements: dict[bytes, _Agreement] = {}
         self.periods: dict[tuple[bytes, int], list] = {}  # (aid, period) -> [revenue, closed block or None]
-        self.references: dict[bytes, tuple[bytes, int, str, int]] = {}  # ref -> (aid, seq, tx, block)
+        self.references = None  # ledger.services.audit_state references: ref -> (aid, seq, tx, block)
         self.tokens: dict[str, TokenTotals] = {}
         self.credited: dict[tuple[int, str], int] = defaultdict(int)  # (me, token) -> credited
         self.withdrawn: dict[tuple[int, str], int] = defaultdict(int)
@@ -434,15 +446,36 @@ class Auditor:
             "RoleRevoked": self._role_revoked,
         }
         names = list(handlers)
-        for log in self.reader.read(names, self.from_block, head, page_size=self.page_size):
-            if log.tx != self.pending_tx:
-                self._flush_pending()
-                self.pending_tx, self.pending_block = log.tx, log.block
-            self.counts["logs"] += 1
-            handlers[log.event](log)
-        self._flush_pending()
-        self._check_consents()
-        self._conservation(head)
+        from ledger.services import audit_state
+
+        start, head_hash, saved = self.from_block, None, None
+        try:
+            if self.checkpoint is not None:
+                self.references = self.checkpoint.references
+                head_hash = _block_hash(self.rpc, head)
+                start = self._resume(head)
+            else:
+                self.references = audit_state.SpilledReferences() if self.spill else audit_state.MemoryReferences()
+            for log in self.reader.read(names, start, head, page_size=self.page_size, weight=AUDIT_PAGE_WEIGHT):
+                if log.tx != self.pending_tx:
+                    self._flush_pending()
+                    self.pending_tx, self.pending_block = log.tx, log.block
+                self.counts["logs"] += 1
+                handlers[log.event](log)
+            self._flush_pending()
+            replayed = len(self.findings)
+            self._check_consents()
+            self.consent_findings += self.findings[replayed:]
+            del self.findings[replayed:]
+            if self.checkpoint is not None:
+                saved = audit_state.json_text(self._state())
+            self.findings = self.findings + self.consent_findings
+            self._conservation(head)
+            if saved is not None and head_hash is not None and _block_hash(self.rpc, head) == head_hash:
+                self.checkpoint.save(self._key(), head, head_hash, saved)
+        finally:
+            if self.checkpoint is None and self.references is not None:
+                self.references.close()
         self.counts["log_pages"] = self.reader.pages
         self.counts["log_pages_refused"] = self.reader.refused
         report = AuditReport(
@@ -457,9 +490,54 @@ class Auditor:
             payouts=dict(self.payouts),
             me_names={me_id: me.name for me_id, me in self.mes.items()},
             alliance_tokens={a.name: a.token for a in self.agreements.values()},
+            resumed_from=self.resumed_from,
+            checkpoint_note=self.dropped,
         )
         report.seconds = time.perf_counter() - started
         return report
+
+    # -- the checkpoint ----------------------------------------------------------------------------
+
+    STATE_FIELDS = ("findings", "consent_findings", "mes", "agreements", "periods", "tokens", "credited", "withdrawn",
+                    "payouts", "roles", "counts")  # fmt: skip
+
+    def _key(self) -> str:
+        return f"{self.chain_id}:{self.ledger.lower()}:{self.from_block}"
+
+    def _state(self) -> dict:
+        state = {name: getattr(self, name) for name in self.STATE_FIELDS}
+        state["tokens"] = {t: TokenTotals(t, settled=v.settled, credited=v.credited, withdrawn=v.withdrawn)
+                           for t, v in self.tokens.items()}  # fmt: skip
+        return state
+
+    def _resume(self, head: int) -> int:
+        """The first block to replay: after the checkpoint's block if it is still canonical (its state
+        restored), else the first block (the checkpoint dropped)."""
+        from ledger.services.audit_state import as_defaultdict
+
+        stored = None if self.full else self.checkpoint.load()
+        if self.full:
+            self.dropped = "--full"
+        elif stored is None:
+            self.dropped = "no checkpoint yet"
+        elif stored["key"] != self._key():
+            self.dropped, stored = "the checkpoint is of another ledger", None
+        elif stored["block"] > head or _block_hash(self.rpc, stored["block"]) != stored["hash"]:
+            self.dropped, stored = f"block {stored['block']} of the checkpoint is no longer canonical", None
+        if stored is None:
+            self.checkpoint.drop()
+            return self.from_block
+        state = stored["state"]
+        for name in ("findings", "consent_findings", "mes", "agreements", "periods", "tokens"):
+            setattr(self, name, state[name])
+        self.credited = as_defaultdict(int, state["credited"])
+        self.withdrawn = as_defaultdict(int, state["withdrawn"])
+        self.payouts = as_defaultdict(int, state["payouts"])
+        self.roles = as_defaultdict(set, state["roles"])
+        self.counts = as_defaultdict(int, state["counts"])
+        self.periods = {key: list(value) for key, value in self.periods.items()}
+        self.resumed_from = stored["block"]
+        return stored["block"] + 1
 
     def _find(self, kind: str, message: str, log: Log | None = None, **values) -> None:
         self.findings.append(
@@ -702,13 +780,9 @@ class Auditor:
         agreement.next_seq = max(agreement.next_seq, first_seq + count)
         if len(refs) != count:
             self._find("settlement", f"alliance {name!r}: {len(refs)} references for {count} events", log)
-        references = self.references
-        for k, ref in enumerate(refs):
-            key = ref if ref.isascii() else _nfc_key(ref)
-            seen = references.get(key)
-            if seen is None:
-                references[key] = (aid, first_seq + k, log.tx, log.block)
-                continue
+        keys = [ref if ref.isascii() else _nfc_key(ref) for ref in refs]  # NFC and NFD are one reference
+        for k, seen in self.references.add(keys, aid, first_seq, log.tx, log.block):
+            ref = refs[k]
             self._find(
                 "duplicate",
                 f"reference {bytes32_to_text(ref)!r} credited twice: alliance {bytes32_to_text(seen[0])!r} sequence "
@@ -944,6 +1018,11 @@ class Auditor:
         with contextlib.suppress(LedgerError, ValueError, OverflowError):
             symbol = self._calls(block, [(token, "symbol()", [], [], "string")])[0]
         return decimals, symbol
+
+
+def _block_hash(rpc, number: int) -> str | None:
+    block = rpc.request("eth_getBlockByNumber", [hex(number), False])
+    return block.get("hash") if block else None
 
 
 def _decoded(kind: str, result: str):

@@ -248,6 +248,7 @@ def gather(
     confirmations: int = 0,
     recent: int = RECENT_RUNS,
     page_size: int = DEFAULT_PAGE_SIZE,
+    audit_checkpoint=None,
 ) -> Overview:
     """Everything the transparency view shows, read from logs in ``[from_block, to_block]`` and views at
     ``to_block``. ``audit_rpc`` (an :class:`ledger.chain.rpc.HttpRpc`): also run the audit."""
@@ -324,7 +325,7 @@ def gather(
     audit = None
     if audit_rpc is not None:
         audit = audit_status(audit_rpc, chain.address, from_block=from_block, confirmations=confirmations,
-                             page_size=page_size)  # fmt: skip
+                             page_size=page_size, checkpoint=audit_checkpoint)  # fmt: skip
     overview = Overview(
         chain_id=int(chain.chain_id),
         ledger=chain.address,
@@ -412,14 +413,23 @@ def recent_runs(
     return ordered[:limit]
 
 
-def audit_status(rpc, ledger: str, *, from_block: int, confirmations: int = 0, page_size: int = DEFAULT_PAGE_SIZE):
-    """The audit's verdict (:class:`ledger.services.audit.Auditor`), or why it could not run."""
+def audit_status(rpc, ledger: str, *, from_block: int, confirmations: int = 0, page_size: int = DEFAULT_PAGE_SIZE,
+                 checkpoint=None):  # fmt: skip
+    """The audit's verdict (:class:`ledger.services.audit.Auditor`), or why it could not run.
+    ``checkpoint``: the path of an audit checkpoint to resume from and renew (only new blocks replayed)."""
     from ledger.services.audit import Auditor
+    from ledger.services.audit_state import Checkpoint
 
+    store = None
     try:
-        report = Auditor(rpc, ledger, from_block=from_block, page_size=page_size, confirmations=confirmations).run()
+        store = Checkpoint(checkpoint) if checkpoint is not None else None
+        report = Auditor(rpc, ledger, from_block=from_block, page_size=page_size, confirmations=confirmations,
+                         checkpoint=store).run()  # fmt: skip
     except LedgerError as err:
         return AuditStatus(clean=None, from_block=from_block, error=str(err))
+    finally:
+        if store is not None:
+            store.close()
     return AuditStatus(
         clean=report.clean,
         findings=len(report.findings),
@@ -436,7 +446,10 @@ class LiveOverview:
     while the final block (number and hash) is the one read last, that read is reused."""
 
     def __init__(self, chain, rpc, *, from_block: int, confirmations: int = 0, recent: int = RECENT_RUNS,
-                 page_size: int = DEFAULT_PAGE_SIZE, audit: bool = True):  # fmt: skip
+                 page_size: int = DEFAULT_PAGE_SIZE, audit: bool = True, index=None,
+                 audit_checkpoint=None):  # fmt: skip
+        self.index = index  # a ledger.index.LedgerIndex attached to ``chain``: brought up to date per read
+        self.audit_checkpoint = audit_checkpoint  # path: the audit resumes from this machine's checkpoint
         self.chain = chain
         self.rpc = rpc
         self.from_block = from_block
@@ -454,9 +467,12 @@ class LiveOverview:
         key = (final, block.get("hash", ""))
         if self._last is not None and self._last[0] == key:
             return self._last[1]
+        if self.index is not None:
+            self.index.sync(self.rpc)
         overview = gather(
             self.chain, from_block=self.from_block, to_block=final, audit_rpc=self.rpc if self.audit else None,
             confirmations=head - final, recent=self.recent, page_size=self.page_size,
+            audit_checkpoint=self.audit_checkpoint,
         )  # fmt: skip
         self.reads += 1
         self._last = (key, overview)

@@ -167,7 +167,9 @@ class Settler:
         batch_size: int | None = None,
         from_block: int = 0,
         window: int | None = None,
+        index=None,
     ):
+        self.index = index  # a ledger.index.LedgerIndex: settled references looked up, not all read
         self.window = window  # transactions in flight at once; None: the chain's policy (LEDGER_TX_WINDOW)
         self.chain = chain
         self.finance = finance
@@ -193,6 +195,43 @@ class Settler:
                     SettledRecord(agreement_id, entry >> 32, entry & 0xFFFFFFFF, first + k),
                 )
         return records
+
+    def settled_among(self, references: Sequence[str], cursors: dict[bytes, int]) -> dict[str, SettledRecord]:
+        """The settled ones among ``references``. ``cursors``: the sequence cursors (``nextSeq``) of the
+        agreements concerned, read from the contract *before* this call, so everything they count is
+        in the logs read here. With an index, it is first brought up to date (to the head, so at least
+        to the cursors' block) and checked against the cursors; only these references are looked up.
+        Without one, every reference ever settled is read from the logs."""
+        if self.index is None:
+            settled = self.settled_references()
+            return {ref: settled[ref] for ref in references if ref in settled}
+        self.sync_index(cursors)
+        return self._look_up(references)
+
+    def _look_up(self, references: Sequence[str]) -> dict[str, SettledRecord]:
+        found = self.index.settled(text_to_bytes32(ref) for ref in references)
+        return {
+            bytes32_to_text(ref): SettledRecord(s.agreement_id, s.amount, s.period, s.seq) for ref, s in found.items()
+        }
+
+    def sync_index(self, cursors: dict[bytes, int]) -> None:
+        """Bring the index up to the head; if it holds fewer settled events of an agreement than the
+        contract's cursor counts, it lost rows: rebuild it once, and refuse if that does not help."""
+        self.index.sync(self.chain.rpc)
+        short = self.index.check_cursors(cursors)
+        if not short:
+            return
+        self.index.notice(
+            f"index: it holds fewer settled events of alliance {bytes32_to_text(short[0])!r} than the contract "
+            f"counts; rebuilding it from the chain"
+        )
+        self.index.rebuild(self.chain.rpc)
+        short = self.index.check_cursors(cursors)
+        if short:
+            raise LedgerError(
+                f"the local index and the chain disagree on how many events alliance {bytes32_to_text(short[0])!r} "
+                f"has settled, even after a rebuild (a reorganisation during the run?); run the same command again"
+            )
 
     def prepare(self, events) -> tuple[list[AllianceWork], int]:
         """Validate every event against the chain. Returns the work to do and how many events were
@@ -222,7 +261,11 @@ class Settler:
                 agreements[name] = found
         ids = {name: a.id for name, a in agreements.items()}
         # Read after the agreements (and so their cursors): see `_send`.
-        settled = self.settled_references()
+        cursors = {a.id: a.next_seq for a in agreements.values()}
+        everything = self.settled_references() if self.index is None else None
+        if self.index is not None:
+            self.sync_index(cursors)
+        settled_of: dict[str, dict[str, SettledRecord]] = {}
 
         # One alliance at a time: what is left to do, and the rows behind each kind of problem.
         todo: dict[str, tuple[int, int, list[int]]] = {}  # name -> (count, amount, first rows)
@@ -231,7 +274,13 @@ class Settler:
         for name in agreements:
             count = amount = 0
             rows: list[int] = []
-            for row, event_amount, period, reference in source.rows(name):
+            file_rows = list(source.rows(name))  # one alliance's rows at a time
+            if everything is not None:
+                settled = {r[3]: everything[r[3]] for r in file_rows if r[3] in everything}
+            else:
+                settled = self._look_up([r[3] for r in file_rows])
+            settled_of[name] = settled
+            for row, event_amount, period, reference in file_rows:
                 record = settled.get(reference)
                 if record is None:
                     count += 1
@@ -281,7 +330,8 @@ class Settler:
         if problems:
             raise InputError(sorted(problems, key=problem_row))
         return [
-            AllianceWork(agreements[name], terms[name], source, settled, todo[name][0], todo[name][1]) for name in live
+            AllianceWork(agreements[name], terms[name], source, settled_of[name], todo[name][0], todo[name][1])
+            for name in live
         ], skipped
 
     # -- submitting ---------------------------------------------------------------------------------
@@ -497,8 +547,8 @@ class Settler:
             outstanding = sum(e.amount for e in run.outstanding())
             self.chain.ensure_allowance(token, self.finance, have + outstanding)
         agreement = self.chain.agreement(run.agreement_id)  # first the cursor, then the logs
-        settled = self.settled_references([run.agreement_id])
         outstanding = run.outstanding()
+        settled = self.settled_among([e.reference for e in outstanding], {run.agreement_id: agreement.next_seq})
         remaining = [e for e in outstanding if e.reference not in settled]
         summary.skipped += len(outstanding) - len(remaining)
         # What others settled is counted once: it leaves this run's events for good.
