@@ -64,9 +64,7 @@ def connected(settings: Settings) -> Iterator[None]:
     if settings.is_local:
         node = LocalNode(settings)
         if not node.answers():
-            raise ChainUnavailable(
-                f"the local chain is not running at {settings.node_url}; start it with `ledger chain up`"
-            )
+            node.wait_until_answering()  # "not running", or "busy" after a wait: never both
         choice = LOCAL_PROVIDERS[node.kind]  # the node this data folder runs, else LEDGER_NODE
         provider_settings = {"host": settings.node_url, "manage_process": False}
     else:

@@ -85,9 +85,10 @@ class Session:
         try:
             chain_id = int(rpc.request("eth_chainId"), 16)
         except ChainUnavailable:
-            raise ChainUnavailable(
-                f"the local chain is not running at {self.rpc_url}; start it with `ledger chain up`"
-            ) from None
+            from ledger.chain.node import LocalNode
+
+            LocalNode(self.settings).wait_until_answering()  # "not running", or "busy" after a wait
+            chain_id = int(rpc.request("eth_chainId"), 16)
         record = self.store.load(chain_id)
         if record is None:
             raise ChainUnavailable(f"no deployment recorded for chain {chain_id} in {self.store.folder}; deploy first")
