@@ -78,6 +78,9 @@ def connected(settings: Settings) -> Iterator[None]:
 
         hardhat.install()  # ape-hardhat's revert parsing, fixed for web3 7 (see ledger.chain.hardhat)
     errors = _network_errors()
+    # ape-foundry lets APE_FOUNDRY_HOST override the host it is given: the local chain is the node at
+    # settings.node_url, whatever that variable says (it points the test session's own node elsewhere).
+    foundry_host = os.environ.pop("APE_FOUNDRY_HOST", None) if settings.is_local else None
     try:
         context = ape.networks.parse_network_choice(choice, provider_settings=provider_settings)
         context.__enter__()
@@ -85,6 +88,9 @@ def connected(settings: Settings) -> Iterator[None]:
         raise ChainUnavailable(f"cannot reach network {settings.network!r}: {_first_line(err)}") from None
     except ApeException as err:
         raise ChainUnavailable(f"cannot use network {settings.network!r}: {_first_line(err)}") from None
+    finally:
+        if foundry_host is not None:
+            os.environ["APE_FOUNDRY_HOST"] = foundry_host
     try:
         yield
     except errors as err:

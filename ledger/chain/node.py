@@ -46,7 +46,7 @@ LOCAL_CHAIN_ID = 31337
 START_TIMEOUT_S = 60.0  # Hardhat's node takes 3-10 s to start on a busy 2-core machine
 RESTORE_TIMEOUT_S = 1800.0  # the supervisor restores the chain before it says "ready"
 STOP_TIMEOUT_S = 15.0
-BUSY_WAIT_S = 30.0  # how long a command waits for a node that runs but does not answer
+BUSY_WAIT_S = 30.0  # how long a command waits for a node that runs but does not answer (LEDGER_BUSY_WAIT_S)
 # Lines of Anvil's start-up banner that hold secrets (older logs, written before --quiet).
 SECRET_MARKERS = ("Private Keys", "Mnemonic:", "Derivation path", "Wallet")
 
@@ -173,9 +173,10 @@ class LocalNode:
         load) is waited for, up to ``BUSY_WAIT_S``, and never reported as not running."""
         if not self.alive_here():
             raise ChainUnavailable(f"the local chain is not running at {self.url}; start it with `ledger chain up`")
-        deadline = time.monotonic() + BUSY_WAIT_S
+        patience = float(os.environ.get("LEDGER_BUSY_WAIT_S", BUSY_WAIT_S))
+        deadline = time.monotonic() + patience
         while time.monotonic() < deadline:
-            if self.answers(timeout=5.0):
+            if self.answers(timeout=min(5.0, patience)):
                 return
             if not self.alive_here():
                 raise ChainUnavailable(
@@ -186,7 +187,7 @@ class LocalNode:
         pid = self.running_pid() or self.supervisor_pid()
         raise ChainUnavailable(
             f"the local chain (pid {pid}) runs but {what}: it has not answered at {self.url} for "
-            f"{BUSY_WAIT_S:.0f} s; try again in a moment (`ledger chain status`)"
+            f"{patience:.0f} s; try again in a moment (`ledger chain status`)"
         )
 
     def durable(self) -> tuple[int | None, float | None]:
@@ -261,6 +262,12 @@ class LocalNode:
     def start(self, *, reset: bool = False) -> tuple[NodeStatus, bool]:
         """Start the node in the background. Returns ``(status, started)``; ``started`` is False when
         it was already running. On Anvil, ``status.restored`` says what was restored."""
+        deadline = time.monotonic() + RESTORE_TIMEOUT_S
+        while self.supervisor_pid() is not None and time.monotonic() < deadline:
+            # A supervisor still restoring (another `chain up`), or finishing after its node died.
+            if self.running_pid() is not None and self._recorded().get("state") == "ready":
+                break
+            time.sleep(0.1)
         pid = self.running_pid()
         if pid is not None and self._recorded().get("state", "ready") == "ready":
             return self.status(), False

@@ -17,7 +17,9 @@ Layout of ``<data>/node/store/``:
   * a block: ``{"t": "b", "n": number, "h": hash, "p": parent hash, "ts": timestamp, "bf": base fee,
     "w": wall-clock time it was seen, "tx": [raw signed transactions, hex]}``;
   * a truncation: ``{"t": "x", "n": N}``: blocks above N were reverted (``evm_revert``,
-    ``anvil_rollback``, a reorganisation); what follows builds on block N.
+    ``anvil_rollback``, a reorganisation); what follows builds on block N. With ``"h"``, the chain was
+    replaced below every snapshot and a new snapshot of block N (hash h) starts it again;
+  * a clean stop: ``{"t": "s", "n": head}`` (``ledger chain down``): nothing was lost.
 
   A record cut short by a crash (bad length or CRC) ends the journal; the writer cuts such a tail off
   before it appends again.
@@ -115,9 +117,13 @@ class View:
     head: int | None = None
     torn_tail: bool = False  # the last record was cut short by a crash (and is not counted)
     bad_segment: str | None = None  # a segment that is not the last ended in a bad record
+    stopped_cleanly: bool = False  # the last record is a clean stop (`ledger chain down`)
 
     def apply(self, record: dict) -> None:
         n = int(record["n"])
+        self.stopped_cleanly = record.get("t") == "s"
+        if record.get("t") == "s":  # a clean stop at block n: nothing to replay
+            return
         if record.get("t") == "x":
             self._drop_above(n)
             if record.get("h"):  # the chain was replaced: block n is a new snapshot's
@@ -159,6 +165,14 @@ class Store:
 
     def exists(self) -> bool:
         return self.folder.is_dir() and any(self.folder.iterdir())
+
+    def drop_partial_files(self) -> list[str]:
+        """Delete files left half-written by a crash (``*.tmp``: never the only copy of anything)."""
+        dropped = []
+        for path in self.folder.glob("*.tmp") if self.folder.is_dir() else []:
+            path.unlink(missing_ok=True)
+            dropped.append(path.name)
+        return dropped
 
     # -- snapshots ----------------------------------------------------------------------------------
 

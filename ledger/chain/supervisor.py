@@ -273,7 +273,7 @@ class Supervisor:
         self.say(summary["message"])
         self.write_info("ready", restored=summary)
         code = self.follow()
-        self.shutdown()
+        self.shutdown(clean=code == 0)
         return code
 
     def _stop(self, *_):
@@ -284,9 +284,11 @@ class Supervisor:
             self.anvil.kill()
             self.anvil.wait()
 
-    def shutdown(self) -> None:
+    def shutdown(self, clean: bool = True) -> None:
         self.job_stop.set()
         if self.writer is not None:
+            if clean:
+                self.writer.append({"t": "s", "n": self.head[0], "w": round(time.time(), 3)})
             self.writer.close()
         self._kill_anvil()
         if self.job is not None:
@@ -297,6 +299,8 @@ class Supervisor:
 
     def restore(self) -> dict:
         notes: list[str] = []
+        for name in self.store.drop_partial_files():
+            notes.append(f"{name}, a file the crash left half-written, was deleted (the previous copy is used)")
         snapshots = self.store.snapshots()
         legacy = self.folder / "state.json"
         if not snapshots:
@@ -309,7 +313,9 @@ class Supervisor:
             if legacy.exists():
                 return self._adopt(legacy)
             snap = self.live_snapshot()
-            return self._restored(snap, 0, [f"new chain: genesis (block 0) snapshot in {snap.name}"])
+            summary = self._restored(snap, 0, [])
+            summary["message"] = f"a new chain: its genesis block is the first snapshot, {snap.name}"
+            return summary
         for snap in snapshots:
             data = self.store.read(snap)
             if data is None:
@@ -331,6 +337,13 @@ class Supervisor:
             records = view.after(snap.block)
             count, problems = replay(self.rpc, records)
             notes.extend(problems)
+            if not view.stopped_cleanly:
+                last_seen = records[-1]["w"] if records else snap.created
+                notes.append(
+                    f"the previous run did not stop cleanly: blocks mined after "
+                    f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(last_seen))} (the last block on disk) were "
+                    f"lost, at most its last 2 seconds; re-run the command that was running: nothing is paid twice"
+                )
             self._set_clock(records[-1] if records else None, snap)
             self.writer = JournalWriter(self.store)
             self.hashes = {n: h for n, h in view.hashes.items() if n >= snap.block}

@@ -62,31 +62,12 @@ def up(app: App, reset: bool):
         restored = status.restored or {}
         if restored.get("message"):
             click.echo(restored["message"])
-        lost = _lost(restored)
-        if lost:
-            click.echo(lost)
         click.echo(
             f"store: {node.store.folder} (every block on disk within about 0.5 s; supervisor pid "
             f"{status.supervisor_pid}); log: {node.log_file}"
         )
     else:
         click.echo(f"{node.name} keeps no state: the chain is lost when it stops; log: {node.log_file}")
-
-
-def _lost(restored: dict) -> str:
-    """What a restart after a crash may have lost: blocks mined after the last one on disk."""
-    if not restored or not restored.get("replayed") and restored.get("snapshot_block") == 0:
-        return ""
-    at = restored.get("durable_at")
-    if not at:
-        return ""
-    import datetime
-
-    when = datetime.datetime.fromtimestamp(at).strftime("%Y-%m-%d %H:%M:%S")
-    return (
-        f"the last block on disk was seen at {when}; if the previous run crashed, blocks mined after that "
-        f"(at most its last 2 seconds) are not restored: re-run the command that was running, nothing is paid twice"
-    )
 
 
 @chain.command()

@@ -81,14 +81,13 @@ class Session:
         from ledger.chain.rpc import HttpRpc
         from ledger.errors import ChainUnavailable
 
-        rpc = HttpRpc(self.rpc_url)
-        try:
-            chain_id = int(rpc.request("eth_chainId"), 16)
-        except ChainUnavailable:
-            from ledger.chain.node import LocalNode
+        from ledger.chain.node import LocalNode
 
-            LocalNode(self.settings).wait_until_answering()  # "not running", or "busy" after a wait
-            chain_id = int(rpc.request("eth_chainId"), 16)
+        rpc = HttpRpc(self.rpc_url)
+        node = LocalNode(self.settings)
+        if not node.answers(timeout=2.0):
+            node.wait_until_answering()  # "not running", or "busy" after a wait: never both
+        chain_id = int(rpc.request("eth_chainId"), 16)
         record = self.store.load(chain_id)
         if record is None:
             raise ChainUnavailable(f"no deployment recorded for chain {chain_id} in {self.store.folder}; deploy first")
