@@ -98,11 +98,11 @@ def chain(tmp_path):
 
 
 def settle_killed_then_again(chain: Chain, tmp_path, name: str, kill, *, restart_env: dict | None = None) -> str:
-    """Settle 600 events in ~12 batches; ``kill(chain)`` crashes something mid-run (it returns once the
+    """Settle 300 events in ~6 batches; ``kill(chain)`` crashes something mid-run (it returns once the
     crash happened); ``ledger chain up`` again; the loss is within 2 s; the same settle completes exactly
     once. Returns what ``chain up`` printed."""
     make_alliance(chain.cli, name)
-    rows = revenue(name.upper(), name, 600)
+    rows = revenue(name.upper(), name, 300)
     path = write_csv(tmp_path / f"{name}.csv", rows)
     if restart_env is not None:  # a supervisor with the fault hook armed
         chain.sh.run("chain", "down")
@@ -155,7 +155,7 @@ def test_a_crash_in_the_middle_of_a_journal_write_loses_at_most_two_seconds_and_
         wait_for(lambda: gone(supervisor), timeout=120, what="the supervisor to crash mid-write")
 
     out = settle_killed_then_again(
-        chain, tmp_path, "torn-journal", crash, restart_env={"LEDGER_STORE_FAULT": "journal-write:6"}
+        chain, tmp_path, "torn-journal", crash, restart_env={"LEDGER_STORE_FAULT": "journal-write:4"}
     )
     assert "cut short by the crash" in out, out
 
