@@ -8,7 +8,10 @@ snapshot write, through the store's fault hook), starts the chain again and chec
 - the same ``ledger settle`` run again completes with every event settled exactly once, and the audit
   (from the chain alone) is clean.
 
-The 50 kills at random moments on a state of at least 50 MB are ``slow`` (``make test-all``).
+The quick cases (``make test``): a crash in the middle of a journal write, a corrupt newest snapshot,
+the log, idle writes and status, a busy node, the old state file. ``slow`` (``make test-all``): a crash in
+the middle of a snapshot write, the supervisor killed alone and with the node, a revert before a crash,
+and 50 kills at random moments on a state of at least 50 MB.
 """
 
 from __future__ import annotations
@@ -160,6 +163,7 @@ def test_a_crash_in_the_middle_of_a_journal_write_loses_at_most_two_seconds_and_
     assert "cut short by the crash" in out, out
 
 
+@pytest.mark.slow
 def test_a_crash_in_the_middle_of_a_snapshot_write_keeps_the_previous_snapshot(chain, tmp_path):
     store = Store(chain.sh.data_dir / "node" / "store")
 
@@ -175,6 +179,7 @@ def test_a_crash_in_the_middle_of_a_snapshot_write_keeps_the_previous_snapshot(c
     assert not list(store.folder.glob("*.tmp"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("who", ["supervisor", "node-and-supervisor"])
 def test_the_supervisor_killed_alone_or_with_the_node_loses_at_most_two_seconds(chain, tmp_path, who):
     def crash(chain: Chain) -> None:
@@ -256,6 +261,7 @@ def test_nothing_is_written_while_no_block_is_mined_and_status_shows_what_is_dur
     assert f"last durable block: {status['block']} (seen" in text and "snapshots and journal" in text
 
 
+@pytest.mark.slow
 def test_reverted_blocks_are_journalled_so_a_crash_after_a_revert_restores_the_new_branch(chain):
     before = chain.height()
     snapshot = chain.call("evm_snapshot")

@@ -2,7 +2,7 @@
 child, started without ``--state`` and killed with it) and the chain's durability (docs/local-chain.md).
 
 1. **Restore.** Anvil starts empty; the newest whole snapshot on the journal's chain is loaded
-   (``anvil_loadState``; a damaged one is reported and the older one used), then every journalled block
+   (``--load-state``, fed through a named pipe; a damaged one is reported and the older one used), then every journalled block
    after it is replayed as it was mined: same timestamp, same base fee, same signed transactions in the
    same order, one ``evm_mine`` each. Anvil reproduces such a block exactly, so each replayed block's
    hash is checked against the journal. A first start snapshots the genesis block; a data folder of the
@@ -26,10 +26,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import errno
 import gzip
 import http.client
+import io
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -140,6 +143,56 @@ def start_anvil(command: list[str], log) -> subprocess.Popen:
             os._exit(1)
 
     return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, preexec_fn=prepare)  # noqa: PLW1509
+
+
+def start_loaded(command: list[str], log, rpc: Rpc, *, data: bytes | None = None, path: Path | None = None,
+                 fifo: Path | None = None) -> subprocess.Popen:
+    """Start Anvil with a snapshot loaded (``--load-state``) and wait until it answers. A snapshot's bytes
+    (gzipped JSON) reach it through a named pipe, decompressed on the way: no second copy on disk, and no
+    JSON-RPC request of hundreds of megabytes (Anvil refuses large request bodies)."""
+    feeder = None
+    if data is not None:
+        assert fifo is not None
+        fifo.unlink(missing_ok=True)
+        os.mkfifo(fifo, 0o600)
+        feeder = threading.Thread(target=_feed, args=(fifo, data), daemon=True)
+        feeder.start()
+        path = fifo
+    process = start_anvil([*command, "--load-state", str(path)] if path else command, log)
+    try:
+        wait_answering(rpc, process, timeout=900)
+    except RestoreError:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        raise
+    finally:
+        if feeder is not None:
+            feeder.join(timeout=5)
+            assert fifo is not None
+            fifo.unlink(missing_ok=True)
+    return process
+
+
+def _feed(fifo: Path, data: bytes) -> None:
+    deadline = time.monotonic() + 60
+    fd = None
+    while time.monotonic() < deadline:
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError as err:
+            if err.errno not in (errno.ENXIO, errno.ENOENT):
+                return
+            time.sleep(0.01)
+    if fd is None:
+        return
+    os.set_blocking(fd, True)
+    try:
+        with os.fdopen(fd, "wb") as out, gzip.GzipFile(fileobj=io.BytesIO(data)) as source:
+            shutil.copyfileobj(source, out, 1 << 20)
+    except (OSError, EOFError, gzip.BadGzipFile):
+        pass  # Anvil stopped reading: it reports why, and the next snapshot is tried
 
 
 def wait_answering(rpc: Rpc, process: subprocess.Popen, timeout: float = 60.0) -> None:
@@ -287,10 +340,8 @@ class Supervisor:
             signal.signal(sig, self._stop)
         signal.signal(signal.SIGUSR1, self._snapshot_now)
         self.say(f"starting (pid {os.getpid()})")
-        self.anvil = start_anvil(self.command, self.log)
         self.write_info("restoring")
         try:
-            wait_answering(self.rpc, self.anvil)
             summary = self.restore()
         except (RestoreError, RpcFailed, OSError, http.client.HTTPException) as err:
             self.say(f"cannot start: {err}")
@@ -342,6 +393,7 @@ class Supervisor:
             self.writer = JournalWriter(self.store)
             if legacy.exists():
                 return self._adopt(legacy)
+            self.launch()
             snap = self.live_snapshot()
             summary = self._restored(snap, 0, [])
             summary["message"] = f"a new chain: its genesis block is the first snapshot, {snap.name}"
@@ -356,8 +408,8 @@ class Supervisor:
                 notes.append(f"snapshot {snap.name} (block {snap.block}) is not on the journal's chain; skipped")
                 continue
             try:
-                self.rpc.call("anvil_loadState", ["0x" + data.hex()])
-            except RpcFailed as err:
+                self.launch(data=data)
+            except RestoreError as err:
                 notes.append(f"Anvil cannot load snapshot {snap.name} ({err}); skipped")
                 continue
             if view.torn_tail:
@@ -413,14 +465,20 @@ class Supervisor:
             "message": message + ("; " + "; ".join(notes) if notes else ""),
         }
 
+    def launch(self, *, data: bytes | None = None, path: Path | None = None) -> None:
+        """Start Anvil, empty or with a snapshot (bytes) or a state file (path) loaded."""
+        fifo = self.folder / f"load-{os.getpid()}.fifo"
+        self.anvil = None
+        self.anvil = start_loaded(self.command, self.log, self.rpc, data=data, path=path, fifo=fifo)
+        self.write_info("restoring")
+
     def _adopt(self, legacy: Path) -> dict:
-        data = legacy.read_bytes()
         try:
-            self.rpc.call("anvil_loadState", ["0x" + gzip.compress(data, 1).hex()])
-        except RpcFailed as err:
+            self.launch(path=legacy)
+        except RestoreError as err:
             raise RestoreError(
-                f"Anvil cannot load {legacy} ({str(err)[:160]}); run `ledger chain up --reset` to keep it aside "
-                f"and start a new chain"
+                f"Anvil cannot load {legacy} ({str(err)[:160]}; see the log); run `ledger chain up --reset` to "
+                f"keep it aside and start a new chain"
             ) from None
         snap = self.live_snapshot()
         kept = legacy.with_name(f"state.adopted-{time.strftime('%Y%m%dT%H%M%S')}.json")
@@ -603,10 +661,9 @@ class Supervisor:
             records = [r for r in view.after(base.block) if r["n"] <= target[0]]
             port = free_port()
             command = anvil_command(self.args.anvil, "127.0.0.1", port, self.args.accounts, self.args.chain_id)
-            anvil = start_anvil(command, subprocess.DEVNULL)
-            rpc = Rpc(f"http://127.0.0.1:{port}", timeout=600)
-            wait_answering(rpc, anvil)
-            rpc.call("anvil_loadState", ["0x" + data.hex()])
+            rpc = Rpc(f"http://127.0.0.1:{port}", timeout=900)
+            fifo = self.folder / f"snapshot-{os.getpid()}.fifo"
+            anvil = start_loaded(command, subprocess.DEVNULL, rpc, data=data, fifo=fifo)
             if self.job_stop.is_set():
                 return
             replay(rpc, records, until=target[0])
