@@ -264,8 +264,14 @@ def main() -> int:
             row = measure(env, data, url, store, level, build)
             print(json.dumps(row), flush=True)
             rows.append(row)
+            write_results(rows)  # after each level: a long run stopped early keeps what it measured
     finally:
         subprocess.run([sys.executable, "-m", "ledger.cli", "chain", "down"], env=env, capture_output=True)
+    print(f"bench/results.json: chain section written ({len(rows)} levels)")
+    return 0
+
+
+def write_results(rows: list[dict]) -> None:
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results["chain"] = {
         "method": "scripts/bench_chain.py docstring; one chain started by `ledger chain up`, history built by "
@@ -275,8 +281,6 @@ def main() -> int:
         "levels": rows,
     }
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"bench/results.json: chain section written ({len(rows)} levels)")
-    return 0
 
 
 if __name__ == "__main__":
