@@ -126,7 +126,9 @@ class Sampler:
 def transfers(url: str, count: int, pause: float = 0.0) -> None:
     accounts = rpc(url, "eth_accounts")
     for i in range(count):
-        rpc(url, "eth_sendTransaction", [{"from": accounts[10 + i % 10], "to": accounts[0], "value": "0x1"}], timeout=60)
+        rpc(
+            url, "eth_sendTransaction", [{"from": accounts[10 + i % 10], "to": accounts[0], "value": "0x1"}], timeout=60
+        )
         if pause:
             time.sleep(pause)
 

@@ -150,9 +150,7 @@ def wait_blocks(chain: Chain, count: int) -> None:
 # ---------------------------------------------------------------------------------------------------
 
 
-def test_a_crash_in_the_middle_of_a_journal_write_loses_at_most_two_seconds_and_settles_exactly_once(
-    chain, tmp_path
-):
+def test_a_crash_in_the_middle_of_a_journal_write_loses_at_most_two_seconds_and_settles_exactly_once(chain, tmp_path):
     def crash(chain: Chain) -> None:
         supervisor = info(chain)["supervisor"]
         wait_for(lambda: gone(supervisor), timeout=120, what="the supervisor to crash mid-write")

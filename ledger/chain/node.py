@@ -179,9 +179,7 @@ class LocalNode:
             if self.answers(timeout=min(5.0, patience)):
                 return
             if not self.alive_here():
-                raise ChainUnavailable(
-                    f"the local chain at {self.url} stopped; start it again with `ledger chain up`"
-                )
+                raise ChainUnavailable(f"the local chain at {self.url} stopped; start it again with `ledger chain up`")
             time.sleep(0.2)
         what = "is being restored" if self._recorded().get("state") == "restoring" else "is busy"
         pid = self.running_pid() or self.supervisor_pid()
@@ -356,7 +354,9 @@ class LocalNode:
         if supervisor is not None:
             self._signal_until_gone(supervisor, ((signal.SIGTERM, STOP_TIMEOUT_S), (signal.SIGKILL, 5.0)))
         if pid is not None and self._is_node(pid):
-            self._signal_until_gone(pid, ((signal.SIGINT, STOP_TIMEOUT_S), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)))
+            self._signal_until_gone(
+                pid, ((signal.SIGINT, STOP_TIMEOUT_S), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0))
+            )
         self.info_file.unlink(missing_ok=True)
         return True
 

@@ -184,9 +184,14 @@ class Store:
                 info = json.loads(meta.read_text())
                 found.append(
                     Snapshot(
-                        seq=int(info["seq"]), block=int(info["block"]), hash=str(info["hash"]),
-                        timestamp=int(info["timestamp"]), sha256=str(info["sha256"]), size=int(info["size"]),
-                        journal_from=int(info["journal_from"]), created=float(info["created"]),
+                        seq=int(info["seq"]),
+                        block=int(info["block"]),
+                        hash=str(info["hash"]),
+                        timestamp=int(info["timestamp"]),
+                        sha256=str(info["sha256"]),
+                        size=int(info["size"]),
+                        journal_from=int(info["journal_from"]),
+                        created=float(info["created"]),
                         path=meta.with_suffix(".gz"),
                     )  # fmt: skip
                 )
@@ -323,10 +328,8 @@ def last_record(path: Path) -> dict | None:
 
 
 def valid_length(path: Path) -> int:
-    end = 0
-    for _record, end in read_segment(path):
-        pass
-    return end
+    """The length of the segment's whole records (a torn tail is what lies beyond)."""
+    return max((end for _record, end in read_segment(path)), default=0)
 
 
 def _torn(path: Path) -> bool:

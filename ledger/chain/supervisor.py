@@ -1,11 +1,11 @@
 """The supervisor of the local chain: the process ``ledger chain up`` leaves running. It owns Anvil (its
 child, started without ``--state`` and killed with it) and the chain's durability (docs/local-chain.md).
 
-1. **Restore.** Anvil starts empty; the newest whole snapshot on the journal's chain is loaded
-   (``--load-state``, fed through a named pipe; a damaged one is reported and the older one used), then every journalled block
+1. **Restore.** The newest whole snapshot on the journal's chain is loaded (``--load-state``, fed
+   through a named pipe; a damaged one is reported and the older one used), then every journalled block
    after it is replayed as it was mined: same timestamp, same base fee, same signed transactions in the
-   same order, one ``evm_mine`` each. Anvil reproduces such a block exactly, so each replayed block's
-   hash is checked against the journal. A first start snapshots the genesis block; a data folder of the
+   same order, one ``evm_mine`` each. Anvil reproduces such a block exactly, so replayed blocks' hashes
+   are checked against the journal. A first start snapshots the genesis block; a data folder of the
    old scheme (``state.json``) is adopted once as the first snapshot.
 2. **Follow.** Every 0.1 s the latest block is read; each new block (header fields and raw signed
    transactions) is appended to the journal, fsync'd within about 0.3 s. A block whose parent is not
@@ -115,10 +115,12 @@ class Rpc:
         self._conn = None
 
 
+_LIBC = ctypes.CDLL("libc.so.6", use_errno=True)  # loaded before any fork: nothing to load in the child
+
+
 def _die_with_parent() -> None:
     """In the child before exec: the kernel kills it when the supervisor dies, however it dies."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def anvil_command(binary: str, host: str, port: int, accounts: int, chain_id: int) -> list[str]:
@@ -145,8 +147,9 @@ def start_anvil(command: list[str], log) -> subprocess.Popen:
     return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, preexec_fn=prepare)  # noqa: PLW1509
 
 
-def start_loaded(command: list[str], log, rpc: Rpc, *, data: bytes | None = None, path: Path | None = None,
-                 fifo: Path | None = None) -> subprocess.Popen:
+def start_loaded(
+    command: list[str], log, rpc: Rpc, *, data: bytes | None = None, path: Path | None = None, fifo: Path | None = None
+) -> subprocess.Popen:
     """Start Anvil with a snapshot loaded (``--load-state``) and wait until it answers. A snapshot's bytes
     (gzipped JSON) reach it through a named pipe, decompressed on the way: no second copy on disk, and no
     JSON-RPC request of hundreds of megabytes (Anvil refuses large request bodies)."""

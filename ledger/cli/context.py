@@ -78,10 +78,9 @@ class Session:
 
     def _open_over_rpc(self):
         from ledger.chain.ledger import LedgerChain
+        from ledger.chain.node import LocalNode
         from ledger.chain.rpc import HttpRpc
         from ledger.errors import ChainUnavailable
-
-        from ledger.chain.node import LocalNode
 
         rpc = HttpRpc(self.rpc_url)
         node = LocalNode(self.settings)
