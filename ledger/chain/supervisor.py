@@ -49,9 +49,10 @@ SYNC_DELAY_S = 0.3  # a block is on disk at most this long after it is seen (plu
 FETCH_MAX = 200  # blocks read per poll while catching up
 # A snapshot is taken when the journal since the newest one holds this many blocks or bytes of records:
 # about what a restart replays in the time docs/local-chain.md states (the benchmark measures it).
-# Replay runs at about 150 blocks/s and 100-200 M gas/s on this 2-core machine under load.
-SNAPSHOT_BLOCKS = int(os.environ.get("LEDGER_SNAPSHOT_BLOCKS", 1_500))
-SNAPSHOT_GAS = int(os.environ.get("LEDGER_SNAPSHOT_GAS", 600_000_000))
+# Replay runs at 80-150 blocks/s on this 2-core machine (busy or not): 500 blocks keep a restart's
+# replay under about 6 s; the gas bound does the same for blocks of full settlement batches.
+SNAPSHOT_BLOCKS = int(os.environ.get("LEDGER_SNAPSHOT_BLOCKS", 500))
+SNAPSHOT_GAS = int(os.environ.get("LEDGER_SNAPSHOT_GAS", 200_000_000))
 PR_SET_PDEATHSIG = 1
 
 
