@@ -137,19 +137,28 @@ def anvil_command(binary: str, host: str, port: int, accounts: int, chain_id: in
     ]  # fmt: skip
 
 
-def start_anvil(command: list[str], log) -> subprocess.Popen:
+def start_anvil(command: list[str], log, *, nice: int = 0) -> subprocess.Popen:
     parent = os.getpid()
 
     def prepare():
         _die_with_parent()
         if os.getppid() != parent:  # the supervisor died before prctl took effect
             os._exit(1)
+        if nice:
+            os.nice(nice)
 
     return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, preexec_fn=prepare)  # noqa: PLW1509
 
 
 def start_loaded(
-    command: list[str], log, rpc: Rpc, *, data: bytes | None = None, path: Path | None = None, fifo: Path | None = None
+    command: list[str],
+    log,
+    rpc: Rpc,
+    *,
+    data: bytes | None = None,
+    path: Path | None = None,
+    fifo: Path | None = None,
+    nice: int = 0,
 ) -> subprocess.Popen:
     """Start Anvil with a snapshot loaded (``--load-state``) and wait until it answers. A snapshot's bytes
     (gzipped JSON) reach it through a named pipe, decompressed on the way: no second copy on disk, and no
@@ -162,7 +171,7 @@ def start_loaded(
         feeder = threading.Thread(target=_feed, args=(fifo, data), daemon=True)
         feeder.start()
         path = fifo
-    process = start_anvil([*command, "--load-state", str(path)] if path else command, log)
+    process = start_anvil([*command, "--load-state", str(path)] if path else command, log, nice=nice)
     try:
         wait_answering(rpc, process, timeout=900)
     except RestoreError:
@@ -667,7 +676,8 @@ class Supervisor:
             command = anvil_command(self.args.anvil, "127.0.0.1", port, self.args.accounts, self.args.chain_id)
             rpc = Rpc(f"http://127.0.0.1:{port}", timeout=900)
             fifo = self.folder / f"snapshot-{os.getpid()}.fifo"
-            anvil = start_loaded(command, subprocess.DEVNULL, rpc, data=data, fifo=fifo)
+            # Niced: the node the ledger talks to comes first for the CPU while a snapshot is taken.
+            anvil = start_loaded(command, subprocess.DEVNULL, rpc, data=data, fifo=fifo, nice=10)
             if self.job_stop.is_set():
                 return
             replay(rpc, records, until=target[0])
