@@ -11,8 +11,8 @@ of 100,000 events each (``ledger settle``, default batch size), up to each H of 
    ``write_bytes``) over 30 s with no block mined, scaled to a minute; and whether any file of the store
    changed.
 2. **Per block** (``bytes_per_block``): 50 plain transfers, one block each: the journal's growth and the
-   supervisor's written bytes, per block. ``settle_bytes_per_block``: the same while the history was
-   built (blocks of full settlement batches).
+   supervisor's written bytes (``written_bytes_per_block``), per block. ``settle_bytes_per_block``: the
+   mean journal record of a block carrying a settlement batch (the blocks the history was built with).
 3. **While persisting** (``p99_block_number_ms``, ``max_block_number_ms``): ``eth_blockNumber`` every
    10 ms while a snapshot is taken (``kill -USR1`` of the supervisor: in a private Anvil, which loads the
    previous snapshot, replays the journal and dumps) and blocks are mined at ~5/s; ``snapshot_s`` is how
@@ -137,6 +137,20 @@ def journal_bytes(store: Store) -> int:
     return sum(path.stat().st_size for _, path in store.segments())
 
 
+def settle_record_bytes(store: Store) -> int | None:
+    """Mean size of the journal records of blocks that carry a settlement batch (over 1 M gas), in the
+    segments still kept (a snapshot drops older ones, so growth of the folder would undercount)."""
+    from ledger.chain.store import encode, read_segment
+
+    sizes = [
+        len(encode(record))
+        for _, path in store.segments()
+        for record, _end in read_segment(path)
+        if record.get("t") == "b" and record.get("gu", 0) > 1_000_000
+    ]
+    return round(sum(sizes) / len(sizes)) if sizes else None
+
+
 def settle_chunk(env: dict, tmp: Path, index: int, count: int) -> None:
     path = tmp / f"revenue-{index}.csv"
     with open(path, "w") as out:
@@ -254,15 +268,13 @@ def main() -> int:
             build: dict = {}
             if level > settled:
                 sampler = Sampler(url)
-                j0, b0 = journal_bytes(store), int(rpc(url, "eth_blockNumber"), 16)
                 while settled < level:
                     count = min(CHUNK, level - settled)
                     t0 = time.perf_counter()
                     settle_chunk(env, tmp, index, count)
                     settled, index = settled + count, index + 1
                     print(f"  settled {settled:,} events ({time.perf_counter() - t0:.1f} s)", flush=True)
-                blocks = int(rpc(url, "eth_blockNumber"), 16) - b0
-                build = {"bytes_per_block": round((journal_bytes(store) - j0) / max(1, blocks)), **sampler.stop()}
+                build = {"bytes_per_block": settle_record_bytes(store), **sampler.stop()}
             row = measure(env, data, url, store, level, build)
             print(json.dumps(row), flush=True)
             rows.append(row)
