@@ -161,15 +161,28 @@ def settle_chunk(env: dict, tmp: Path, index: int, count: int) -> None:
     path.unlink()
 
 
+def children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def wait_quiet(store: Store, sup: int) -> None:
+    """Until the last blocks, and any snapshot they called for, are on disk: no private node running (the
+    supervisor's only child is the node) and no file of the store changed for 5 s."""
+    quiet_since, last = time.monotonic(), None
+    while time.monotonic() - quiet_since < 5:
+        now = {p.name: p.stat().st_mtime_ns for p in store.folder.iterdir()}
+        if now != last or len(children(sup)) > 1:
+            quiet_since, last = time.monotonic(), now
+        time.sleep(0.5)
+
+
 def measure(env: dict, data: Path, url: str, store: Store, height: int, build: dict) -> dict:
     info = node_info(data)
     sup, anvil = info["supervisor"], info["pid"]
-    quiet_since, last = time.monotonic(), None
-    while time.monotonic() - quiet_since < 5:  # the last blocks, and any snapshot they called for, on disk
-        now = {p.name: p.stat().st_mtime_ns for p in store.folder.iterdir()}
-        if now != last:
-            quiet_since, last = time.monotonic(), now
-        time.sleep(0.5)
+    wait_quiet(store, sup)
     files_before = {p.name: p.stat().st_mtime_ns for p in store.folder.iterdir()}
     w0 = written(sup) + written(anvil)
     time.sleep(IDLE_S)
