@@ -71,6 +71,7 @@ bench: compile
 	python scripts/bench_audit.py
 	python scripts/bench_settle.py
 	python scripts/bench_history.py
+	python scripts/bench_chain.py
 
 # Generated state only; keeps .venv and node_modules.
 clean:

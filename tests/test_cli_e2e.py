@@ -347,15 +347,18 @@ def test_python_warnings_stay_out_of_the_output_unless_debug(monkeypatch):
         assert len([w for w in seen if "a library's deprecation" in str(w.message)]) == shown, debug
 
 
-@pytest.mark.anvil_only("a chain kept across a restart needs Anvil's state file; Hardhat's node keeps none")
+@pytest.mark.anvil_only("a chain kept across a restart needs the supervisor's store; Hardhat's node keeps none")
 def test_the_chain_stopped_and_started_again_keeps_every_balance(cli, sh):
     before = json.loads(cli.run("balance", "--json").out)
-    height = json.loads(cli.run("chain", "status", "--json").out)["block"]
-    assert "state saved" in sh.run("chain", "down").out
+    status = json.loads(cli.run("chain", "status", "--json").out)
+    height = status["block"]
+    assert f"up to block {height}" in sh.run("chain", "down").out
     assert "not running" in sh.run("chain", "down").out
-    assert json.loads(cli.run("chain", "status", "--json").out)["running"] is False
+    stopped = json.loads(cli.run("chain", "status", "--json").out)
+    assert stopped["running"] is False and stopped["durable_block"] == height and stopped["store_bytes"] > 0
     cli.fails("balance", code=2, contains="ledger chain up")
-    assert "loaded from" in sh.run("chain", "up").out
+    out = sh.run("chain", "up").out
+    assert f"restored block {height} from snapshot" in out and "did not stop cleanly" not in out
     assert "already runs" in sh.run("chain", "up").out
     assert json.loads(cli.run("chain", "status", "--json").out)["block"] == height
     assert json.loads(cli.run("balance", "--json").out) == before
@@ -363,7 +366,7 @@ def test_the_chain_stopped_and_started_again_keeps_every_balance(cli, sh):
 
 
 @pytest.mark.anvil_only("the corrupt state file is Anvil's; Hardhat's node reads none")
-def test_a_corrupt_state_file_and_a_taken_port_get_clear_messages(tmp_path):
+def test_a_corrupt_state_file_of_the_old_scheme_and_a_taken_port_get_clear_messages(tmp_path):
     broken = LedgerCLI(tmp_path / "data", free_port())
     state = broken.data_dir / "node" / "state.json"
     state.parent.mkdir(parents=True)

@@ -120,10 +120,8 @@ def connected(settings: Settings) -> Iterator[None]:
     prepare_environment()
     if settings.is_local:
         node = LocalNode(settings)
-        if not _answers(node):
-            raise ChainUnavailable(
-                f"the local chain is not running at {settings.node_url}; start it with `ledger chain up`"
-            )
+        if not node.answers():
+            node.wait_until_answering()  # "not running", or "busy" after a wait: never both
         choice = LOCAL_PROVIDERS[node.kind]  # the node this data folder runs, else LEDGER_NODE
         provider_settings = {"host": settings.node_url, "manage_process": False}
     else:
@@ -162,19 +160,6 @@ def connected(settings: Settings) -> Iterator[None]:
         # A dead node cannot be disconnected from cleanly; there is nothing to undo then.
         with contextlib.suppress(Exception):
             context.__exit__(None, None, None)
-
-
-def _answers(node) -> bool:
-    """Whether the local node answers; one that is running (its process alive) gets up to 10 s: Anvil
-    stalls its RPC for seconds while it writes a large state file."""
-    import time
-
-    deadline = time.monotonic() + 10
-    while not node.answers():
-        if node.running_pid() is None or time.monotonic() > deadline:
-            return False
-        time.sleep(0.5)
-    return True
 
 
 def _local_anvil(provider_settings: dict):

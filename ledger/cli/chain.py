@@ -11,7 +11,7 @@ from .context import App, pass_app
 
 @click.group()
 def chain():
-    """Start, stop and inspect the local chain (Anvil, with its state in a file; or Hardhat's node, in
+    """Start, stop and inspect the local chain (Anvil, kept durable on disk; or Hardhat's node, in
     memory only, with LEDGER_NODE=hardhat).
 
     \b
@@ -22,16 +22,27 @@ def chain():
     """
 
 
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 @chain.command()
-@click.option("--reset", is_flag=True, help="Keep the current state file aside (renamed) and start an empty chain.")
+@click.option(
+    "--reset", is_flag=True, help="Keep the current store (or old state file) aside, renamed, and start an empty chain."
+)
 @pass_app
 def up(app: App, reset: bool):
     """Start the local chain in the background.
 
-    On Anvil (the default) the chain's state is written to DATA_DIR/node/state.json every second and on
-    `ledger chain down`, so balances survive restarts; a crash of the node loses at most about one
-    second of blocks. With LEDGER_NODE=hardhat, Hardhat's node runs instead: it has no state file, and
-    its chain is gone when it stops.
+    On Anvil (the default) a supervisor process keeps the chain durable in DATA_DIR/node/store/: a journal
+    of every block, on disk within about half a second, and snapshots. After any crash (of the node, of the
+    supervisor, of the machine) `ledger chain up` restores the chain and says which block it restored;
+    at most the last 2 seconds of blocks are lost (docs/local-chain.md). With LEDGER_NODE=hardhat,
+    Hardhat's node runs instead: it keeps nothing, and its chain is gone when it stops.
 
     \b
     Example:
@@ -44,21 +55,26 @@ def up(app: App, reset: bool):
     if not started:
         click.echo(f"the local chain already runs (pid {status.pid}) at {status.url}, block {status.block}")
         return
-    loaded = f", loaded from {status.state_file}" if status.block else ""
     click.echo(
-        f"local chain started (pid {status.pid}) at {status.url}: "
-        f"chain id {status.chain_id}, block {status.block}{loaded}"
+        f"local chain started (pid {status.pid}) at {status.url}: chain id {status.chain_id}, block {status.block}"
     )
     if node.persistent:
-        click.echo(f"state: {node.state_file} (saved every second); log: {node.log_file}")
+        restored = status.restored or {}
+        if restored.get("message"):
+            click.echo(restored["message"])
+        click.echo(
+            f"store: {node.store.folder} (every block on disk within about 0.5 s; supervisor pid "
+            f"{status.supervisor_pid}); log: {node.log_file}"
+        )
     else:
-        click.echo(f"{node.name} keeps no state file: the chain is lost when it stops; log: {node.log_file}")
+        click.echo(f"{node.name} keeps no state: the chain is lost when it stops; log: {node.log_file}")
 
 
 @chain.command()
 @pass_app
 def down(app: App):
-    """Stop the local chain cleanly (Anvil saves its state first; a Hardhat chain is discarded).
+    """Stop the local chain (on Anvil the store is already current: it stops at once; a Hardhat chain is
+    discarded).
 
     \b
     Example:
@@ -70,7 +86,8 @@ def down(app: App):
     persistent, name = node.persistent, node.name
     if node.stop():
         if persistent:
-            click.echo(f"local chain stopped; state saved in {node.state_file}")
+            block, _ = node.durable()
+            click.echo(f"local chain stopped; its history is kept in {node.store.folder} (up to block {block})")
         else:
             click.echo(f"local chain stopped; {name} keeps no state, so its chain is gone")
     else:
@@ -81,12 +98,15 @@ def down(app: App):
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @pass_app
 def status(app: App, as_json: bool):
-    """Whether the local chain runs, its block height and chain id, and the deployments recorded.
+    """Whether the local chain runs, its block height and chain id, what is on disk, and the deployments
+    recorded.
 
     \b
     Example:
       ledger chain status
     """
+    import time
+
     from ledger.chain.deployment import DeploymentStore
     from ledger.chain.node import NODE_NAMES, LocalNode
 
@@ -99,6 +119,7 @@ def status(app: App, as_json: bool):
             records.append(json.loads(path.read_text()))
         except ValueError:
             records.append({"file": str(path), "error": "unreadable"})
+    age = time.time() - state.durable_at if state.durable_at else None
     if as_json:
         from .output import echo_json
 
@@ -108,25 +129,31 @@ def status(app: App, as_json: bool):
                 "node": state.node,
                 "persistent": state.persistent,
                 "pid": state.pid,
+                "supervisor_pid": state.supervisor_pid,
                 "url": state.url,
                 "block": state.block,
                 "chain_id": state.chain_id,
-                "state_file": str(state.state_file) if state.state_file else None,
-                "state_bytes": state.state_bytes,
+                "store": str(state.store) if state.store else None,
+                "store_bytes": state.store_bytes,
+                "durable_block": state.durable_block,
+                "durable_age_s": round(age, 3) if age is not None else None,
                 "note": state.note,
                 "deployments": records,
             }
         )
         return
     if state.running:
-        click.echo(f"running: yes ({NODE_NAMES[state.node]}, pid {state.pid}) at {state.url}")
+        sup = f", supervisor pid {state.supervisor_pid}" if state.supervisor_pid else ""
+        click.echo(f"running: yes ({NODE_NAMES[state.node]}, pid {state.pid}{sup}) at {state.url}")
         click.echo(f"chain id: {state.chain_id}   block: {state.block}" + (f"   ({state.note})" if state.note else ""))
     else:
         click.echo(f"running: no (start it with `ledger chain up`){'; ' + state.note if state.note else ''}")
     if not state.persistent:
-        click.echo(f"state file: none ({NODE_NAMES[state.node]} keeps its chain in memory only; not persistent)")
-    elif state.state_file:
-        click.echo(f"state file: {state.state_file} ({state.state_bytes / 1e6:.2f} MB)")
+        click.echo(f"store: none ({NODE_NAMES[state.node]} keeps its chain in memory only; not persistent)")
+    elif state.store:
+        click.echo(f"store: {state.store} ({state.store_bytes / 1e6:.2f} MB on disk: snapshots and journal)")
+        if state.durable_block is not None and age is not None:
+            click.echo(f"last durable block: {state.durable_block} (seen {_age(age)} ago)")
     if not records:
         click.echo("deployments: none recorded (run `ledger deploy`)")
     for record in records:

@@ -93,16 +93,15 @@ class Session:
 
     def _open_over_rpc(self):
         from ledger.chain.ledger import LedgerChain
+        from ledger.chain.node import LocalNode
         from ledger.chain.rpc import HttpRpc
         from ledger.errors import ChainUnavailable
 
         rpc = HttpRpc(self.rpc_url)
-        try:
-            chain_id = int(rpc.request("eth_chainId"), 16)
-        except ChainUnavailable:
-            raise ChainUnavailable(
-                f"the local chain is not running at {self.rpc_url}; start it with `ledger chain up`"
-            ) from None
+        node = LocalNode(self.settings)
+        if not node.answers(timeout=2.0):
+            node.wait_until_answering()  # "not running", or "busy" after a wait: never both
+        chain_id = int(rpc.request("eth_chainId"), 16)
         record = self.store.load(chain_id)
         if record is None:
             raise ChainUnavailable(f"no deployment recorded for chain {chain_id} in {self.store.folder}; deploy first")

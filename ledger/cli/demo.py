@@ -59,7 +59,7 @@ def demo(ctx: click.Context, events: int):
     node = LocalNode(app.settings)
     status, started = node.start()
     if started:
-        where = f"state in {node.state_file}" if node.persistent else f"{node.name}, not persistent"
+        where = f"kept in {node.store.folder}" if node.persistent else f"{node.name}, not persistent"
         click.echo(f"started the local chain at {status.url} ({where})")
     else:
         click.echo(f"using the local chain at {status.url} (block {status.block})")
