@@ -70,6 +70,7 @@ bench: compile
 	python scripts/bench_cli.py
 	python scripts/bench_audit.py
 	python scripts/bench_settle.py
+	python scripts/bench_import.py
 
 # Generated state only; keeps .venv and node_modules.
 clean:

@@ -252,6 +252,39 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
         IERC20(token).safeTransfer(payout, amount);
     }
 
+    /// @inheritdoc IAllianceLedger
+    function payout(address token, uint32[] calldata meIds) external nonReentrant returns (uint256 paid) {
+        if (token == address(0)) revert LedgerZeroAddress("token");
+        uint256 n = meIds.length;
+        if (n == 0) revert PayoutBatchEmpty(token);
+        IERC20 erc20 = IERC20(token);
+        for (uint256 i; i < n; ++i) {
+            uint32 meId = meIds[i];
+            // Every registered ME has a non-zero payout address; the zero address means no such ME.
+            address to = _mes[meId].payout;
+            if (to == address(0)) revert MEUnknown(meId);
+            uint256 amount = _balanceOf(meId, token);
+            if (amount == 0) continue;
+
+            // Effects before the transfer, so the invariant holds during it (held == owed after it).
+            _setBalance(meId, token, 0);
+            _totalOwed[token] -= amount;
+            // Interaction. The event states the transfer's outcome, so it follows it; `nonReentrant`
+            // keeps every value-moving function closed meanwhile.
+            if (erc20.trySafeTransfer(to, amount)) {
+                // The ME's balance, and so `paid`, is at most `_totalOwed[token]`.
+                unchecked {
+                    paid += amount;
+                }
+                emit Withdrawn(meId, token, to, amount);
+            } else {
+                _setBalance(meId, token, amount);
+                _totalOwed[token] += amount;
+                emit PayoutSkipped(meId, token, to, amount);
+            }
+        }
+    }
+
     // ================================================================================================
     // Views
     // ================================================================================================
@@ -596,6 +629,16 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
         runTotal = batch.runBase + batch.runExcess;
         batch.runBase = 0;
         batch.runExcess = 0;
+    }
+
+    /// @dev An ME's withdrawable balance in `token`: the one place payouts read it.
+    function _balanceOf(uint32 meId, address token) private view returns (uint256) {
+        return _balances[meId][token];
+    }
+
+    /// @dev Sets an ME's withdrawable balance in `token` (`totalOwed` is the caller's business).
+    function _setBalance(uint32 meId, address token, uint256 amount) private {
+        _balances[meId][token] = amount;
     }
 
     /// @dev S_1..S_(n-1): the running sums of a share table, without the last (which is BPS).

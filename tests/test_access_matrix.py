@@ -67,6 +67,8 @@ MATRIX = {
     "settle":             (ROLE,   ROLE,    OK,      ROLE,    ROLE,    ROLE,    ROLE,    ROLE),
     "closePeriod":        (ROLE,   ROLE,    OK,      ROLE,    ROLE,    ROLE,    ROLE,    ROLE),
     "withdraw":           (PAYOUT, PAYOUT,  PAYOUT,  PAYOUT,  PAYOUT,  OK,      PAYOUT,  PAYOUT),
+    # payout(token, [fridge]): anyone may send a payout run; the money goes to fridge's payout address only.
+    "payout":             (OK,     OK,      OK,      OK,      OK,      OK,      OK,      OK),
     "grantRole":          (OK,     ROLE,    ROLE,    ROLE,    ROLE,    ROLE,    ROLE,    ROLE),
     "revokeRole":         (OK,     ROLE,    ROLE,    ROLE,    ROLE,    ROLE,    ROLE,    ROLE),
     # renounceRole(PLATFORM_ROLE, platform): only the holder itself can give its role up.
@@ -244,6 +246,17 @@ def row_of(function: str, w: World) -> Row:
         payout = w.callers["payout"].address
         return Row(
             lambda s: led.withdraw(w.fridge, w.token, sender=s),
+            lambda: (
+                led.balance_of(w.fridge, w.token),
+                led.total_owed(w.token),
+                led.token_balance(w.token, payout),
+            ),
+            lambda before: (0, before[1] - before[0], before[2] + before[0]),
+        )
+    if function == "payout":
+        payout = w.callers["payout"].address
+        return Row(
+            lambda s: led.payout(w.token, [w.fridge], sender=s),
             lambda: (
                 led.balance_of(w.fridge, w.token),
                 led.total_owed(w.token),

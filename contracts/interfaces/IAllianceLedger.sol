@@ -127,6 +127,7 @@ interface IAllianceLedger {
 
     error WithdrawCallerNotPayout(uint32 meId, address caller, address payout);
     error NothingToWithdraw(uint32 meId, address token);
+    error PayoutBatchEmpty(address token);
 
     // ------------------------------------------------------------------------------------------------
     // Events: together they rebuild the whole history from logs alone
@@ -164,7 +165,12 @@ interface IAllianceLedger {
         uint256[] excessCredits
     );
     event PeriodClosed(bytes32 indexed agreementId, uint32 indexed period, uint128 revenue);
+    /// @notice An ME's balance left the ledger to its payout address `to`: by `withdraw`, or paid by a
+    /// `payout` run.
     event Withdrawn(uint32 indexed meId, address indexed token, address to, uint256 amount);
+    /// @notice A `payout` run could not pay the ME (its payout address reverted, or the token refused the
+    /// transfer): the ME keeps `amount` as its balance, to be paid by a later run or withdrawn.
+    event PayoutSkipped(uint32 indexed meId, address indexed token, address payout, uint256 amount);
 
     // ------------------------------------------------------------------------------------------------
     // ME registry
@@ -237,6 +243,16 @@ interface IAllianceLedger {
 
     /// @notice Pays an ME's whole balance in `token` to its payout address; only that address may call.
     function withdraw(uint32 meId, address token) external returns (uint256 amount);
+
+    /// @notice Pays each listed ME's whole balance in `token` to the ME's own payout address (anyone may
+    /// call: the money can only go where the ME's signer agreed). Per ME, in list order: a zero balance is
+    /// passed over; otherwise the balance is cleared, the tokens sent with a non-reverting transfer and
+    /// `Withdrawn` emitted; a transfer that fails (a receiver that reverts, a token that blocks the
+    /// address or returns false) restores the balance and emits `PayoutSkipped`, and the run goes on.
+    /// Reverts only for an empty list (`PayoutBatchEmpty`), the zero token, or an unknown ME id
+    /// (`MEUnknown`). An ME listed twice is paid once (its balance is zero the second time).
+    /// @return paid the total sent
+    function payout(address token, uint32[] calldata meIds) external returns (uint256 paid);
 
     // ------------------------------------------------------------------------------------------------
     // Views
