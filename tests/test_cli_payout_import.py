@@ -98,7 +98,7 @@ def test_alliance_import_proposes_version_one_of_each_and_a_rerun_skips_them(cli
     out = cli.run("alliance", "import", str(jsonl)).out
     assert "proposed 2 alliances (version 1); 0 existed already" in out
     tier = json.loads(cli.run("alliance", "show", "imp-tier", "--json").out)
-    assert tier["versions"][0]["target"] in ("1000.5", "1000.50")
+    assert tier["versions"][0]["target"] == "1000.500000"
     assert [p["me"] for p in tier["versions"][0]["parties"]] == ["a-one", "a-two", "a-three"]
     assert "proposed 0 alliances (version 1); 2 existed already (skipped)" in cli.run("alliance", "import", str(jsonl)).out
     csv = write_csv(tmp_path / "alliances.csv", [
@@ -149,16 +149,16 @@ def test_a_payout_run_pays_each_selected_me_at_its_payout_address_and_a_rerun_pa
     cli.run("settle", str(revenue))
     plan = json.loads(cli.run("payout", "run", "--alliance", "pay-run", "--dry-run", "--json").out)
     assert {m["me"]: (m["payout"], m["amount"]) for m in plan["mes"]} == {
-        "p-one": (dev(17), "50.005"), "p-two": (dev(19), "30.003"), "p-three": (dev(13), "20.002"),
+        "p-one": (dev(17), "50.005000"), "p-two": (dev(19), "30.003000"), "p-three": (dev(13), "20.002000"),
     }  # fmt: skip
-    assert plan["total"] == "100.01"
+    assert plan["total"] == "100.010000"
     # --min leaves out the smaller balances; --me narrows to named MEs.
     big = json.loads(cli.run("payout", "run", "--alliance", "pay-run", "--min", "40", "--dry-run", "--json").out)
     assert [m["me"] for m in big["mes"]] == ["p-one"]
     out = cli.run("payout", "run", "--alliance", "pay-run", "--me", "p-two", "--account", "dev0").out
-    assert "paid 1 MEs 30.003" in out
+    assert "paid 1 MEs 30.003000" in out
     out = cli.run("payout", "run", "--alliance", "pay-run", "--batch-size", "1").out
-    assert "paid 2 MEs 70.007" in out and "skipped 0" in out
+    assert "paid 2 MEs 70.007000" in out and "skipped 0" in out
     for name in ("p-one", "p-two", "p-three"):
         balances = json.loads(cli.run("me", "show", name, "--json").out)["balances"]
         assert all(float(v) == 0 for v in balances.values()), (name, balances)
