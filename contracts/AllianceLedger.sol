@@ -97,20 +97,24 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
         onlyRole(PLATFORM_ROLE)
         returns (uint32 meId)
     {
-        uint256 length = bytes(name).length;
-        if (length == 0 || length > MAX_NAME_BYTES) revert MENameInvalid(name);
-        bytes32 nameHash = keccak256(bytes(name));
-        uint32 existing = _meIdByName[nameHash];
-        if (existing != 0) revert MENameTaken(name, existing);
-        if (payout == address(0)) revert LedgerZeroAddress("payout");
-        if (signer == address(0)) revert LedgerZeroAddress("signer");
-        if (parent != 0 && _mes[parent].status == MEStatus.None) revert MEUnknown(parent);
+        meId = _register(name, payout, signer, parent);
+    }
 
-        meId = ++_meCount;
-        _mes[meId] = MERecord({signer: signer, status: MEStatus.Active, nonce: 0, parent: parent, payout: payout});
-        _names[meId] = name;
-        _meIdByName[nameHash] = meId;
-        emit MERegistered(meId, name, payout, signer, parent);
+    /// @inheritdoc IAllianceLedger
+    function registerMEs(
+        string[] calldata names,
+        address[] calldata payouts,
+        address[] calldata signers,
+        uint32[] calldata parents
+    ) external onlyRole(PLATFORM_ROLE) returns (uint32 firstId) {
+        uint256 n = names.length;
+        if (n == 0 || payouts.length != n || signers.length != n || parents.length != n) {
+            revert MEBatchInvalid(n, payouts.length, signers.length, parents.length);
+        }
+        firstId = _meCount + 1;
+        for (uint256 i; i < n; ++i) {
+            _register(names[i], payouts[i], signers[i], parents[i]);
+        }
     }
 
     /// @inheritdoc IAllianceLedger
@@ -155,6 +159,18 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
     {
         if (!hasRole(PLATFORM_ROLE, msg.sender)) _checkProposer(agreementId, terms, current);
         (version,) = _propose(agreementId, terms);
+    }
+
+    /// @inheritdoc IAllianceLedger
+    function proposeAgreements(bytes32[] calldata agreementIds, Terms[] calldata terms)
+        external
+        onlyRole(PLATFORM_ROLE)
+    {
+        uint256 n = agreementIds.length;
+        if (n == 0 || terms.length != n) revert AgreementBatchInvalid(n, terms.length);
+        for (uint256 i; i < n; ++i) {
+            _propose(agreementIds[i], terms[i]);
+        }
     }
 
     /// @inheritdoc IAllianceLedger
@@ -361,6 +377,27 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
     // ================================================================================================
     // Internals
     // ================================================================================================
+
+    /// @dev Checks and records a new ME (the caller checked the role).
+    function _register(string calldata name, address payout, address signer, uint32 parent)
+        private
+        returns (uint32 meId)
+    {
+        uint256 length = bytes(name).length;
+        if (length == 0 || length > MAX_NAME_BYTES) revert MENameInvalid(name);
+        bytes32 nameHash = keccak256(bytes(name));
+        uint32 existing = _meIdByName[nameHash];
+        if (existing != 0) revert MENameTaken(name, existing);
+        if (payout == address(0)) revert LedgerZeroAddress("payout");
+        if (signer == address(0)) revert LedgerZeroAddress("signer");
+        if (parent != 0 && _mes[parent].status == MEStatus.None) revert MEUnknown(parent);
+
+        meId = ++_meCount;
+        _mes[meId] = MERecord({signer: signer, status: MEStatus.Active, nonce: 0, parent: parent, payout: payout});
+        _names[meId] = name;
+        _meIdByName[nameHash] = meId;
+        emit MERegistered(meId, name, payout, signer, parent);
+    }
 
     /// @dev Validates `terms` and records them as the next version of `agreementId`.
     function _propose(bytes32 agreementId, Terms calldata terms) private returns (uint32 version, bytes32 termsHash) {

@@ -56,11 +56,13 @@ MATRIX = {
     #                     admin    platform finance  party_   other_   payout   other_   attacker
     #                                                signer   signer            payout
     "registerME":         (ROLE,   OK,      ROLE,    ROLE,    ROLE,    ROLE,    ROLE,    ROLE),
+    "registerMEs":        (ROLE,   OK,      ROLE,    ROLE,    ROLE,    ROLE,    ROLE,    ROLE),
     "updateME":           (ROLE,   OK,      ROLE,    ROLE,    ROLE,    ROLE,    ROLE,    ROLE),
     "dissolveME":         (ROLE,   OK,      ROLE,    ROLE,    ROLE,    ROLE,    ROLE,    ROLE),
     "proposeAgreement":   (PARTY,  OK,      PARTY,   OK,      PARTY,   PARTY,   PARTY,   PARTY),
     "proposeAgreement (amendment)":
                           (CURRENT, OK,     CURRENT, OK,      CURRENT, CURRENT, CURRENT, CURRENT),
+    "proposeAgreements":  (ROLE,   OK,      ROLE,    ROLE,    ROLE,    ROLE,    ROLE,    ROLE),
     "activateAgreement":  (OK,     OK,      OK,      OK,      OK,      OK,      OK,      OK),
     "createAgreement":    (OK,     OK,      OK,      OK,      OK,      OK,      OK,      OK),
     "terminateAgreement": (OK,     OK,      OK,      OK,      OK,      OK,      OK,      OK),
@@ -178,6 +180,21 @@ def row_of(function: str, w: World) -> Row:
             lambda s: led.update_me(w.fridge, new_payout, new_signer, consent, sender=s),
             lambda: (led.me(w.fridge).payout, led.me(w.fridge).signer, led.me(w.fridge).nonce),
             lambda before: (new_payout, new_signer, before[2] + 1),
+            "PLATFORM_ROLE",
+        )
+    if function == "registerMEs":
+        return Row(
+            lambda s: _raw(lambda: c.registerMEs(["matrix-a", "matrix-b"], [new_payout] * 2, [new_signer] * 2, [0, 0],
+                                                 sender=s)),  # fmt: skip
+            lambda: int(c.meCount()),
+            lambda before: before + 2,
+            "PLATFORM_ROLE",
+        )
+    if function == "proposeAgreements":
+        return Row(
+            lambda s: _raw(lambda: c.proposeAgreements([FRESH], [w.terms.as_tuple()], sender=s)),
+            lambda: _status(w, FRESH),
+            lambda _: (AgreementStatus.PROPOSED, 0, 1),
             "PLATFORM_ROLE",
         )
     if function == "dissolveME":

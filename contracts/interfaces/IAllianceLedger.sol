@@ -93,8 +93,10 @@ interface IAllianceLedger {
     error MEUnknown(uint32 meId);
     error MENotActive(uint32 meId, MEStatus status);
     error MEConsentInvalid(uint32 meId, address recovered, address signer);
+    error MEBatchInvalid(uint256 names, uint256 payouts, uint256 signers, uint256 parents);
 
     error AgreementIdInvalid();
+    error AgreementBatchInvalid(uint256 agreementIds, uint256 terms);
     error AgreementExists(bytes32 agreementId);
     error AgreementUnknown(bytes32 agreementId);
     error AgreementNotActive(bytes32 agreementId, AgreementStatus status);
@@ -181,6 +183,17 @@ interface IAllianceLedger {
         external
         returns (uint32 meId);
 
+    /// @notice Registers several MEs in one transaction (platform role), in order, each exactly as
+    /// `registerME` would (an ME may name as parent one registered earlier in the same call). Reverts as a
+    /// whole on the first refused one, or `MEBatchInvalid` when the arrays are empty or of unequal length.
+    /// @return firstId the id of the first ME; the others follow consecutively
+    function registerMEs(
+        string[] calldata names,
+        address[] calldata payouts,
+        address[] calldata signers,
+        uint32[] calldata parents
+    ) external returns (uint32 firstId);
+
     /// @notice Changes an ME's payout and signer (platform role) with the consent of its current signer:
     /// an EIP-712 `MEUpdate(meId, payout, signer, nonce)` signature.
     function updateME(uint32 meId, address payout, address signer, bytes calldata consent) external;
@@ -203,6 +216,12 @@ interface IAllianceLedger {
     function proposeAgreement(bytes32 agreementId, Terms calldata terms, Terms calldata current)
         external
         returns (uint32 version);
+
+    /// @notice Proposes version 1 of several new agreements, or new versions of existing ones, in one
+    /// transaction (platform role), each exactly as `proposeAgreement` by the platform would. Reverts as a
+    /// whole on the first refused one, or `AgreementBatchInvalid` when the arrays are empty or of unequal
+    /// length.
+    function proposeAgreements(bytes32[] calldata agreementIds, Terms[] calldata terms) external;
 
     /// @notice Activates a pending version with every party's EIP-712 `Approval` signature, in party
     /// order. Anyone may submit: the signatures are the authorisation. Any version newer than the one in

@@ -3,8 +3,9 @@ import``) in one process.
 
 The whole file is read and checked first, against itself and the chain: every problem is reported by
 row (the line number in the file; a CSV header is row 1) and nothing is sent while there is one. Then
-the new rows are sent through one pipeline from the platform account (several transactions in flight,
-nonces assigned locally), in file order, so an ME may name as parent an ME of an earlier row.
+the new rows are sent in batches (``registerMEs``: 50 MEs per transaction; ``proposeAgreements``: as many
+proposals as fit 8 million gas) through one pipeline from the platform account (several transactions in
+flight, nonces assigned locally), in file order, so an ME may name as parent an ME of an earlier row.
 
 Safe to re-run: a row already on the chain with the same values is skipped; with other values it is a
 problem (a re-run never changes what is registered). A run interrupted half-way completes when run
@@ -45,7 +46,9 @@ from ledger.revenue_file import _lines, _Problems
 ME_COLUMNS = ("name", "signer", "payout", "parent")
 ALLIANCE_COLUMNS = ("alliance", "party", "share", "excess", "target", "token")
 ME_NAME_MAX_BYTES = 64  # the contract's MAX_NAME_BYTES
-REGISTER_GAS = 400_000  # registerME writes at most 8 slots (a 64-byte name takes 3) and one log
+ME_BATCH = 50  # MEs per registerMEs transaction
+REGISTER_GAS = 200_000  # per ME: registerME writes at most 7 slots (a 64-byte name takes 3) and one log
+PROPOSAL_GAS_BUDGET = 8_000_000  # gas per proposeAgreements transaction
 
 
 def name_problem(name: str, what: str) -> str | None:
@@ -148,7 +151,7 @@ def _send_all(chain, sender, items: Sequence[tuple[object, bytes, int]], progres
         for done in done_list:
             if done.ok:
                 if progress:
-                    progress(1)
+                    progress(len(done.key))
             else:
                 why = f"transaction {done.receipt.tx_hash} reverted" if done.receipt else "never mined"
                 failed.append((done.key, why))
@@ -257,26 +260,33 @@ def import_mes(chain, path: Path, *, sender, dry_run: bool = False, progress=Non
         return summary
     if not chain.has_role("platform", sender.address):
         raise LedgerError(f"account {sender.address} does not hold the platform role; only it registers MEs")
-    register = chain.abi["registerME"]
+    register = chain.abi["registerMEs"]
     ids_known: dict[str, int] = {}
     parents = [r.parent for r in new if r.parent]
     if parents:
         found = chain.views([("meIdByName", (n,)) for n in dict.fromkeys(parents)])
         ids_known = {n: int(i) for n, i in zip(dict.fromkeys(parents), found, strict=True) if int(i)}
     next_id = chain.me_count() + 1
-    items = []
+    parent_ids = []
     for r in new:
         # An ME of an earlier row gets the next id in order (the pipeline keeps the file's order).
-        parent_id = ids_known.get(r.parent, 0) if r.parent else 0
-        items.append((r, register.encode(r.name, r.payout, r.signer, parent_id), REGISTER_GAS))
+        parent_ids.append(ids_known.get(r.parent, 0) if r.parent else 0)
         ids_known[r.name] = next_id
         next_id += 1
+    items = []
+    for start in range(0, len(new), ME_BATCH):
+        rows = new[start : start + ME_BATCH]
+        data = register.encode([r.name for r in rows], [r.payout for r in rows], [r.signer for r in rows],
+                               parent_ids[start : start + ME_BATCH])  # fmt: skip
+        items.append((rows, data, 50_000 + REGISTER_GAS * len(rows)))
     failed = _send_all(chain, sender, items, progress)
-    summary.sent = len(new) - len(failed)
+    lost = sum(len(rows) for rows, _ in failed)
+    summary.sent = len(new) - lost
     if failed:
+        rows, why = failed[0]
         raise LedgerError(
-            f"{len(failed)} of {len(new)} MEs were not registered (first: row {failed[0][0].row}, "
-            f"{failed[0][0].name!r}: {failed[0][1]}); run the same import again: registered rows are skipped"
+            f"{lost} of {len(new)} MEs were not registered (a batch from row {rows[0].row}, {rows[0].name!r}: "
+            f"{why}); run the same import again: registered rows are skipped"
         )
     return summary
 
@@ -441,19 +451,31 @@ def import_alliances(chain, path: Path, *, sender, default_token: str | None, de
         return summary
     if not chain.has_role("platform", sender.address):
         raise LedgerError(f"account {sender.address} does not hold the platform role; only it proposes from a file")
-    from ledger.chain.ledger import EMPTY_TERMS
+    propose = chain.abi["proposeAgreements"]
+    items = []
+    batch: list[AllianceRow] = []
+    gas = 50_000
 
-    propose = chain.abi["proposeAgreement"]
-    items = [
-        (a, propose.encode(text_to_bytes32(a.name), a.terms.as_tuple(), EMPTY_TERMS),
-         150_000 + 20_000 * len(a.terms.parties))
-        for a in new
-    ]  # fmt: skip
+    def flush() -> None:
+        ids = [text_to_bytes32(a.name) for a in batch]
+        items.append((list(batch), propose.encode(ids, [a.terms.as_tuple() for a in batch]), gas))
+
+    for a in new:
+        cost = 120_000 + 25_000 * len(a.terms.parties)
+        if batch and gas + cost > PROPOSAL_GAS_BUDGET:
+            flush()
+            batch, gas = [], 50_000
+        batch.append(a)
+        gas += cost
+    if batch:
+        flush()
     failed = _send_all(chain, sender, items, progress)
-    summary.sent = len(new) - len(failed)
+    lost = sum(len(rows) for rows, _ in failed)
+    summary.sent = len(new) - lost
     if failed:
+        rows, why = failed[0]
         raise LedgerError(
-            f"{len(failed)} of {len(new)} alliances were not proposed (first: row {failed[0][0].row}, "
-            f"{failed[0][0].name!r}: {failed[0][1]}); run the same import again: proposed rows are skipped"
+            f"{lost} of {len(new)} alliances were not proposed (a batch from row {rows[0].row}, {rows[0].name!r}: "
+            f"{why}); run the same import again: proposed rows are skipped"
         )
     return summary
