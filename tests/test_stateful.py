@@ -880,6 +880,7 @@ def test_chain_matches_the_model_over_random_sequences(env):
     for wanted in [
         ("settle", "ok"),
         ("withdraw", "ok"),
+        ("payout", "ok"),
         ("activateAgreement", "ok"),
         ("settle", "SettlementOutOfSequence"),
         ("proposeAgreement", "AgreementProposerNotCurrentParty"),
