@@ -3,6 +3,8 @@ exactly as the single-item function would, the whole call refused on the first b
 
 from __future__ import annotations
 
+import pytest
+
 from ledger.chain.ledger import LedgerChain
 from ledger.models import AgreementStatus, MEStatus, Terms
 
@@ -51,3 +53,23 @@ def test_propose_agreements_proposes_version_one_of_each_and_refuses_a_bad_batch
         found = ledger.agreement(agreement_id)
         assert (found.status, found.latest_version, found.active_version) == (AgreementStatus.PROPOSED, 1, 0)
         assert ledger.terms_of(agreement_id, 1) == terms
+
+
+def test_an_me_file_row_already_registered_is_skipped_when_identical_and_refused_with_another_parent(
+    ledger, platform, kitchen, signers, payouts, accounts, tmp_path
+):
+    from ledger.errors import InputError
+    from ledger.services.imports import check_me_file
+
+    child = ledger.register_me("child", accounts[12].address, accounts[13].address, kitchen["fridge"], sender=platform)
+    same = tmp_path / "same.csv"
+    same.write_text(f"name,signer,payout,parent\nfridge,{signers[0].address},{payouts[0].address},\n"
+                    f"child,{accounts[13].address},{accounts[12].address},fridge\nnew-one,{accounts[14].address},,child\n")
+    new, skipped = check_me_file(ledger, same)
+    assert [r.name for r in skipped] == ["fridge", "child"] and [r.name for r in new] == ["new-one"]
+    other = tmp_path / "other.csv"
+    other.write_text(f"name,signer,payout,parent\nchild,{accounts[13].address},{accounts[12].address},oven\n")
+    with pytest.raises(InputError) as info:
+        check_me_file(ledger, other)
+    assert info.value.problems == [f"row 2: ME 'child' is registered (id {child}) with other values: parent fridge "
+                                   f"(file: oven)"]  # fmt: skip

@@ -218,6 +218,9 @@ def check_me_file(chain, path: Path) -> tuple[list[MERow], list[MERow]]:
     names = list(dict.fromkeys([r.name for r in rows] + [r.parent for r in rows if r.parent]))
     ids = dict(zip(names, (int(v) for v in chain.views([("meIdByName", (n,)) for n in names])), strict=True))
     existing = {me.name: me for me in chain.mes_by_id(sorted({i for i in ids.values() if i}))}
+    name_of = {me.id: me.name for me in existing.values()}
+    unseen = sorted({me.parent for me in existing.values() if me.parent and me.parent not in name_of})
+    name_of.update({me.id: me.name for me in chain.mes_by_id(unseen)} if unseen else {})
     new: list[MERow] = []
     same: list[MERow] = []
     for r in rows:
@@ -232,18 +235,16 @@ def check_me_file(chain, path: Path) -> tuple[list[MERow], list[MERow]]:
         if me is None:
             new.append(r)
             continue
-        parent_name = existing[r.parent].name if r.parent and r.parent in existing else ""
+        parent_name = name_of.get(me.parent, f"id {me.parent}") if me.parent else ""
         differs = [
             f"{what} {have} (file: {want})"
             for what, have, want in (
                 ("signer", me.signer, r.signer),
                 ("payout", me.payout, r.payout),
-                ("parent", parent_name if me.parent else "(none)", r.parent or "(none)"),
+                ("parent", parent_name or "(none)", r.parent or "(none)"),
             )
             if str(have).lower() != str(want).lower()
         ]
-        if me.parent and not parent_name and r.parent:
-            differs = differs or []
         if differs:
             problems.add(f"row {r.row}: ME {r.name!r} is registered (id {me.id}) with other values: {'; '.join(differs)}")
         else:
