@@ -72,6 +72,7 @@ bench: compile
 	python scripts/bench_settle.py
 	python scripts/bench_history.py
 	python scripts/bench_chain.py
+	python scripts/bench_import.py
 
 # Generated state only; keeps .venv and node_modules.
 clean:

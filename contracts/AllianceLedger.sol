@@ -97,20 +97,24 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
         onlyRole(PLATFORM_ROLE)
         returns (uint32 meId)
     {
-        uint256 length = bytes(name).length;
-        if (length == 0 || length > MAX_NAME_BYTES) revert MENameInvalid(name);
-        bytes32 nameHash = keccak256(bytes(name));
-        uint32 existing = _meIdByName[nameHash];
-        if (existing != 0) revert MENameTaken(name, existing);
-        if (payout == address(0)) revert LedgerZeroAddress("payout");
-        if (signer == address(0)) revert LedgerZeroAddress("signer");
-        if (parent != 0 && _mes[parent].status == MEStatus.None) revert MEUnknown(parent);
+        meId = _register(name, payout, signer, parent);
+    }
 
-        meId = ++_meCount;
-        _mes[meId] = MERecord({signer: signer, status: MEStatus.Active, nonce: 0, parent: parent, payout: payout});
-        _names[meId] = name;
-        _meIdByName[nameHash] = meId;
-        emit MERegistered(meId, name, payout, signer, parent);
+    /// @inheritdoc IAllianceLedger
+    function registerMEs(
+        string[] calldata names,
+        address[] calldata payouts,
+        address[] calldata signers,
+        uint32[] calldata parents
+    ) external onlyRole(PLATFORM_ROLE) returns (uint32 firstId) {
+        uint256 n = names.length;
+        if (n == 0 || payouts.length != n || signers.length != n || parents.length != n) {
+            revert MEBatchInvalid(n, payouts.length, signers.length, parents.length);
+        }
+        firstId = _meCount + 1;
+        for (uint256 i; i < n; ++i) {
+            _register(names[i], payouts[i], signers[i], parents[i]);
+        }
     }
 
     /// @inheritdoc IAllianceLedger
@@ -155,6 +159,18 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
     {
         if (!hasRole(PLATFORM_ROLE, msg.sender)) _checkProposer(agreementId, terms, current);
         (version,) = _propose(agreementId, terms);
+    }
+
+    /// @inheritdoc IAllianceLedger
+    function proposeAgreements(bytes32[] calldata agreementIds, Terms[] calldata terms)
+        external
+        onlyRole(PLATFORM_ROLE)
+    {
+        uint256 n = agreementIds.length;
+        if (n == 0 || terms.length != n) revert AgreementBatchInvalid(n, terms.length);
+        for (uint256 i; i < n; ++i) {
+            _propose(agreementIds[i], terms[i]);
+        }
     }
 
     /// @inheritdoc IAllianceLedger
@@ -252,6 +268,39 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
         IERC20(token).safeTransfer(payout, amount);
     }
 
+    /// @inheritdoc IAllianceLedger
+    function payout(address token, uint32[] calldata meIds) external nonReentrant returns (uint256 paid) {
+        if (token == address(0)) revert LedgerZeroAddress("token");
+        uint256 n = meIds.length;
+        if (n == 0) revert PayoutBatchEmpty(token);
+        IERC20 erc20 = IERC20(token);
+        for (uint256 i; i < n; ++i) {
+            uint32 meId = meIds[i];
+            // Every registered ME has a non-zero payout address; the zero address means no such ME.
+            address to = _mes[meId].payout;
+            if (to == address(0)) revert MEUnknown(meId);
+            uint256 amount = _balanceOf(meId, token);
+            if (amount == 0) continue;
+
+            // Effects before the transfer, so the invariant holds during it (held == owed after it).
+            _setBalance(meId, token, 0);
+            _totalOwed[token] -= amount;
+            // Interaction. The event states the transfer's outcome, so it follows it; `nonReentrant`
+            // keeps every value-moving function closed meanwhile.
+            if (erc20.trySafeTransfer(to, amount)) {
+                // The ME's balance, and so `paid`, is at most `_totalOwed[token]`.
+                unchecked {
+                    paid += amount;
+                }
+                emit Withdrawn(meId, token, to, amount);
+            } else {
+                _setBalance(meId, token, amount);
+                _totalOwed[token] += amount;
+                emit PayoutSkipped(meId, token, to, amount);
+            }
+        }
+    }
+
     // ================================================================================================
     // Views
     // ================================================================================================
@@ -328,6 +377,27 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
     // ================================================================================================
     // Internals
     // ================================================================================================
+
+    /// @dev Checks and records a new ME (the caller checked the role).
+    function _register(string calldata name, address payout, address signer, uint32 parent)
+        private
+        returns (uint32 meId)
+    {
+        uint256 length = bytes(name).length;
+        if (length == 0 || length > MAX_NAME_BYTES) revert MENameInvalid(name);
+        bytes32 nameHash = keccak256(bytes(name));
+        uint32 existing = _meIdByName[nameHash];
+        if (existing != 0) revert MENameTaken(name, existing);
+        if (payout == address(0)) revert LedgerZeroAddress("payout");
+        if (signer == address(0)) revert LedgerZeroAddress("signer");
+        if (parent != 0 && _mes[parent].status == MEStatus.None) revert MEUnknown(parent);
+
+        meId = ++_meCount;
+        _mes[meId] = MERecord({signer: signer, status: MEStatus.Active, nonce: 0, parent: parent, payout: payout});
+        _names[meId] = name;
+        _meIdByName[nameHash] = meId;
+        emit MERegistered(meId, name, payout, signer, parent);
+    }
 
     /// @dev Validates `terms` and records them as the next version of `agreementId`.
     function _propose(bytes32 agreementId, Terms calldata terms) private returns (uint32 version, bytes32 termsHash) {
@@ -596,6 +666,16 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
         runTotal = batch.runBase + batch.runExcess;
         batch.runBase = 0;
         batch.runExcess = 0;
+    }
+
+    /// @dev An ME's withdrawable balance in `token`: the one place payouts read it.
+    function _balanceOf(uint32 meId, address token) private view returns (uint256) {
+        return _balances[meId][token];
+    }
+
+    /// @dev Sets an ME's withdrawable balance in `token` (`totalOwed` is the caller's business).
+    function _setBalance(uint32 meId, address token, uint256 amount) private {
+        _balances[meId][token] = amount;
     }
 
     /// @dev S_1..S_(n-1): the running sums of a share table, without the last (which is BPS).

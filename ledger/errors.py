@@ -170,6 +170,7 @@ _REVERT_WORDS = {
     "TokenTransferShortfall": "the token delivered {received} of {expected} base units",
     "WithdrawCallerNotPayout": "only the ME's payout address {payout} may withdraw",
     "NothingToWithdraw": "ME {meId} has nothing to withdraw in this token",
+    "PayoutBatchEmpty": "a payout run needs at least one ME",
     "ERC20InsufficientAllowance": "the finance account's token allowance is too low",
     "ERC20InsufficientBalance": "the finance account's token balance is too low",
 }

@@ -38,6 +38,14 @@ warm-up of the same kind, so the slots it writes are already non-zero, as they a
     holds tokens from an earlier withdrawal. (The first withdrawal to a payout address that holds no
     token yet costs ~17,000 more; it is printed for information.)
 
+``payout_gas``
+    A payout run (``payout(token, meIds)``) of ``PAYOUT_BATCH`` MEs in one transaction, sent by an
+    account with no role; each ME's balance comes from two 50-party agreements settled beforehand.
+    ``per_me_k100`` = the run's gas / 100 in steady state: the payout addresses already hold the token
+    (a second run after a second settlement), ``totalOwed`` stays non-zero. ``per_me_k100_first`` is
+    the first run, whose payout addresses receive the token for the first time (their token balance
+    slots go from zero to non-zero). Against ``withdraw_gas`` for one ME paid by its own transaction.
+
 ``oz_payment_splitter``
     The baseline is PaymentSplitter (``contracts/bench/OZPaymentSplitter.sol``) with the 5 payees of
     2,000 shares each. One round of K payments is: K ERC-20 ``transfer``s of revenue (same amount
@@ -107,6 +115,8 @@ SPLITTER_PAYEES = 5
 # Targets from the issue.
 TARGET_GAS_PER_EVENT_N5_K1000 = 2_600
 TARGET_AGREEMENT_N5 = 150_000
+TARGET_PAYOUT_PER_ME = 20_000
+PAYOUT_BATCH = 100
 
 
 class BenchError(RuntimeError):
@@ -294,6 +304,40 @@ def measure_withdraw_gas(bench: Bench) -> tuple[int, int]:
     return steady, first
 
 
+def measure_payout_gas(bench: Bench) -> dict[str, float]:
+    """Per-ME gas of a payout run of PAYOUT_BATCH MEs: steady state and first time (see module docs)."""
+    ledger, token = bench.ledger, bench.token
+    test_accounts = ape.accounts.test_accounts
+    ids, signer_of = [], {}
+    for i in range(PAYOUT_BATCH):
+        signer, payout = test_accounts.generate_test_account(), test_accounts.generate_test_account()
+        me_id = ledger.register_me(f"bench-payout-{i + 1:03d}", payout.address, signer.address, sender=bench.platform)
+        ids.append(me_id)
+        signer_of[me_id] = signer
+    halves = []
+    for h in range(2):
+        part = ids[h * 50 : (h + 1) * 50]
+        terms = Terms.build(token, dict(zip(part, equal_shares(50), strict=True)))
+        agreement_id = LedgerChain.agreement_id(f"bench-payout-{h}")
+        message = ledger.approval_message(agreement_id, 1, terms)
+        signatures = [eip712.sign(signer_of[p], message) for p in terms.parties]
+        ledger.create(agreement_id, terms, signatures, sender=bench.platform)
+        halves.append((agreement_id, terms))
+    rng = data_source("payout")
+    gas = []
+    for round_ in range(2):
+        for agreement_id, terms in halves:
+            settle(bench, agreement_id, terms, round_ * WARMUP_EVENTS, events(rng, round_ * WARMUP_EVENTS, WARMUP_EVENTS))
+        owed = ledger.balances_of(ids, token)
+        total_before = ledger.total_owed(token)
+        receipt = ledger.contract.payout(token, ids, sender=bench.payer)
+        if any(ledger.balances_of(ids, token)) or total_before - ledger.total_owed(token) != sum(owed):
+            raise BenchError("the payout run did not pay every ME its whole balance")
+        gas.append(receipt.gas_used / PAYOUT_BATCH)
+    first, steady = gas
+    return {f"per_me_k{PAYOUT_BATCH}": round(steady, 1), f"per_me_k{PAYOUT_BATCH}_first": round(first, 1)}
+
+
 def erc20_release(splitter: ContractInstance) -> ContractTransaction:
     """PaymentSplitter's ``release(IERC20 token, address account)`` overload, selected explicitly."""
     for abi in splitter.contract_type.mutable_methods:
@@ -376,6 +420,9 @@ def print_table(sections: dict[str, Any], info: dict[str, float]) -> None:
     print("\nwithdraw")
     row("withdraw (payout already holds tokens)", sections["withdraw_gas"])
     row("first withdraw to a payout (info)", info["withdraw_first"])
+    print(f"\npayout run of {PAYOUT_BATCH} MEs, per ME paid")
+    for key, value in sections["payout_gas"].items():
+        row(key, value, verdict(value, TARGET_PAYOUT_PER_ME) if key == f"per_me_k{PAYOUT_BATCH}" else "first time (info)")
     print("\nOpenZeppelin 4.9.6 PaymentSplitter, 5 payees: (k transfers + 5 releases) / k")
     for key, value in sections["oz_payment_splitter"].items():
         row(key, value, "steady state (second round)")
@@ -407,6 +454,7 @@ def main() -> int:
         agreement_gas = timed("agreements", lambda: measure_agreement_gas(bench))
         withdraw_gas, withdraw_first = timed("withdraw", lambda: measure_withdraw_gas(bench))
         info: dict[str, float] = {"withdraw_first": withdraw_first}
+        payout_gas = timed("payout run", lambda: measure_payout_gas(bench))
         splitter: dict[str, float] = {}
         for count in SPLITTER_PAYMENTS:
             key = f"per_payment_n{SPLITTER_PAYEES}_k{count}"
@@ -417,6 +465,7 @@ def main() -> int:
             "gas_per_event": {key: round(value, 1) for key, value in gas_per_event.items()},
             "agreement_gas": agreement_gas,
             "withdraw_gas": withdraw_gas,
+            "payout_gas": payout_gas,
             "oz_payment_splitter": {key: round(value, 1) for key, value in splitter.items()},
             "meta": node_meta(),
         }

@@ -403,6 +403,27 @@ class LedgerModel:
         self.holdings[(payout, token)] += amount
         return Outcome(None, amount)
 
+    def payout(self, token: str, me_ids: list[int]) -> Outcome:
+        """A payout run (any caller): every listed ME's whole balance to its payout address, once even if
+        listed twice. The machine's payout addresses are plain accounts, so no transfer is refused here
+        (refusals are tested in tests/test_payout_run.py). Returns the total paid."""
+        if not me_ids:
+            return refused("PayoutBatchEmpty")
+        if any(me_id not in self.mes for me_id in me_ids):
+            return refused("MEUnknown")
+        paid = 0
+        for me_id in me_ids:
+            amount = self.balances[(me_id, token)]
+            if amount == 0:
+                continue
+            payout = self.payout_of(me_id)
+            self.balances[(me_id, token)] = 0
+            self.total_owed[token] -= amount
+            self.holdings[(self.ledger, token)] -= amount
+            self.holdings[(payout, token)] += amount
+            paid += amount
+        return Outcome(None, paid)
+
     # -- the model's own invariants -----------------------------------------------------------------
 
     def check(self, tokens: list[str]) -> None:

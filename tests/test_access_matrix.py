@@ -56,17 +56,21 @@ MATRIX = {
     #                     admin    platform finance  party_   other_   payout   other_   attacker
     #                                                signer   signer            payout
     "registerME":         (ROLE,   OK,      ROLE,    ROLE,    ROLE,    ROLE,    ROLE,    ROLE),
+    "registerMEs":        (ROLE,   OK,      ROLE,    ROLE,    ROLE,    ROLE,    ROLE,    ROLE),
     "updateME":           (ROLE,   OK,      ROLE,    ROLE,    ROLE,    ROLE,    ROLE,    ROLE),
     "dissolveME":         (ROLE,   OK,      ROLE,    ROLE,    ROLE,    ROLE,    ROLE,    ROLE),
     "proposeAgreement":   (PARTY,  OK,      PARTY,   OK,      PARTY,   PARTY,   PARTY,   PARTY),
     "proposeAgreement (amendment)":
                           (CURRENT, OK,     CURRENT, OK,      CURRENT, CURRENT, CURRENT, CURRENT),
+    "proposeAgreements":  (ROLE,   OK,      ROLE,    ROLE,    ROLE,    ROLE,    ROLE,    ROLE),
     "activateAgreement":  (OK,     OK,      OK,      OK,      OK,      OK,      OK,      OK),
     "createAgreement":    (OK,     OK,      OK,      OK,      OK,      OK,      OK,      OK),
     "terminateAgreement": (OK,     OK,      OK,      OK,      OK,      OK,      OK,      OK),
     "settle":             (ROLE,   ROLE,    OK,      ROLE,    ROLE,    ROLE,    ROLE,    ROLE),
     "closePeriod":        (ROLE,   ROLE,    OK,      ROLE,    ROLE,    ROLE,    ROLE,    ROLE),
     "withdraw":           (PAYOUT, PAYOUT,  PAYOUT,  PAYOUT,  PAYOUT,  OK,      PAYOUT,  PAYOUT),
+    # payout(token, [fridge]): anyone may send a payout run; the money goes to fridge's payout address only.
+    "payout":             (OK,     OK,      OK,      OK,      OK,      OK,      OK,      OK),
     "grantRole":          (OK,     ROLE,    ROLE,    ROLE,    ROLE,    ROLE,    ROLE,    ROLE),
     "revokeRole":         (OK,     ROLE,    ROLE,    ROLE,    ROLE,    ROLE,    ROLE,    ROLE),
     # renounceRole(PLATFORM_ROLE, platform): only the holder itself can give its role up.
@@ -178,6 +182,21 @@ def row_of(function: str, w: World) -> Row:
             lambda before: (new_payout, new_signer, before[2] + 1),
             "PLATFORM_ROLE",
         )
+    if function == "registerMEs":
+        return Row(
+            lambda s: _raw(lambda: c.registerMEs(["matrix-a", "matrix-b"], [new_payout] * 2, [new_signer] * 2, [0, 0],
+                                                 sender=s)),  # fmt: skip
+            lambda: int(c.meCount()),
+            lambda before: before + 2,
+            "PLATFORM_ROLE",
+        )
+    if function == "proposeAgreements":
+        return Row(
+            lambda s: _raw(lambda: c.proposeAgreements([FRESH], [w.terms.as_tuple()], sender=s)),
+            lambda: _status(w, FRESH),
+            lambda _: (AgreementStatus.PROPOSED, 0, 1),
+            "PLATFORM_ROLE",
+        )
     if function == "dissolveME":
         return Row(
             lambda s: led.dissolve_me(w.logistics, sender=s),
@@ -244,6 +263,17 @@ def row_of(function: str, w: World) -> Row:
         payout = w.callers["payout"].address
         return Row(
             lambda s: led.withdraw(w.fridge, w.token, sender=s),
+            lambda: (
+                led.balance_of(w.fridge, w.token),
+                led.total_owed(w.token),
+                led.token_balance(w.token, payout),
+            ),
+            lambda before: (0, before[1] - before[0], before[2] + before[0]),
+        )
+    if function == "payout":
+        payout = w.callers["payout"].address
+        return Row(
+            lambda s: led.payout(w.token, [w.fridge], sender=s),
             lambda: (
                 led.balance_of(w.fridge, w.token),
                 led.total_owed(w.token),

@@ -338,6 +338,7 @@ CANONICAL = {
     "PartiesCredited": "PartiesCredited(bytes32,uint32,uint32,uint64,uint64,uint256[],uint256[])",
     "PeriodClosed": "PeriodClosed(bytes32,uint32,uint128)",
     "Withdrawn": "Withdrawn(uint32,address,address,uint256)",
+    "PayoutSkipped": "PayoutSkipped(uint32,address,address,uint256)",
     "RoleGranted": "RoleGranted(bytes32,address,address)",
     "RoleRevoked": "RoleRevoked(bytes32,address,address)",
 }
@@ -411,6 +412,8 @@ FAKE_EVENTS = {
                         ("excessCredits", "uint256[]", 0)],
     "PeriodClosed": [("agreementId", "bytes32", 1), ("period", "uint32", 1), ("revenue", "uint128", 0)],
     "Withdrawn": [("meId", "uint32", 1), ("token", "address", 1), ("to", "address", 0), ("amount", "uint256", 0)],
+    "PayoutSkipped": [("meId", "uint32", 1), ("token", "address", 1), ("payout", "address", 0),
+                      ("amount", "uint256", 0)],
     "RoleGranted": [("role", "bytes32", 1), ("account", "address", 1), ("sender", "address", 1)],
 }  # fmt: skip
 FAKE_TOPICS = {keccak(text=f"{n}({','.join(t for _, t, _ in spec)})"): n for n, spec in FAKE_EVENTS.items()}
@@ -576,6 +579,12 @@ class FakeChain:
         self.withdrawn[token] += amount
         self._emit(self._tx(), "Withdrawn", meId=me_id, token=token, to=self.mes[me_id]["payout"], amount=amount)
         return amount
+
+    def payout_skipped(self, me_id: int, token: str, *, amount: int | None = None, payout: str | None = None) -> None:
+        """A payout run that could not pay the ME: nothing moves (``amount``/``payout`` to tamper)."""
+        amount = self.balances[(me_id, token)] if amount is None else amount
+        payout = self.mes[me_id]["payout"] if payout is None else payout
+        self._emit(self._tx(), "PayoutSkipped", meId=me_id, token=token, payout=payout, amount=amount)
 
     # -- the node ---------------------------------------------------------------------------------------
 
@@ -1487,3 +1496,29 @@ def test_http_rpc_errors(server):
     server.mode = "garbage"
     with pytest.raises(ChainUnavailable, match="no JSON-RPC node answers at http://127.0.0.1:"):
         rpc.request("eth_chainId", [1])
+
+
+# =====================================================================================================
+# Payout runs: PayoutSkipped
+# =====================================================================================================
+
+
+def test_a_skipped_payout_that_names_the_balance_and_the_payout_address_audits_clean():
+    chain = history()
+    chain.payout_skipped(OVEN, USDC)
+    report = run_audit(chain)
+    assert report.findings == []
+    assert report.counts["payouts_skipped"] == 1
+
+
+@pytest.mark.parametrize("tamper", ["amount", "payout"])
+def test_a_skipped_payout_with_another_amount_or_address_is_a_withdrawal_finding(tamper):
+    chain = history()
+    owed = chain.balances[(OVEN, USDC)]
+    if tamper == "amount":
+        chain.payout_skipped(OVEN, USDC, amount=owed + 1)
+    else:
+        chain.payout_skipped(OVEN, USDC, payout="0x" + "ab" * 20)
+    report = run_audit(chain)
+    assert [f.kind for f in report.findings] == ["withdrawal"]
+    assert ("its balance is" if tamper == "amount" else "its payout address is") in report.findings[0].message

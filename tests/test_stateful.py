@@ -725,6 +725,18 @@ class LedgerMachine(RuleBasedStateMachine):
         outcome = self.model.withdraw(me_id, token, sender=sender.address)
         self.expect(outcome, sender, "withdraw", me_id, token)
 
+    @rule(data=st.data())
+    def payout(self, data):
+        """A payout run by any account over a few MEs (some listed twice; rarely an unknown id, or none)."""
+        token = data.draw(st.sampled_from(self.env.token_addresses), label="token")
+        known = self.me_ids()
+        ids = data.draw(st.lists(st.sampled_from(known), max_size=4), label="MEs") if known else []
+        if rarely(data, "payout: an unknown ME"):
+            ids = [*ids, len(known) + 1]
+        sender = self.account(data, "caller")
+        outcome = self.model.payout(token, ids)
+        self.expect(outcome, sender, "payout", token, ids)
+
     # -- invariants ---------------------------------------------------------------------------------
 
     @invariant()
@@ -868,6 +880,7 @@ def test_chain_matches_the_model_over_random_sequences(env):
     for wanted in [
         ("settle", "ok"),
         ("withdraw", "ok"),
+        ("payout", "ok"),
         ("activateAgreement", "ok"),
         ("settle", "SettlementOutOfSequence"),
         ("proposeAgreement", "AgreementProposerNotCurrentParty"),

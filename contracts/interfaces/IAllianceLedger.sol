@@ -93,8 +93,10 @@ interface IAllianceLedger {
     error MEUnknown(uint32 meId);
     error MENotActive(uint32 meId, MEStatus status);
     error MEConsentInvalid(uint32 meId, address recovered, address signer);
+    error MEBatchInvalid(uint256 names, uint256 payouts, uint256 signers, uint256 parents);
 
     error AgreementIdInvalid();
+    error AgreementBatchInvalid(uint256 agreementIds, uint256 terms);
     error AgreementExists(bytes32 agreementId);
     error AgreementUnknown(bytes32 agreementId);
     error AgreementNotActive(bytes32 agreementId, AgreementStatus status);
@@ -127,6 +129,7 @@ interface IAllianceLedger {
 
     error WithdrawCallerNotPayout(uint32 meId, address caller, address payout);
     error NothingToWithdraw(uint32 meId, address token);
+    error PayoutBatchEmpty(address token);
 
     // ------------------------------------------------------------------------------------------------
     // Events: together they rebuild the whole history from logs alone
@@ -164,7 +167,12 @@ interface IAllianceLedger {
         uint256[] excessCredits
     );
     event PeriodClosed(bytes32 indexed agreementId, uint32 indexed period, uint128 revenue);
+    /// @notice An ME's balance left the ledger to its payout address `to`: by `withdraw`, or paid by a
+    /// `payout` run.
     event Withdrawn(uint32 indexed meId, address indexed token, address to, uint256 amount);
+    /// @notice A `payout` run could not pay the ME (its payout address reverted, or the token refused the
+    /// transfer): the ME keeps `amount` as its balance, to be paid by a later run or withdrawn.
+    event PayoutSkipped(uint32 indexed meId, address indexed token, address payout, uint256 amount);
 
     // ------------------------------------------------------------------------------------------------
     // ME registry
@@ -174,6 +182,17 @@ interface IAllianceLedger {
     function registerME(string calldata name, address payout, address signer, uint32 parent)
         external
         returns (uint32 meId);
+
+    /// @notice Registers several MEs in one transaction (platform role), in order, each exactly as
+    /// `registerME` would (an ME may name as parent one registered earlier in the same call). Reverts as a
+    /// whole on the first refused one, or `MEBatchInvalid` when the arrays are empty or of unequal length.
+    /// @return firstId the id of the first ME; the others follow consecutively
+    function registerMEs(
+        string[] calldata names,
+        address[] calldata payouts,
+        address[] calldata signers,
+        uint32[] calldata parents
+    ) external returns (uint32 firstId);
 
     /// @notice Changes an ME's payout and signer (platform role) with the consent of its current signer:
     /// an EIP-712 `MEUpdate(meId, payout, signer, nonce)` signature.
@@ -197,6 +216,12 @@ interface IAllianceLedger {
     function proposeAgreement(bytes32 agreementId, Terms calldata terms, Terms calldata current)
         external
         returns (uint32 version);
+
+    /// @notice Proposes version 1 of several new agreements, or new versions of existing ones, in one
+    /// transaction (platform role), each exactly as `proposeAgreement` by the platform would. Reverts as a
+    /// whole on the first refused one, or `AgreementBatchInvalid` when the arrays are empty or of unequal
+    /// length.
+    function proposeAgreements(bytes32[] calldata agreementIds, Terms[] calldata terms) external;
 
     /// @notice Activates a pending version with every party's EIP-712 `Approval` signature, in party
     /// order. Anyone may submit: the signatures are the authorisation. Any version newer than the one in
@@ -237,6 +262,16 @@ interface IAllianceLedger {
 
     /// @notice Pays an ME's whole balance in `token` to its payout address; only that address may call.
     function withdraw(uint32 meId, address token) external returns (uint256 amount);
+
+    /// @notice Pays each listed ME's whole balance in `token` to the ME's own payout address (anyone may
+    /// call: the money can only go where the ME's signer agreed). Per ME, in list order: a zero balance is
+    /// passed over; otherwise the balance is cleared, the tokens sent with a non-reverting transfer and
+    /// `Withdrawn` emitted; a transfer that fails (a receiver that reverts, a token that blocks the
+    /// address or returns false) restores the balance and emits `PayoutSkipped`, and the run goes on.
+    /// Reverts only for an empty list (`PayoutBatchEmpty`), the zero token, or an unknown ME id
+    /// (`MEUnknown`). An ME listed twice is paid once (its balance is zero the second time).
+    /// @return paid the total sent
+    function payout(address token, uint32[] calldata meIds) external returns (uint256 paid);
 
     // ------------------------------------------------------------------------------------------------
     // Views

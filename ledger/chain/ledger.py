@@ -420,6 +420,26 @@ class LedgerChain:
         receipt = self.transact(self._method("withdraw"), me_id, token, sender=sender)
         return int(self._event_args(receipt, "Withdrawn")["amount"])
 
+    def payout(self, token: str, me_ids: Sequence[int], *, sender) -> Receipt:
+        """Pay the listed MEs' balances in ``token`` to their payout addresses (anyone may send)."""
+        return self.transact(self.contract.payout, token, list(me_ids), sender=sender)
+
+    def payout_data(self, token: str, me_ids: Sequence[int]) -> bytes:
+        """The calldata of ``payout`` (for :class:`ledger.chain.transact.Pipeline`)."""
+        return self.abi["payout"].encode(token, list(me_ids))
+
+    def estimate_gas(self, sender: str, data: bytes) -> int:
+        """``eth_estimateGas`` of a call to the ledger; a revert raises :class:`ContractRevert`."""
+        call = {"from": sender, "to": self.address, "data": "0x" + data.hex()}
+        try:
+            return int(self.rpc.request("eth_estimateGas", [call]), 16)
+        except RpcError as err:
+            data = revert_data(err.data)
+            decoded = _decode_revert_data(data) if data else None
+            if decoded:
+                raise ContractRevert(*decoded) from None
+            raise
+
     def balance_of(self, me_id: int, token: str) -> int:
         return int(self.view("balanceOf", me_id, token))
 

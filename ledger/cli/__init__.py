@@ -26,6 +26,7 @@ COMMANDS = {
     "payouts": ("ledger.cli.money", "payouts", "What each ME was credited, from the chain's events."),
     "balance": ("ledger.cli.money", "balance", "What the ledger owes each ME, and the conservation check."),
     "withdraw": ("ledger.cli.money", "withdraw", "Pay an ME's balance out to its payout address."),
+    "payout": ("ledger.cli.payout", "payout", "Pay many MEs their balances at once (payout runs)."),
     "token": ("ledger.cli.money", "token", "The local settlement test token (mint, balance)."),
     "index": ("ledger.cli.index", "index", "The local index of the chain's logs (status, rebuild)."),
     "audit": ("ledger.cli.audit", "audit", "Verify the whole payout history from the chain alone."),

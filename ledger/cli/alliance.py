@@ -490,3 +490,40 @@ def show(app: App, name, as_json):
                 row.append("yes" if p["signed"] else "no")
             rows.append(row)
         click.echo(table(headers, rows, right={1, 2} if v["target"] else {1}))
+
+
+@alliance.command(name="import")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--dry-run", is_flag=True, help="Check the file against the chain and say what would be proposed.")
+@account_option("platform")
+@pass_app
+def import_(app: App, file, dry_run, account_alias):
+    """Propose every alliance of FILE as version 1 (platform role); the parties then sign and submit as
+    usual. JSON lines, one alliance per line:
+    {"name": "smart-kitchen", "token": "0x...", "target": "300000", "parties": [{"me": "fridge",
+    "share": 4000, "excess": 3000}, ...]} (token: default the deployment's; target and excess together,
+    or neither). Or CSV, one row per party, an alliance's rows together:
+    `alliance,party,share,excess,target,token`. The whole file is checked first, every problem printed
+    by row; an alliance that exists with the same terms is skipped, with other terms refused.
+
+    \b
+    Example:
+      ledger alliance import alliances.jsonl --dry-run
+      ledger alliance import alliances.jsonl
+    """
+    from pathlib import Path
+
+    from ledger.services.imports import import_alliances
+
+    with app.session() as s:
+        sender = None if dry_run else s.role_account("platform", account_alias)
+        summary = import_alliances(s.chain, Path(file), sender=sender, default_token=s.record.token,
+                                   decimals_of=s.decimals, dry_run=dry_run)  # fmt: skip
+    new = summary.rows - summary.skipped
+    if dry_run:
+        click.echo(f"dry run: {new} alliances would be proposed, {summary.skipped} exist already; nothing sent")
+    else:
+        click.echo(f"proposed {summary.sent} alliances (version 1); {summary.skipped} existed already (skipped)")
+        if summary.sent:
+            click.echo("next: each party signs (`ledger alliance sign NAME --account ACCOUNT`), then "
+                       "`ledger alliance submit NAME`")  # fmt: skip

@@ -157,7 +157,8 @@ def render(report) -> str:
         f"  revenue events   {c.get('events', 0)} in {count(c.get('batches', 0), 'batch')}, recomputed against "
         f"{count(c.get('credit_runs', 0), 'credit run')}",
         f"  periods closed   {c.get('periods_closed', 0)}",
-        f"  withdrawals      {c.get('withdrawals', 0)}",
+        f"  withdrawals      {c.get('withdrawals', 0)} (by withdraw or payout runs; "
+        f"{c.get('payouts_skipped', 0)} payouts skipped, balance kept)",
     ]
     if c.get("consents_unverifiable"):
         lines.append(f"  (ME updates sent through another contract, consent not read: {c['consents_unverifiable']})")

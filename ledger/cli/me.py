@@ -257,3 +257,34 @@ def dissolve(app: App, name, account_alias):
         me_id = s.chain.me_id_by_name(name)
         s.chain.dissolve_me(me_id, sender=s.role_account("platform", account_alias))
     click.echo(f"dissolved ME {name!r} (id {me_id})")
+
+
+@me.command(name="import")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--dry-run", is_flag=True, help="Check the file against the chain and say what would be registered.")
+@account_option("platform")
+@pass_app
+def import_(app: App, file, dry_run, account_alias):
+    """Register every ME of FILE (platform role): CSV with the header `name,signer,payout,parent`, or JSON
+    lines with those keys. `payout` empty: the signer; `parent` empty, or an ME registered before or in an
+    earlier row. The whole file is checked first and every problem printed by row; nothing is sent
+    then. Rows already registered with the same values are skipped, with other values refused, so
+    running it again is safe.
+
+    \b
+    Example:
+      ledger me import mes.csv --dry-run
+      ledger me import mes.csv
+    """
+    from pathlib import Path
+
+    from ledger.services.imports import import_mes
+
+    with app.session() as s:
+        sender = None if dry_run else s.role_account("platform", account_alias)
+        summary = import_mes(s.chain, Path(file), sender=sender, dry_run=dry_run)
+    new = summary.rows - summary.skipped
+    if dry_run:
+        click.echo(f"dry run: {new} MEs would be registered, {summary.skipped} are registered already; nothing sent")
+    else:
+        click.echo(f"registered {summary.sent} MEs; {summary.skipped} were registered already (skipped)")

@@ -60,6 +60,7 @@ EVENT_SIGNATURES = [
     " uint64 count, uint256[] baseCredits, uint256[] excessCredits)",
     "PeriodClosed(bytes32 indexed agreementId, uint32 indexed period, uint128 revenue)",
     "Withdrawn(uint32 indexed meId, address indexed token, address to, uint256 amount)",
+    "PayoutSkipped(uint32 indexed meId, address indexed token, address payout, uint256 amount)",
     "RoleGranted(bytes32 indexed role, address indexed account, address indexed sender)",
     "RoleRevoked(bytes32 indexed role, address indexed account, address indexed sender)",
 ]
@@ -442,6 +443,7 @@ class Auditor:
             "PartiesCredited": self._credited,
             "PeriodClosed": self._closed,
             "Withdrawn": self._withdrawn,
+            "PayoutSkipped": self._payout_skipped,
             "RoleGranted": self._role_granted,
             "RoleRevoked": self._role_revoked,
         }
@@ -925,6 +927,28 @@ class Auditor:
             )  # fmt: skip
         if a["to"] != me.payout:
             self._find("withdrawal", f"ME {me.name!r} was paid to {a['to']}, its payout address is {me.payout}", log)
+
+    def _payout_skipped(self, log: Log) -> None:
+        """A payout run could not pay the ME: nothing moved, so the ME must keep exactly its balance, and
+        the address that refused must be its payout address in force."""
+        a = log.args
+        me_id, token, amount = a["meId"], a["token"], a["amount"]
+        self.counts["payouts_skipped"] += 1
+        me = self._me(me_id, log)
+        if me is None:
+            return
+        balance = self.credited[(me_id, token)] - self.withdrawn[(me_id, token)]
+        if amount != balance or amount == 0:
+            self._find(
+                "withdrawal",
+                f"a payout run skipped ME {me.name!r} with {amount} base units of {token}; its balance is {balance}",
+                log, me_id=me_id, logged=amount, replayed=balance,
+            )  # fmt: skip
+        if a["payout"] != me.payout:
+            self._find(
+                "withdrawal", f"a payout run tried to pay ME {me.name!r} at {a['payout']}, its payout address is "
+                f"{me.payout}", log,
+            )  # fmt: skip
 
     def _me_name(self, me_id: int) -> str:
         me = self.mes.get(me_id)

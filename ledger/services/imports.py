@@ -1,0 +1,482 @@
+"""Onboarding from files: many MEs (``ledger me import``) or alliance proposals (``ledger alliance
+import``) in one process.
+
+The whole file is read and checked first, against itself and the chain: every problem is reported by
+row (the line number in the file; a CSV header is row 1) and nothing is sent while there is one. Then
+the new rows are sent in batches (``registerMEs``: 50 MEs per transaction; ``proposeAgreements``: as many
+proposals as fit 8 million gas) through one pipeline from the platform account (several transactions in
+flight, nonces assigned locally), in file order, so an ME may name as parent an ME of an earlier row.
+
+Safe to re-run: a row already on the chain with the same values is skipped; with other values it is a
+problem (a re-run never changes what is registered). A run interrupted half-way completes when run
+again.
+
+ME files (CSV with a header, or JSON lines), columns ``name,signer,payout,parent``: ``signer`` a
+checksummed (or all-lowercase) address, ``payout`` likewise or empty for the signer, ``parent`` empty or
+the name of an ME registered before or in an earlier row.
+
+Alliance files: JSON lines, one proposal per line::
+
+    {"name": "smart-kitchen", "token": "0x...", "target": "300000",
+     "parties": [{"me": "fridge", "share": 4000, "excess": 3000}, {"me": "oven", "share": 6000, "excess": 7000}]}
+
+``token`` may be left out (the deployment's token), ``target`` (token units, a decimal string) and the
+``excess`` shares go together. Or CSV, one row per party, the rows of one alliance together:
+``alliance,party,share,excess,target,token`` (``target``/``token`` on any of the alliance's rows, the
+same wherever given). Each becomes version 1 of a new alliance, proposed by the platform; the parties
+then sign (``ledger alliance sign``) and it is submitted as usual. An alliance that exists already is
+skipped when its first version has exactly these terms, and refused otherwise.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ledger.chain.connect import checked_address
+from ledger.chain.transact import NonceTaken
+from ledger.errors import InputError, LedgerError
+from ledger.models import MAX_PARTIES, MEStatus, Terms, text_to_bytes32
+from ledger.money import AmountError, parse_amount
+from ledger.revenue_file import _lines, _Problems
+
+ME_COLUMNS = ("name", "signer", "payout", "parent")
+ALLIANCE_COLUMNS = ("alliance", "party", "share", "excess", "target", "token")
+ME_NAME_MAX_BYTES = 64  # the contract's MAX_NAME_BYTES
+ME_BATCH = 50  # MEs per registerMEs transaction
+REGISTER_GAS = 200_000  # per ME: registerME writes at most 7 slots (a 64-byte name takes 3) and one log
+PROPOSAL_GAS_BUDGET = 8_000_000  # gas per proposeAgreements transaction
+
+
+def name_problem(name: str, what: str) -> str | None:
+    """Why ``name`` cannot name an ME or an alliance (``what``: "ME" or "alliance"), or None.
+
+    The one place imports check names: it will call the project's name rules (ledger/names.py) once
+    they exist. Today: the contract's limits (1-64 bytes for an ME, 1-32 for an alliance), no
+    surrounding spaces, no control characters."""
+    if not isinstance(name, str) or not name:
+        return f"{what} name is empty"
+    limit = ME_NAME_MAX_BYTES if what == "ME" else 32
+    size = len(name.encode("utf-8"))
+    if size > limit:
+        return f"{what} name {name!r} is {size} bytes; the limit is {limit}"
+    if name != name.strip():
+        return f"{what} name {name!r} has spaces around it"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return f"{what} name {name!r} contains a control character"
+    return None
+
+
+# -- reading ------------------------------------------------------------------------------------------
+
+
+def _records(path: Path, columns: Sequence[str], required: Sequence[str], problems: _Problems,
+             ) -> Iterator[tuple[int, dict]]:  # fmt: skip
+    """(row, {column: value}) of a CSV (header row) or JSON-lines file; shape problems go to ``problems``."""
+    lines = _lines(Path(path), problems)
+    first = next(((n, t) for n, t in lines if t.strip()), None)
+    if first is None:
+        raise InputError(f"{path}: the file is empty")
+    if first[1].lstrip().startswith("{"):
+        for number, text in [first, *lines]:
+            if not text.strip():
+                continue
+            try:
+                record = json.loads(text)
+            except ValueError as err:
+                problems.add(f"row {number}: not a JSON object ({err.msg})")
+                continue
+            if not isinstance(record, dict):
+                problems.add(f"row {number}: not a JSON object")
+                continue
+            yield number, record
+        return
+    header = [h.strip().lower() for h in next(csv.reader([first[1]]))]
+    unknown = [h for h in header if h not in columns]
+    missing = [c for c in required if c not in header]
+    if unknown or missing or len(set(header)) != len(header):
+        raise InputError(
+            f"{path}: row {first[0]}: the header must name the columns {','.join(columns)} "
+            f"(required: {', '.join(required)}); got {','.join(header)}"
+        )
+    for number, text in lines:
+        if not text.strip():
+            continue
+        values = next(csv.reader([text]))
+        if len(values) != len(header):
+            problems.add(f"row {number}: {len(values)} fields, the header has {len(header)}")
+            continue
+        yield number, dict(zip(header, (v.strip() for v in values), strict=True))
+
+
+def _text(record: dict, key: str, row: int, problems: _Problems, *, optional: bool = False) -> str | None:
+    value = record.get(key)
+    if value is None or value == "":
+        if not optional:
+            problems.add(f"row {row}: {key} is missing")
+        return None
+    if not isinstance(value, str):
+        problems.add(f"row {row}: {key} must be text")
+        return None
+    return value
+
+
+def _address(record: dict, key: str, row: int, problems: _Problems, *, optional: bool = False) -> str | None:
+    value = _text(record, key, row, problems, optional=optional)
+    if value is None:
+        return None
+    try:
+        address = checked_address(value, key)
+    except InputError as err:
+        problems.add(f"row {row}: {err}")
+        return None
+    if int(address, 16) == 0:
+        problems.add(f"row {row}: {key} is the zero address")
+        return None
+    return address
+
+
+# -- sending ------------------------------------------------------------------------------------------
+
+
+def _send_all(chain, sender, items: Sequence[tuple[object, bytes, int]], progress=None) -> list[tuple[object, str]]:
+    """Send ``(key, calldata, gas)`` to the ledger in order through one pipeline; the keys that failed."""
+    pipeline = chain.pipeline(sender)
+    failed: list[tuple[object, str]] = []
+
+    def landed(done_list) -> None:
+        for done in done_list:
+            if done.ok:
+                if progress:
+                    progress(len(done.key))
+            else:
+                why = f"transaction {done.receipt.tx_hash} reverted" if done.receipt else "never mined"
+                failed.append((done.key, why))
+
+    queue = list(items)
+    while queue:
+        key, data, gas = queue[0]
+        try:
+            landed(pipeline.submit(key, chain.address, data, gas))
+        except NonceTaken:
+            landed(pipeline.drain())
+            pipeline.reset_nonce()
+            continue
+        queue.pop(0)
+    landed(pipeline.drain())
+    return failed
+
+
+@dataclass
+class ImportSummary:
+    rows: int = 0
+    sent: int = 0
+    skipped: int = 0  # already on the chain, identical
+    gas: int = 0
+
+
+# -- MEs ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MERow:
+    row: int
+    name: str
+    signer: str
+    payout: str
+    parent: str  # "" for none
+
+
+def check_me_file(chain, path: Path) -> tuple[list[MERow], list[MERow]]:
+    """(rows to register, rows already registered identically); InputError with every problem."""
+    problems = _Problems()
+    rows: list[MERow] = []
+    first_row: dict[str, int] = {}
+    for row, record in _records(path, ME_COLUMNS, ("name", "signer"), problems):
+        extra = sorted(set(record) - set(ME_COLUMNS))
+        if extra:
+            problems.add(f"row {row}: unknown field {', '.join(extra)}; the fields are {', '.join(ME_COLUMNS)}")
+            continue
+        name = _text(record, "name", row, problems)
+        if name is not None and (problem := name_problem(name, "ME")):
+            problems.add(f"row {row}: name: {problem}")
+            name = None
+        signer = _address(record, "signer", row, problems)
+        payout = _address(record, "payout", row, problems, optional=True)
+        parent = _text(record, "parent", row, problems, optional=True) or ""
+        if name is None or signer is None or (payout is None and record.get("payout") not in (None, "")):
+            continue
+        if name in first_row:
+            problems.add(f"row {row}: ME {name!r} is already in row {first_row[name]}")
+            continue
+        first_row[name] = row
+        rows.append(MERow(row, name, signer, payout or signer, parent))
+    # Against the chain: names taken, parents known.
+    names = list(dict.fromkeys([r.name for r in rows] + [r.parent for r in rows if r.parent]))
+    ids = dict(zip(names, (int(v) for v in chain.views([("meIdByName", (n,)) for n in names])), strict=True))
+    existing = {me.name: me for me in chain.mes_by_id(sorted({i for i in ids.values() if i}))}
+    name_of = {me.id: me.name for me in existing.values()}
+    unseen = sorted({me.parent for me in existing.values() if me.parent and me.parent not in name_of})
+    name_of.update({me.id: me.name for me in chain.mes_by_id(unseen)} if unseen else {})
+    new: list[MERow] = []
+    same: list[MERow] = []
+    for r in rows:
+        if r.parent:
+            if r.parent == r.name:
+                problems.add(f"row {r.row}: parent: ME {r.name!r} cannot be its own parent")
+                continue
+            if not ids.get(r.parent) and first_row.get(r.parent, r.row) >= r.row:
+                problems.add(f"row {r.row}: parent {r.parent!r} is no registered ME nor one of an earlier row")
+                continue
+        me = existing.get(r.name)
+        if me is None:
+            new.append(r)
+            continue
+        parent_name = name_of.get(me.parent, f"id {me.parent}") if me.parent else ""
+        differs = [
+            f"{what} {have} (file: {want})"
+            for what, have, want in (
+                ("signer", me.signer, r.signer),
+                ("payout", me.payout, r.payout),
+                ("parent", parent_name or "(none)", r.parent or "(none)"),
+            )
+            if str(have).lower() != str(want).lower()
+        ]
+        if differs:
+            problems.add(f"row {r.row}: ME {r.name!r} is registered (id {me.id}) with other values: {'; '.join(differs)}")
+        else:
+            same.append(r)
+    if problems.total:
+        raise InputError(list(problems), source=str(path), total=problems.total)
+    return new, same
+
+
+def import_mes(chain, path: Path, *, sender, dry_run: bool = False, progress=None) -> ImportSummary:
+    new, same = check_me_file(chain, path)
+    summary = ImportSummary(rows=len(new) + len(same), skipped=len(same))
+    if dry_run or not new:
+        return summary
+    if not chain.has_role("platform", sender.address):
+        raise LedgerError(f"account {sender.address} does not hold the platform role; only it registers MEs")
+    register = chain.abi["registerMEs"]
+    ids_known: dict[str, int] = {}
+    parents = [r.parent for r in new if r.parent]
+    if parents:
+        found = chain.views([("meIdByName", (n,)) for n in dict.fromkeys(parents)])
+        ids_known = {n: int(i) for n, i in zip(dict.fromkeys(parents), found, strict=True) if int(i)}
+    next_id = chain.me_count() + 1
+    parent_ids = []
+    for r in new:
+        # An ME of an earlier row gets the next id in order (the pipeline keeps the file's order).
+        parent_ids.append(ids_known.get(r.parent, 0) if r.parent else 0)
+        ids_known[r.name] = next_id
+        next_id += 1
+    items = []
+    for start in range(0, len(new), ME_BATCH):
+        rows = new[start : start + ME_BATCH]
+        data = register.encode([r.name for r in rows], [r.payout for r in rows], [r.signer for r in rows],
+                               parent_ids[start : start + ME_BATCH])  # fmt: skip
+        items.append((rows, data, 50_000 + REGISTER_GAS * len(rows)))
+    failed = _send_all(chain, sender, items, progress)
+    lost = sum(len(rows) for rows, _ in failed)
+    summary.sent = len(new) - lost
+    if failed:
+        rows, why = failed[0]
+        raise LedgerError(
+            f"{lost} of {len(new)} MEs were not registered (a batch from row {rows[0].row}, {rows[0].name!r}: "
+            f"{why}); run the same import again: registered rows are skipped"
+        )
+    return summary
+
+
+# -- alliances ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AllianceRow:
+    row: int
+    name: str
+    terms: Terms
+
+
+def _share(value, row: int, what: str, problems: _Problems) -> int | None:
+    if isinstance(value, bool) or value is None or value == "":
+        problems.add(f"row {row}: {what} is missing")
+        return None
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and value.isdigit():
+        number = int(value)
+    else:
+        problems.add(f"row {row}: {what} {value!r} must be whole basis points from 0 to 10000")
+        return None
+    if not 0 <= number <= 10_000:
+        problems.add(f"row {row}: {what} {value!r} must be whole basis points from 0 to 10000")
+        return None
+    return number
+
+
+def _alliance_records(path: Path, problems: _Problems) -> Iterator[tuple[int, dict]]:
+    """One dict per alliance, in the JSON-lines shape, whichever format the file has."""
+    group: tuple[int, dict] | None = None
+    seen: dict[str, int] = {}
+    for row, record in _records(path, ALLIANCE_COLUMNS, ("alliance", "party", "share"), problems):
+        if "parties" in record or "name" in record:  # JSON lines
+            yield row, record
+            continue
+        name = record.get("alliance", "")
+        party = {"me": record.get("party", ""), "share": record.get("share", ""), "excess": record.get("excess", "")}
+        if group is not None and group[1]["name"] == name:
+            for key in ("target", "token"):
+                value = record.get(key, "")
+                if value and group[1].get(key) and group[1][key] != value:
+                    problems.add(f"row {row}: {key} {value!r} differs from {group[1][key]!r} given for {name!r} before")
+                elif value:
+                    group[1][key] = value
+            group[1]["parties"].append(party)
+            continue
+        if group is not None:
+            yield group
+        if name in seen:
+            problems.add(f"row {row}: the rows of alliance {name!r} must be together (it started in row {seen[name]})")
+        seen[name] = row
+        group = (row, {"name": name, "target": record.get("target", ""), "token": record.get("token", ""),
+                       "parties": [party]})  # fmt: skip
+    if group is not None:
+        yield group
+
+
+def check_alliance_file(chain, path: Path, default_token: str | None, decimals_of: Callable[[str], int],
+                        ) -> tuple[list[AllianceRow], list[AllianceRow]]:  # fmt: skip
+    """(alliances to propose, alliances already on chain with these terms); InputError with every problem."""
+    problems = _Problems()
+    parsed: list[tuple[int, str, str, str, list]] = []
+    first_row: dict[str, int] = {}
+    for row, record in _alliance_records(path, problems):
+        extra = sorted(set(record) - {"name", "token", "target", "parties"})
+        if extra:
+            problems.add(f"row {row}: unknown field {', '.join(extra)}; the fields are name, token, target, parties")
+            continue
+        name = _text(record, "name", row, problems)
+        if name is not None and (problem := name_problem(name, "alliance")):
+            problems.add(f"row {row}: name: {problem}")
+            name = None
+        token = _address(record, "token", row, problems, optional=True) if record.get("token") else default_token
+        if token is None and not record.get("token"):
+            problems.add(f"row {row}: token is missing and the deployment records none")
+        target = record.get("target") or ""
+        if not isinstance(target, str):
+            problems.add(f"row {row}: target must be a decimal string, e.g. \"300000\"")
+            target = None
+        parties = record.get("parties")
+        if not isinstance(parties, list) or not all(isinstance(p, dict) for p in parties):
+            problems.add(f"row {row}: parties must be a list of {{\"me\", \"share\", \"excess\"}} objects")
+            continue
+        if name is None or token is None or target is None:
+            continue
+        if name in first_row:
+            problems.add(f"row {row}: alliance {name!r} is already in row {first_row[name]}")
+            continue
+        first_row[name] = row
+        parsed.append((row, name, token, target, parties))
+    me_names = list(dict.fromkeys(str(p.get("me", "")) for *_, parties in parsed for p in parties))
+    ids = dict(zip(me_names, (int(v) for v in chain.views([("meIdByName", (n,)) for n in me_names])), strict=True))
+    status = {me.id: me.status for me in chain.mes_by_id(sorted({i for i in ids.values() if i}))}
+    candidates: list[AllianceRow] = []
+    for row, name, token, target, parties in parsed:
+        before = problems.total
+        if not 2 <= len(parties) <= MAX_PARTIES:
+            problems.add(f"row {row}: alliance {name!r} has {len(parties)} parties; it needs 2 to {MAX_PARTIES}")
+        shares: dict[int, int] = {}
+        excess: dict[int, int] = {}
+        for party in parties:
+            me = party.get("me")
+            me_id = ids.get(str(me), 0) if isinstance(me, str) else 0
+            if not me_id:
+                problems.add(f"row {row}: party {me!r} is no registered ME")
+                continue
+            if status.get(me_id) != MEStatus.ACTIVE:
+                problems.add(f"row {row}: party {me!r} is dissolved")
+                continue
+            if me_id in shares:
+                problems.add(f"row {row}: party {me!r} is given twice")
+                continue
+            share = _share(party.get("share"), row, f"share of {me!r}", problems)
+            shares[me_id] = share or 0
+            if party.get("excess") not in (None, ""):
+                value = _share(party.get("excess"), row, f"excess share of {me!r}", problems)
+                excess[me_id] = value or 0
+        target_units = 0
+        if target:
+            try:
+                target_units = parse_amount(target, decimals_of(token))
+            except AmountError as err:
+                problems.add(f"row {row}: target {err}")
+        if problems.total > before:
+            continue
+        if sum(shares.values()) != 10_000:
+            problems.add(f"row {row}: shares sum to {sum(shares.values())} basis points; they must sum to 10000")
+        if target_units and (len(excess) != len(shares) or sum(excess.values()) != 10_000):
+            problems.add(f"row {row}: with a target every party needs an excess share, summing to 10000")
+        if excess and not target_units:
+            problems.add(f"row {row}: excess shares need a target (they apply above the period target)")
+        if problems.total > before:
+            continue
+        candidates.append(AllianceRow(row, name, Terms.build(token, shares, target_units, excess)))
+    # Against the chain: an existing alliance is skipped when its version 1 has exactly these terms.
+    existing = chain.agreements([text_to_bytes32(c.name) for c in candidates]) if candidates else []
+    on_chain = [(c, a) for c, a in zip(candidates, existing, strict=True) if a is not None]
+    hashes = chain.views([("termsHashOf", (a.id, 1)) for _, a in on_chain]) if on_chain else []
+    mine = chain.views([("hashTerms", (c.terms.as_tuple(),)) for c, _ in on_chain]) if on_chain else []
+    same_names = set()
+    for (c, a), have, want in zip(on_chain, hashes, mine, strict=True):
+        if bytes(have) == bytes(want):
+            same_names.add(c.name)
+        else:
+            problems.add(f"row {c.row}: alliance {c.name!r} exists with other terms (version 1); use "
+                         f"`ledger alliance amend` to change them")  # fmt: skip
+    if problems.total:
+        raise InputError(list(problems), source=str(path), total=problems.total)
+    new = [c for c in candidates if c.name not in same_names and c.name not in {x.name for x, _ in on_chain}]
+    return new, [c for c in candidates if c.name in same_names]
+
+
+def import_alliances(chain, path: Path, *, sender, default_token: str | None, decimals_of,
+                     dry_run: bool = False, progress=None) -> ImportSummary:  # fmt: skip
+    new, same = check_alliance_file(chain, path, default_token, decimals_of)
+    summary = ImportSummary(rows=len(new) + len(same), skipped=len(same))
+    if dry_run or not new:
+        return summary
+    if not chain.has_role("platform", sender.address):
+        raise LedgerError(f"account {sender.address} does not hold the platform role; only it proposes from a file")
+    propose = chain.abi["proposeAgreements"]
+    items = []
+    batch: list[AllianceRow] = []
+    gas = 50_000
+
+    def flush() -> None:
+        ids = [text_to_bytes32(a.name) for a in batch]
+        items.append((list(batch), propose.encode(ids, [a.terms.as_tuple() for a in batch]), gas))
+
+    for a in new:
+        cost = 120_000 + 25_000 * len(a.terms.parties)
+        if batch and gas + cost > PROPOSAL_GAS_BUDGET:
+            flush()
+            batch, gas = [], 50_000
+        batch.append(a)
+        gas += cost
+    if batch:
+        flush()
+    failed = _send_all(chain, sender, items, progress)
+    lost = sum(len(rows) for rows, _ in failed)
+    summary.sent = len(new) - lost
+    if failed:
+        rows, why = failed[0]
+        raise LedgerError(
+            f"{lost} of {len(new)} alliances were not proposed (a batch from row {rows[0].row}, {rows[0].name!r}: "
+            f"{why}); run the same import again: proposed rows are skipped"
+        )
+    return summary
