@@ -509,7 +509,11 @@ class LedgerChain:
         return current
 
     def transact(self, handler, *args, sender, confirm: bool = True, **tx_args) -> Receipt:
-        """One state-changing call that lands once (or raises), waited for per the policy."""
+        """One state-changing call that lands once (or raises), waited for per the policy. A ``sender``
+        that acts through a Safe (:class:`ledger.services.safes.SafeActor`) sends it as one Safe
+        transaction its owners sign."""
+        if hasattr(sender, "execute"):
+            return sender.execute(str(handler.contract.address), bytes(handler.encode_input(*args)))
         transactor = self.transactor
         if transactor is None:  # pragma: no cover - every provider the project uses speaks HTTP
             with contract_errors():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .context import App, account_option, pass_app
+from .context import App, account_option, pass_app, role_options
 
 
 @click.group()
@@ -26,22 +26,23 @@ def me():
 )
 @click.option("--payout", metavar="ADDRESS", help="Where withdrawals go (alias or address; default: the signer).")
 @click.option("--parent", metavar="NAME", help="The ME or platform this ME was spawned from.")
-@account_option("platform")
+@role_options("platform")
 @pass_app
-def register(app: App, name, signer, payout, parent, account_alias):
+def register(app: App, name, signer, payout, parent, account_alias, safe):
     """Register ME NAME with its signer key and payout address (platform role).
 
     \b
     Example:
       ledger me register kitchen-platform --signer dev1
       ledger me register fridge --signer dev3 --parent kitchen-platform
+      ledger me register oven --signer oven-team --safe platform-safe --account dev1 --account dev12
     """
     with app.session() as s:
         signer_address = s.address(signer, "--signer")
         payout_address = s.address(payout, "--payout") if payout else signer_address
         parent_id = s.chain.me_id_by_name(parent) if parent else 0
         me_id = s.chain.register_me(
-            name, payout_address, signer_address, parent_id, sender=s.role_account("platform", account_alias)
+            name, payout_address, signer_address, parent_id, sender=s.role_actor("platform", account_alias, safe)
         )
     click.echo(f"registered ME {name!r} as id {me_id}: signer {signer_address}, payout {payout_address}")
 

@@ -6,16 +6,16 @@ from pathlib import Path
 
 import click
 
-from .context import App, account_option, pass_app
+from .context import App, pass_app, role_options
 
 
 @click.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--dry-run", is_flag=True, help="Print what each ME would receive; change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary (or the dry run) as JSON.")
-@account_option("finance")
+@role_options("finance")
 @pass_app
-def settle(app: App, file: Path, dry_run, as_json, account_alias):
+def settle(app: App, file: Path, dry_run, as_json, account_alias, safe):
     """Settle the revenue events in FILE (CSV or JSON lines).
 
     \b
@@ -33,6 +33,7 @@ def settle(app: App, file: Path, dry_run, as_json, account_alias):
     Example:
       ledger settle revenue-2026-11.csv --dry-run
       ledger settle revenue-2026-11.csv
+      ledger settle revenue-2026-11.csv --safe finance-safe --account dev2 --account dev13
     """
     from ledger.errors import InputError, LedgerError
     from ledger.revenue_file import SpooledEvents, check_file, check_start
@@ -56,7 +57,7 @@ def settle(app: App, file: Path, dry_run, as_json, account_alias):
         problems, total = check_file(file, decimals_of, spool=spool)
         if problems:
             raise InputError(problems, source=file.name, total=total)
-        finance = s.role_account("finance", account_alias)
+        finance = s.role_actor("finance", account_alias, safe)
         settler = Settler(s.chain, finance, batch_gas=app.settings.batch_gas, from_block=s.record.block)
         try:
             prepared = settler.prepare(spool)
