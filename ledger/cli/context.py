@@ -129,6 +129,13 @@ class Session:
             return self.account(alias)
         recorded = self.record.aliases.get(role) if self.needs_deployment else None
         if recorded:
+            from ledger.services.safes import SafeStore
+
+            if SafeStore(self.settings.data_dir).address(recorded):
+                raise LedgerError(
+                    f"the {role} role is held by the Safe {recorded!r}: give --safe {recorded} and --account for "
+                    f"each owner that signs"
+                )
             return self.account(recorded)
         if self.settings.is_local:
             return self.account(ROLE_DEFAULTS_LOCAL[role])

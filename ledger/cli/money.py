@@ -282,9 +282,9 @@ def token():
 @token.command()
 @click.argument("amount")
 @click.option("--to", "to", metavar="ACCOUNT", help="Recipient (alias or address; default: the finance account).")
-@account_option("finance")
+@role_options("finance")
 @pass_app
-def mint(app: App, amount, to, account_alias):
+def mint(app: App, amount, to, account_alias, safe):
     """Mint AMOUNT test tokens (token units) to the finance account or --to.
 
     \b
@@ -296,13 +296,10 @@ def mint(app: App, amount, to, account_alias):
     with app.session() as s:
         if not s.record.token:
             raise LedgerError("this deployment has no test token (only the local chain gets one)")
-        minter = s.role_account("finance", account_alias)
+        minter = s.role_actor("finance", account_alias, safe)
         recipient = s.address(to, "--to") if to else minter.address
         units = s.parse_units(amount, s.record.token, "amount")
-        from ledger.chain.ledger import contract_errors
-
-        with contract_errors():
-            s.chain.token.mint(recipient, units, sender=minter)
+        s.chain.transact(s.chain.token.mint, recipient, units, sender=minter)
         held = s.chain.token_balance(s.record.token, recipient)
         symbol = s.symbol(s.record.token)
         click.echo(f"minted {amount} {symbol} to {recipient}; it now holds {s.units(held, s.record.token)} {symbol}")
