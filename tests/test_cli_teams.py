@@ -24,29 +24,9 @@ OPS = ("--safe", "ops", "--account", "dev1", "--account", "dev13")
 SMALL_BATCHES = {"LEDGER_BATCH_GAS": "400000"}  # ~50 events per batch: many Safe transactions
 
 
-class _Here:
-    """Commands aimed at this module's node also when the session's APE_FOUNDRY_HOST points elsewhere
-    (ape-foundry takes that variable over the host `ledger` asks for)."""
-
-    def run(self, *args, ok=True, env=None, timeout=300):
-        return super().run(*args, ok=ok, env={"APE_FOUNDRY_HOST": f"http://127.0.0.1:{self.port}", **(env or {})},
-                           timeout=timeout)  # fmt: skip
-
-    def popen(self, *args, env=None):
-        return super().popen(*args, env={"APE_FOUNDRY_HOST": f"http://127.0.0.1:{self.port}", **(env or {})})
-
-
-class HereCLI(_Here, LedgerCLI):
-    pass
-
-
-class HereInProcessCLI(_Here, InProcessCLI):
-    pass
-
-
 @pytest.fixture(scope="module")
 def sh(tmp_path_factory):
-    ledger = HereCLI(tmp_path_factory.mktemp("ledger-data"), free_port())
+    ledger = LedgerCLI(tmp_path_factory.mktemp("ledger-data"), free_port())
     ledger.run("chain", "up")
     try:
         yield ledger
@@ -56,7 +36,7 @@ def sh(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cli(sh):
-    ledger = HereInProcessCLI(sh.data_dir, sh.port)
+    ledger = InProcessCLI(sh.data_dir, sh.port)
     out = ledger.run("safe", "create", "ops", "--owner", "dev1", "--owner", "dev13", "--owner", "dev14",
                      "--threshold", "2").out  # fmt: skip
     assert "2 of 3 owners" in out

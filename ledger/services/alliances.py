@@ -249,7 +249,7 @@ def sign(
             teams.append((me, team))
     if not mine and not teams:
         raise LedgerError(
-            f"account {account.address} is neither the registered signer of a party of {name!r} nor an owner of "
+            f"account {account.address} is not the registered signer of any party of {name!r}, nor an owner of "
             f"a Safe that is one (parties: {', '.join(me.name for me in parties)})"
         )
     message = _message(chain, agreement, kind, version, terms)
