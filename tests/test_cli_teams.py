@@ -127,3 +127,29 @@ def test_a_safe_with_the_finance_role_settles_exactly_once_also_after_a_killed_r
     report = audit(cli)
     assert report["result"] == "clean", report["findings"]
     assert report["checked"]["contract_signatures"] >= 1
+
+
+def test_owner_signatures_travel_between_machines_and_a_safe_consents_to_an_me_update(cli, tmp_path):
+    import shutil
+
+    cli.run("alliance", "propose", "deal-2", "--party", "fridge=5000", "--party", "oven=5000", "--account", "dev6")
+    other = InProcessCLI(tmp_path / "owner-machine", cli.port)
+    shutil.copytree(cli.data_dir / "deployments", other.data_dir / "deployments")
+    other.run("alliance", "sign", "deal-2", "--account", "dev4")  # an owner of fridge-team, elsewhere
+    exported = tmp_path / "sigs.txt"
+    exported.write_text(other.run("alliance", "export-signatures", "deal-2").out)
+    out = cli.run("alliance", "import-signature", "deal-2", "--file", str(exported)).out
+    assert "fridge (owner" in out
+    cli.run("alliance", "sign", "deal-2", "--account", "dev3", "--account", "dev6")
+    assert "is in force" in cli.run("alliance", "submit", "deal-2", "--account", "dev6").out
+    # the Safe consents to a new payout for fridge: two owners, sent by the Safe holding the platform role
+    before = head(cli)
+    cli.fails("me", "update", "fridge", "--payout", "dev9", "--consent-by", "dev3", *OPS,
+              contains="1 of 2 owner signatures")  # fmt: skip
+    assert head(cli) == before
+    cli.run("me", "update", "fridge", "--payout", "dev9", "--consent-by", "dev3", "--consent-by", "dev5", *OPS)
+    shown = json.loads(cli.run("me", "show", "fridge", "--json").out)
+    assert shown["payout"] == "0xa0Ee7A142d267C1f36714E4a8F75612F20a79720"  # dev9
+    report = audit(cli)
+    assert report["result"] == "clean", report["findings"]
+    assert report["checked"]["contract_signatures"] >= 3  # two activations and a consent

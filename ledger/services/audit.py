@@ -651,7 +651,7 @@ class Auditor:
             return
         txs = self.rpc.batch([("eth_getTransactionByHash", [log.tx]) for log, *_ in self.consents])
         for (log, me_id, payout, signer, nonce, previous), tx in zip(self.consents, txs, strict=True):
-            data = bytes.fromhex((tx or {}).get("input", "0x")[2:])
+            data = _through_safe(bytes.fromhex((tx or {}).get("input", "0x")[2:]), self.ledger)
             if data[:4] != UPDATE_ME_SELECTOR:
                 self.counts["consents_unverifiable"] += 1  # sent through another contract (a multisig)
                 continue
@@ -973,6 +973,27 @@ class Auditor:
         with contextlib.suppress(LedgerError, ValueError, OverflowError):
             symbol = self._calls(block, [(token, "symbol()", [], [], "string")])[0]
         return decimals, symbol
+
+
+SAFE_EXEC_SELECTOR = keccak(
+    text="execTransaction(address,uint256,bytes,uint8,uint256,uint256,uint256,address,address,bytes)"
+)[:4]
+
+
+def _through_safe(data: bytes, ledger: str) -> bytes:
+    """The call a Safe's ``execTransaction`` made to the ledger (the platform role held by a Safe), else
+    ``data`` as it is. The Safe call ran: the ledger's log of it is what proves it; this only finds the
+    consent's bytes in the transaction's input."""
+    if data[:4] != SAFE_EXEC_SELECTOR:
+        return data
+    try:
+        to, _, inner, operation, *_ = abi_decode(
+            ["address", "uint256", "bytes", "uint8", "uint256", "uint256", "uint256", "address", "address", "bytes"],
+            data[4:],
+        )
+    except Exception:  # noqa: BLE001 - not a well-formed execTransaction: left as it is
+        return data
+    return bytes(inner) if operation == 0 and to.lower() == ledger.lower() else data
 
 
 def _decoded(kind: str, result: str):
