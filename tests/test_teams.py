@@ -113,9 +113,7 @@ def test_an_me_whose_signer_is_a_safe_approves_with_two_of_three_owners(
 
 @pytest.mark.parametrize("case", ["one owner of two", "a non-owner", "another safe", "another agreement"])
 def test_the_contract_refuses_a_safe_signature_the_safe_would_not_accept(
-    
     ledger, kitchen, team, team_safe, other_safe, signers, owners, attacker, finance, case
-
 ):
     terms = team_terms(ledger, kitchen, team)
     aid = ledger.agreement_id("team-deal")
@@ -135,9 +133,7 @@ def test_the_contract_refuses_a_safe_signature_the_safe_would_not_accept(
 
 
 def test_a_safe_whose_owners_changed_after_signing_is_refused_when_the_activation_runs(
-    
     ledger, kitchen, team, team_safe, signers, owners, platform, finance
-
 ):
     terms = team_terms(ledger, kitchen, team)
     aid = ledger.agreement_id("team-deal")
@@ -212,9 +208,7 @@ def test_signing_with_an_account_that_is_not_an_owner_is_refused(ledger, kitchen
 
 
 def test_an_owner_signature_for_another_safe_or_agreement_is_refused_on_import(
-    
     ledger, kitchen, team, team_safe, other_safe, owners, platform, store
-
 ):
     terms = team_terms(ledger, kitchen, team)
     alliances.propose(ledger, "team-deal", terms, sender=platform, amend=False)
@@ -232,9 +226,7 @@ def test_an_owner_signature_for_another_safe_or_agreement_is_refused_on_import(
 
 
 def test_owner_signatures_of_a_removed_owner_stop_counting_before_anything_is_sent(
-    
     ledger, kitchen, team, team_safe, signers, owners, platform, store
-
 ):
     alliances.propose(ledger, "team-deal", team_terms(ledger, kitchen, team), sender=platform, amend=False)
     for account in (signers[0], owners[0], owners[1]):
@@ -264,9 +256,7 @@ def test_a_safe_ends_an_alliance_with_its_owners_termination_signatures(
 
 
 def test_me_consent_by_safe_owners_is_packed_and_sent_once_the_threshold_is_reached(
-    
     ledger, team, team_safe, owners, platform, accounts, tmp_path
-
 ):
     consents = mes.ConsentStore(tmp_path, ledger.chain_id, ledger.address)
     update = mes.plan_update(ledger, "team", accounts[16].address, None)

@@ -78,10 +78,32 @@ class SafeTx:
     def message(self, chain_id: int, safe: str) -> SignableMessage:
         struct_hash = keccak(
             abi_encode(
-                ["bytes32", "address", "uint256", "bytes32", "uint8", "uint256", "uint256", "uint256", "address",
-                 "address", "uint256"],
-                [SAFE_TX_TYPEHASH, self.to, self.value, keccak(self.data), self.operation, 0, 0, 0, ZERO, ZERO,
-                 self.nonce],
+                [
+                    "bytes32",
+                    "address",
+                    "uint256",
+                    "bytes32",
+                    "uint8",
+                    "uint256",
+                    "uint256",
+                    "uint256",
+                    "address",
+                    "address",
+                    "uint256",
+                ],
+                [
+                    SAFE_TX_TYPEHASH,
+                    self.to,
+                    self.value,
+                    keccak(self.data),
+                    self.operation,
+                    0,
+                    0,
+                    0,
+                    ZERO,
+                    ZERO,
+                    self.nonce,
+                ],
             )  # fmt: skip
         )
         return _signable(chain_id, safe, struct_hash)

@@ -247,7 +247,7 @@ def export_signatures(app: App, name):
             for me_id, signature in sorted(stored.items()):
                 click.echo(f"{s.chain.me(me_id).name} 0x{signature.hex()}")
             for me_id in s.chain.terms_of(agreement.id, version).parties:
-                for owner, signature in sorted(s.signatures.get_owners(agreement.id, APPROVAL, version, me_id).items()):
+                for _, signature in sorted(s.signatures.get_owners(agreement.id, APPROVAL, version, me_id).items()):
                     click.echo(f"{s.chain.me(me_id).name} 0x{signature.hex()}")  # a Safe owner's signature
 
 
