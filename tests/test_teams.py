@@ -339,3 +339,23 @@ def test_the_audit_rebuilds_owners_at_the_activation_not_today(
     report = Auditor(ledger.rpc, ledger.address).run()
     assert report.clean, [f.message for f in report.findings]
     assert report.counts["contract_signatures"] == 1
+
+
+@pytest.mark.anvil_only("sets an account's code with anvil_setCode")
+def test_an_eip7702_delegated_key_still_signs_with_its_key_and_its_delegate_is_asked_otherwise(
+    ledger, kitchen, team, team_safe, signers, owners, finance
+):
+    """An EIP-7702 account's code is 0xef0100 || delegate: ECDSA by its key counts; a signature that is
+    not the key's goes to the delegate (here the Safe singleton, which refuses it)."""
+    terms = team_terms(ledger, kitchen, team)
+    aid = ledger.agreement_id("team-deal")
+    delegated = "0xef0100" + team_safe.address[2:].lower()
+    ledger.rpc.request("anvil_setCode", [signers[0].address, delegated])
+    assert ledger.rpc.request("eth_getCode", [signers[0].address, "latest"]) == delegated
+    packed = owner_sigs(ledger, team_safe.address, approval_digest(ledger, aid, 1, terms), owners[:2])
+    wrong = [eip712.sign(signers[1], ledger.approval_message(aid, 1, terms)), packed]
+    err = revert_of(lambda: ledger.create(aid, terms, wrong, sender=finance))
+    assert err.name == "AgreementSignatureRefused" and err.args_["meId"] == kitchen["fridge"]
+    right = [eip712.sign(signers[0], ledger.approval_message(aid, 1, terms)), packed]
+    ledger.create(aid, terms, right, sender=finance)
+    assert ledger.agreement(aid).active_version == 1
