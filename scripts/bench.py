@@ -31,6 +31,9 @@ warm-up of the same kind, so the slots it writes are already non-zero, as they a
     5-party agreement (two transactions, so two 21,000 bases). Both are sent by the platform account.
     ``n5_amend_by_party``: ``proposeAgreement`` of version 2 of that agreement by a party's signer, who
     shows the terms in force (the contract hashes them and finds the signer among their parties).
+    ``n5_one_safe``: ``createAgreement`` of 5 parties of which one ME's signer is a 2-of-3 Safe 1.4.1
+    (from the npm package; a proxy with the CompatibilityFallbackHandler): the ledger asks the Safe
+    through ERC-1271, which checks two owner signatures.
 
 ``withdraw_gas``
     A ``withdraw`` by an ME's payout address of its whole balance, in steady state: the ME has a
@@ -275,12 +278,38 @@ def measure_agreement_gas(bench: Bench) -> dict[str, int]:
     bench.admin.transfer(party, 10**18)
     amended = contract.proposeAgreement(agreement_id, terms.as_tuple(), terms.as_tuple(), sender=party)
     _, widest = create_agreement(bench, "bench-agreement-n64", terms_for(bench, ME_COUNT))
+    with_safe = measure_safe_agreement_gas(bench)
     return {
         "n5": created.gas_used,
         "n5_propose_then_activate": proposed.gas_used + activated.gas_used,
         "n5_amend_by_party": amended.gas_used,
         "n64": widest.gas_used,  # worst case at the party cap
+        "n5_one_safe": with_safe,
     }
+
+
+def measure_safe_agreement_gas(bench: Bench) -> int:
+    """createAgreement of 4 key signers and one ME whose signer is a 2-of-3 Safe (see module docs)."""
+    import tempfile
+
+    from ledger.chain import safe as safe_lib
+    from ledger.services import safes
+
+    owners = [ape.accounts.test_accounts.generate_test_account() for _ in range(3)]
+    with tempfile.TemporaryDirectory() as folder:
+        store = safes.SafeStore(folder)
+        team = safes.create(bench.ledger, store, "bench-team", [o.address for o in owners], 2, sender=bench.admin)
+    payout = ape.accounts.test_accounts.generate_test_account()
+    me_id = bench.ledger.register_me("bench-safe-me", payout.address, team.address, sender=bench.platform)
+    ids = [me.me_id for me in bench.mes[:4]] + [me_id]
+    terms = Terms.build(bench.token, dict(zip(ids, equal_shares(5), strict=True)), 0, None)
+    agreement_id = LedgerChain.agreement_id("bench-agreement-safe")
+    message = bench.ledger.approval_message(agreement_id, 1, terms)
+    signer_of = {me.me_id: me.signer for me in bench.mes}
+    safe_message = safe_lib.message(bench.ledger.chain_id, team.address, eip712.digest(message))
+    packed = safe_lib.pack({o.address: eip712.sign(o, safe_message) for o in owners[:2]})
+    signatures = [packed if p == me_id else eip712.sign(signer_of[p], message) for p in terms.parties]
+    return bench.ledger.create(agreement_id, terms, signatures, sender=bench.platform).gas_used
 
 
 def measure_withdraw_gas(bench: Bench) -> tuple[int, int]:

@@ -37,7 +37,9 @@ class LedgerCLI:
     def __init__(self, data_dir: Path, port: int):
         self.data_dir = data_dir
         self.port = port
-        self.env = {**os.environ, "LEDGER_DATA_DIR": str(data_dir), "LEDGER_PORT": str(port)}
+        # APE_FOUNDRY_HOST (set to give `ape test` its own node) would take over the host `ledger` asks for.
+        self.env = {**os.environ, "LEDGER_DATA_DIR": str(data_dir), "LEDGER_PORT": str(port),
+                    "APE_FOUNDRY_HOST": f"http://127.0.0.1:{port}"}  # fmt: skip
 
     def command(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "ledger.cli", *args]
@@ -88,7 +90,8 @@ class InProcessCLI(LedgerCLI):
 
         from ledger.cli import cli
 
-        extra = {"LEDGER_DATA_DIR": str(self.data_dir), "LEDGER_PORT": str(self.port), **(env or {})}
+        extra = {"LEDGER_DATA_DIR": str(self.data_dir), "LEDGER_PORT": str(self.port),
+                 "APE_FOUNDRY_HOST": f"http://127.0.0.1:{self.port}", **(env or {})}  # fmt: skip
         outcome = CliRunner(mix_stderr=False).invoke(cli, list(args), env=extra)
         if outcome.exception is not None and not isinstance(outcome.exception, SystemExit):
             raise outcome.exception

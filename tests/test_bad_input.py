@@ -50,7 +50,8 @@ class ConsoleCLI(InProcessCLI):
 
         from ledger.cli import main
 
-        extra = {"LEDGER_DATA_DIR": str(self.data_dir), "LEDGER_PORT": str(self.port), **(env or {})}
+        extra = {"LEDGER_DATA_DIR": str(self.data_dir), "LEDGER_PORT": str(self.port),
+                 "APE_FOUNDRY_HOST": f"http://127.0.0.1:{self.port}", **(env or {})}  # fmt: skip
         with CliRunner(mix_stderr=False).isolation(env=extra) as (out, err):
             code = main(list(args))
             result = Result(code, out.getvalue().decode(), err.getvalue().decode())

@@ -92,8 +92,12 @@ interface IAllianceLedger {
     error MENameTaken(string name, uint32 meId);
     error MEUnknown(uint32 meId);
     error MENotActive(uint32 meId, MEStatus status);
+    /// @notice A key signer's consent does not recover to it (`recovered`: the key that did sign, or 0).
     error MEConsentInvalid(uint32 meId, address recovered, address signer);
     error MEBatchInvalid(uint256 names, uint256 payouts, uint256 signers, uint256 parents);
+    /// @notice The ME's signer is a contract (a Safe) and its ERC-1271 `isValidSignature` refused the
+    /// consent now (no key can be recovered from a contract signature, so none is named).
+    error MEConsentRefused(uint32 meId, address signer);
 
     error AgreementIdInvalid();
     error AgreementBatchInvalid(uint256 agreementIds, uint256 terms);
@@ -116,7 +120,11 @@ interface IAllianceLedger {
     error AgreementVersionAlreadyActive(bytes32 agreementId, uint32 version);
     error AgreementTermsMismatch(bytes32 agreementId, uint32 version);
     error AgreementSignatureCount(uint256 parties, uint256 signatures);
+    /// @notice A key signer's signature does not recover to it (`recovered`: the key that did sign, or 0).
     error AgreementSignatureInvalid(bytes32 agreementId, uint32 version, uint32 meId, address recovered);
+    /// @notice The party's signer is a contract (a Safe) and its ERC-1271 `isValidSignature` refused the
+    /// signature when this transaction ran.
+    error AgreementSignatureRefused(bytes32 agreementId, uint32 version, uint32 meId, address signer);
     error AgreementPartyDissolved(bytes32 agreementId, uint32 meId);
 
     error SettlementBatchInvalid(bytes32 agreementId, uint256 refs, uint256 entries);
@@ -195,7 +203,8 @@ interface IAllianceLedger {
     ) external returns (uint32 firstId);
 
     /// @notice Changes an ME's payout and signer (platform role) with the consent of its current signer:
-    /// an EIP-712 `MEUpdate(meId, payout, signer, nonce)` signature.
+    /// an EIP-712 `MEUpdate(meId, payout, signer, nonce)` signature, checked like approvals (see
+    /// {activateAgreement}: ECDSA for a key, ERC-1271 for a contract signer, now).
     function updateME(uint32 meId, address payout, address signer, bytes calldata consent) external;
 
     /// @notice Dissolves an ME (platform role). It keeps its balances and can still withdraw them.
@@ -228,6 +237,18 @@ interface IAllianceLedger {
     /// force (any version, while none was ever activated) can be activated, so a later proposal never
     /// makes a fully signed version unusable. Activating a version supersedes the one in force and every
     /// older pending version: those can never be activated again (`AgreementVersionSuperseded`).
+    ///
+    /// A signature counts when it is an ECDSA signature of the digest by the party's signer, or, for a
+    /// signer with code, when the signer's `isValidSignature(digest, signature)` (ERC-1271, through
+    /// OpenZeppelin's `SignatureChecker`) accepts it. `AgreementSignatureInvalid` names the key that did
+    /// sign; `AgreementSignatureRefused` says a contract signer refused. For a Safe the signature is its
+    /// owners' signatures of the Safe's `SafeMessage` over the digest, checked by its fallback handler.
+    /// A contract signature is revocable: it is checked when this transaction runs, against the
+    /// contract's state then (for a Safe: its owners and threshold at that block). Owners changed after
+    /// signing can make the collected signature worthless; a signature accepted here stays accepted (the
+    /// activation happened), and nothing re-checks it later. An EIP-7702 delegated account has code and a
+    /// key: its key's ECDSA signature counts as before the delegation, and otherwise its delegate is asked
+    /// through ERC-1271.
     function activateAgreement(bytes32 agreementId, uint32 version, Terms calldata terms, bytes[] calldata signatures)
         external;
 

@@ -331,9 +331,15 @@ def checked_address(value: str, option: str = "address") -> str:
 
 
 def address_of(value: str, settings: Settings, option: str = "address") -> str:
-    """A checksummed address from ``0x...`` (see :func:`checked_address`) or an account alias."""
+    """A checksummed address from ``0x...`` (see :func:`checked_address`), the name of a Safe made with
+    ``ledger safe create``, or an account alias."""
     if value[:2] in ("0x", "0X"):
         return checked_address(value, option)
+    from ledger.services.safes import SafeStore
+
+    safe = SafeStore(settings.data_dir).address(value)
+    if safe is not None:
+        return safe
     return account(value, settings, signing=False).address
 
 

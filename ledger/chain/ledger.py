@@ -606,7 +606,11 @@ class LedgerChain:
         return build
 
     def transact(self, handler, *args, sender, confirm: bool = True, **tx_args) -> Receipt:
-        """One state-changing call that lands once (or raises), waited for per the policy."""
+        """One state-changing call that lands once (or raises), waited for per the policy. A ``sender``
+        that acts through a Safe (:class:`ledger.services.safes.SafeActor`) sends it as one Safe
+        transaction its owners sign."""
+        if hasattr(sender, "execute"):
+            return sender.execute(str(handler.contract.address), bytes(handler.encode_input(*args)))
         transactor = self.transactor
         if isinstance(handler, str):
             return transactor.send(self._raw_transaction(handler, args, sender), confirm=confirm)

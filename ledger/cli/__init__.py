@@ -20,6 +20,7 @@ COMMANDS = {
     "chain": ("ledger.cli.chain", "chain", "Start, stop and inspect the local chain."),
     "deploy": ("ledger.cli.deploy", "deploy", "Deploy the contracts, or reuse this chain's deployment."),
     "me": ("ledger.cli.me", "me", "Register, list, show and dissolve micro-enterprises."),
+    "safe": ("ledger.cli.safe", "safe", "Create and show Safe multisigs for teams (local chain)."),
     "alliance": ("ledger.cli.alliance", "alliance", "Propose, sign, submit, amend and end alliance agreements."),
     "settle": ("ledger.cli.settle", "settle", "Settle revenue events from a CSV or JSON-lines file."),
     "period": ("ledger.cli.money", "period", "Close an alliance's period."),

@@ -243,11 +243,18 @@ def export_signatures(app: App, name):
         agreement = s.chain.agreement(name)
         for version in agreement.pending_versions:
             stored = s.signatures.get(agreement.id, APPROVAL, version)
-            if not stored:
+            owners_signed = any(
+                s.signatures.get_owners(agreement.id, APPROVAL, version, me_id)
+                for me_id in s.chain.terms_of(agreement.id, version).parties
+            )
+            if not stored and not owners_signed:
                 continue
             click.echo(f"# alliance {shown(name)} version {version}")
             for me_id, signature in sorted(stored.items()):
                 click.echo(f"{shown(s.chain.me(me_id).name)} 0x{signature.hex()}")
+            for me_id in s.chain.terms_of(agreement.id, version).parties:
+                for _, signature in sorted(s.signatures.get_owners(agreement.id, APPROVAL, version, me_id).items()):
+                    click.echo(f"{shown(s.chain.me(me_id).name)} 0x{signature.hex()}")  # a Safe owner's signature
 
 
 @alliance.command(name="import-signature")

@@ -160,6 +160,12 @@ def render(report) -> str:
         f"  withdrawals      {c.get('withdrawals', 0)} (by withdraw or payout runs; "
         f"{c.get('payouts_skipped', 0)} payouts skipped, balance kept)",
     ]
+    if c.get("contract_signatures") or c.get("contract_signatures_unverifiable"):
+        lines.append(
+            f"  contract signers {c.get('contract_signatures', 0)} Safe signatures verified offline against the "
+            f"owners and threshold rebuilt from the Safe's events; "
+            f"{c.get('contract_signatures_unverifiable', 0)} not verifiable offline (docs/teams.md)"
+        )
     if c.get("consents_unverifiable"):
         lines.append(f"  (ME updates sent through another contract, consent not read: {c['consents_unverifiable']})")
     if "statement_lines" in c:

@@ -166,10 +166,34 @@ class Session:
             return self.account(alias, signing=signing)
         recorded = self.record.aliases.get(role) if self.needs_deployment else None
         if recorded:
+            from ledger.services.safes import SafeStore
+
+            if SafeStore(self.settings.data_dir).address(recorded):
+                raise LedgerError(
+                    f"the {role} role is held by the Safe {recorded!r}: give --safe {recorded} and --account for "
+                    f"each owner that signs"
+                )
             return self.account(recorded, signing=signing)
         if self.settings.is_local:
             return self.account(ROLE_DEFAULTS_LOCAL[role], signing=signing)
         raise LedgerError(f"give --account: the account that holds the {role} role")
+
+    def role_actor(self, role: str, aliases: tuple[str, ...], safe: str | None):
+        """Who acts for ``role``: with ``--safe``, the Safe through the owners given with ``--account``
+        (they sign the Safe transaction, the last one sends it); else the one ``--account`` (or the
+        recorded role account)."""
+        from ledger.errors import InputError
+
+        if safe:
+            from ledger.services import safes
+
+            if not aliases:
+                raise InputError("--safe needs --account for each owner that signs (at least the Safe's threshold)")
+            found = safes.resolve(self.chain, safes.SafeStore(self.settings.data_dir), safe)
+            return safes.SafeActor(self.chain, found, [self.account(a) for a in aliases])
+        if len(aliases) > 1:
+            raise InputError("--account is given more than once; several accounts sign only as owners with --safe")
+        return self.role_account(role, aliases[0] if aliases else None)
 
     def decimals(self, token: str) -> int:
         if token not in self._decimals:
@@ -223,3 +247,21 @@ def account_option(role: str | None = None, help_text: str | None = None):
                 f"deployment; {ROLE_DEFAULTS_LOCAL[role]} on the local chain)."
             )
     return click.option("--account", "account_alias", metavar="ACCOUNT", help=help_text)
+
+
+def role_options(role: str):
+    """``--account ACCOUNT`` (repeatable with ``--safe``) and ``--safe ADDRESS|NAME`` for a role's command."""
+
+    def decorate(func):
+        func = click.option(
+            "--safe", "safe", metavar="ADDRESS|NAME",
+            help=f"The Safe that holds the {role} role: the owners given with --account (repeat it, at least the "
+            f"Safe's threshold) sign one Safe transaction and the last of them sends it.",
+        )(func)  # fmt: skip
+        return click.option(
+            "--account", "account_alias", multiple=True, metavar="ACCOUNT",
+            help=f"Ape account alias that sends the transaction (default: the {role} account recorded at "
+            f"deployment; {ROLE_DEFAULTS_LOCAL[role]} on the local chain); with --safe, an owner who signs.",
+        )(func)  # fmt: skip
+
+    return decorate

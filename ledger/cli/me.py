@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .context import App, account_option, pass_app
+from .context import App, pass_app, role_options
 
 
 @click.group()
@@ -26,9 +26,9 @@ def me():
 )
 @click.option("--payout", metavar="ADDRESS", help="Where withdrawals go (alias or address; default: the signer).")
 @click.option("--parent", metavar="NAME", help="The ME or platform this ME was spawned from.")
-@account_option("platform")
+@role_options("platform")
 @pass_app
-def register(app: App, name, signer, payout, parent, account_alias):
+def register(app: App, name, signer, payout, parent, account_alias, safe):
     """Register ME NAME with its signer key and payout address (platform role).
 
     NAME is printable text of at most 32 bytes (UTF-8), stored in Unicode NFC form: no control or
@@ -39,6 +39,7 @@ def register(app: App, name, signer, payout, parent, account_alias):
     Example:
       ledger me register kitchen-platform --signer dev1
       ledger me register fridge --signer dev3 --parent kitchen-platform
+      ledger me register oven --signer oven-team --safe platform-safe --account dev1 --account dev12
     """
     from ledger.names import shown
     from ledger.services.registration import register_me
@@ -49,7 +50,7 @@ def register(app: App, name, signer, payout, parent, account_alias):
         payout_address = s.address(payout, "--payout") if payout else signer_address
         parent_id = s.chain.me_id_by_name(parent) if parent else 0
         me_id, name = register_me(
-            s.chain, name, payout_address, signer_address, parent_id, sender=s.role_account("platform", account_alias)
+            s.chain, name, payout_address, signer_address, parent_id, sender=s.role_actor("platform", account_alias, safe)
         )
     shown_name = shown(name, quote=True)
     click.echo(f"registered ME {shown_name} as id {me_id}: signer {signer_address}, payout {payout_address}")
@@ -211,11 +212,12 @@ def consent(app: App, name, payout, signer, account_alias):
 @click.option(
     "--consent", "consent_hex", metavar="HEX", help="The current signer's consent, as `me consent` printed it."
 )
-@click.option("--consent-by", "consent_by", metavar="ACCOUNT",
-              help="Sign the consent here with this account (the ME's current signer), then send.")  # fmt: skip
-@account_option("platform")
+@click.option("--consent-by", "consent_by", metavar="ACCOUNT", multiple=True,
+              help="Sign the consent here with this account (the ME's current signer; when that signer is a "
+                   "Safe, repeat it for owners up to its threshold), then send.")  # fmt: skip
+@role_options("platform")
 @pass_app
-def update(app: App, name, payout, signer, consent_hex, consent_by, account_alias):
+def update(app: App, name, payout, signer, consent_hex, consent_by, account_alias, safe):
     """Change ME NAME's payout address and/or signer (platform role), with the consent of its current
     signer: `--consent` as `ledger me consent` printed it, `--consent-by` its account when one operator
     holds both keys, or else a consent kept here by `ledger me consent`. The consent is checked against
@@ -235,17 +237,17 @@ def update(app: App, name, payout, signer, consent_hex, consent_by, account_alia
         change = _plan(s, name, payout, signer)
         store = _consents(s)
         signature = mes.parse_consent(consent_hex) if consent_hex else None
-        if consent_by:
-            signature = mes.consent(s.chain, store, change, s.account(consent_by))
-        mes.submit(s.chain, store, change, signature=signature, sender=s.role_account("platform", account_alias))
+        for alias in consent_by:  # kept in the store, which submit reads (and packs, for a Safe signer)
+            mes.consent(s.chain, store, change, s.account(alias))
+        mes.submit(s.chain, store, change, signature=signature, sender=s.role_actor("platform", account_alias, safe))
     click.echo(f"updated {change.describe()}")
 
 
 @me.command()
 @click.argument("name")
-@account_option("platform")
+@role_options("platform")
 @pass_app
-def dissolve(app: App, name, account_alias):
+def dissolve(app: App, name, account_alias, safe):
     """Dissolve ME NAME (platform role). Its balance stays withdrawable; alliances naming it must be
     amended before they settle again.
 
@@ -255,7 +257,7 @@ def dissolve(app: App, name, account_alias):
     """
     with app.session() as s:
         me_id = s.chain.me_id_by_name(name)
-        s.chain.dissolve_me(me_id, sender=s.role_account("platform", account_alias))
+        s.chain.dissolve_me(me_id, sender=s.role_actor("platform", account_alias, safe))
     click.echo(f"dissolved ME {name!r} (id {me_id})")
 
 

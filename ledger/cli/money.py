@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .context import App, account_option, pass_app
+from .context import App, account_option, pass_app, role_options
 
 
 @click.group()
@@ -23,9 +23,9 @@ def period():
 @click.argument("alliance")
 @click.argument("period_number", metavar="PERIOD", type=click.IntRange(1, 2**32 - 1))
 @click.option("--force", is_flag=True, help="Close it even though no revenue was settled into it (closing is final).")
-@account_option("finance")
+@role_options("finance")
 @pass_app
-def close(app: App, alliance, period_number, account_alias, force):
+def close(app: App, alliance, period_number, account_alias, force, safe):
     """Close PERIOD of ALLIANCE (finance role). Closing is final: no revenue can be settled into the
     period afterwards. A period with no settled revenue (a typo such as 202701 for 202612, or a period
     whose revenue is still to come) is refused unless `--force`.
@@ -57,7 +57,7 @@ def close(app: App, alliance, period_number, account_alias, force):
                 f"period {period_number} of alliance {alliance!r} has no settled revenue: {why}; closing is final, "
                 f"so settle its revenue first, or give --force to close it empty"
             )
-        s.chain.close_period(agreement.id, period_number, sender=s.role_account("finance", account_alias))
+        s.chain.close_period(agreement.id, period_number, sender=s.role_actor("finance", account_alias, safe))
         shown = s.units(revenue, agreement.token)
         click.echo(f"closed period {period_number} of {alliance!r}: revenue {shown} {s.symbol(agreement.token)}")
 
@@ -284,9 +284,9 @@ def token():
 @token.command()
 @click.argument("amount")
 @click.option("--to", "to", metavar="ACCOUNT", help="Recipient (alias or address; default: the finance account).")
-@account_option("finance")
+@role_options("finance")
 @pass_app
-def mint(app: App, amount, to, account_alias):
+def mint(app: App, amount, to, account_alias, safe):
     """Mint AMOUNT test tokens (token units) to the finance account or --to.
 
     \b
@@ -298,7 +298,7 @@ def mint(app: App, amount, to, account_alias):
     with app.session() as s:
         if not s.record.token:
             raise LedgerError("this deployment has no test token (only the local chain gets one)")
-        minter = s.role_account("finance", account_alias)
+        minter = s.role_actor("finance", account_alias, safe)
         recipient = s.address(to, "--to") if to else minter.address
         units = s.parse_units(amount, s.record.token, "amount")
         s.chain.mint(recipient, units, sender=minter)  # simulated first: a refusal mines nothing

@@ -8,7 +8,7 @@ import click
 
 from ledger import words
 
-from .context import App, account_option, pass_app
+from .context import App, pass_app, role_options
 
 
 @click.command()
@@ -17,9 +17,9 @@ from .context import App, account_option, pass_app
 @click.option("--json", "as_json", is_flag=True, help="Print the summary (or the dry run) as JSON.")
 @click.option("--yes", "-y", "assume_yes", is_flag=True,
               help="A keystore account signs without asking 'Sign: [y/N]' (same as `ledger --yes`).")  # fmt: skip
-@account_option("finance")
+@role_options("finance")
 @pass_app
-def settle(app: App, file: Path, dry_run, as_json, assume_yes, account_alias):
+def settle(app: App, file: Path, dry_run, as_json, assume_yes, account_alias, safe):
     """Settle the revenue events in FILE (CSV or JSON lines).
 
     \b
@@ -41,6 +41,7 @@ def settle(app: App, file: Path, dry_run, as_json, assume_yes, account_alias):
       ledger settle revenue-2026-11.csv --dry-run
       ledger settle revenue-2026-11.csv
       APE_ACCOUNTS_TREASURY_PASSPHRASE=... ledger settle revenue.csv --account treasury --yes
+      ledger settle revenue-2026-11.csv --safe finance-safe --account dev2 --account dev13
     """
     from ledger.errors import InputError, LedgerError, named
     from ledger.revenue_file import SpooledEvents, check_file, check_start
@@ -88,7 +89,7 @@ def settle(app: App, file: Path, dry_run, as_json, assume_yes, account_alias):
             _print_summary(s, summary, len(spool), as_json, file, spool.blank_rows)
             return
         with app.sender(s) as tx:
-            settler.chain, settler.finance = tx.chain, tx.role_account("finance", account_alias)
+            settler.chain, settler.finance = tx.chain, tx.role_actor("finance", account_alias, safe)
             tx.chain.index = index
             settler.check_role()  # before the funds advice, and before the approval is sent
             try:

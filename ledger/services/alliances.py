@@ -4,6 +4,11 @@ EIP-712 signature, submit, terminate.
 Signatures are made with each ME's own Ape account and kept in a small local store until every party
 has signed; ``export``/``import`` moves one between machines. The store holds only signatures (public
 once submitted), never keys. The contract checks every signature again at submission.
+
+An ME whose signer is a Safe signs as a team: each owner signs the Safe's ``SafeMessage`` over the
+ledger's EIP-712 digest (:mod:`ledger.chain.safe`); the store keeps those owner signatures, and once
+the Safe's threshold of current owners have signed, ``submit`` packs them (ascending owner order) as the
+party's signature, which the ledger checks through the Safe's ERC-1271 ``isValidSignature``.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ledger.chain import eip712
+from ledger.chain import safe as safe_lib
 from ledger.errors import InputError, LedgerError
 from ledger.models import MAX_PARTIES, Agreement, AgreementStatus, MEStatus, Terms, bytes32_to_text
 from ledger.names import check_new, shown
@@ -45,6 +51,24 @@ class SignatureStore:
         raw = self._load(agreement_id).get(kind, {}).get(str(version), {})
         return {int(me_id): bytes.fromhex(sig[2:]) for me_id, sig in raw.items()}
 
+    def get_owners(self, agreement_id: bytes, kind: str, version: int, me_id: int) -> dict[str, bytes]:
+        """The Safe owners' signatures for party ``me_id`` (whose signer is a Safe): owner -> signature."""
+        raw = self._load(agreement_id).get(f"{kind}-owners", {}).get(str(version), {}).get(str(me_id), {})
+        return {owner: bytes.fromhex(sig[2:]) for owner, sig in raw.items()}
+
+    def put_owner(self, agreement_id: bytes, kind: str, version: int, me_id: int, owner: str, signature: bytes) -> None:
+        data = self._load(agreement_id)
+        by_me = data.setdefault(f"{kind}-owners", {}).setdefault(str(version), {}).setdefault(str(me_id), {})
+        by_me[owner] = "0x" + signature.hex()
+        self._write(agreement_id, data)
+
+    def _write(self, agreement_id: bytes, data: dict) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self._path(agreement_id)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+
     def put(self, agreement_id: bytes, kind: str, version: int, me_id: int, signature: bytes) -> None:
         data = self._load(agreement_id)
         data.setdefault(kind, {}).setdefault(str(version), {})[str(me_id)] = "0x" + signature.hex()
@@ -61,6 +85,7 @@ class PartySignature:
     me: str
     signer: str
     signed: bool
+    detail: str = ""  # for a Safe signer: how many of its owners signed, of its threshold
 
 
 def parse_table(items: tuple[str, ...] | list[str], chain, option: str) -> dict[int, int]:
@@ -223,18 +248,30 @@ def sign(
     chain, store: SignatureStore, name: str, account, kind: str = APPROVAL, version: int | None = None
 ) -> list[str]:
     """Sign with ``account`` for every party whose registered signer it is. Returns those MEs' names."""
+    from ledger.services import safes
+
     agreement, version, terms = _target(chain, name, kind, version)
-    mine = [chain.me(me_id) for me_id in terms.parties]
-    mine = [me for me in mine if me.signer.lower() == account.address.lower()]
-    if not mine:
+    parties = [chain.me(me_id) for me_id in terms.parties]
+    mine = [me for me in parties if me.signer.lower() == account.address.lower()]
+    teams = []  # parties whose signer is a Safe that ``account`` owns
+    for me in parties:
+        team = safes.safe_or_none(chain, me.signer)
+        if team is not None and team.is_owner(account.address):
+            teams.append((me, team))
+    if not mine and not teams:
         raise LedgerError(
-            f"account {account.address} is not the registered signer of any party of {name!r} "
-            f"(parties: {', '.join(chain.me(i).name for i in terms.parties)})"
+            f"account {account.address} is not the registered signer of any party of {name!r}, nor an owner of "
+            f"a Safe that is one (parties: {', '.join(me.name for me in parties)})"
         )
-    signature = eip712.sign(account, _message(chain, agreement, kind, version, terms))
-    for me in mine:
-        store.put(agreement.id, kind, version, me.id, signature)
-    return [me.name for me in mine]
+    message = _message(chain, agreement, kind, version, terms)
+    if mine:
+        signature = eip712.sign(account, message)
+        for me in mine:
+            store.put(agreement.id, kind, version, me.id, signature)
+    for me, team in teams:
+        signature = safes.owner_signature(chain, team, eip712.digest(message), account)
+        store.put_owner(agreement.id, kind, version, me.id, account.address, signature)
+    return [me.name for me in mine] + [f"{me.name} (as owner of its Safe)" for me, _ in teams]
 
 
 def add_signature(
@@ -263,6 +300,13 @@ def add_signature(
         if signer is None:
             raise InputError("signature is not a valid ECDSA signature (no key recovers from it)")
         recovered.append(signer)
+        owned = _owned_parties(chain, agreement, kind, version, terms, signature)
+        if owned and (me_name is None or me_name in [me.name for me, _ in owned]):
+            for me, owner in owned:
+                if me_name is None or me.name == me_name:
+                    store.put_owner(agreement.id, kind, version, me.id, owner, signature)
+            return version, [f"{me.name} (owner {owner} of its Safe)" for me, owner in owned
+                             if me_name is None or me.name == me_name]  # fmt: skip
         mine = [me for me in chain.mes_by_id(terms.parties) if me.signer.lower() == signer.lower()]
         if me_name is not None and mine and me_name not in [me.name for me in mine]:
             raise LedgerError(
@@ -281,29 +325,59 @@ def add_signature(
     )
 
 
-def signature_status(chain, store: SignatureStore, agreement: Agreement, kind: str, version: int, terms: Terms):
-    """Each party with whether a valid signature from its current signer is in the store."""
+def _owned_parties(chain, agreement, kind, version, terms, signature: bytes) -> list[tuple]:
+    """Parties whose signer is a Safe of which ``signature`` (over that Safe's message for this
+    agreement, kind and version) is by a current owner: ``[(me, owner)]``."""
+    from ledger.services import safes
+
+    digest = eip712.digest(_message(chain, agreement, kind, version, terms))
+    found = []
+    for me in chain.mes_by_id(terms.parties):
+        team = safes.safe_or_none(chain, me.signer)
+        if team is None:
+            continue
+        owner = safe_lib.recover(safe_lib.message(chain.chain_id, team.address, digest), signature)
+        if owner is not None and team.is_owner(owner):
+            found.append((me, owner))
+    return found
+
+
+def _party_signatures(chain, store, agreement: Agreement, kind: str, version: int, terms: Terms):
+    """Each party's row and, when complete, the signature to submit for it."""
+    from ledger.services import safes
+
     stored = store.get(agreement.id, kind, version)
     message = _message(chain, agreement, kind, version, terms)
-    rows = []
-    for me_id in terms.parties:
-        me = chain.me(me_id)
-        sig = stored.get(me_id)
+    out = []
+    for me in chain.mes_by_id(terms.parties):
+        team = safes.safe_or_none(chain, me.signer)
+        if team is not None:
+            owners = store.get_owners(agreement.id, kind, version, me.id)
+            packed, why = safes.packed_or_why(chain, team, eip712.digest(message), owners)
+            detail = why or f"{team.threshold} of {team.threshold} owner signatures of {team.label()}"
+            out.append((PartySignature(me.id, me.name, me.signer, packed is not None, detail), packed))
+            continue
+        sig = stored.get(me.id)
         valid = sig is not None and (eip712.recover(message, sig) or "").lower() == me.signer.lower()
-        rows.append(PartySignature(me_id, me.name, me.signer, valid))
-    return rows
+        out.append((PartySignature(me.id, me.name, me.signer, valid), sig if valid else None))
+    return out
+
+
+def signature_status(chain, store: SignatureStore, agreement: Agreement, kind: str, version: int, terms: Terms):
+    """Each party with whether a valid signature from its current signer is in the store (for a Safe
+    signer: its threshold of signatures by its current owners)."""
+    return [row for row, _ in _party_signatures(chain, store, agreement, kind, version, terms)]
 
 
 def _collect(chain, store, agreement: Agreement, kind: str, version: int, terms: Terms) -> list[bytes]:
-    rows = signature_status(chain, store, agreement, kind, version, terms)
-    missing = [row.me for row in rows if not row.signed]
+    pairs = _party_signatures(chain, store, agreement, kind, version, terms)
+    missing = [row.me + (f" ({row.detail})" if row.detail else "") for row, _ in pairs if not row.signed]
     if missing:
         raise LedgerError(
-            f"{len(rows) - len(missing)} of {len(rows)} parties have signed {kind} of version {version} of "
+            f"{len(pairs) - len(missing)} of {len(pairs)} parties have signed {kind} of version {version} of "
             f"{agreement.name!r}; waiting for {', '.join(missing)} (`ledger alliance sign`)"
         )
-    stored = store.get(agreement.id, kind, version)
-    return [stored[me_id] for me_id in terms.parties]
+    return [sig for _, sig in pairs]
 
 
 def submit(chain, store: SignatureStore, name: str, *, sender, version: int | None = None) -> int:

@@ -9,7 +9,9 @@ out below, and a test checks them against the compiled contract). The history is
 1. **Signatures.** Each ME's signer over time comes from ``MERegistered``/``MEUpdated``; every
    ``AgreementActivated``/``AgreementEnded`` signature is recovered here (EIP-712, ``eth_account``)
    and must be the signer each party had at that block. ME-update consents are recovered from the
-   transaction's input. Each version's terms hash is recomputed from the terms in its log.
+   transaction's input. Each version's terms hash is recomputed from the terms in its log. A signer
+   that is a Safe is checked offline against its owners and threshold at that log, rebuilt from the
+   Safe's own events (:mod:`ledger.services.audit_safes`, which states the limits).
 2. **Credits.** Every ``RevenueSettled`` event is split again with the documented rounding rule and the
    period's cumulative revenue as replayed here (tiers), then compared with the ``PartiesCredited``
    runs of the same transaction.
@@ -427,6 +429,9 @@ class Auditor:
         started = time.perf_counter()
         self.chain_id = int(self.rpc.request("eth_chainId"), 16)
         head = max(0, int(self.rpc.request("eth_blockNumber"), 16) - self.confirmations)
+        from ledger.services.audit_safes import SafeSigners
+
+        self.safes = SafeSigners(self.rpc, self.chain_id, head)
         code = self.rpc.request("eth_getCode", [self.ledger, "latest"])
         if code in ("0x", "", None):
             raise ChainUnavailable(f"chain {self.chain_id} has no contract at {self.ledger}")
@@ -704,7 +709,12 @@ class Auditor:
             if me is None:
                 self._find("signature", f"alliance {name!r} version {version}: party ME {me_id} is unknown", log)
                 continue
-            if recovered != me.signer:
+            if recovered != me.signer and self._contract_signature(
+                log, me.signer, message, bytes(signature), f"alliance {name!r} version {version}: the {what} of "
+                f"ME {me.name!r}", alliance=name, version=version, me_id=me_id,
+            ):  # fmt: skip
+                pass
+            elif recovered != me.signer:
                 self._find(
                     "signature",
                     f"alliance {name!r} version {version}: the {what} of ME {me.name!r} was signed by "
@@ -723,7 +733,7 @@ class Auditor:
             return
         txs = self.rpc.batch([("eth_getTransactionByHash", [log.tx]) for log, *_ in self.consents])
         for (log, me_id, payout, signer, nonce, previous), tx in zip(self.consents, txs, strict=True):
-            data = bytes.fromhex((tx or {}).get("input", "0x")[2:])
+            data = _through_safe(bytes.fromhex((tx or {}).get("input", "0x")[2:]), self.ledger)
             if data[:4] != UPDATE_ME_SELECTOR:
                 self.counts["consents_unverifiable"] += 1  # sent through another contract (a multisig)
                 continue
@@ -731,7 +741,12 @@ class Auditor:
             message = eip712.me_update_message(self.chain_id, self.ledger, me_id, payout, signer, nonce)
             recovered = eip712.recover(message, args[3])
             self.counts["consents"] += 1
-            if recovered != previous:
+            if recovered != previous and self._contract_signature(
+                log, previous, message, bytes(args[3]), f"ME {self.mes[me_id].name!r}'s consent to signer {signer}",
+                me_id=me_id,
+            ):  # fmt: skip
+                pass
+            elif recovered != previous:
                 name = self.mes[me_id].name
                 self._find(
                     "signature",
@@ -740,6 +755,23 @@ class Auditor:
                     log,
                     me_id=me_id, recovered=recovered, signer=previous,
                 )  # fmt: skip
+
+    def _contract_signature(self, log, signer: str, message, signature: bytes, what: str, **values) -> bool:
+        """For a signer with code: check its signature (a Safe's, offline) and report; True when handled
+        here (verified, unverifiable or a finding), False for a key signer (the caller reports it)."""
+        if not self.safes.is_contract(signer):
+            return False
+        verdict = self.safes.check(signer, eip712.digest(message), signature, log.block, log.index)
+        if verdict.outcome == "verified":
+            self.counts["contract_signatures"] += 1
+        elif verdict.outcome == "unverifiable":
+            self.counts["contract_signatures_unverifiable"] += 1
+        else:
+            self._find(
+                "signature", f"{what} is not a valid signature of the Safe {signer} at that block: {verdict.reason}",
+                log, signer=signer, **values,
+            )  # fmt: skip
+        return True
 
     # -- settlement ---------------------------------------------------------------------------------
 
@@ -1047,6 +1079,27 @@ class Auditor:
 def _block_hash(rpc, number: int) -> str | None:
     block = rpc.request("eth_getBlockByNumber", [hex(number), False])
     return block.get("hash") if block else None
+
+
+SAFE_EXEC_SELECTOR = keccak(
+    text="execTransaction(address,uint256,bytes,uint8,uint256,uint256,uint256,address,address,bytes)"
+)[:4]
+
+
+def _through_safe(data: bytes, ledger: str) -> bytes:
+    """The call a Safe's ``execTransaction`` made to the ledger (the platform role held by a Safe), else
+    ``data`` as it is. The Safe call ran: the ledger's log of it is what proves it; this only finds the
+    consent's bytes in the transaction's input."""
+    if data[:4] != SAFE_EXEC_SELECTOR:
+        return data
+    try:
+        to, _, inner, operation, *_ = abi_decode(
+            ["address", "uint256", "bytes", "uint8", "uint256", "uint256", "uint256", "address", "address", "bytes"],
+            data[4:],
+        )
+    except Exception:  # noqa: BLE001 - not a well-formed execTransaction: left as it is
+        return data
+    return bytes(inner) if operation == 0 and to.lower() == ledger.lower() else data
 
 
 def _decoded(kind: str, result: str):

@@ -6,6 +6,11 @@ The two usually sit with different people on different machines, as agreement si
 signer runs ``ledger me consent`` (signs, keeps the consent in the local store and prints it), the
 platform runs ``ledger me update`` with the printed consent (or, on the same machine, the stored one).
 Every consent is checked here against the ME's current signer and nonce before anything is sent.
+
+When the ME's signer is a Safe, each owner runs ``ledger me consent`` with their own account: it signs the
+Safe's ``SafeMessage`` over the consent's digest and keeps that owner signature; ``ledger me update``
+packs the threshold of current owners' signatures (or takes ``--consent`` with the packed signature)
+and the ledger checks it through the Safe's ERC-1271 ``isValidSignature``.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ledger.chain import eip712
+from ledger.chain import safe as safe_lib
 from ledger.errors import InputError, LedgerError
 from ledger.models import ME
 
@@ -46,11 +52,23 @@ class ConsentStore:
         found = self._load(update.me.id).get(self._key(update))
         return bytes.fromhex(found[2:]) if found else None
 
+    def get_owners(self, update: Update) -> dict[str, bytes]:
+        found = self._load(update.me.id).get(self._key(update) + ":owners", {})
+        return {owner: bytes.fromhex(sig[2:]) for owner, sig in found.items()}
+
+    def put_owner(self, update: Update, owner: str, signature: bytes) -> None:
+        data = self._load(update.me.id)
+        data.setdefault(self._key(update) + ":owners", {})[owner] = "0x" + signature.hex()
+        self._write(update.me.id, data)
+
     def put(self, update: Update, consent: bytes) -> None:
         data = self._load(update.me.id)
         data[self._key(update)] = "0x" + consent.hex()
+        self._write(update.me.id, data)
+
+    def _write(self, me_id: int, data: dict) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        path = self._path(update.me.id)
+        path = self._path(me_id)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
         os.replace(tmp, path)
@@ -95,7 +113,15 @@ def _message(chain, update: Update):
 
 
 def consent(chain, store: ConsentStore, update: Update, account) -> bytes:
-    """The consent of ``account``, which must be the ME's current signer; kept in ``store``."""
+    """The consent of ``account``, which must be the ME's current signer (or, when that signer is a
+    Safe, one of its owners: then the owner's signature of the Safe's message); kept in ``store``."""
+    from ledger.services import safes
+
+    team = safes.safe_or_none(chain, update.me.signer)
+    if team is not None:
+        signature = safes.owner_signature(chain, team, eip712.digest(_message(chain, update)), account)
+        store.put_owner(update, account.address, signature)
+        return signature
     if account.address.lower() != update.me.signer.lower():
         raise LedgerError(
             f"account {account.address} is not the current signer of ME {update.me.name!r} ({update.me.signer}); "
@@ -111,13 +137,25 @@ def parse_consent(text: str) -> bytes:
         raw = bytes.fromhex(text.strip().removeprefix("0x"))
     except ValueError:
         raise InputError("--consent: must be hex (0x followed by 130 hex digits)") from None
-    if len(raw) != 65:
-        raise InputError(f"--consent: a signature is 65 bytes, got {len(raw)}")
+    if len(raw) == 0 or len(raw) % 65:
+        raise InputError(f"--consent: a signature is 65 bytes (a Safe's: 65 per owner), got {len(raw)}")
     return raw
 
 
 def check_consent(chain, update: Update, signature: bytes) -> None:
     """Refuse, before sending, a consent that is not the ME's current signer's over exactly this change."""
+    from ledger.services import safes
+
+    team = safes.safe_or_none(chain, update.me.signer)
+    if team is not None:
+        signable = safe_lib.message(chain.chain_id, team.address, eip712.digest(_message(chain, update)))
+        why = safe_lib.verify(signable, signature, list(team.owners), team.threshold)
+        if why:
+            raise LedgerError(
+                f"the consent is not {team.label()}'s (the signer of ME {update.me.name!r}) over this change at "
+                f"update number {update.nonce + 1}: {why}"
+            )
+        return
     recovered = eip712.recover(_message(chain, update), signature)
     if recovered is None or recovered.lower() != update.me.signer.lower():
         raise LedgerError(
@@ -129,6 +167,17 @@ def check_consent(chain, update: Update, signature: bytes) -> None:
 
 def submit(chain, store: ConsentStore, update: Update, *, signature: bytes | None, sender) -> None:
     """Send ``updateME`` (platform role) with ``signature``, or the consent kept in ``store``."""
+    from ledger.services import safes
+
+    team = safes.safe_or_none(chain, update.me.signer)
+    if signature is None and team is not None:
+        digest = eip712.digest(_message(chain, update))
+        signature, why = safes.packed_or_why(chain, team, digest, store.get_owners(update))
+        if signature is None:
+            raise LedgerError(
+                f"no consent from the signer of ME {update.me.name!r} for this change yet: {why}; each owner runs "
+                f"`ledger me consent {update.me.name} ... --account OWNER`"
+            )
     signature = signature or store.get(update)
     if signature is None:
         raise LedgerError(

@@ -416,7 +416,10 @@ class Settler:
         alliance's failure neither stops nor hides another's.
         """
         budget = min(self.batch_gas, self._block_gas_limit() // 2)
-        pipeline = self.chain.pipeline(self.finance, self.window)
+        if hasattr(self.finance, "pipeline"):  # the finance role held by a Safe: one Safe transaction per batch
+            pipeline = self.finance.pipeline(self.chain, self.window)
+        else:
+            pipeline = self.chain.pipeline(self.finance, self.window)
         keep = bool(getattr(self.chain.policy, "confirmations", 0))  # receipts kept for the reorg check
         queue = deque(_Run(item) for item in work)
         failures: list[ContractRevert] = []
