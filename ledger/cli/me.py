@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .context import App, pass_app, role_options
+from .context import App, account_option, pass_app, role_options
 
 
 @click.group()
