@@ -23,6 +23,7 @@ import itertools
 import json
 import re
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -435,7 +436,9 @@ def _send_as_platform(cli: LedgerCLI, signature: str, types: list[str], values: 
     record = json.loads(next((Path(cli.data_dir) / "deployments").glob("*.json")).read_text())
     data = "0x" + (keccak(text=signature)[:4] + encode(types, values)).hex()
     tx = rpc(url, "eth_sendTransaction", [{"from": record["platform"], "to": record["ledger"], "data": data}])
-    receipt = rpc(url, "eth_getTransactionReceipt", [tx])
+    deadline = time.monotonic() + 30  # automine answers before the receipt can be read, under load
+    while (receipt := rpc(url, "eth_getTransactionReceipt", [tx])) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert receipt and receipt["status"] == "0x1", receipt
 
 

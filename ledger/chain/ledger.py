@@ -495,6 +495,9 @@ class LedgerChain:
     def ensure_allowance(self, token: str, owner, amount: int) -> None:
         if self.allowance(token, owner.address) >= amount:
             return
+        if hasattr(owner, "execute"):  # a Safe approves through one Safe transaction its owners sign
+            owner.execute(token, ERC20["approve"].encode(self.address, amount))
+            return
         if self.transactor is None:  # pragma: no cover - every provider the project uses speaks HTTP
             self.transact(self.token_at(token).approve, self.address, amount, sender=owner)
             return
@@ -610,6 +613,8 @@ class LedgerChain:
         that acts through a Safe (:class:`ledger.services.safes.SafeActor`) sends it as one Safe
         transaction its owners sign."""
         if hasattr(sender, "execute"):
+            if isinstance(handler, str):  # the ledger's function by name (a chain read over JSON-RPC)
+                return sender.execute(self.address, self.abi[handler].encode(*args))
             return sender.execute(str(handler.contract.address), bytes(handler.encode_input(*args)))
         transactor = self.transactor
         if isinstance(handler, str):

@@ -259,7 +259,7 @@ def import_mes(chain, path: Path, *, sender, dry_run: bool = False, progress=Non
     summary = ImportSummary(rows=len(new) + len(same), skipped=len(same))
     if dry_run or not new:
         return summary
-    if not chain.has_role("platform", sender.address):
+    if not chain.has_role("PLATFORM_ROLE", sender.address):
         raise LedgerError(f"account {sender.address} does not hold the platform role; only it registers MEs")
     register = chain.abi["registerMEs"]
     ids_known: dict[str, int] = {}
@@ -450,7 +450,7 @@ def import_alliances(chain, path: Path, *, sender, default_token: str | None, de
     summary = ImportSummary(rows=len(new) + len(same), skipped=len(same))
     if dry_run or not new:
         return summary
-    if not chain.has_role("platform", sender.address):
+    if not chain.has_role("PLATFORM_ROLE", sender.address):
         raise LedgerError(f"account {sender.address} does not hold the platform role; only it proposes from a file")
     propose = chain.abi["proposeAgreements"]
     items = []
