@@ -75,6 +75,17 @@ test: compile browser test-forge
 test-hardhat: compile browser
 	LEDGER_NODE=hardhat ape test tests/ -m "not slow"
 
+# The contract and service tests on py-evm, an EVM independent of revm (which Anvil and Hardhat both run),
+# in process through Ape's ethereum:local:test network; tests marked http_node or anvil_only are skipped
+# there with their reason. See docs/verification.md.
+test-pyevm: compile
+	LEDGER_NODE=pyevm ape test tests/ -m "not slow"
+
+# Hand-written mutants of the contract, each applied to a copy of the project and run against the forge
+# suite (then a pytest subset if forge misses it); fails if any survives. See docs/verification.md.
+mutants: compile
+	python scripts/mutants.py
+
 test-all: compile browser test-forge-long
 	ape test tests/
 
