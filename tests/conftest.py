@@ -44,8 +44,15 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 NETWORKS = {"anvil": "ethereum:local:foundry", "hardhat": "ethereum:local:hardhat", "pyevm": "ethereum:local:test"}
 
 
+# py-evm is a choice of the tests only (the `ledger` command runs Anvil or Hardhat): read it once, and
+# keep it out of the environment the command-line code reads.
+_KIND = os.environ.get("LEDGER_NODE", "anvil")
+if _KIND == "pyevm":
+    del os.environ["LEDGER_NODE"]
+
+
 def node_kind() -> str:
-    return os.environ.get("LEDGER_NODE", "anvil")
+    return _KIND if _KIND == "pyevm" else os.environ.get("LEDGER_NODE", "anvil")
 
 
 def pytest_configure(config):

@@ -119,6 +119,16 @@ class Rpc:
         return [by_id[i]["result"] for i in range(len(calls))]
 
 
+class InProcessRpc(Rpc):
+    """The same requests to a node running in process (py-evm: ``LEDGER_NODE=pyevm``), through the chain
+    layer's in-process transport."""
+
+    def __init__(self, provider):
+        from ledger.chain._inprocess import ProviderTransport
+
+        self.post = ProviderTransport(provider)
+
+
 class Env:
     """One deployment for the machine: the ledger, two settlement tokens, role and ME accounts."""
 
@@ -138,7 +148,8 @@ class Env:
             token.approve(self.chain.address, 2**256 - 1, sender=self.finance)
         import ape
 
-        self.rpc = Rpc(ape.chain.provider.http_uri)
+        uri = ape.chain.provider.http_uri
+        self.rpc = Rpc(uri) if uri else InProcessRpc(ape.chain.provider)
         self.chain_id = self.chain.chain_id
         self.holders = [self.chain.address, self.finance.address, self.outsider.address] + [
             a.address for a in self.pool
