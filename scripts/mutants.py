@@ -211,7 +211,8 @@ MUTANTS = [
     ),
     Mutant(
         "token-change-allowed", LEDGER,
-        "} else if (terms.token != agreement.token) {\n            revert AgreementTokenChanged(agreement.token, terms.token);\n        }",
+        "} else if (terms.token != agreement.token) {\n"
+        "            revert AgreementTokenChanged(agreement.token, terms.token);\n        }",
         "}",
         "an amendment may change the settlement token",
     ),
@@ -255,8 +256,8 @@ def _prepare(copy: Path) -> None:
 
 def _forge(copy: Path) -> tuple[str | None, str]:
     """(the first failing test and its reason, or None if all pass; raw output on a build failure)."""
-    command = [str(FORGE), "test", "--root", str(copy), "--offline", "--use", str(copy / "scripts/solc/bin/solc-v0.8.30"),
-               "--fail-fast", "--json"]
+    solc = str(copy / "scripts/solc/bin/solc-v0.8.30")
+    command = [str(FORGE), "test", "--root", str(copy), "--offline", "--use", solc, "--fail-fast", "--json"]
     env = {**os.environ, "FOUNDRY_INVARIANT_SHRINK_RUN_LIMIT": "0", "FOUNDRY_PROFILE": "default"}
     done = subprocess.run(command, cwd=copy, capture_output=True, text=True, env=env)
     start = done.stdout.find("{")
@@ -281,7 +282,9 @@ def _pytest(copy: Path) -> tuple[str | None, str]:
     if done.returncode == 0:
         return None, ""
     failed = [line for line in done.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
-    return "pytest " + (failed[0].split()[1] if failed else "(see output)"), (failed[0] if failed else done.stdout[-500:])
+    if not failed:
+        return "pytest (see its output)", done.stdout[-500:]
+    return "pytest " + failed[0].split()[1], failed[0]
 
 
 def main(argv: list[str] | None = None) -> int:
