@@ -292,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", help="run only these mutants (default: all)")
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
     parser.add_argument("--no-pytest", action="store_true", help="forge only (a survivor is reported as such)")
+    parser.add_argument("--copy", default=".tmp/mutants", help="where the project is copied (removed afterwards)")
     args = parser.parse_args(argv)
     if args.list:
         for m in MUTANTS:
@@ -306,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         print("mutants: forge is not installed (run `make node_modules`)", file=sys.stderr)
         return 2
 
-    copy = ROOT / ".tmp" / "mutants"
+    copy = ROOT / args.copy
     rows: list[tuple[str, str, float, str]] = []
     try:
         _prepare(copy)
