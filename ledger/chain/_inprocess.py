@@ -4,12 +4,13 @@ Ape's ``ethereum:local:test`` network runs py-evm (through eth-tester) inside th
 HTTP endpoint, so the client sends each request through the provider's web3 request manager instead of
 a socket, and turns the answers into what a JSON-RPC node sends over the wire (quantities and bytes as
 ``0x`` hex), so every caller reads them exactly as it reads Anvil's or Hardhat's answers. Two things
-eth-tester does differently are smoothed over here:
+eth-tester does differently is smoothed over here:
 
 - ``eth_getLogs`` wants the address filter as a list;
 - a reverted ``eth_call`` raises ``TransactionFailed`` (revert data as the text of a bytes literal)
   instead of answering with a JSON-RPC error; it becomes the error Anvil sends (code 3, the revert data
-  in ``data``), so custom errors decode the same way.
+  in ``data``), so custom errors decode the same way;
+- a successful ``evm_revert`` answers null; Anvil and Hardhat answer true.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ class ProviderTransport:
             result = self.provider.web3.manager.request_blocking(method, params)
         except Exception as err:  # noqa: BLE001 - every failure becomes a JSON-RPC error reply
             return {"jsonrpc": "2.0", "id": rid, "error": _error(err)}
+        if method == "evm_revert" and result is None:
+            result = True  # eth-tester answers a successful revert with null; Anvil and Hardhat with true
         return {"jsonrpc": "2.0", "id": rid, "result": _jsonify(result)}
 
 
