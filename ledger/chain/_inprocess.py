@@ -3,7 +3,7 @@
 Ape's ``ethereum:local:test`` network runs py-evm (through eth-tester) inside the Python process: no
 HTTP endpoint, so the client sends each request through the provider's web3 request manager instead of
 a socket, and turns the answers into what a JSON-RPC node sends over the wire (quantities and bytes as
-``0x`` hex), so every caller reads them exactly as it reads Anvil's or Hardhat's answers. Two things
+``0x`` hex), so every caller reads them exactly as it reads Anvil's or Hardhat's answers. What
 eth-tester does differently is smoothed over here:
 
 - ``eth_getLogs`` wants the address filter as a list;
