@@ -275,8 +275,17 @@ def _forge(copy: Path) -> tuple[str | None, str]:
     return None, ""
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def _pytest(copy: Path) -> tuple[str | None, str]:
-    env = {**os.environ, "PYTHONPATH": str(copy)}
+    # Its own Anvil on a free port: never the one a test run in the working tree is using.
+    env = {**os.environ, "PYTHONPATH": str(copy), "APE_FOUNDRY_HOST": f"http://127.0.0.1:{_free_port()}"}
     command = ["ape", "test", *PYTEST_SUBSET, "-m", "not slow", "-x", "-q", "-p", "no:cacheprovider"]
     done = subprocess.run(command, cwd=copy, capture_output=True, text=True, env=env)
     if done.returncode == 0:

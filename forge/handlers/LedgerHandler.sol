@@ -151,11 +151,13 @@ contract LedgerHandler {
         _register(seed, seed >> 8);
     }
 
-    /// @notice A new payout and signer with the current signer's EIP-712 consent; a quarter of the time
-    /// the consent is signed by someone else and must be refused.
+    /// @notice A new payout (and, two times in three, a new signer) with the current signer's EIP-712
+    /// consent; a quarter of the time the consent is signed by someone else and must be refused.
     function actUpdateME(uint256 meSeed, uint256 forgeSeed) external action {
         uint32 meId = uint32(bound(meSeed, 1, meCount));
-        uint256 newKey = _newKey();
+        // A third of the updates keep the signer (a new payout only): replaying such a consent is refused
+        // only because its nonce is spent.
+        uint256 newKey = (forgeSeed >> 8) % 3 == 0 ? signerKey[meId] : _newKey();
         address newPayout = vm.addr(_newKey());
         address newSigner = vm.addr(newKey);
         IAllianceLedger.ME memory me = ledger.meOf(meId);
