@@ -19,7 +19,7 @@ export APE_DATA_FOLDER := $(CURDIR)/.ape
 export TMPDIR := $(CURDIR)/.tmp
 $(shell mkdir -p $(TMPDIR))
 
-.PHONY: all deps venv node_modules compile demo test test-hardhat test-all bench clean browser
+.PHONY: all deps venv node_modules compile demo test test-forge test-forge-long test-hardhat test-pyevm test-all bench clean browser mutants
 all: test
 
 deps: venv node_modules
@@ -52,7 +52,20 @@ demo: compile
 browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
-test: compile browser
+# The contract's Foundry suite (forge/, foundry.toml): the invariant campaign over the ledger handler
+# and the fuzz tests of SplitMath against a reference. forge comes from npm and compiles offline with the
+# solc-js adapter; the quick campaign is 50,000 handler calls (about a minute), the long one
+# (FOUNDRY_PROFILE=long, in `make test-all`) 2,000,000. See docs/verification.md.
+FORGE := node_modules/@foundry-rs/forge-linux-amd64/bin/forge
+FORGE_TEST := $(FORGE) test --offline --use scripts/solc/bin/solc-v0.8.30
+
+test-forge: node_modules
+	$(FORGE_TEST)
+
+test-forge-long: node_modules
+	FOUNDRY_PROFILE=long $(FORGE_TEST)
+
+test: compile browser test-forge
 	ape test tests/ -m "not slow"
 
 # The same tests on Hardhat's node (npm hardhat 2.x through ape-hardhat): LEDGER_NODE=hardhat is the one
@@ -62,7 +75,18 @@ test: compile browser
 test-hardhat: compile browser
 	LEDGER_NODE=hardhat ape test tests/ -m "not slow"
 
-test-all: compile browser
+# The contract and service tests on py-evm, an EVM independent of revm (which Anvil and Hardhat both run),
+# in process through Ape's ethereum:local:test network; tests marked http_node or anvil_only are skipped
+# there with their reason. See docs/verification.md.
+test-pyevm: compile
+	LEDGER_NODE=pyevm ape test tests/ -m "not slow"
+
+# Hand-written mutants of the contract, each applied to a copy of the project and run against the forge
+# suite (then a pytest subset if forge misses it); fails if any survives. See docs/verification.md.
+mutants: compile
+	python scripts/mutants.py
+
+test-all: compile browser test-forge-long
 	ape test tests/
 
 bench: compile

@@ -6,6 +6,10 @@ payout addresses of four smart-kitchen MEs, and an attacker with no role.
 The node: Anvil (ape-foundry) by default; ``LEDGER_NODE=hardhat`` (``make test-hardhat``) runs the same
 tests on Hardhat's node: ape-hardhat starts it for Ape's session, and ``ledger chain up`` starts Hardhat
 nodes for the command-line tests. Tests marked ``anvil_only`` are skipped there, with their reason.
+``LEDGER_NODE=pyevm`` (``make test-pyevm``) runs them on py-evm, an EVM independent of Anvil's and
+Hardhat's (both revm), in process through Ape's ``ethereum:local:test``; the chain layer's JSON-RPC client
+then talks to Ape's provider instead of HTTP. Tests marked ``http_node`` (they need a node over HTTP:
+``ledger chain up``, the CLI in a subprocess, dev methods py-evm lacks) and ``anvil_only`` are skipped there.
 """
 
 from __future__ import annotations
@@ -37,11 +41,18 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 # The Ape network that runs each kind of node (LEDGER_NODE, as `ledger` reads it).
-NETWORKS = {"anvil": "ethereum:local:foundry", "hardhat": "ethereum:local:hardhat"}
+NETWORKS = {"anvil": "ethereum:local:foundry", "hardhat": "ethereum:local:hardhat", "pyevm": "ethereum:local:test"}
+
+
+# py-evm is a choice of the tests only (the `ledger` command runs Anvil or Hardhat): read it once, and
+# keep it out of the environment the command-line code reads.
+_KIND = os.environ.get("LEDGER_NODE", "anvil")
+if _KIND == "pyevm":
+    del os.environ["LEDGER_NODE"]
 
 
 def node_kind() -> str:
-    return os.environ.get("LEDGER_NODE", "anvil")
+    return _KIND if _KIND == "pyevm" else os.environ.get("LEDGER_NODE", "anvil")
 
 
 def pytest_configure(config):
@@ -63,13 +74,19 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    if node_kind() == "anvil":
+    kind = node_kind()
+    if kind == "anvil":
         return
     for item in items:
         marker = item.get_closest_marker("anvil_only")
         if marker is not None:
             reason = marker.args[0] if marker.args else "needs Anvil"
-            item.add_marker(pytest.mark.skip(reason=f"Anvil only ({node_kind()} runs here): {reason}"))
+            item.add_marker(pytest.mark.skip(reason=f"Anvil only ({kind} runs here): {reason}"))
+            continue
+        marker = item.get_closest_marker("http_node")
+        if marker is not None and kind == "pyevm":
+            reason = marker.args[0] if marker.args else "needs a node over HTTP"
+            item.add_marker(pytest.mark.skip(reason=f"needs a node over HTTP (py-evm runs in process): {reason}"))
 
 
 @pytest.fixture(scope="session")

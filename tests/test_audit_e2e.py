@@ -24,6 +24,10 @@ from ledger.services.audit import EVENT_SIGNATURES, event_abi
 
 from .cli_support import InProcessCLI, LedgerCLI, RpcProxy, free_port, write_csv
 
+pytestmark = pytest.mark.http_node(
+    "builds its history through `ledger chain up` and the CLI (the audit reads the node over HTTP)"
+)
+
 MNEMONIC = "test test test test test test test test test test test junk"
 Account.enable_unaudited_hdwallet_features()
 DEV = [Account.from_mnemonic(MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}") for i in range(12)]

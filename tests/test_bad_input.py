@@ -35,6 +35,8 @@ from ledger.chain.node import rpc
 
 from .cli_support import InProcessCLI, LedgerCLI, Result, free_port
 
+pytestmark = pytest.mark.http_node("runs `ledger` as subprocesses against a chain started by `ledger chain up`")
+
 KITCHEN = [("fridge", "dev3"), ("oven", "dev4"), ("recipe-app", "dev5"), ("logistics", "dev6")]
 HEADER = "reference,alliance,amount,period"
 LIVE = "live"  # active, 4 parties; reference OLD-1 settled in 202611; period 202601 closed

@@ -24,6 +24,8 @@ from ledger.chain.node import rpc
 
 from .cli_support import InProcessCLI, LedgerCLI, free_port, write_csv
 
+pytestmark = pytest.mark.http_node("runs `ledger chain up` and the CLI as subprocesses")
+
 KITCHEN = [("fridge", "dev3"), ("oven", "dev4"), ("recipe-app", "dev5"), ("logistics", "dev6")]
 
 

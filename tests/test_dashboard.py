@@ -28,6 +28,10 @@ from ledger.cli.demo import MES, PERIOD, TARGET_PER_EVENT
 
 from .cli_support import InProcessCLI, LedgerCLI, free_port, write_csv
 
+pytestmark = pytest.mark.http_node(
+    "runs `ledger demo` on a node started by `ledger chain up`, and the dashboard server"
+)
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip

@@ -24,6 +24,10 @@ from ledger.errors import LedgerError
 from .cli_support import InProcessCLI, LedgerCLI, RpcProxy, free_port, write_csv
 from .test_cli_e2e import KITCHEN, make_alliance, payouts, show
 
+pytestmark = pytest.mark.http_node(
+    "starts, stalls, slows, kills and restarts nodes over HTTP (`ledger chain up`, evm_setAutomine, a proxy)"
+)
+
 SMALL_BATCHES = {"LEDGER_BATCH_GAS": "400000"}  # ~50 events per batch: many transactions
 
 

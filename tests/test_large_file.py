@@ -99,6 +99,7 @@ def test_duplicates_are_found_past_the_in_memory_limit(tmp_path):
     assert problems[-1] == f"row {rows + 1}: reference 'INV-2026-11-00000000000000000003' repeats row 5"
 
 
+@pytest.mark.http_node("settles through `ledger` subprocesses on a chain started by `ledger chain up`")
 def test_a_large_file_with_bad_rows_is_refused_whole(big_chain, tmp_path):
     rows = 300_000
     path = tmp_path / "large.csv"
@@ -110,6 +111,7 @@ def test_a_large_file_with_bad_rows_is_refused_whole(big_chain, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.http_node("settles through `ledger` subprocesses on a chain started by `ledger chain up`")
 def test_a_1_gb_file_is_checked_as_a_stream_in_bounded_memory(big_chain, tmp_path):
     rows = 19_500_000
     path = tmp_path / "one-gigabyte.csv"

@@ -247,6 +247,7 @@ def test_one_alliances_failure_neither_stops_nor_hides_another(ledger, funded, m
     assert credited_total(ledger, token, north_terms.parties) == sum(e.amount for e in events[:settled_north])
 
 
+@pytest.mark.http_node("switches automine off (evm_setAutomine), which py-evm's tester lacks")
 def test_a_burst_on_a_node_that_stops_mining_is_detected_and_recovered(ledger, funded, kitchen_alliance, token):
     """Eight batches in flight on a node whose automine is off (what Anvil's automine stall looks like):
     the pipeline notices nothing lands, asks the node to mine, and the run finishes exactly once."""

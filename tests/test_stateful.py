@@ -77,6 +77,9 @@ FUNDS = 2**250  # what finance holds of each token: enough for any batch the mac
 
 QUICK_STEPS = 50  # steps per sequence in the quick case
 QUICK_MAX_SEQUENCES = 100
+# py-evm (LEDGER_NODE=pyevm) executes each call in Python, tens of times slower than revm: the quick case
+# runs this many sequences there (the same machine and checks; depth is Anvil's job and forge's).
+PYEVM_MAX_SEQUENCES = 5
 FUZZ_PROFILES = ("stateful-fuzz", "fuzz")
 FUZZ_SEQUENCES = 10_000
 OUTCOMES: Counter = Counter()  # (function, error or 'ok') -> calls, since the test started
@@ -119,6 +122,16 @@ class Rpc:
         return [by_id[i]["result"] for i in range(len(calls))]
 
 
+class InProcessRpc(Rpc):
+    """The same requests to a node running in process (py-evm: ``LEDGER_NODE=pyevm``), through the chain
+    layer's in-process transport."""
+
+    def __init__(self, provider):
+        from ledger.chain._inprocess import ProviderTransport
+
+        self.post = ProviderTransport(provider)
+
+
 class Env:
     """One deployment for the machine: the ledger, two settlement tokens, role and ME accounts."""
 
@@ -138,7 +151,8 @@ class Env:
             token.approve(self.chain.address, 2**256 - 1, sender=self.finance)
         import ape
 
-        self.rpc = Rpc(ape.chain.provider.http_uri)
+        uri = ape.chain.provider.http_uri
+        self.rpc = Rpc(uri) if uri else InProcessRpc(ape.chain.provider)
         self.chain_id = self.chain.chain_id
         self.holders = [self.chain.address, self.finance.address, self.outsider.address] + [
             a.address for a in self.pool
@@ -872,9 +886,10 @@ def test_chain_matches_the_model_over_random_sequences(env):
     """The quick case: as many sequences as the active profile's examples (25 by default; at most
     QUICK_MAX_SEQUENCES, the slow case is the long run), QUICK_STEPS steps each."""
     OUTCOMES.clear()
-    run_machine(
-        env, max_examples=min(settings.default.max_examples, QUICK_MAX_SEQUENCES), stateful_step_count=QUICK_STEPS
-    )
+    from .conftest import node_kind
+
+    cap = PYEVM_MAX_SEQUENCES if node_kind() == "pyevm" else QUICK_MAX_SEQUENCES
+    run_machine(env, max_examples=min(settings.default.max_examples, cap), stateful_step_count=QUICK_STEPS)
     report_outcomes()
     # The machine must keep reaching the states that matter, not only refusals.
     for wanted in [

@@ -516,15 +516,20 @@ class LedgerChain:
 
     @property
     def rpc(self) -> HttpRpc:
-        """Raw JSON-RPC to the connected node (the provider's HTTP endpoint)."""
+        """Raw JSON-RPC to the connected node: the provider's HTTP endpoint, or the provider itself when
+        the node runs in process (py-evm, Ape's ``ethereum:local:test``)."""
         if self._fixed:
             return self._fixed[1]
         import ape
 
-        uri = ape.chain.provider.http_uri
+        provider = ape.chain.provider
+        uri = getattr(provider, "http_uri", None)
         current = self.__dict__.get("_rpc")
-        if current is None or current.url != uri:
-            current = self.__dict__["_rpc"] = HttpRpc(uri)
+        if uri:
+            if current is None or current.url != uri:
+                current = self.__dict__["_rpc"] = HttpRpc(uri)
+        elif current is None or getattr(current._transport, "provider", None) is not provider:
+            current = self.__dict__["_rpc"] = HttpRpc.over_provider(provider)
         return current
 
     def call(self, to: str, function, *args, block: str = "latest"):
@@ -561,12 +566,8 @@ class LedgerChain:
 
     @property
     def transactor(self) -> Transactor | None:
-        """Sends with simulation, bounded waits and re-sending (see ``ledger.chain.transact``); None when
-        the provider has no HTTP endpoint (then Ape's own send is used)."""
-        import ape
-
-        if not getattr(ape.chain.provider, "http_uri", None):
-            return None
+        """Sends with simulation, bounded waits and re-sending (see ``ledger.chain.transact``), over the
+        node's JSON-RPC (HTTP or in process)."""
         rpc = self.rpc
         current = self.__dict__.get("_transactor")
         if current is None or current.rpc is not rpc or current.policy != self.policy:

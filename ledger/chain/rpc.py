@@ -1,5 +1,7 @@
 """A small JSON-RPC client over HTTP with the standard library: the audit's only line to the chain.
 
+The same client also runs over an in-process transport (Ape's provider, for py-evm): see ``HttpRpc``.
+
 The audit must run on an auditor's own machine against any endpoint, without Ape or the project's
 compiled artifacts, so it talks to the node directly: single calls, and batches (one HTTP round trip
 for many ``eth_call``s) where the node supports them.
@@ -11,6 +13,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 from ledger.errors import ChainUnavailable, LedgerError
@@ -44,12 +47,25 @@ class RpcError(LedgerError):
 
 
 class HttpRpc:
-    def __init__(self, url: str, *, timeout: float = 60.0):
+    """The project's one JSON-RPC client. Over HTTP (``url``), or over another ``transport``: a callable
+    that takes the JSON-RPC payload (one request, or a batch as a list) and returns the node's reply, as
+    :meth:`over_provider` does for a node running inside the process (py-evm, Ape's
+    ``ethereum:local:test``)."""
+
+    def __init__(self, url: str, *, timeout: float = 60.0, transport: Callable[[Any], Any] | None = None):
         self.url = url
         self.timeout = timeout
         self._id = 0
-        self.calls = 0  # HTTP round trips, for the audit's summary and tests
+        self.calls = 0  # round trips (HTTP requests, or transport calls), for the audit's summary and tests
         self._client: str | None = None
+        self._transport = transport
+
+    @classmethod
+    def over_provider(cls, provider) -> HttpRpc:
+        """A client that sends through an Ape provider that has no HTTP endpoint (in process)."""
+        from ledger.chain._inprocess import ProviderTransport
+
+        return cls(f"in-process:{provider.name}", transport=ProviderTransport(provider))
 
     @property
     def client(self) -> str:
@@ -74,6 +90,9 @@ class HttpRpc:
         return self.request(HARDHAT_METHODS.get(method, method), params)
 
     def _post(self, payload: Any) -> Any:
+        if self._transport is not None:
+            self.calls += 1
+            return self._transport(payload)
         body = json.dumps(payload).encode()
         request = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})
         self.calls += 1

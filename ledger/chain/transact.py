@@ -28,7 +28,15 @@ from typing import Any
 from ledger.chain.rpc import HttpRpc, RpcError, revert_data
 from ledger.errors import ContractRevert, LedgerError
 
-NONCE_TAKEN = ("nonce too low", "replacement transaction underpriced", "nonce has already been used")
+# How nodes say a transaction's nonce is already used: Anvil and Hardhat ("nonce too low", ...), and
+# py-evm's eth-tester ("Invalid transaction nonce: Expected 6, but got 5"; we never skip nonces, so a
+# mismatch means ours was taken).
+NONCE_TAKEN = (
+    "nonce too low",
+    "replacement transaction underpriced",
+    "nonce has already been used",
+    "invalid transaction nonce",
+)
 
 
 @dataclass(frozen=True)
