@@ -230,7 +230,7 @@ contract LedgerHandler {
             }
         } else {
             vm.prank(platform);
-            try ledger.proposeAgreement(id, terms) returns (uint32 version) {
+            try ledger.proposeAgreement(id, terms, _noTerms()) returns (uint32 version) {
                 if (version != 1) return _violation("the first proposal was not version 1");
                 (ghost.token, ghost.status, ghost.latest) = (terms.token, IAllianceLedger.AgreementStatus.Proposed, 1);
                 _terms[id][1] = terms;
@@ -253,7 +253,7 @@ contract LedgerHandler {
         if (terms.parties.length == 0) return;
         bool mustFail = otherToken || ghost.status == IAllianceLedger.AgreementStatus.Terminated;
         vm.prank(platform);
-        try ledger.proposeAgreement(id, terms) returns (uint32 version) {
+        try ledger.proposeAgreement(id, terms, _noTerms()) returns (uint32 version) {
             if (mustFail) return _violation("proposeAgreement amended a terminated agreement or changed its token");
             if (version != ghost.latest + 1) return _violation("an amendment skipped a version number");
             ghost.latest = version;
@@ -552,8 +552,10 @@ contract LedgerHandler {
             if (id == bytes32(0) || ghost.status == IAllianceLedger.AgreementStatus.Terminated) return;
             IAllianceLedger.Terms memory terms = _newTerms(seed, ghost.token);
             if (terms.parties.length == 0) return;
+            // With the current version's real terms, so the refusal is the proposer rule itself.
+            uint32 current = ghost.status == IAllianceLedger.AgreementStatus.Active ? ghost.active : ghost.latest;
             vm.prank(attacker);
-            try ledger.proposeAgreement(id, terms) {
+            try ledger.proposeAgreement(id, terms, _terms[id][current]) {
                 ok = true;
             } catch {}
         }
@@ -757,6 +759,9 @@ contract LedgerHandler {
 
     /// @dev Terms over 2..4 active MEs (ascending), random shares summing to 10,000 (zero shares
     /// included), and a target with an excess table two times in three. Empty when too few are active.
+    /// @dev The `current` argument of `proposeAgreement` for the platform, which needs none.
+    function _noTerms() internal pure returns (IAllianceLedger.Terms memory none) {}
+
     function _newTerms(uint256 seed, address token) internal view returns (IAllianceLedger.Terms memory terms) {
         uint32[] memory active = _activeMEs();
         if (active.length < 2) return terms;
