@@ -31,6 +31,7 @@ from ledger.money import (
 
 MAX_NAME_BYTES = 64
 MAX_PERIOD_REVENUE = 2**128 - 1
+MAX_ACCOUNT = 2**128 - 1  # an ME's balance and its debt are uint128 each (one storage slot)
 ZERO_ADDRESS = "0x" + "00" * 20
 ZERO_REF = b"\0" * 32
 PERIOD_MASK = 0xFFFFFFFF
@@ -347,12 +348,16 @@ class LedgerModel:
         if any(self.me_status(p) != MEStatus.ACTIVE for p in terms.parties):
             return refused("AgreementPartyDissolved")
 
-        # Runs of consecutive events in the same period, as the contract books them.
+        # Runs of consecutive events in the same period, as the contract books them (each run credits
+        # the parties before the next run is looked at).
         revenue: dict[int, int] = {}
         credits = [0] * len(terms.parties)
+        accounts = [[self.balances[(p, terms.token)], self.debts[(p, terms.token)]] for p in terms.parties]
         total = 0
+        pull = 0  # what finance pays in: the total less the debts it repays
         k = 0
         while k < len(entries):
+            run_credits = [0] * len(terms.parties)
             period = entries[k] & PERIOD_MASK
             if period == 0:
                 return refused("PeriodInvalid")
@@ -366,13 +371,21 @@ class LedgerModel:
                 split = split_event(first_seq + k, amount, running, terms.shares, terms.target, terms.excess_shares)
                 assert sum(split.credits) == amount, "a split must add up to the event's amount"
                 credits = [c + s for c, s in zip(credits, split.credits, strict=True)]
+                run_credits = [c + s for c, s in zip(run_credits, split.credits, strict=True)]
                 running += amount
                 total += amount
+                pull += amount
                 k += 1
             if running > MAX_PERIOD_REVENUE:
                 return refused("RevenueAmountInvalid")
+            for account, credit in zip(accounts, run_credits, strict=True):
+                if credit:
+                    account[0], account[1], netted = credit_account(account[0], account[1], credit)
+                    pull -= netted
+                    if account[0] > MAX_ACCOUNT:
+                        return refused("AccountOverflow")
             revenue[period] = running
-        if self.holdings[(self.finance, terms.token)] < total:
+        if self.holdings[(self.finance, terms.token)] < pull:
             return refused("ERC20InsufficientBalance")
 
         # Effects.
@@ -449,8 +462,10 @@ class LedgerModel:
             return refused("ReversalOriginalEmpty")
         revenue: dict[int, int] = {}
         debits = [0] * len(terms.parties)
+        accounts = [[self.balances[(p, terms.token)], self.debts[(p, terms.token)]] for p in terms.parties]
         k = 0
         while k < len(entries):
+            run_debits = [0] * len(terms.parties)
             period = entries[k] & PERIOD_MASK
             if period == 0:
                 return refused("PeriodInvalid")
@@ -464,9 +479,15 @@ class LedgerModel:
                 split = split_reversal(first_seq + k, amount, running, terms.shares, terms.target, terms.excess_shares)
                 assert sum(split.credits) == amount, "the debits must add up to the reversal's amount"
                 debits = [d + s for d, s in zip(debits, split.credits, strict=True)]
+                run_debits = [d + s for d, s in zip(run_debits, split.credits, strict=True)]
                 running = revenue_after_reversal(running, amount)
                 k += 1
             revenue[period] = running
+            for account, debit in zip(accounts, run_debits, strict=True):
+                if debit:
+                    account[0], account[1], _ = debit_account(account[0], account[1], debit)
+                    if account[1] > MAX_ACCOUNT:
+                        return refused("AccountOverflow")
 
         # Effects.
         for k, (ref, entry, original) in enumerate(zip(refs, entries, originals, strict=True)):

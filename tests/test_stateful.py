@@ -607,10 +607,13 @@ class LedgerMachine(RuleBasedStateMachine):
         return refs, entries
 
     def _settle(self, agreement_id, version, first_seq, terms, refs, entries) -> Outcome:
+        debt_before = self.model.total_debt[terms.token]
         outcome = self.model.settle(agreement_id, version, first_seq, terms, refs, entries)
         self.expect(
             outcome, self.env.finance, "settle", agreement_id, version, first_seq, terms.as_tuple(), refs, entries
         )
+        if outcome.ok and self.model.total_debt[terms.token] < debt_before:
+            OUTCOMES[("settle", "ok, a debt netted")] += 1
         return outcome
 
     def _settle_fresh(self, data, *, one_period: bool):
@@ -709,8 +712,29 @@ class LedgerMachine(RuleBasedStateMachine):
         """1-5 partial reversals of settled events, booked in open periods (sometimes all of what is
         left of an original; sometimes with a link mistake only the client can see, and then nothing
         is sent; sometimes with a mistake the contract must refuse). Balances below a debit become debts."""
-        model = self.model
+        self._reverse(data, data.draw(st.sampled_from(self.reversible()), label="agreement"))
+
+    @precondition(lambda self: self.reversible())
+    @rule(data=st.data())
+    def reverse_after_withdrawals(self, data):
+        """The parties of an agreement withdraw what they hold, then reversals come: debts, which the
+        next settlements net."""
         agreement_id = data.draw(st.sampled_from(self.reversible()), label="agreement")
+        agreement = self.model.agreements[agreement_id]
+        token = agreement.token
+        for me_id in agreement.versions[agreement.active_version].parties:
+            if self.model.balances[(me_id, token)] and data.draw(st.booleans(), label="withdraws"):
+                sender = self.env.by_address.get(self.model.payout_of(me_id), self.env.outsider)
+                outcome = self.model.withdraw(me_id, token, sender=sender.address)
+                self.expect(outcome, sender, "withdraw", me_id, token)
+        self._reverse(data, agreement_id)
+        if data.draw(st.booleans(), label="then settle"):  # new revenue: debts are netted first
+            refs, entries = self.draw_events(data, agreement_id)
+            version = agreement.active_version
+            self._settle(agreement_id, version, agreement.next_seq, agreement.versions[version], refs, entries)
+
+    def _reverse(self, data, agreement_id: bytes):
+        model = self.model
         agreement = model.agreements[agreement_id]
         reversals = model.reversed_refs
         pool = sorted(
@@ -719,10 +743,14 @@ class LedgerMachine(RuleBasedStateMachine):
         )  # fmt: skip
         periods = self.open_periods(agreement_id)
         refs, entries, originals = [], [], []
+        left = {ref: model.credited[ref].amount - model.reversed[ref] for ref in pool}
         for _ in range(data.draw(st.integers(1, 5), label="reversals")):
-            original = data.draw(st.sampled_from(pool), label="original")
-            left = model.credited[original].amount - model.reversed[original]
-            amount = data.draw(st.one_of(st.just(left), st.integers(1, left)), label="amount")
+            choices = [ref for ref in pool if left[ref] > 0]
+            if not choices:
+                break
+            original = data.draw(st.sampled_from(choices), label="original")
+            amount = data.draw(st.one_of(st.just(left[original]), st.integers(1, left[original])), label="amount")
+            left[original] -= amount
             refs.append(text_to_bytes32(self.next_name("rev-")))
             entries.append((amount << 32) | data.draw(st.sampled_from(periods), label="period"))
             originals.append(original)
@@ -733,8 +761,7 @@ class LedgerMachine(RuleBasedStateMachine):
         others = sorted(ref for ref, c in model.credited.items() if c.agreement_id != agreement_id)
         first_seq = agreement.next_seq
         if kind == "beyond the original":
-            original = originals[k]
-            entries[k] = ((model.credited[original].amount - model.reversed[original] + 1) << 32) | (entries[k] & 0xFFFFFFFF)
+            entries[k] = ((amount + left[originals[k]] + 1) << 32) | (entries[k] & 0xFFFFFFFF)
         elif kind == "never settled":
             originals[k] = text_to_bytes32(self.next_name("never-"))
         elif kind == "another alliance's" and others:
@@ -754,9 +781,12 @@ class LedgerMachine(RuleBasedStateMachine):
                 return  # the client sends nothing
         version = agreement.active_version
         terms = agreement.versions[version]
+        debt_before = dict(model.total_debt)
         outcome = model.reverse(agreement_id, version, first_seq, terms, refs, entries, originals)
         self.expect(outcome, self.env.finance, "settleReversals", agreement_id, version, first_seq,
                     terms.as_tuple(), refs, entries, originals)  # fmt: skip
+        if outcome.ok and model.total_debt[terms.token] > debt_before.get(terms.token, 0):
+            OUTCOMES[("settleReversals", "ok, a debt incurred")] += 1
 
     @precondition(lambda self: self.model.batches)
     @rule(data=st.data())
@@ -963,6 +993,9 @@ def test_chain_matches_the_model_over_random_sequences(env):
         ("proposeAgreement", "AgreementProposerNotCurrentParty"),
         ("activateAgreement", "AgreementVersionSuperseded"),
         ("activateAgreement", "ok, an older pending version"),
+        ("settleReversals", "ok"),
+        ("settleReversals", "ok, a debt incurred"),
+        ("settle", "ok, a debt netted"),
     ]:
         assert OUTCOMES[wanted], f"no sequence reached {wanted}: the machine no longer exercises it"
 
