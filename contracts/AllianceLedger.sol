@@ -659,8 +659,8 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
     /// @dev Adds `credit` to an ME's account: first to its debt (netted, never paid in by finance), the
     /// rest to its balance. One slot read and one written.
     function _creditAccount(Batch memory batch, uint32 meId, address token, uint256 credit) private {
-        Account memory account = _accounts[meId][token];
-        uint256 debt = account.debt;
+        Account storage account = _accounts[meId][token];
+        (uint256 balance, uint256 debt) = _load(account);
         if (debt != 0) {
             uint256 netted = credit < debt ? credit : debt;
             // netted <= debt and netted <= credit.
@@ -671,17 +671,16 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
             batch.netted += netted;
             emit DebtNetted(meId, token, netted);
         }
-        uint256 balance = account.balance + credit;
+        balance += credit;
         if (balance > type(uint128).max) revert AccountOverflow(meId, token);
-        _accounts[meId][token] = Account({balance: uint128(balance), debt: uint128(debt)});
+        _store(account, balance, debt);
     }
 
     /// @dev Takes `debit` from an ME's account: from its balance, and what the balance does not cover
     /// becomes its debt (`DebtIncurred`). One slot read and one written.
     function _debitAccount(Batch memory batch, uint32 meId, address token, uint256 debit) private {
-        Account memory account = _accounts[meId][token];
-        uint256 balance = account.balance;
-        uint256 debt = account.debt;
+        Account storage account = _accounts[meId][token];
+        (uint256 balance, uint256 debt) = _load(account);
         if (balance >= debit) {
             // Checked just above.
             unchecked {
@@ -699,7 +698,25 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
             batch.incurred += owed;
             emit DebtIncurred(meId, token, owed);
         }
-        _accounts[meId][token] = Account({balance: uint128(balance), debt: uint128(debt)});
+        _store(account, balance, debt);
+    }
+
+    /// @dev An account's balance and debt with one SLOAD (the struct is exactly one slot).
+    function _load(Account storage account) private view returns (uint256 balance, uint256 debt) {
+        uint256 packed;
+        assembly ("memory-safe") {
+            packed := sload(account.slot)
+        }
+        balance = uint128(packed);
+        debt = packed >> 128;
+    }
+
+    /// @dev Writes an account with one SSTORE; both values are checked below 2**128 by the callers.
+    function _store(Account storage account, uint256 balance, uint256 debt) private {
+        uint256 packed = balance | (debt << 128);
+        assembly ("memory-safe") {
+            sstore(account.slot, packed)
+        }
     }
 
     /// @dev Splits every reversal of the batch and debits the parties, one run of consecutive
