@@ -377,3 +377,41 @@ def test_a_reversal_before_its_original_in_settlement_order_is_refused(ledger, f
     with pytest.raises(InputError, match=r"row 2: reverses 'late' \(row 3, period 202612\), which would be settled"):
         settler.prepare([event("early", "kitchen", 5, PERIOD, 2, reverses="late"),
                          event("late", "kitchen", 5, NEXT, 3)])  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reports: dry run, payouts, balances, the dashboard's overview, the audit
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_reports_show_reversal_lines_negative_and_debts(ledger, funded, make_alliance, token, kitchen, payouts):
+    import ape
+
+    from ledger.services.audit import audit
+    from ledger.services.overview import gather
+    from ledger.services.reports import balances
+    from ledger.services.reports import payouts as payout_lines
+    from ledger.services.settlement import preview
+
+    aid, terms = make_alliance("kitchen", {"fridge": 5000, "oven": 5000})
+    settler = Settler(ledger, funded, from_block=ledger.deployment_block)
+    settler.run([event("p-1", "kitchen", 100, PERIOD, 2)])
+    ledger.withdraw(kitchen["fridge"], token, sender=payouts[0])
+    reversal = [event("p-r1", "kitchen", 60, NEXT, 2, reverses="p-1")]
+    work, _ = settler.prepare(reversal)
+    rows = preview(ledger, work)
+    assert [(r["me_id"], r["reversal"], r["total"]) for r in rows] == [(kitchen["fridge"], -30, -30),
+                                                                       (kitchen["oven"], -30, -30)]
+    settler.run(reversal)
+    lines = payout_lines(ledger, from_block=ledger.deployment_block, period=NEXT)
+    assert [(line.me, line.tier, line.amount) for line in lines] == [("fridge", "reversal", -30), ("oven", "reversal", -30)]
+    report = balances(ledger, from_block=ledger.deployment_block)
+    fridge = next(r for r in report.rows if r.me == "fridge" and r.token == token)
+    assert (fridge.balance, fridge.debt) == (0, 30)
+    check = next(c for c in report.checks if c.token == token)
+    assert check.ok and check.debt == check.sum_of_debts == ledger.total_debt(token)
+    overview = gather(ledger, from_block=ledger.deployment_block, to_block=ape.chain.blocks.height)
+    by_me = {m.me: m for m in overview.mes if m.token == token}
+    assert by_me["fridge"].debt == 30 and by_me["fridge"].by_period[NEXT] == -30
+    result = audit(ledger.rpc, ledger.address, from_block=ledger.deployment_block)
+    assert result.clean, [f.message for f in result.findings]
