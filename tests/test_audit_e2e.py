@@ -585,3 +585,26 @@ def test_a_debt_netted_wrongly(chain):
     debt = next(f for f in report["findings"] if f["kind"] == "debt")
     assert "ME 'fridge': debt netted 0 base units, the rule gives 10000000" in debt["message"]
     assert "conservation" in found  # fridge's balance and debt, and totalDebt, disagree with the replay
+
+
+def test_a_file_with_bad_reversals_is_refused_by_row_and_nothing_is_mined(chain, tmp_path):
+    cli, node = chain
+    header = "reference,alliance,amount,period,reverses"
+    rows = [("KX-1", "kitchen", "1", 202612, "NEVER"), ("KX-2", "kitchen", "1", 202612, "B-1"),
+            ("KX-3", "kitchen", "300.000001", 202612, "K-4"), ("KX-4", "kitchen", "1", 202611, "K-1"),
+            ("K2-1", "kitchen", "1", 202612, "K-1")]  # fmt: skip
+    path = write_csv(tmp_path / "bad.csv", rows, header)
+    block = int(node.call("eth_blockNumber"), 16)
+    result = cli.run("settle", str(path), ok=False)
+    assert result.code == 1 and "Traceback" not in result.text
+    assert "row 2: reverses 'NEVER', which was never settled for alliance 'kitchen'" in result.err
+    assert "row 3: reverses 'B-1', which was settled for another alliance, not 'kitchen'" in result.err
+    assert "row 4: reversals of 'K-4' would total 300000001 base units, more than its 300000000" in result.err
+    assert "row 5: period 202611 of alliance 'kitchen' is closed" in result.err
+    assert "row 6: reference 'K2-1' was already settled (seq" in result.err
+    assert int(node.call("eth_blockNumber"), 16) == block
+    # The dry run of a good one: a reversals column, negative, and nothing sent.
+    good = write_csv(tmp_path / "good.csv", [("KG-1", "kitchen", "4", 202612, "K-4")], header)
+    out = cli.run("settle", str(good), "--dry-run").out
+    assert "reversals" in out and "-1.000000" in out
+    assert int(node.call("eth_blockNumber"), 16) == block
