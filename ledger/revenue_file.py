@@ -355,7 +355,9 @@ class SpooledEvents:
                 lines.clear()
         self._buffered = 0
 
-    def add(self, alliance: str, row: int, reference: str, amount: int, period: int, reverses: str | None = None) -> None:
+    def add(
+        self, alliance: str, row: int, reference: str, amount: int, period: int, reverses: str | None = None
+    ) -> None:
         buffer = self._buffers.get(alliance)
         if buffer is None:
             self._index[alliance] = len(self._index)
@@ -489,7 +491,11 @@ class _Converter:
             return None
         try:
             return RevenueEvent(
-                reference=raw.reference, alliance=raw.alliance, amount=amount, period=raw.period, row=raw.row,
+                reference=raw.reference,
+                alliance=raw.alliance,
+                amount=amount,
+                period=raw.period,
+                row=raw.row,
                 reverses=raw.reverses,
             )
         except ValueError as err:

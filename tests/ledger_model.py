@@ -414,7 +414,7 @@ class LedgerModel:
         if self.client_refusal(refs):
             return self.client_refusal(refs)
         pending: dict[bytes, int] = defaultdict(int)
-        for ref, entry, original in zip(refs, entries, originals, strict=True):
+        for entry, original in zip(entries, originals, strict=True):
             credit = self.credited.get(original)
             if credit is None or original in self.reversed_refs:
                 return "original never settled"

@@ -468,7 +468,6 @@ def test_the_audit_cannot_run(history, tmp_path):
 # ---------------------------------------------------------------------------------------------------
 
 
-
 def kitchen_v2(node: Node) -> tuple:
     return (node.token, [2, 3, 4, 5], [2500] * 4, 0, [])
 

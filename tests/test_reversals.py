@@ -160,26 +160,32 @@ def test_the_reverses_column_is_read_from_csv_and_json_lines_and_spooled(tmp_pat
     rows, problems = read_rows(csv_path)
     assert problems == [] and [r.reverses for r in rows] == [None, "A-1"]
     jsonl = tmp_path / "r.jsonl"
-    jsonl.write_text('{"reference": "A-1", "alliance": "k", "amount": "10", "period": 202611}\n'
-                     '{"reference": "A-R1", "alliance": "k", "amount": "2.5", "period": 202612, "reverses": "A-1"}\n'
-                     '{"reference": "A-R2", "alliance": "k", "amount": "1", "period": 202612, "reverses": null}\n')
+    jsonl.write_text(
+        '{"reference": "A-1", "alliance": "k", "amount": "10", "period": 202611}\n'
+        '{"reference": "A-R1", "alliance": "k", "amount": "2.5", "period": 202612, "reverses": "A-1"}\n'
+        '{"reference": "A-R2", "alliance": "k", "amount": "1", "period": 202612, "reverses": null}\n'
+    )
     rows, problems = read_rows(jsonl)
     assert problems == [] and [r.reverses for r in rows] == [None, "A-1", None]
     with SpooledEvents(tmp_path) as spool:
         problems, total = check_file(csv_path, lambda name: 6, spool=spool)
         assert total == 0
         events = spool.events("k")
-    assert [(e.reference, e.amount, e.reverses) for e in events] == [("A-1", 10_000_000, None),
-                                                                     ("A-R1", 2_500_000, "A-1")]
+    assert [(e.reference, e.amount, e.reverses) for e in events] == [
+        ("A-1", 10_000_000, None),
+        ("A-R1", 2_500_000, "A-1"),
+    ]
 
 
 def test_bad_reverses_values_are_refused_by_row(tmp_path):
     from ledger.revenue_file import read_rows
 
     path = tmp_path / "bad.jsonl"
-    path.write_text('{"reference": "A-1", "alliance": "k", "amount": "1", "period": 1, "reverses": 5}\n'
-                    '{"reference": "A-2", "alliance": "k", "amount": "1", "period": 1, "reverses": "A-2"}\n'
-                    '{"reference": "A-3", "alliance": "k", "amount": "1", "period": 1, "reverses": "' + "x" * 33 + '"}\n')
+    path.write_text(
+        '{"reference": "A-1", "alliance": "k", "amount": "1", "period": 1, "reverses": 5}\n'
+        '{"reference": "A-2", "alliance": "k", "amount": "1", "period": 1, "reverses": "A-2"}\n'
+        '{"reference": "A-3", "alliance": "k", "amount": "1", "period": 1, "reverses": "' + "x" * 33 + '"}\n'
+    )
     rows, problems = read_rows(path)
     assert rows == []
     assert problems[0] == "row 1: reverses must be text (the reference of a settled event), got int"
@@ -285,7 +291,19 @@ def test_the_contract_refuses_malformed_reversals_and_applies_nothing(
     ledger, funded, make_alliance, token, kitchen, attacker, case, error
 ):
     aid, terms = make_alliance("kitchen", {"fridge": 5000, "oven": 5000})
-    ledger.settle(aid, 1, 0, terms, refs_of("m", 1), entries_of([(100, PERIOD), ]), sender=funded)
+    ledger.settle(
+        aid,
+        1,
+        0,
+        terms,
+        refs_of("m", 1),
+        entries_of(
+            [
+                (100, PERIOD),
+            ]
+        ),
+        sender=funded,
+    )
     ledger.close_period(aid, 1, sender=funded)
     refs, entries, originals = refs_of("rv", 1), entries_of([(10, PERIOD)]), [text_to_bytes32("m-0")]
     seq, sender = 1, funded
@@ -400,11 +418,15 @@ def test_reports_show_reversal_lines_negative_and_debts(ledger, funded, make_all
     reversal = [event("p-r1", "kitchen", 60, NEXT, 2, reverses="p-1")]
     work, _ = settler.prepare(reversal)
     rows = preview(ledger, work)
-    assert [(r["me_id"], r["reversal"], r["total"]) for r in rows] == [(kitchen["fridge"], -30, -30),
-                                                                       (kitchen["oven"], -30, -30)]
+    assert [(r["me_id"], r["reversal"], r["total"]) for r in rows] == [
+        (kitchen["fridge"], -30, -30),
+        (kitchen["oven"], -30, -30),
+    ]
     settler.run(reversal)
     lines = payout_lines(ledger, from_block=ledger.deployment_block, period=NEXT)
-    assert [(line.me, line.tier, line.amount) for line in lines] == [("fridge", "reversal", -30), ("oven", "reversal", -30)]
+    assert [(line.me, line.tier, line.amount) for line in lines] == [
+        ("fridge", "reversal", -30), ("oven", "reversal", -30)
+    ]  # fmt: skip
     report = balances(ledger, from_block=ledger.deployment_block)
     fridge = next(r for r in report.rows if r.me == "fridge" and r.token == token)
     assert (fridge.balance, fridge.debt) == (0, 30)

@@ -907,7 +907,11 @@ class LedgerMachine(RuleBasedStateMachine):
             originals = tuple(bytes(r) for r in args["originals"]) if reversal else ()
             batches.append(
                 ledger_model.SettledBatch(
-                    bytes(args["agreementId"]), args["version"], args["firstSeq"], refs, tuple(args["entries"]),
+                    bytes(args["agreementId"]),
+                    args["version"],
+                    args["firstSeq"],
+                    refs,
+                    tuple(args["entries"]),
                     originals,
                 )
             )

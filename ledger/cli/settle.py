@@ -119,8 +119,10 @@ def _print_summary(s, summary, count: int, as_json: bool, file: Path) -> None:
                    f"moved {amount} {s.symbol(token)} ({token}) into the ledger")  # fmt: skip
     if summary.reversals:
         for token, units in summary.reversed.items():
-            click.echo(f"{summary.reversals} of them reversals: {s.units(units, token)} {s.symbol(token)} debited "
-                       f"from the MEs (what their balances covered went back to finance; the rest is their debt)")
+            click.echo(
+                f"{summary.reversals} of them reversals: {s.units(units, token)} {s.symbol(token)} debited "
+                f"from the MEs (what their balances covered went back to finance; the rest is their debt)"
+            )
 
 
 def _print_preview(s, rows: list[dict], skipped, as_json: bool) -> None:

@@ -95,8 +95,7 @@ FINDING_KINDS = {
     "credit": "credits that differ from the split recomputed from the terms in force",
     "debit": "reversal debits that differ from the split recomputed from the terms in force",
     "reversal": (
-        "a reversal of a reference never settled, of another alliance's, of a reversal, or beyond the "
-        "original's amount"
+        "a reversal of a reference never settled, of another alliance's, of a reversal, or beyond the original's amount"
     ),
     "debt": "a debt incurred or netted differently from the rule (balance first; debt repaid from credits first)",
     "duplicate": "a revenue reference credited twice, or a sequence number used twice",

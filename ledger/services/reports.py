@@ -140,8 +140,9 @@ def balances(chain, *, from_block: int = 0, extra_tokens: list[str] = ()) -> Bal
             total_debts += debt
             if amount or debt:
                 rows.append(
-                    BalanceRow(me_id=me.id, me=me.name, status=me.status.name.lower(), token=token, balance=amount,
-                               debt=debt)  # fmt: skip
+                    BalanceRow(
+                        me_id=me.id, me=me.name, status=me.status.name.lower(), token=token, balance=amount, debt=debt
+                    )  # fmt: skip
                 )
         checks.append(
             ConservationCheck(

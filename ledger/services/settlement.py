@@ -204,8 +204,13 @@ class Settler:
                                                            strict=True)):  # fmt: skip
                 records.setdefault(
                     bytes32_to_text(ref),
-                    SettledRecord(agreement_id, entry >> 32, entry & 0xFFFFFFFF, first + k,
-                                  bytes32_to_text(original) if original is not None else None),  # fmt: skip
+                    SettledRecord(
+                        agreement_id,
+                        entry >> 32,
+                        entry & 0xFFFFFFFF,
+                        first + k,
+                        bytes32_to_text(original) if original is not None else None,
+                    ),  # fmt: skip
                 )
         return records
 
@@ -262,7 +267,10 @@ class Settler:
                     if len(where) < 6:
                         where.append(row)
                 elif (record.agreement_id, record.amount, record.period, record.reverses) == (
-                    ids[name], event_amount, period, original
+                    ids[name],
+                    event_amount,
+                    period,
+                    original,
                 ):
                     skipped += 1
                 else:
