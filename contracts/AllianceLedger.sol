@@ -765,7 +765,7 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
     /// the excess table, the rest by the base table; accumulates both parts.
     function _addReversal(Batch memory batch, uint256 amount, uint256 offset, uint256 revenue) private pure {
         uint256 target = batch.target;
-        uint256 above;
+        uint256 above = 0;
         // revenue > target is checked before the subtraction; above <= amount; the run's parts sum to
         // less than 2**192 (amounts below 2**128, far fewer than 2**64 per batch).
         unchecked {
