@@ -3,9 +3,10 @@
 Exactly-once has two halves. The contract accepts a batch only at its agreement's sequence cursor, so a
 retried, re-submitted or concurrent batch can never be applied twice. This module makes sure a
 reference is never put into a batch twice: before each submission it knows every reference settled up
-to the cursor it submits at (from ``RevenueSettled`` logs). If another operator moves the cursor first,
-the batch reverts with ``SettlementOutOfSequence``; the settler re-reads what was settled, drops it from
-the remaining work and carries on.
+to the cursor it submits at (revenue and reversals: ``RevenueSettled`` and ``RevenueReversed`` logs, or
+the local index, which holds both). If another operator moves the cursor first, the batch reverts with
+``SettlementOutOfSequence``; the settler re-reads what was settled, drops it from the remaining work and
+carries on.
 
 Batches are pipelined (:meth:`Settler._send`): several are in flight at once from the finance account,
 each alliance's next batch sent at the cursor its previous one leaves. The cursor keeps that safe: a
