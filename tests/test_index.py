@@ -258,4 +258,5 @@ def test_a_file_with_reversals_settled_again_skips_every_reversal_with_the_index
         }  # fmt: skip
     finally:
         index.close()
+    assert_reports_equal_a_full_re_read(chain)  # reversal lines and debts, from the index and from the logs
     assert chain.audit()["findings"] == []

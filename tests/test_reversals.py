@@ -177,6 +177,18 @@ def test_the_reverses_column_is_read_from_csv_and_json_lines_and_spooled(tmp_pat
     ]
 
 
+def test_a_reversal_naming_its_original_in_nfd_names_the_nfc_reference_settled(tmp_path):
+    from ledger.revenue_file import read_rows
+
+    nfc, nfd = "CAF\u00c9-1", "CAFE\u0301-1"
+    path = tmp_path / "r.csv"
+    path.write_text(f"reference,alliance,amount,period,reverses\n{nfc},k,10,202611,\nR-1,k,1,202612,{nfd}\n"
+                    f"{nfd}-R,k,1,202612,{nfc}-R\n", encoding="utf-8")  # fmt: skip
+    rows, problems = read_rows(path)
+    assert [r.reverses for r in rows] == [None, nfc]  # the original's NFC form, as it was settled
+    assert problems == [f"row 4: reference '{nfc}-R' reverses itself"]  # one reference in two forms
+
+
 def test_bad_reverses_values_are_refused_by_row(tmp_path):
     from ledger.revenue_file import read_rows
 
