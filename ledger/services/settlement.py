@@ -388,7 +388,9 @@ class Settler:
         ], skipped
 
     @staticmethod
-    def _check_reversals(name: str, agreement_id: bytes, records: list, settled: dict, reversed_on_chain: dict) -> list[str]:
+    def _check_reversals(
+        name: str, agreement_id: bytes, records: list, settled: dict, reversed_on_chain: dict
+    ) -> list[str]:
         """The links the contract cannot check, for one alliance's rows still to settle: each reversal's
         original was settled for this alliance (or is a revenue row of this run that settles before it),
         is not a reversal itself, and its reversals (on chain and here) stay within its amount.
