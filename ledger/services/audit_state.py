@@ -111,7 +111,9 @@ class SpilledReferences:
         if amounts is None:
             rows = [(r, base + k, None) for k, r in enumerate(refs)]
         else:
-            rows = [(r, base + k, None if a is None else str(a)) for k, (r, a) in enumerate(zip(refs, amounts))]
+            rows = [
+                (r, base + k, None if a is None else str(a)) for k, (r, a) in enumerate(zip(refs, amounts, strict=True))
+            ]
         conn.executemany("INSERT OR IGNORE INTO refs(ref, at, amount) VALUES (?, ?, ?)", rows)
         if conn.total_changes - before == len(refs):
             return []
