@@ -67,6 +67,15 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
         uint32 period; // the current run's period
         uint64 runFirstSeq;
         uint256 revenue; // the period's revenue so far, including the current run
+        uint256 netted; // settle: the parties' debts repaid from this batch's credits (not paid in)
+        uint256 incurred; // settleReversals: the debits the parties' balances did not cover (new debt)
+    }
+
+    /// @dev One slot per ME and token, read and written once per run: what the ledger owes the ME
+    /// (withdrawable) and what the ME owes finance (from reversals). Never both non-zero.
+    struct Account {
+        uint128 balance;
+        uint128 debt;
     }
 
     uint32 private _meCount;
@@ -78,8 +87,9 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
     mapping(bytes32 agreementId => mapping(uint32 version => bytes32 termsHash)) private _termsHash;
     mapping(bytes32 agreementId => mapping(uint32 period => Period)) private _periods;
 
-    mapping(uint32 meId => mapping(address token => uint256)) private _balances;
+    mapping(uint32 meId => mapping(address token => Account)) private _accounts;
     mapping(address token => uint256) private _totalOwed;
+    mapping(address token => uint256) private _totalDebt;
 
     constructor(address admin, address platform, address finance) EIP712("MEAllianceLedger", "1") {
         if (admin == address(0)) revert LedgerZeroAddress("admin");
@@ -232,23 +242,61 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
         Terms calldata terms,
         bytes32[] calldata refs,
         uint256[] calldata entries
-    ) external onlyRole(FINANCE_ROLE) nonReentrant returns (uint256 total) {
+    ) external onlyRole(FINANCE_ROLE) nonReentrant returns (uint256 paidIn) {
         Agreement storage agreement = _checkBatch(agreementId, version, firstSeq, terms, refs, entries.length);
 
         // Effects. A batch has far fewer than 2**64 - firstSeq events (calldata bounds it).
         agreement.nextSeq = firstSeq + uint64(entries.length);
         emit RevenueSettled(agreementId, version, firstSeq, refs, entries);
         Batch memory batch = _newBatch(agreementId, version, terms);
-        total = _credit(batch, firstSeq, terms, entries);
+        uint256 total = _credit(batch, firstSeq, terms, entries);
         address token = agreement.token;
-        _totalOwed[token] += total;
+        // The netted part of the credits repaid debts owed to finance: finance does not pay it in.
+        uint256 netted = batch.netted;
+        paidIn = total - netted;
+        _totalOwed[token] += paidIn;
+        if (netted != 0) _totalDebt[token] -= netted;
 
-        // Interaction: pull exactly `total`; a token that delivers less (fee on transfer) is refused.
-        IERC20 erc20 = IERC20(token);
-        uint256 before = erc20.balanceOf(address(this));
-        erc20.safeTransferFrom(msg.sender, address(this), total);
-        uint256 received = erc20.balanceOf(address(this)) - before;
-        if (received != total) revert TokenTransferShortfall(token, total, received);
+        // Interaction: pull exactly `paidIn`; a token that delivers less (fee on transfer) is refused.
+        if (paidIn != 0) {
+            IERC20 erc20 = IERC20(token);
+            uint256 before = erc20.balanceOf(address(this));
+            erc20.safeTransferFrom(msg.sender, address(this), paidIn);
+            uint256 received = erc20.balanceOf(address(this)) - before;
+            if (received != paidIn) revert TokenTransferShortfall(token, paidIn, received);
+        }
+    }
+
+    /// @inheritdoc IAllianceLedger
+    function settleReversals(
+        bytes32 agreementId,
+        uint32 version,
+        uint64 firstSeq,
+        Terms calldata terms,
+        bytes32[] calldata refs,
+        uint256[] calldata entries,
+        bytes32[] calldata originals
+    ) external onlyRole(FINANCE_ROLE) nonReentrant returns (uint256 returned) {
+        Agreement storage agreement = _checkBatch(agreementId, version, firstSeq, terms, refs, entries.length);
+        if (originals.length != refs.length) revert ReversalBatchInvalid(agreementId, refs.length, originals.length);
+        for (uint256 k; k < originals.length; ++k) {
+            if (originals[k] == bytes32(0)) revert ReversalOriginalEmpty(agreementId, firstSeq + uint64(k));
+        }
+
+        // Effects. A batch has far fewer than 2**64 - firstSeq events (calldata bounds it).
+        agreement.nextSeq = firstSeq + uint64(entries.length);
+        emit RevenueReversed(agreementId, version, firstSeq, refs, entries, originals);
+        Batch memory batch = _newBatch(agreementId, version, terms);
+        uint256 total = _debit(batch, firstSeq, terms, entries);
+        address token = agreement.token;
+        // What the balances covered leaves the ledger for finance now; the rest is the parties' new debt.
+        uint256 incurred = batch.incurred;
+        returned = total - incurred;
+        _totalOwed[token] -= returned;
+        if (incurred != 0) _totalDebt[token] += incurred;
+
+        // Interaction.
+        if (returned != 0) IERC20(token).safeTransfer(msg.sender, returned);
     }
 
     /// @inheritdoc IAllianceLedger
@@ -264,10 +312,11 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
     function withdraw(uint32 meId, address token) external nonReentrant returns (uint256 amount) {
         address payout = _mes[meId].payout;
         if (msg.sender != payout) revert WithdrawCallerNotPayout(meId, msg.sender, payout);
-        amount = _balances[meId][token];
+        Account storage account = _accounts[meId][token];
+        amount = account.balance;
         if (amount == 0) revert NothingToWithdraw(meId, token);
 
-        _balances[meId][token] = 0;
+        account.balance = 0;
         _totalOwed[token] -= amount;
         emit Withdrawn(meId, token, payout, amount);
         IERC20(token).safeTransfer(payout, amount);
@@ -343,11 +392,19 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
     }
 
     function balanceOf(uint32 meId, address token) external view returns (uint256) {
-        return _balances[meId][token];
+        return _accounts[meId][token].balance;
     }
 
     function totalOwed(address token) external view returns (uint256) {
         return _totalOwed[token];
+    }
+
+    function debtOf(uint32 meId, address token) external view returns (uint256) {
+        return _accounts[meId][token].debt;
+    }
+
+    function totalDebt(address token) external view returns (uint256) {
+        return _totalDebt[token];
     }
 
     function hashTerms(Terms calldata terms) public pure returns (bytes32) {
@@ -677,7 +734,8 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
     }
 
     /// @dev Books a run of `count` events: the period's revenue, each party's balance, the
-    /// `PartiesCredited` event. Returns the run's total and clears the run's sums.
+    /// `PartiesCredited` event. A party with a debt repays it from the credit first (`DebtNetted`).
+    /// Returns the run's total and clears the run's sums.
     function _endRun(Batch memory batch, Terms calldata terms, uint64 count) private returns (uint256 runTotal) {
         bytes32 agreementId = batch.agreementId;
         uint256 revenue = batch.revenue;
@@ -690,7 +748,7 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
         uint32[] calldata parties = terms.parties;
         for (uint256 i; i < parties.length; ++i) {
             uint256 credit = base[i] + excess[i];
-            if (credit != 0) _balances[parties[i]][token] += credit;
+            if (credit != 0) _creditAccount(batch, parties[i], token, credit);
         }
         emit PartiesCredited(agreementId, batch.period, batch.version, batch.runFirstSeq, count, base, excess);
         runTotal = batch.runBase + batch.runExcess;
@@ -699,13 +757,169 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
     }
 
     /// @dev An ME's withdrawable balance in `token`: the one place payouts read it.
-    function _balanceOf(uint32 meId, address token) private view returns (uint256) {
-        return _balances[meId][token];
+    function _balanceOf(uint32 meId, address token) private view returns (uint256 balance) {
+        (balance,) = _load(_accounts[meId][token]);
     }
 
-    /// @dev Sets an ME's withdrawable balance in `token` (`totalOwed` is the caller's business).
+    /// @dev Sets an ME's withdrawable balance in `token`, keeping its debt (`totalOwed` is the caller's
+    /// business). `amount` never exceeds the balance read by `_balanceOf`, so it stays below 2**128.
     function _setBalance(uint32 meId, address token, uint256 amount) private {
-        _balances[meId][token] = amount;
+        Account storage account = _accounts[meId][token];
+        (, uint256 debt) = _load(account);
+        _store(account, amount, debt);
+    }
+
+    /// @dev Adds `credit` to an ME's account: first to its debt (netted, never paid in by finance), the
+    /// rest to its balance. One slot read and one written.
+    function _creditAccount(Batch memory batch, uint32 meId, address token, uint256 credit) private {
+        Account storage account = _accounts[meId][token];
+        (uint256 balance, uint256 debt) = _load(account);
+        if (debt != 0) {
+            uint256 netted = credit < debt ? credit : debt;
+            // netted <= debt and netted <= credit.
+            unchecked {
+                debt -= netted;
+                credit -= netted;
+            }
+            batch.netted += netted;
+            emit DebtNetted(meId, token, netted);
+        }
+        balance += credit;
+        if (balance > type(uint128).max) revert AccountOverflow(meId, token);
+        _store(account, balance, debt);
+    }
+
+    /// @dev Takes `debit` from an ME's account: from its balance, and what the balance does not cover
+    /// becomes its debt (`DebtIncurred`). One slot read and one written.
+    function _debitAccount(Batch memory batch, uint32 meId, address token, uint256 debit) private {
+        Account storage account = _accounts[meId][token];
+        (uint256 balance, uint256 debt) = _load(account);
+        if (balance >= debit) {
+            // Checked just above.
+            unchecked {
+                balance -= debit;
+            }
+        } else {
+            uint256 owed;
+            // balance < debit; debt < 2**128 and owed < 2**128 (amounts are below 2**128), no overflow.
+            unchecked {
+                owed = debit - balance;
+                debt += owed;
+            }
+            if (debt > type(uint128).max) revert AccountOverflow(meId, token);
+            balance = 0;
+            batch.incurred += owed;
+            emit DebtIncurred(meId, token, owed);
+        }
+        _store(account, balance, debt);
+    }
+
+    /// @dev An account's balance and debt with one SLOAD (the struct is exactly one slot).
+    function _load(Account storage account) private view returns (uint256 balance, uint256 debt) {
+        uint256 packed;
+        assembly ("memory-safe") {
+            packed := sload(account.slot)
+        }
+        balance = uint128(packed);
+        debt = packed >> 128;
+    }
+
+    /// @dev Writes an account with one SSTORE; both values are checked below 2**128 by the callers.
+    function _store(Account storage account, uint256 balance, uint256 debt) private {
+        uint256 packed = balance | (debt << 128);
+        assembly ("memory-safe") {
+            sstore(account.slot, packed)
+        }
+    }
+
+    /// @dev Splits every reversal of the batch and debits the parties, one run of consecutive
+    /// same-period reversals at a time. Returns the batch total.
+    function _debit(Batch memory batch, uint64 firstSeq, Terms calldata terms, uint256[] calldata entries)
+        private
+        returns (uint256 total)
+    {
+        uint256 count = entries.length;
+        uint256 k;
+        while (k < count) {
+            uint64 seq = firstSeq + uint64(k);
+            _startRun(batch, uint32(entries[k]), seq);
+            k = _scanReversalRun(batch, firstSeq, k, entries);
+            total += _endReversalRun(batch, terms, uint64(k) + firstSeq - seq);
+        }
+    }
+
+    /// @dev Accumulates the reversals from index `k` while they stay in the current run's period. Each
+    /// un-books the top of the period's revenue: the part above the target (excess table) first.
+    function _scanReversalRun(Batch memory batch, uint64 firstSeq, uint256 k, uint256[] calldata entries)
+        private
+        pure
+        returns (uint256)
+    {
+        uint256 period = batch.period;
+        uint256 revenue = batch.revenue;
+        // Amounts are checked below 2**128 and revenue only falls; k < 2**64.
+        unchecked {
+            for (; k < entries.length; ++k) {
+                uint256 entry = entries[k];
+                if (uint32(entry) != period) break;
+                uint256 amount = entry >> 32;
+                if (amount == 0 || amount > type(uint128).max) {
+                    revert RevenueAmountInvalid(batch.agreementId, firstSeq + uint64(k), amount);
+                }
+                _addReversal(batch, amount, SplitMath.offsetOf(firstSeq + k), revenue);
+                revenue -= amount < revenue ? amount : revenue;
+            }
+        }
+        batch.revenue = revenue;
+        return k;
+    }
+
+    /// @dev Splits one reversal: the part above the target (while the period's revenue is above it) by
+    /// the excess table, the rest by the base table; accumulates both parts.
+    function _addReversal(Batch memory batch, uint256 amount, uint256 offset, uint256 revenue) private pure {
+        uint256 target = batch.target;
+        uint256 above = 0;
+        // revenue > target is checked before the subtraction; above <= amount; the run's parts sum to
+        // less than 2**192 (amounts below 2**128, far fewer than 2**64 per batch).
+        unchecked {
+            if (target != 0 && revenue > target) {
+                above = revenue - target;
+                if (above > amount) above = amount;
+            }
+            uint256 below = amount - above;
+            if (below != 0) {
+                SplitMath.accumulate(below, offset, batch.prefixBase, batch.sumsBase);
+                batch.runBase += below;
+            }
+            if (above != 0) {
+                SplitMath.accumulate(above, offset, batch.prefixExcess, batch.sumsExcess);
+                batch.runExcess += above;
+            }
+        }
+    }
+
+    /// @dev Books a run of `count` reversals: the period's revenue, each party's debit, the
+    /// `PartiesDebited` event. Returns the run's total and clears the run's sums.
+    function _endReversalRun(Batch memory batch, Terms calldata terms, uint64 count)
+        private
+        returns (uint256 runTotal)
+    {
+        bytes32 agreementId = batch.agreementId;
+        // Revenue only fell from a stored uint128 value.
+        _periods[agreementId][batch.period].revenue = uint128(batch.revenue);
+
+        uint256[] memory base = SplitMath.creditsOf(batch.sumsBase, batch.runBase);
+        uint256[] memory excess = SplitMath.creditsOf(batch.sumsExcess, batch.runExcess);
+        address token = terms.token;
+        uint32[] calldata parties = terms.parties;
+        for (uint256 i; i < parties.length; ++i) {
+            uint256 debit = base[i] + excess[i];
+            if (debit != 0) _debitAccount(batch, parties[i], token, debit);
+        }
+        emit PartiesDebited(agreementId, batch.period, batch.version, batch.runFirstSeq, count, base, excess);
+        runTotal = batch.runBase + batch.runExcess;
+        batch.runBase = 0;
+        batch.runExcess = 0;
     }
 
     /// @dev S_1..S_(n-1): the running sums of a share table, without the last (which is BPS).

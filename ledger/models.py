@@ -160,6 +160,7 @@ class RevenueEvent(Model):
     amount: int = Field(gt=0, le=MAX_EVENT_AMOUNT)
     period: int = Field(gt=0, le=MAX_PERIOD)
     row: int = 0  # where it came from (file row or line), for messages
+    reverses: str | None = None  # a reversal: the reference of the settled event it reverses
 
     @field_validator("reference")
     @classmethod
@@ -167,6 +168,13 @@ class RevenueEvent(Model):
         """References are compared and settled in Unicode NFC (docs/input-rules.md)."""
         value = value if value.isascii() else unicodedata.normalize("NFC", value)
         text_to_bytes32(value, "reference")
+        return value
+
+    @field_validator("reverses")
+    @classmethod
+    def _original_fits(cls, value: str | None) -> str | None:
+        if value is not None:
+            text_to_bytes32(value, "reverses")
         return value
 
     @property

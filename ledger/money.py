@@ -18,6 +18,13 @@ table ``s_1..s_n`` (basis points summing to 10,000) as::
 The credits add up to ``a`` exactly; each party gets ``floor(a * s_i / 10_000)`` or one unit more; the
 offset ``o`` moves with the event's sequence number so the extra units rotate among the parties in
 proportion to their shares (no party gains from many tiny events).
+
+Reversals (:func:`reversal_parts`, :func:`split_reversal`): a reversal of ``x`` booked in a period with
+revenue so far ``R`` and target ``T`` un-books the top ``x`` of the period's revenue: the part above the
+target, ``min(x, max(0, R - T))``, is debited by the excess table, the rest by the base table, each by
+the same rotating rule with the reversal's own sequence number; the period's revenue becomes
+``R - min(x, R)``. A debit the party's balance does not cover becomes its debt
+(:func:`debit_account`), netted from its next credits (:func:`credit_account`).
 """
 
 from __future__ import annotations
@@ -97,6 +104,50 @@ def split_event(
     base = split(below, shares, offset) if below else zeros
     excess = split(above, excess_shares, offset) if above else zeros
     return EventSplit(seq=seq, base=tuple(base), excess=tuple(excess))
+
+
+def reversal_parts(period_revenue: int, amount: int, target: int) -> tuple[int, int]:
+    """The part of a reversal of ``amount`` debited by the base table and the part debited by the
+    excess table, given the period's revenue ``period_revenue`` before it: the reversal takes the top of
+    the period's revenue first, so what lies above the target is excess."""
+    above = min(amount, max(0, period_revenue - target)) if target else 0
+    return amount - above, above
+
+
+def revenue_after_reversal(period_revenue: int, amount: int) -> int:
+    """The period's revenue after a reversal of ``amount`` booked in it (never below zero)."""
+    return period_revenue - min(amount, period_revenue)
+
+
+def split_reversal(
+    seq: int,
+    amount: int,
+    period_revenue: int,
+    shares: Sequence[int],
+    target: int = 0,
+    excess_shares: Sequence[int] = (),
+) -> EventSplit:
+    """What one reversal debits each party, exactly as the contract does, given the period's revenue
+    before it. The debits add up to ``amount``."""
+    offset = offset_of(seq)
+    below, above = reversal_parts(period_revenue, amount, target)
+    zeros = [0] * len(shares)
+    base = split(below, shares, offset) if below else zeros
+    excess = split(above, excess_shares, offset) if above else zeros
+    return EventSplit(seq=seq, base=tuple(base), excess=tuple(excess))
+
+
+def credit_account(balance: int, debt: int, credit: int) -> tuple[int, int, int]:
+    """A credit to an ME's account: it repays the debt first. Returns (balance, debt, netted)."""
+    netted = min(debt, credit)
+    return balance + credit - netted, debt - netted, netted
+
+
+def debit_account(balance: int, debt: int, debit: int) -> tuple[int, int, int]:
+    """A debit from an ME's account: from the balance; what it does not cover becomes debt.
+    Returns (balance, debt, covered), ``covered`` being what goes back to finance now."""
+    covered = min(balance, debit)
+    return balance - covered, debt + debit - covered, covered
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -15,6 +15,9 @@ JSON lines: one object per line with the keys ``reference``, ``alliance``, ``amo
 Amounts are decimal strings (``"12.50"``): a JSON number with a fraction is refused, because it would
 pass through a float. Blank lines are skipped.
 
+Both formats take an optional ``reverses`` column (key): the reference of a settled event the row
+reverses (a return or correction, see docs/reversals.md). Empty (or null, or absent) for revenue.
+
 Rows are numbered as lines of the file (the CSV header is row 1), so "row 48211" is line 48211 in any
 editor. Reading happens in two steps: :func:`read_rows` checks the shape of every row; :func:`to_events`
 converts amounts with each alliance's token decimals. Every problem found is kept (up to
@@ -35,6 +38,7 @@ from ledger.models import RevenueEvent, text_to_bytes32
 from ledger.money import MAX_EVENT_AMOUNT, MAX_PERIOD, AmountError, parse_amount
 
 COLUMNS = ("reference", "alliance", "amount", "period")
+OPTIONAL_COLUMNS = ("reverses",)
 MAX_PROBLEMS = 1_000
 
 
@@ -45,6 +49,7 @@ class RawRow:
     alliance: str
     amount: str
     period: int
+    reverses: str | None = None  # the reference of the settled event this row reverses
 
 
 class _Problems(list):
@@ -131,7 +136,38 @@ def _period(value, row: int, problems: _Problems) -> int | None:
     return int(text)
 
 
-def _check(row: int, reference, alliance, amount, period, problems: _Problems) -> RawRow | None:
+def _reverses(row: int, value, reference, problems: _Problems) -> tuple[bool, str | None]:
+    """The optional ``reverses`` field: (ok, the original's reference or None)."""
+    if value is None:
+        return True, None
+    if not isinstance(value, str) or isinstance(value, _FractionalNumber):
+        problems.add(f"row {row}: reverses must be text (the reference of a settled event), got {type(value).__name__}")
+        return False, None
+    text = value.strip()
+    if not text:
+        return True, None
+    try:
+        text = _nfc(text)  # named in NFC, the form its original was settled in
+        text_to_bytes32(text, "reverses")
+    except UnicodeEncodeError:
+        problems.add(f"row {row}: reverses is not valid Unicode text (a lone surrogate)")
+        return False, None
+    except ValueError as err:
+        problems.add(f"row {row}: {err}")
+        return False, None
+    if isinstance(reference, str) and text == _nfc(reference.strip()):
+        problems.add(f"row {row}: reference {text!r} reverses itself")
+        return False, None
+    return True, text
+
+
+def _check(row: int, reference, alliance, amount, period, problems: _Problems, reverses=None) -> RawRow | None:
+    if reverses is not None:
+        ok, original = _reverses(row, reverses, reference, problems)
+        raw = _check(row, reference, alliance, amount, period, problems)
+        if not ok or raw is None:
+            return None
+        return RawRow(raw.row, raw.reference, raw.alliance, raw.amount, raw.period, original)
     if type(reference) is str and type(alliance) is str and type(amount) is str and type(period) is str:
         # The common case (every CSV row), checked in a few operations; anything odd takes the long way
         # below, which names the problem.
@@ -181,7 +217,7 @@ def _read_csv(lines: Iterator[tuple[int, str]], first: tuple[int, str], problems
     header_row, header_text = first
     header = [h.strip().lower() for h in next(csv.reader([header_text]))]
     missing = [c for c in COLUMNS if c not in header]
-    extra = [h for h in header if h not in COLUMNS]
+    extra = [h for h in header if h not in COLUMNS + OPTIONAL_COLUMNS]
     duplicated = sorted({h for h in header if header.count(h) > 1})
     if missing or extra or duplicated:
         parts = []
@@ -192,7 +228,7 @@ def _read_csv(lines: Iterator[tuple[int, str]], first: tuple[int, str], problems
         if duplicated:
             parts.append(f"repeated column(s) {', '.join(duplicated)}")
         raise InputError(f"row {header_row}: header {'; '.join(parts)}; expected {','.join(COLUMNS)}")
-    index = {name: header.index(name) for name in COLUMNS}
+    index = {name: header.index(name) for name in COLUMNS + OPTIONAL_COLUMNS if name in header}
     for number, text in lines:
         if not text.strip():
             continue
@@ -211,7 +247,8 @@ def _read_csv(lines: Iterator[tuple[int, str]], first: tuple[int, str], problems
             problems.add(f"row {number}: {len(fields)} fields, the header has {len(header)}")
             continue
         values = {name: fields[i] for name, i in index.items()}
-        row = _check(number, values["reference"], values["alliance"], values["amount"], values["period"], problems)
+        row = _check(number, values["reference"], values["alliance"], values["amount"], values["period"], problems,
+                     values.get("reverses"))  # fmt: skip
         if row is not None:
             yield row
 
@@ -234,7 +271,7 @@ def _read_jsonl(lines: Iterator[tuple[int, str]], first: tuple[int, str], proble
             problems.add(f"row {number}: expected a JSON object, got {type(obj).__name__}")
             continue
         missing = [c for c in COLUMNS if c not in obj]
-        extra = [k for k in obj if k not in COLUMNS]
+        extra = [k for k in obj if k not in COLUMNS + OPTIONAL_COLUMNS]
         if missing or extra:
             detail = "; ".join(
                 ([f"missing {', '.join(missing)}"] if missing else [])
@@ -247,7 +284,8 @@ def _read_jsonl(lines: Iterator[tuple[int, str]], first: tuple[int, str], proble
                 f'row {number}: amount {obj["amount"]} is a JSON number; write it as a string, "{obj["amount"]}"'
             )
             continue
-        row = _check(number, obj["reference"], obj["alliance"], obj["amount"], obj["period"], problems)
+        row = _check(number, obj["reference"], obj["alliance"], obj["amount"], obj["period"], problems,
+                     obj.get("reverses"))  # fmt: skip
         if row is not None:
             yield row
 
@@ -304,7 +342,7 @@ def check_file(
             if amount is not None or raw.alliance in converter.unknown:
                 duplicates.add(raw.reference, raw.row)
             if spool is not None and amount is not None and not problems.total:
-                spool.add(raw.alliance, raw.row, raw.reference, amount, raw.period)
+                spool.add(raw.alliance, raw.row, raw.reference, amount, raw.period, raw.reverses)
         if spool is not None and problems.blank_count:
             spool.blank_rows = (problems.blank_count, list(problems.blank_rows))
         for problem in duplicates.repeats():
@@ -353,7 +391,9 @@ class SpooledEvents:
                 lines.clear()
         self._buffered = 0
 
-    def add(self, alliance: str, row: int, reference: str, amount: int, period: int) -> None:
+    def add(
+        self, alliance: str, row: int, reference: str, amount: int, period: int, reverses: str | None = None
+    ) -> None:
         buffer = self._buffers.get(alliance)
         if buffer is None:
             self._index[alliance] = len(self._index)
@@ -363,7 +403,9 @@ class SpooledEvents:
         # in JSON lines) is written as JSON after a NUL, which no reference can contain.
         if "\n" in reference or "\r" in reference:
             reference = "\0" + json.dumps(reference)
-        buffer.append(f"{row}\t{amount}\t{period}\t{reference}\n")
+        # The original's reference is written as JSON (no tab or line break survives that), or empty.
+        original = json.dumps(reverses) if reverses is not None else ""
+        buffer.append(f"{row}\t{amount}\t{period}\t{original}\t{reference}\n")
         self._counts[alliance] += 1
         self._buffered += 1
         if self._buffered >= self.BUFFERED:
@@ -380,22 +422,29 @@ class SpooledEvents:
 
     def rows(self, alliance: str) -> Iterator[tuple[int, int, int, str]]:
         """The alliance's (row, amount, period, reference) in file order, read back from the spool."""
+        for row, amount, period, reference, _ in self.records(alliance):
+            yield row, amount, period, reference
+
+    def records(self, alliance: str) -> Iterator[tuple[int, int, int, str, str | None]]:
+        """The alliance's (row, amount, period, reference, reverses) in file order."""
         if alliance not in self._index:
             return
         if self._buffered:
             self._flush()
         with open(self._path(alliance), encoding="utf-8") as lines:
             for line in lines:
-                row, amount, period, reference = line.removesuffix("\n").split("\t", 3)
+                row, amount, period, original, reference = line.removesuffix("\n").split("\t", 4)
                 if reference.startswith("\0"):
                     reference = json.loads(reference[1:])
-                yield int(row), int(amount), int(period), reference
+                yield int(row), int(amount), int(period), reference, (json.loads(original) if original else None)
 
     def events(self, alliance: str) -> list[RevenueEvent]:
         """The alliance's events in file order (checked already: built without validating again)."""
         return [
-            RevenueEvent.model_construct(reference=ref, alliance=alliance, amount=amount, period=period, row=row)
-            for row, amount, period, ref in self.rows(alliance)
+            RevenueEvent.model_construct(
+                reference=ref, alliance=alliance, amount=amount, period=period, row=row, reverses=original
+            )
+            for row, amount, period, ref, original in self.records(alliance)
         ]
 
 
@@ -478,7 +527,12 @@ class _Converter:
             return None
         try:
             return RevenueEvent(
-                reference=raw.reference, alliance=raw.alliance, amount=amount, period=raw.period, row=raw.row
+                reference=raw.reference,
+                alliance=raw.alliance,
+                amount=amount,
+                period=raw.period,
+                row=raw.row,
+                reverses=raw.reverses,
             )
         except ValueError as err:
             first = err.errors()[0] if hasattr(err, "errors") else {"loc": ("value",), "msg": str(err)}

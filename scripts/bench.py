@@ -25,6 +25,14 @@ warm-up of the same kind, so the slots it writes are already non-zero, as they a
     Every settled batch (warm-ups included) is checked: the ledger's ``totalOwed`` and the sum of the
     parties' balances must both grow by exactly the batch total, or the script fails.
 
+``gas_per_reversal``
+    ``n5_k1000``: an agreement of 5 parties settles a warm-up batch and a batch of 1,000 events (as
+    above), then ONE ``settleReversals`` batch of 1,000 reversals, each of one of those events (a third
+    of its amount, same period), is sent and its ``gas_used / 1000`` is the figure. The parties'
+    balances cover the debits (no debt). ``n5_k1000_ratio`` is that figure over
+    ``gas_per_event.n5_k1000`` (target <= 2.5). Checked like settlement: ``totalOwed`` and the parties'
+    balances both fall by exactly the batch total, and finance receives it.
+
 ``agreement_gas``
     ``n5``: one ``createAgreement`` (propose and activate in one transaction, 5 EIP-712 approval
     signatures). ``n5_propose_then_activate``: ``proposeAgreement`` + ``activateAgreement`` of another
@@ -120,6 +128,7 @@ TARGET_GAS_PER_EVENT_N5_K1000 = 2_600
 TARGET_AGREEMENT_N5 = 150_000
 TARGET_PAYOUT_PER_ME = 20_000
 PAYOUT_BATCH = 100
+TARGET_REVERSAL_RATIO = 2.5
 
 
 class BenchError(RuntimeError):
@@ -260,6 +269,33 @@ def measure_gas_per_event(bench: Bench, key: str, parties: int, count: int, tier
     agreement_id, _ = create_agreement(bench, f"bench-{key}", terms)
     settle(bench, agreement_id, terms, 0, warmup)
     receipt = settle(bench, agreement_id, terms, WARMUP_EVENTS, measured)
+    return receipt.gas_used / count
+
+
+def measure_gas_per_reversal(bench: Bench, parties: int = 5, count: int = 1000) -> float:
+    """Gas per reversal of one batch of ``count`` reversals after the events it reverses (module docs)."""
+    rng = data_source(f"reversal-n{parties}-k{count}")
+    warmup = events(rng, 0, WARMUP_EVENTS)
+    measured = events(rng, WARMUP_EVENTS, count)
+    terms = terms_for(bench, parties)
+    agreement_id, _ = create_agreement(bench, f"bench-reversal-n{parties}-k{count}", terms)
+    settle(bench, agreement_id, terms, 0, warmup)
+    settle(bench, agreement_id, terms, WARMUP_EVENTS, measured)
+    ledger, token = bench.ledger, bench.token
+    first_seq = WARMUP_EVENTS + count
+    refs = [text_to_bytes32(f"RET-2026-11-{first_seq + i:06d}") for i in range(count)]
+    amounts_ = [max(1, e.amount // 3) for e in measured]
+    owed_before = ledger.total_owed(token)
+    held_before = ledger.token_balance(token, bench.finance.address)
+    receipt = ledger.reverse(
+        agreement_id, 1, first_seq, terms, refs, [(a << 32) | PERIOD for a in amounts_], [e.ref for e in measured],
+        sender=bench.finance,
+    )  # fmt: skip
+    total = sum(amounts_)
+    owed_delta = owed_before - ledger.total_owed(token)
+    returned = ledger.token_balance(token, bench.finance.address) - held_before
+    if not owed_delta == returned == total or ledger.total_debt(token) != 0:
+        raise BenchError(f"reversal batch: total {total}, totalOwed fell by {owed_delta}, finance got {returned}")
     return receipt.gas_used / count
 
 
@@ -443,6 +479,11 @@ def print_table(sections: dict[str, Any], info: dict[str, float]) -> None:
     print("\ngas per settled event (one batch after a warm-up batch, whole tx gas / events)")
     for key, value in per_event.items():
         row(key, value, verdict(value, TARGET_GAS_PER_EVENT_N5_K1000) if key == "n5_k1000" else "")
+    reversal = sections["gas_per_reversal"]
+    print("\ngas per reversal (one settleReversals batch of 1,000 after the events, whole tx gas / reversals)")
+    row("n5_k1000", reversal["n5_k1000"])
+    ratio = reversal["n5_k1000_ratio"]
+    print(f"  {'n5_k1000_ratio (to a settled event)':<46} {ratio:>11.3f}x  {verdict(ratio, TARGET_REVERSAL_RATIO)}")
     print("\nagreements")
     for key, value in sections["agreement_gas"].items():
         row(key, value, verdict(value, TARGET_AGREEMENT_N5) if key == "n5" else "")
@@ -480,6 +521,7 @@ def main() -> int:
             key: timed(f"settle {key}", lambda c=case, k=key: measure_gas_per_event(bench, k, *c))
             for key, case in SETTLE_CASES.items()
         }
+        per_reversal = timed("reverse n5_k1000", lambda: measure_gas_per_reversal(bench))
         agreement_gas = timed("agreements", lambda: measure_agreement_gas(bench))
         withdraw_gas, withdraw_first = timed("withdraw", lambda: measure_withdraw_gas(bench))
         info: dict[str, float] = {"withdraw_first": withdraw_first}
@@ -492,6 +534,10 @@ def main() -> int:
             )
         sections = {
             "gas_per_event": {key: round(value, 1) for key, value in gas_per_event.items()},
+            "gas_per_reversal": {
+                "n5_k1000": round(per_reversal, 1),
+                "n5_k1000_ratio": round(per_reversal / gas_per_event["n5_k1000"], 3),
+            },
             "agreement_gas": agreement_gas,
             "withdraw_gas": withdraw_gas,
             "payout_gas": payout_gas,

@@ -20,10 +20,18 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from ledger.models import AgreementStatus, MEStatus, Terms
-from ledger.money import MAX_EVENT_AMOUNT, split_event
+from ledger.money import (
+    MAX_EVENT_AMOUNT,
+    credit_account,
+    debit_account,
+    revenue_after_reversal,
+    split_event,
+    split_reversal,
+)
 
 MAX_NAME_BYTES = 64
 MAX_PERIOD_REVENUE = 2**128 - 1
+MAX_ACCOUNT = 2**128 - 1  # an ME's balance and its debt are uint128 each (one storage slot)
 ZERO_ADDRESS = "0x" + "00" * 20
 ZERO_REF = b"\0" * 32
 PERIOD_MASK = 0xFFFFFFFF
@@ -97,6 +105,7 @@ class SettledBatch:
     first_seq: int
     refs: tuple[bytes, ...]
     entries: tuple[int, ...]
+    originals: tuple[bytes, ...] = ()  # a reversal batch (``RevenueReversed``) when not empty
 
 
 class LedgerModel:
@@ -109,6 +118,9 @@ class LedgerModel:
         self.periods: dict[tuple[bytes, int], PeriodState] = {}
         self.balances: dict[tuple[int, str], int] = defaultdict(int)  # (ME id, token) -> owed
         self.total_owed: dict[str, int] = defaultdict(int)
+        self.debts: dict[tuple[int, str], int] = defaultdict(int)  # (ME id, token) -> owed to finance
+        self.total_debt: dict[str, int] = defaultdict(int)
+        self.reversed: dict[bytes, int] = defaultdict(int)  # original reference -> reversed so far
         self.holdings: dict[tuple[str, str], int] = defaultdict(int, holdings)  # (holder, token) -> tokens
         self.credited: dict[bytes, Credit] = {}  # reference -> where it was credited
         self.batches: list[SettledBatch] = []
@@ -336,12 +348,16 @@ class LedgerModel:
         if any(self.me_status(p) != MEStatus.ACTIVE for p in terms.parties):
             return refused("AgreementPartyDissolved")
 
-        # Runs of consecutive events in the same period, as the contract books them.
+        # Runs of consecutive events in the same period, as the contract books them (each run credits
+        # the parties before the next run is looked at).
         revenue: dict[int, int] = {}
         credits = [0] * len(terms.parties)
+        accounts = [[self.balances[(p, terms.token)], self.debts[(p, terms.token)]] for p in terms.parties]
         total = 0
+        pull = 0  # what finance pays in: the total less the debts it repays
         k = 0
         while k < len(entries):
+            run_credits = [0] * len(terms.parties)
             period = entries[k] & PERIOD_MASK
             if period == 0:
                 return refused("PeriodInvalid")
@@ -355,13 +371,21 @@ class LedgerModel:
                 split = split_event(first_seq + k, amount, running, terms.shares, terms.target, terms.excess_shares)
                 assert sum(split.credits) == amount, "a split must add up to the event's amount"
                 credits = [c + s for c, s in zip(credits, split.credits, strict=True)]
+                run_credits = [c + s for c, s in zip(run_credits, split.credits, strict=True)]
                 running += amount
                 total += amount
+                pull += amount
                 k += 1
             if running > MAX_PERIOD_REVENUE:
                 return refused("RevenueAmountInvalid")
+            for account, credit in zip(accounts, run_credits, strict=True):
+                if credit:
+                    account[0], account[1], netted = credit_account(account[0], account[1], credit)
+                    pull -= netted
+                    if account[0] > MAX_ACCOUNT:
+                        return refused("AccountOverflow")
             revenue[period] = running
-        if self.holdings[(self.finance, terms.token)] < total:
+        if self.holdings[(self.finance, terms.token)] < pull:
             return refused("ERC20InsufficientBalance")
 
         # Effects.
@@ -371,13 +395,122 @@ class LedgerModel:
         agreement.next_seq = first_seq + len(entries)
         for period, running in revenue.items():
             self.periods.setdefault((agreement_id, period), PeriodState()).revenue = running
+        netted_total = 0
         for me_id, credit in zip(terms.parties, credits, strict=True):
-            self.balances[(me_id, terms.token)] += credit
-        self.total_owed[terms.token] += total
-        self.holdings[(self.finance, terms.token)] -= total
-        self.holdings[(self.ledger, terms.token)] += total
+            key = (me_id, terms.token)
+            self.balances[key], self.debts[key], netted = credit_account(self.balances[key], self.debts[key], credit)
+            netted_total += netted
+        paid_in = total - netted_total
+        self.total_owed[terms.token] += paid_in
+        self.total_debt[terms.token] -= netted_total
+        self.holdings[(self.finance, terms.token)] -= paid_in
+        self.holdings[(self.ledger, terms.token)] += paid_in
         self.batches.append(SettledBatch(agreement_id, version, first_seq, tuple(refs), tuple(entries)))
-        return Outcome(None, total)
+        return Outcome(None, paid_in)
+
+    def reversal_refusal(self, agreement_id: bytes, refs: list[bytes], entries: list[int], originals: list[bytes]):
+        """Why the settlement client would not send these reversals (the link checks the contract leaves
+        to it), or None."""
+        if self.client_refusal(refs):
+            return self.client_refusal(refs)
+        pending: dict[bytes, int] = defaultdict(int)
+        for entry, original in zip(entries, originals, strict=True):
+            credit = self.credited.get(original)
+            if credit is None or original in self.reversed_refs:
+                return "original never settled"
+            if credit.agreement_id != agreement_id:
+                return "original of another alliance"
+            pending[original] += entry >> 32
+            if self.reversed[original] + pending[original] > credit.amount:
+                return "beyond the original amount"
+        return None
+
+    @property
+    def reversed_refs(self) -> set[bytes]:
+        return {ref for batch in self.batches if batch.originals for ref in batch.refs}
+
+    def reverse(
+        self,
+        agreement_id: bytes,
+        version: int,
+        first_seq: int,
+        terms: Terms,
+        refs: list[bytes],
+        entries: list[int],
+        originals: list[bytes],
+    ) -> Outcome:
+        """``settleReversals``. Returns the tokens sent back to finance on success."""
+        status = self.agreement_status(agreement_id)
+        if status != AgreementStatus.ACTIVE:
+            return refused("AgreementNotActive")
+        agreement = self.agreements[agreement_id]
+        if version != agreement.active_version:
+            return refused("AgreementVersionNotActive")
+        if agreement.versions.get(version) != terms:
+            return refused("AgreementTermsMismatch")
+        if not entries or len(refs) != len(entries):
+            return refused("SettlementBatchInvalid")
+        if first_seq != agreement.next_seq:
+            return refused("SettlementOutOfSequence")
+        if any(ref == ZERO_REF for ref in refs):
+            return refused("RevenueReferenceEmpty")
+        if any(self.me_status(p) != MEStatus.ACTIVE for p in terms.parties):
+            return refused("AgreementPartyDissolved")
+        if len(originals) != len(refs):
+            return refused("ReversalBatchInvalid")
+        if any(ref == ZERO_REF for ref in originals):
+            return refused("ReversalOriginalEmpty")
+        revenue: dict[int, int] = {}
+        debits = [0] * len(terms.parties)
+        accounts = [[self.balances[(p, terms.token)], self.debts[(p, terms.token)]] for p in terms.parties]
+        k = 0
+        while k < len(entries):
+            run_debits = [0] * len(terms.parties)
+            period = entries[k] & PERIOD_MASK
+            if period == 0:
+                return refused("PeriodInvalid")
+            if self.period(agreement_id, period).closed:
+                return refused("PeriodAlreadyClosed")
+            running = revenue.get(period, self.period(agreement_id, period).revenue)
+            while k < len(entries) and entries[k] & PERIOD_MASK == period:
+                amount = entries[k] >> 32
+                if amount == 0 or amount > MAX_EVENT_AMOUNT:
+                    return refused("RevenueAmountInvalid")
+                split = split_reversal(first_seq + k, amount, running, terms.shares, terms.target, terms.excess_shares)
+                assert sum(split.credits) == amount, "the debits must add up to the reversal's amount"
+                debits = [d + s for d, s in zip(debits, split.credits, strict=True)]
+                run_debits = [d + s for d, s in zip(run_debits, split.credits, strict=True)]
+                running = revenue_after_reversal(running, amount)
+                k += 1
+            revenue[period] = running
+            for account, debit in zip(accounts, run_debits, strict=True):
+                if debit:
+                    account[0], account[1], _ = debit_account(account[0], account[1], debit)
+                    if account[1] > MAX_ACCOUNT:
+                        return refused("AccountOverflow")
+
+        # Effects.
+        for k, (ref, entry, original) in enumerate(zip(refs, entries, originals, strict=True)):
+            assert ref not in self.credited, "the model itself would settle a reference twice"
+            self.credited[ref] = Credit(agreement_id, first_seq + k, entry >> 32, entry & PERIOD_MASK)
+            self.reversed[original] += entry >> 32
+        agreement.next_seq = first_seq + len(entries)
+        for period, running in revenue.items():
+            self.periods.setdefault((agreement_id, period), PeriodState()).revenue = running
+        returned = 0
+        for me_id, debit in zip(terms.parties, debits, strict=True):
+            key = (me_id, terms.token)
+            before = self.debts[key]
+            self.balances[key], self.debts[key], covered = debit_account(self.balances[key], before, debit)
+            returned += covered
+            self.total_debt[terms.token] += self.debts[key] - before
+        self.total_owed[terms.token] -= returned
+        self.holdings[(self.ledger, terms.token)] -= returned
+        self.holdings[(self.finance, terms.token)] += returned
+        self.batches.append(
+            SettledBatch(agreement_id, version, first_seq, tuple(refs), tuple(entries), tuple(originals))
+        )
+        return Outcome(None, returned)
 
     def close_period(self, agreement_id: bytes, period: int) -> Outcome:
         if self.agreement_status(agreement_id) == AgreementStatus.NONE:
@@ -431,6 +564,11 @@ class LedgerModel:
         for token in tokens:
             owed = sum(v for (_, t), v in self.balances.items() if t == token)
             assert self.total_owed[token] == owed == self.holdings[(self.ledger, token)]
+            assert self.total_debt[token] == sum(v for (_, t), v in self.debts.items() if t == token)
+            for key, debt in self.debts.items():
+                assert not (debt and self.balances[key]), "an ME with both a balance and a debt"
+        for original, amount in self.reversed.items():
+            assert amount <= self.credited[original].amount, "reversed beyond the original"
         settled = [ref for batch in self.batches for ref in batch.refs]
         assert len(settled) == len(set(settled)) == len(self.credited)
         for agreement_id, agreement in self.agreements.items():

@@ -67,6 +67,7 @@ MATRIX = {
     "createAgreement":    (OK,     OK,      OK,      OK,      OK,      OK,      OK,      OK),
     "terminateAgreement": (OK,     OK,      OK,      OK,      OK,      OK,      OK,      OK),
     "settle":             (ROLE,   ROLE,    OK,      ROLE,    ROLE,    ROLE,    ROLE,    ROLE),
+    "settleReversals":    (ROLE,   ROLE,    OK,      ROLE,    ROLE,    ROLE,    ROLE,    ROLE),
     "closePeriod":        (ROLE,   ROLE,    OK,      ROLE,    ROLE,    ROLE,    ROLE,    ROLE),
     "withdraw":           (PAYOUT, PAYOUT,  PAYOUT,  PAYOUT,  PAYOUT,  OK,      PAYOUT,  PAYOUT),
     # payout(token, [fridge]): anyone may send a payout run; the money goes to fridge's payout address only.
@@ -250,6 +251,19 @@ def row_of(function: str, w: World) -> Row:
                 led.token_balance(w.token, led.address),
             ),
             lambda before: (before[0] + 1, before[1] + 10, before[2] + 10, before[3] + 10),
+            "FINANCE_ROLE",
+        )
+    if function == "settleReversals":
+        refs, entries, originals = [text_to_bytes32("m-r1")], [(10 << 32) | PERIOD], [text_to_bytes32("m-0")]
+        return Row(
+            lambda s: led.reverse(ACTIVE, 1, 1, w.terms, refs, entries, originals, sender=s),
+            lambda: (
+                led.agreement(ACTIVE).next_seq,
+                led.balance_of(w.fridge, w.token) + led.balance_of(w.oven, w.token),
+                led.total_owed(w.token),
+                led.token_balance(w.token, led.address),
+            ),
+            lambda before: (before[0] + 1, before[1] - 10, before[2] - 10, before[3] - 10),
             "FINANCE_ROLE",
         )
     if function == "closePeriod":

@@ -484,3 +484,165 @@ def test_the_audit_cannot_run(history, tmp_path):
     # Starting after the deployment misses registrations: refused rather than misreported.
     out = cli.run("audit", "--from-block", "8", ok=False)
     assert out.code == 2 and "start the audit at the ledger's deployment block" in out.err
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reversals and debts
+# ---------------------------------------------------------------------------------------------------
+
+
+def kitchen_v2(node: Node) -> tuple:
+    return (node.token, [2, 3, 4, 5], [2500] * 4, 0, [])
+
+
+def reverse_direct(node: Node, aid: bytes, version: int, first_seq: int, terms: tuple, items: list[tuple]) -> dict:
+    """A reversal batch sent straight to the contract by finance (no client link checks).
+    items: (reference, amount, period, original reference)."""
+    refs = [text_to_bytes32(ref) for ref, *_ in items]
+    entries = [(amount << 32) | period for _, amount, period, _ in items]
+    originals = [text_to_bytes32(original) for *_, original in items]
+    return node.send(FINANCE, node.ledger,
+                     f"settleReversals(bytes32,uint32,uint64,{TERMS_TYPE},bytes32[],uint256[],bytes32[])",
+                     ["bytes32", "uint32", "uint64", TERMS_TYPE, "bytes32[]", "uint256[]", "bytes32[]"],
+                     [aid, version, first_seq, terms, refs, entries, originals])  # fmt: skip
+
+
+def account_slot(node: Node, me_id: int, matches) -> int:
+    """The storage slot of ME ``me_id``'s account (balance in the low 128 bits, debt in the high)."""
+    token_key = bytes.fromhex(node.token[2:]).rjust(32, b"\0")
+    for base in range(20):
+        outer = keccak(me_id.to_bytes(32, "big") + base.to_bytes(32, "big"))
+        slot = int.from_bytes(keccak(token_key + outer), "big")
+        if matches(node.storage(node.ledger, slot)):
+            return slot
+    raise AssertionError("account slot not found")
+
+
+def test_reversals_with_a_debt_netted_later_audit_clean_and_show_in_reports(chain, tmp_path):
+    cli, node = chain
+    # fridge withdrew everything: its part of a return becomes a debt, repaid from its next credits.
+    header = "reference,alliance,amount,period,reverses"
+    cli.run("settle", str(write_csv(tmp_path / "r.csv", [("KR-1", "kitchen", "100", 202612, "K-4"),
+                                                          ("KR-2", "kitchen", "0.000002", 202612, "K-3")],
+                                    header)))  # fmt: skip
+    balance = json.loads(cli.run("balance", "--json").out)
+    fridge = next(r for r in balance["balances"] if r["me"] == "fridge")
+    assert fridge["balance_base_units"] == "0" and int(fridge["debt_base_units"]) > 0
+    assert "debt" in cli.run("balance").out
+    cli.run("settle", str(write_csv(tmp_path / "s.csv", [("K5-1", "kitchen", "40", 202612)])))
+    report = audit(cli)
+    assert report["result"] == "clean", report["findings"]
+    (token,) = report["tokens"]
+    units = token["base_units"]
+    assert units["reversed"] == units["debited"] == str(100_000_002)
+    assert int(units["netted"]) > 0 and int(units["returned"]) > 0
+    assert units["debt"] == units["debts"] == str(int(units["incurred"]) - int(units["netted"]))
+    assert report["checked"]["reversals"] == 2
+    payouts = json.loads(cli.run("payouts", "--format", "json", "--period", "202612").out)["payouts"]
+    reversal_lines = [p for p in payouts if p["tier"] == "reversal"]
+    assert len(reversal_lines) == 4 and all(p["amount_base_units"].startswith("-") for p in reversal_lines)
+    statement = tmp_path / "statement.csv"
+    cli.run("payouts", "--format", "csv", "-o", str(statement))
+    assert audit(cli, "--statement", str(statement))["result"] == "clean"
+
+
+def test_reversals_the_client_would_refuse_sent_directly_are_findings(chain):
+    cli, node = chain
+    aid = text_to_bytes32("kitchen")
+    reverse_direct(node, aid, 2, next_seq(node, aid), kitchen_v2(node), [
+        ("X-1", 1_000_000, 202612, "NEVER"),  # never settled
+        ("X-2", 1_000_000, 202612, "B-1"),  # bread's
+        ("X-3", 300_000_000, 202612, "K-4"),  # K-4 is 300: fine alone...
+        ("X-4", 1, 202612, "K-4"),  # ... one unit more is beyond it
+    ])  # fmt: skip
+    report = audit(cli, code=1)
+    assert kinds(report) == {"reversal": 3}, report["findings"]
+    messages = [f["message"] for f in report["findings"]]
+    assert "reverses 'NEVER', never settled" in messages[0]
+    assert "reverses 'B-1' of alliance 'bread'" in messages[1]
+    assert "the reversals of 'K-4' total 300000001, more than its 300000000" in messages[2]
+
+
+def test_reversals_on_both_sides_of_the_checkpoint_are_added_up_from_the_checkpoint(chain):
+    cli, node = chain
+    aid = text_to_bytes32("kitchen")
+    reverse_direct(node, aid, 2, next_seq(node, aid), kitchen_v2(node), [("Y-1", 200_000_000, 202612, "K-4")])
+    assert audit(cli)["result"] == "clean"  # the checkpoint now holds K-4 reversed by 200
+    reverse_direct(node, aid, 2, next_seq(node, aid), kitchen_v2(node), [
+        ("Y-2", 100_000_001, 202612, "K-4"),  # 200 before the checkpoint + 100.000001 after: beyond K-4's 300
+        ("Y-3", 1, 202612, "Y-1"),  # a reversal settled before the checkpoint, reversed
+    ])  # fmt: skip
+    report = audit(cli, code=1)
+    assert kinds(report) == {"reversal": 2}, report["findings"]
+    messages = [f["message"] for f in report["findings"]]
+    assert "the reversals of 'K-4' total 300000001, more than its 300000000" in messages[0]
+    assert "reverses 'Y-1', itself a reversal" in messages[1]
+
+
+def test_a_reversal_debited_wrongly(chain):
+    cli, node = chain
+    # A tiered alliance: 150 settled against a target of 100; someone lowers the period's revenue in
+    # storage to 60, so the contract debits a reversal by the base table where the rule says excess.
+    parties = ["logistics", "recipe-app"]
+    terms = (node.token, [ME_IDS[p] for p in sorted(parties, key=ME_IDS.get)], [5000, 5000], 100_000_000, [9000, 1000])
+    aid = text_to_bytes32("tiered")
+    chain_id = int(node.call("eth_chainId"), 16)
+    message = eip712.approval_message(chain_id, node.ledger, aid, 1, _terms_obj(terms))
+    signatures = [sign(DEV[SIGNERS["recipe-app"]], message), sign(DEV[SIGNERS["logistics"]], message)]
+    node.send(PLATFORM, node.ledger, f"createAgreement(bytes32,{TERMS_TYPE},bytes[])",
+              ["bytes32", TERMS_TYPE, "bytes[]"], [aid, terms, signatures])  # fmt: skip
+    settle_direct(node, aid, 1, 0, terms, [("TR-1", 150_000_000, 202612)])
+    slot = None
+    for base in range(20):
+        outer = keccak(aid + base.to_bytes(32, "big"))
+        candidate = int.from_bytes(keccak((202612).to_bytes(32, "big") + outer), "big")
+        if node.storage(node.ledger, candidate) & (2**128 - 1) == 150_000_000:
+            slot = candidate
+            break
+    assert slot is not None
+    node.set_storage(node.ledger, slot, 60_000_000)
+    reverse_direct(node, aid, 1, 1, terms, [("TR-R1", 40_000_000, 202612, "TR-1")])
+    report = audit(cli, code=1)
+    assert kinds(report) == {"debit": 1}, report["findings"]
+    values = report["findings"][0]["values"]
+    assert values["debited_base"] == [20_000_000, 20_000_000] and values["debited_excess"] == [0, 0]
+    assert values["recomputed_excess"] == [36_000_000, 4_000_000] and values["recomputed_base"] == [0, 0]
+
+
+def test_a_debt_netted_wrongly(chain):
+    cli, node = chain
+    aid = text_to_bytes32("kitchen")
+    # fridge (ME 2) withdrew everything: a reversal of 100 leaves it a debt of 25.
+    reverse_direct(node, aid, 2, next_seq(node, aid), kitchen_v2(node), [("KR-9", 100_000_000, 202612, "K-4")])
+    slot = account_slot(node, 2, lambda v: v >> 128 == 25_000_000)
+    node.set_storage(node.ledger, slot, 0)  # the debt erased in storage: the next credit is not netted
+    settle_direct(node, aid, 2, next_seq(node, aid), kitchen_v2(node), [("K6-1", 40_000_000, 202612)])
+    report = audit(cli, code=1)
+    found = kinds(report)
+    assert found.get("debt") == 1, report["findings"]
+    debt = next(f for f in report["findings"] if f["kind"] == "debt")
+    assert "ME 'fridge': debt netted 0 base units, the rule gives 10000000" in debt["message"]
+    assert "conservation" in found  # fridge's balance and debt, and totalDebt, disagree with the replay
+
+
+def test_a_file_with_bad_reversals_is_refused_by_row_and_nothing_is_mined(chain, tmp_path):
+    cli, node = chain
+    header = "reference,alliance,amount,period,reverses"
+    rows = [("KX-1", "kitchen", "1", 202612, "NEVER"), ("KX-2", "kitchen", "1", 202612, "B-1"),
+            ("KX-3", "kitchen", "300.000001", 202612, "K-4"), ("KX-4", "kitchen", "1", 202611, "K-1"),
+            ("K2-1", "kitchen", "1", 202612, "K-1")]  # fmt: skip
+    path = write_csv(tmp_path / "bad.csv", rows, header)
+    block = int(node.call("eth_blockNumber"), 16)
+    result = cli.run("settle", str(path), ok=False)
+    assert result.code == 1 and "Traceback" not in result.text
+    assert "row 2: reverses 'NEVER', which was never settled for alliance 'kitchen'" in result.err
+    assert "row 3: reverses 'B-1', which was settled for another alliance, not 'kitchen'" in result.err
+    assert "row 4: reversals of 'K-4' would total 300000001 base units, more than its 300000000" in result.err
+    assert "row 5: period 202611 of alliance 'kitchen' is closed" in result.err
+    assert "row 6: reference 'K2-1' was already settled (seq" in result.err
+    assert int(node.call("eth_blockNumber"), 16) == block
+    # The dry run of a good one: a reversals column, negative, and nothing sent.
+    good = write_csv(tmp_path / "good.csv", [("KG-1", "kitchen", "4", 202612, "K-4")], header)
+    out = cli.run("settle", str(good), "--dry-run").out
+    assert "reversals" in out and "-1.000000" in out
+    assert int(node.call("eth_blockNumber"), 16) == block

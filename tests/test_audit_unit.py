@@ -336,6 +336,10 @@ CANONICAL = {
     "AgreementEnded": "AgreementEnded(bytes32,uint32,bytes[])",
     "RevenueSettled": "RevenueSettled(bytes32,uint32,uint64,bytes32[],uint256[])",
     "PartiesCredited": "PartiesCredited(bytes32,uint32,uint32,uint64,uint64,uint256[],uint256[])",
+    "RevenueReversed": "RevenueReversed(bytes32,uint32,uint64,bytes32[],uint256[],bytes32[])",
+    "PartiesDebited": "PartiesDebited(bytes32,uint32,uint32,uint64,uint64,uint256[],uint256[])",
+    "DebtIncurred": "DebtIncurred(uint32,address,uint256)",
+    "DebtNetted": "DebtNetted(uint32,address,uint256)",
     "PeriodClosed": "PeriodClosed(bytes32,uint32,uint128)",
     "Withdrawn": "Withdrawn(uint32,address,address,uint256)",
     "PayoutSkipped": "PayoutSkipped(uint32,address,address,uint256)",
@@ -619,6 +623,8 @@ class FakeChain:
             if sel == selector("balanceOf(uint32,address)"):
                 me_id, token = abi_decode(["uint32", "address"], args)
                 return abi_encode(["uint256"], [self.balances[(me_id, to_checksum_address(token))]])
+            if sel in (selector("totalDebt(address)"), selector("debtOf(uint32,address)")):
+                return abi_encode(["uint256"], [0])  # this model settles no reversals
         token = to_checksum_address(to)
         if token in TOKENS:
             if sel == selector("balanceOf(address)"):
@@ -1054,11 +1060,19 @@ def test_report_as_dict_and_findings_by_kind():
                 "settled": "1.234567",
                 "credited": "1.234567",
                 "withdrawn": "0.000000",
+                "reversed": "0.000000",
+                "debited": "0.000000",
+                "returned": "0.000000",
+                "incurred": "0.000000",
+                "netted": "0.000000",
                 "owed": "1.234567",
                 "balances": None,
                 "held": None,
-                "base_units": {"settled": "1234567", "credited": "1234567", "withdrawn": "0", "owed": "1234567",
-                               "balances": None, "held": None},
+                "debt": None,
+                "debts": None,
+                "base_units": {"settled": "1234567", "credited": "1234567", "withdrawn": "0", "reversed": "0",
+                               "debited": "0", "returned": "0", "incurred": "0", "netted": "0", "owed": "1234567",
+                               "balances": None, "held": None, "debt": None, "debts": None},
             }
         ],
         "roles": {"admin": [ADMIN]},
@@ -1078,7 +1092,7 @@ def test_report_as_dict_and_findings_by_kind():
 def test_every_finding_kind_is_documented():
     assert set(FINDING_KINDS) == {
         "signature", "terms", "credit", "duplicate", "closed-period", "settlement", "withdrawal", "conservation",
-        "statement-differs", "statement-missing", "statement-extra",
+        "statement-differs", "statement-missing", "statement-extra", "debit", "reversal", "debt",
     }  # fmt: skip
 
 
@@ -1249,7 +1263,7 @@ def test_a_line_in_another_token_differs(tmp_path):
         ("kitchen,1,9,fridge,base,,,1,1000000", "ME id 9 does not exist on the chain"),
         ("kitchen,1,1,oven,base,,,1,1000000", "me_id 1 is 'fridge' on the chain, the line says 'oven'"),
         ("kitchen,1,,ghost,base,,,1,1000000", "ME 'ghost' does not exist on the chain"),
-        ("kitchen,1,1,fridge,bonus,,,1,1000000", "tier 'bonus' is neither 'base' nor 'excess'"),
+        ("kitchen,1,1,fridge,bonus,,,1,1000000", "tier 'bonus' is not 'base', 'excess' or 'reversal'"),
         ("pantry,1,1,fridge,base,,,1,1000000", "alliance 'pantry' does not exist on the chain"),
     ],
 )

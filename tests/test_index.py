@@ -16,6 +16,7 @@ import pytest
 
 from ledger.chain.ledger import LedgerChain, compiled_abi
 from ledger.index import LedgerIndex, index_path
+from ledger.models import bytes32_to_text, text_to_bytes32
 
 from .cli_support import RpcProxy, free_port, write_csv
 from .test_cli_e2e import make_alliance
@@ -223,3 +224,39 @@ def test_a_deleted_corrupted_or_edited_index_is_rebuilt_never_trusted(chain, tmp
     assert json.loads(result.out)["events_settled"] == 0
     assert_reports_equal_a_full_re_read(chain)
     chain.assert_exactly_once("damaged", rows)
+
+
+def test_a_file_with_reversals_settled_again_skips_every_reversal_with_the_index_and_without(chain, tmp_path):
+    make_alliance(chain.cli, "returns")
+    header = "reference,alliance,amount,period,reverses"
+    sales = [(f"RS-{i}", "returns", "10.00", 202611, "") for i in range(1, 6)]
+    reversals = [(f"RR-{i}", "returns", "4.00", 202612, f"RS-{i}") for i in range(1, 6)]
+    reversals.append(("RR-6", "returns", "6.00", 202612, "RS-1"))  # RS-1 reversed in full: 4 + 6
+    whole = write_csv(tmp_path / "whole.csv", sales + reversals, header)
+    first = json.loads(chain.sh.run("settle", str(whole), "--json", env=SMALL_BATCHES).out)
+    assert first["events_settled"] == 11 and first["reversals_settled"] == 6
+    cursor = json.loads(chain.cli.run("alliance", "show", "returns", "--json").out)
+    height = chain.height()
+    only_reversals = write_csv(tmp_path / "reversals.csv", reversals, header)
+    for env in ({}, FULL_READ):  # the index on (the default), then every log read again
+        for path, count in ((whole, 11), (only_reversals, 6)):
+            again = json.loads(chain.sh.run("settle", str(path), "--json", env={**SMALL_BATCHES, **env}).out)
+            assert again["events_settled"] == again["reversals_settled"] == 0, (env, path.name)
+            assert again["events_skipped_already_settled"] == count
+        # Reversed beyond the original, counting what the chain already reversed: refused by row.
+        more = write_csv(tmp_path / "more.csv", [("RR-7", "returns", "0.01", 202612, "RS-1")], header)
+        err = chain.sh.fails("settle", str(more), env=env, contains="would total")
+        assert "row 2: reversals of 'RS-1' would total" in err
+    assert chain.height() == height  # nothing was sent
+    assert json.loads(chain.cli.run("alliance", "show", "returns", "--json").out) == cursor
+    index = open_index(chain)
+    try:
+        found = index.settled(text_to_bytes32(ref) for ref, *_ in reversals)
+        assert {bytes32_to_text(s.reverses) for s in found.values()} == {f"RS-{i}" for i in range(1, 6)}
+        assert index.reversed_totals([text_to_bytes32("RS-1"), text_to_bytes32("RS-2")]) == {
+            text_to_bytes32("RS-1"): 10 * 10**6, text_to_bytes32("RS-2"): 4 * 10**6,
+        }  # fmt: skip
+    finally:
+        index.close()
+    assert_reports_equal_a_full_re_read(chain)  # reversal lines and debts, from the index and from the logs
+    assert chain.audit()["findings"] == []

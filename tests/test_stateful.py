@@ -159,6 +159,7 @@ class Env:
         ]
         abi = self.chain.contract.contract_type.model_dump(mode="json")["abi"]
         self.settled_spec = EventSpec.from_abi(next(i for i in abi if i.get("name") == "RevenueSettled"))
+        self.reversed_spec = EventSpec.from_abi(next(i for i in abi if i.get("name") == "RevenueReversed"))
         self.functions, self.errors = {}, {}
         token_abi = self.tokens[1].contract_type.model_dump(mode="json")["abi"]
         for item in abi + token_abi:
@@ -216,6 +217,8 @@ SEL = {
     "erc20Balance": _selector("balanceOf(address)"),
     "balanceOf": _selector("balanceOf(uint32,address)"),
     "totalOwed": _selector("totalOwed(address)"),
+    "debtOf": _selector("debtOf(uint32,address)"),
+    "totalDebt": _selector("totalDebt(address)"),
     "meCount": _selector("meCount()"),
     "meOf": _selector("meOf(uint32)"),
     "agreementOf": _selector("agreementOf(bytes32)"),
@@ -250,6 +253,15 @@ BAD_AMOUNTS = st.one_of(st.just(0), st.integers(2**126, 2**128 - 1), st.just(2**
 TARGETS = st.one_of(st.just(0), st.integers(1, 100), st.integers(1, 10**6), st.integers(1, 10**12))
 SMALL_AMOUNTS = st.one_of(st.just(1), st.integers(1, 1_000), st.integers(1, 10**7))
 MISTAKES_TERMS = ("any ME", "unknown ME", "other token")
+MISTAKES_REVERSE = (
+    "beyond the original",
+    "never settled",
+    "another alliance's",
+    "a reversal reference used twice",
+    "a closed period",
+    "an empty original",
+    "another sequence number",
+)
 MISTAKES_SETTLE = (
     "another version",
     "other terms",
@@ -609,10 +621,13 @@ class LedgerMachine(RuleBasedStateMachine):
         return refs, entries
 
     def _settle(self, agreement_id, version, first_seq, terms, refs, entries) -> Outcome:
+        debt_before = self.model.total_debt[terms.token]
         outcome = self.model.settle(agreement_id, version, first_seq, terms, refs, entries)
         self.expect(
             outcome, self.env.finance, "settle", agreement_id, version, first_seq, terms.as_tuple(), refs, entries
         )
+        if outcome.ok and self.model.total_debt[terms.token] < debt_before:
+            OUTCOMES[("settle", "ok, a debt netted")] += 1
         return outcome
 
     def _settle_fresh(self, data, *, one_period: bool):
@@ -694,6 +709,99 @@ class LedgerMachine(RuleBasedStateMachine):
             return
         self._settle(agreement_id, version, first_seq, terms, refs, entries)
 
+    def reversible(self) -> list[bytes]:
+        """Active agreements with a settled event not yet wholly reversed."""
+        model = self.model
+        reversals = model.reversed_refs
+        live = {
+            c.agreement_id
+            for ref, c in model.credited.items()
+            if ref not in reversals and model.reversed[ref] < c.amount
+        }
+        return [a for a in self.agreements_where(lambda a: a.status == AgreementStatus.ACTIVE) if a in live]
+
+    @precondition(lambda self: self.reversible())
+    @rule(data=st.data())
+    def reverse(self, data):
+        """1-5 partial reversals of settled events, booked in open periods (sometimes all of what is
+        left of an original; sometimes with a link mistake only the client can see, and then nothing
+        is sent; sometimes with a mistake the contract must refuse). Balances below a debit become debts."""
+        self._reverse(data, data.draw(st.sampled_from(self.reversible()), label="agreement"))
+
+    @precondition(lambda self: self.reversible())
+    @rule(data=st.data())
+    def reverse_after_withdrawals(self, data):
+        """The parties of an agreement withdraw what they hold, then reversals come: debts, which the
+        next settlements net."""
+        agreement_id = data.draw(st.sampled_from(self.reversible()), label="agreement")
+        agreement = self.model.agreements[agreement_id]
+        token = agreement.token
+        for me_id in agreement.versions[agreement.active_version].parties:
+            if self.model.balances[(me_id, token)] and data.draw(st.booleans(), label="withdraws"):
+                sender = self.env.by_address.get(self.model.payout_of(me_id), self.env.outsider)
+                outcome = self.model.withdraw(me_id, token, sender=sender.address)
+                self.expect(outcome, sender, "withdraw", me_id, token)
+        self._reverse(data, agreement_id)
+        if data.draw(st.booleans(), label="then settle"):  # new revenue: debts are netted first
+            refs, entries = self.draw_events(data, agreement_id)
+            version = agreement.active_version
+            self._settle(agreement_id, version, agreement.next_seq, agreement.versions[version], refs, entries)
+
+    def _reverse(self, data, agreement_id: bytes):
+        model = self.model
+        agreement = model.agreements[agreement_id]
+        reversals = model.reversed_refs
+        pool = sorted(
+            ref for ref, c in model.credited.items()
+            if c.agreement_id == agreement_id and ref not in reversals and model.reversed[ref] < c.amount
+        )  # fmt: skip
+        periods = self.open_periods(agreement_id)
+        refs, entries, originals = [], [], []
+        left = {ref: model.credited[ref].amount - model.reversed[ref] for ref in pool}
+        for _ in range(data.draw(st.integers(1, 5), label="reversals")):
+            choices = [ref for ref in pool if left[ref] > 0]
+            if not choices:
+                break
+            original = data.draw(st.sampled_from(choices), label="original")
+            amount = data.draw(st.one_of(st.just(left[original]), st.integers(1, left[original])), label="amount")
+            left[original] -= amount
+            refs.append(text_to_bytes32(self.next_name("rev-")))
+            entries.append((amount << 32) | data.draw(st.sampled_from(periods), label="period"))
+            originals.append(original)
+        kind = data.draw(st.sampled_from((None,) * 6 + MISTAKES_REVERSE), label="mistake")
+        k = data.draw(st.integers(0, len(refs) - 1), label="which")
+        amount = entries[k] >> 32
+        closed = [p for p in PERIODS if model.period(agreement_id, p).closed]
+        others = sorted(ref for ref, c in model.credited.items() if c.agreement_id != agreement_id)
+        first_seq = agreement.next_seq
+        if kind == "beyond the original":
+            entries[k] = ((amount + left[originals[k]] + 1) << 32) | (entries[k] & 0xFFFFFFFF)
+        elif kind == "never settled":
+            originals[k] = text_to_bytes32(self.next_name("never-"))
+        elif kind == "another alliance's" and others:
+            originals[k] = data.draw(st.sampled_from(others), label="other")
+        elif kind == "a reversal reference used twice":
+            refs[k] = data.draw(st.sampled_from(sorted(model.credited)), label="used")
+        elif kind == "a closed period" and closed:
+            entries[k] = (amount << 32) | data.draw(st.sampled_from(closed), label="closed period")
+        elif kind == "an empty original":
+            originals[k] = ZERO_REF
+        elif kind == "another sequence number":
+            first_seq = data.draw(st.integers(0, first_seq + 3).filter(lambda s: s != first_seq), label="seq")
+        if kind != "an empty original":
+            refusal = model.reversal_refusal(agreement_id, refs, entries, originals)
+            if refusal is not None:
+                event(f"reverse: the client refused: {refusal}")
+                return  # the client sends nothing
+        version = agreement.active_version
+        terms = agreement.versions[version]
+        debt_before = dict(model.total_debt)
+        outcome = model.reverse(agreement_id, version, first_seq, terms, refs, entries, originals)
+        self.expect(outcome, self.env.finance, "settleReversals", agreement_id, version, first_seq,
+                    terms.as_tuple(), refs, entries, originals)  # fmt: skip
+        if outcome.ok and model.total_debt[terms.token] > debt_before.get(terms.token, 0):
+            OUTCOMES[("settleReversals", "ok, a debt incurred")] += 1
+
     @precondition(lambda self: self.model.batches)
     @rule(data=st.data())
     def retry_settled_batch(self, data):
@@ -768,9 +876,12 @@ class LedgerMachine(RuleBasedStateMachine):
                 read(("held", token, holder), token, "erc20Balance", ["address"], [holder], _uint,
                      model.holdings[(holder, token)])  # fmt: skip
             read(("totalOwed", token), ledger, "totalOwed", ["address"], [token], _uint, model.total_owed[token])
+            read(("totalDebt", token), ledger, "totalDebt", ["address"], [token], _uint, model.total_debt[token])
             for me_id in model.mes:
                 read(("balance of ME", me_id, token), ledger, "balanceOf", ["uint32", "address"], [me_id, token],
                      _uint, model.balances[(me_id, token)])  # fmt: skip
+                read(("debt of ME", me_id, token), ledger, "debtOf", ["uint32", "address"], [me_id, token],
+                     _uint, model.debts[(me_id, token)])  # fmt: skip
         read(("meCount",), ledger, "meCount", [], [], _uint, len(model.mes))
         for me_id, me in model.mes.items():
             want = (me.payout, me.status, me.nonce, me.signer, me.name)
@@ -792,10 +903,14 @@ class LedgerMachine(RuleBasedStateMachine):
         for raw, (key, decode, want) in zip(results, expected, strict=False):
             got[key] = decode(raw)
             assert got[key] == want, f"{' '.join(map(str, key))}: the chain has {got[key]}, the model {want}"
-        # Conservation read off the chain alone: held == totalOwed == the sum of the balances.
+        # The invariant read off the chain alone: held == totalOwed == the sum of the balances,
+        # totalDebt == the sum of the debts, and no ME has both a balance and a debt in one token.
         for token in env.token_addresses:
             owed = sum(got[("balance of ME", me_id, token)] for me_id in model.mes)
             assert got[("held", token, ledger)] == got[("totalOwed", token)] == owed
+            assert got[("totalDebt", token)] == sum(got[("debt of ME", me_id, token)] for me_id in model.mes)
+            for me_id in model.mes:
+                assert not (got[("balance of ME", me_id, token)] and got[("debt of ME", me_id, token)])
         self.check_settled_logs(results[-1])
 
     def _settled_filter(self) -> dict:
@@ -803,18 +918,27 @@ class LedgerMachine(RuleBasedStateMachine):
             "address": self.chain.address,
             "fromBlock": hex(self.start_block),
             "toBlock": "latest",
-            "topics": ["0x" + self.env.settled_spec.topic0.hex()],
+            "topics": [["0x" + self.env.settled_spec.topic0.hex(), "0x" + self.env.reversed_spec.topic0.hex()]],
         }
 
     def check_settled_logs(self, raw_logs):
         """Exactly-once on the chain: the logs are the model's batches; no reference appears twice."""
         batches, seen = [], set()
         for item in raw_logs:
-            args = self.env.settled_spec.decode([_hex(t) for t in item["topics"]], _hex(item["data"]))
+            topics = [_hex(t) for t in item["topics"]]
+            reversal = topics[0] == self.env.reversed_spec.topic0
+            spec = self.env.reversed_spec if reversal else self.env.settled_spec
+            args = spec.decode(topics, _hex(item["data"]))
             refs = tuple(bytes(r) for r in args["refs"])
+            originals = tuple(bytes(r) for r in args["originals"]) if reversal else ()
             batches.append(
                 ledger_model.SettledBatch(
-                    bytes(args["agreementId"]), args["version"], args["firstSeq"], refs, tuple(args["entries"])
+                    bytes(args["agreementId"]),
+                    args["version"],
+                    args["firstSeq"],
+                    refs,
+                    tuple(args["entries"]),
+                    originals,
                 )
             )
             assert not seen.intersection(refs), "a reference was credited twice"
@@ -901,6 +1025,9 @@ def test_chain_matches_the_model_over_random_sequences(env):
         ("proposeAgreement", "AgreementProposerNotCurrentParty"),
         ("activateAgreement", "AgreementVersionSuperseded"),
         ("activateAgreement", "ok, an older pending version"),
+        ("settleReversals", "ok"),
+        ("settleReversals", "ok, a debt incurred"),
+        ("settle", "ok, a debt netted"),
     ]:
         assert OUTCOMES[wanted], f"no sequence reached {wanted}: the machine no longer exercises it"
 

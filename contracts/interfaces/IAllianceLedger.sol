@@ -4,9 +4,10 @@ pragma solidity ^0.8.24;
 /// @title ME Alliance Ledger
 /// @notice Micro-enterprise (ME) identities, alliance agreements signed by every party, exactly-once
 /// settlement of revenue events into per-ME balances, and pull withdrawals.
-/// @dev Invariant, for every token: `token.balanceOf(ledger) >= totalOwed(token)`, and
-/// `totalOwed(token)` equals the sum of every ME's unwithdrawn balance in that token (equality with the
-/// holdings unless someone sends tokens to the ledger without settling them).
+/// @dev Invariant, for every token: `token.balanceOf(ledger) >= totalOwed(token) == sum of the MEs'
+/// balances`, `totalDebt(token) == sum of the MEs' debts`, and no ME has both a balance and a debt in
+/// one token (equality with the holdings unless someone sends tokens to the ledger without settling
+/// them). Debts are what MEs owe finance, not tokens the ledger owes: they never lower the holdings.
 ///
 /// Rounding rule ("rotating systematic rounding"). A part `a` of a revenue event (the part below the
 /// period target, or the part above it) is split over a share table s_1..s_n (basis points, sum 10,000)
@@ -27,6 +28,19 @@ pragma solidity ^0.8.24;
 /// re-submitted or concurrently submitted batch therefore reverts with `SettlementOutOfSequence`; a
 /// client that reads the cursor and the settled references (from `RevenueSettled`) before submitting
 /// can never credit a reference twice, because any batch settled in between moves the cursor.
+///
+/// Reversals (`settleReversals`). A reversal has a reference of its own and takes the next sequence
+/// number of the same cursor, a positive amount `x` and the period it is booked in (open). With the
+/// period's revenue so far `R` and target `T`, it un-books the top `x` of the period's revenue: the part
+/// above the target, `min(x, max(0, R - T))`, is debited by the excess table, the rest by the base table,
+/// each part split by the same rotating rounding with the reversal's own sequence number; the period's
+/// revenue becomes `R - min(x, R)`. The debits add up to `x` exactly. A party's debit comes out of its
+/// balance; what the balance does not cover becomes the party's debt (`DebtIncurred`). Debts are netted
+/// from the party's next credits before they become withdrawable (`DebtNetted`): finance pays in only
+/// the credits not netted. What balances cover goes back to the caller (finance) at once.
+/// The link to the reversed event (it exists, belongs to the same agreement, and the reversals of it
+/// together never exceed it) is not stored on chain: the client checks it from the logs before sending,
+/// and `ledger audit` checks it from the logs (`RevenueReversed` carries every original reference).
 interface IAllianceLedger {
     // ------------------------------------------------------------------------------------------------
     // Types
@@ -133,6 +147,9 @@ interface IAllianceLedger {
     error RevenueReferenceEmpty(bytes32 agreementId, uint64 seq);
     error PeriodInvalid(bytes32 agreementId, uint64 seq);
     error PeriodAlreadyClosed(bytes32 agreementId, uint32 period);
+    error ReversalBatchInvalid(bytes32 agreementId, uint256 refs, uint256 originals);
+    error ReversalOriginalEmpty(bytes32 agreementId, uint64 seq);
+    error AccountOverflow(uint32 meId, address token);
     error TokenTransferShortfall(address token, uint256 expected, uint256 received);
 
     error WithdrawCallerNotPayout(uint32 meId, address caller, address payout);
@@ -174,6 +191,33 @@ interface IAllianceLedger {
         uint256[] baseCredits,
         uint256[] excessCredits
     );
+    /// @notice A batch of reversals was settled. Reversal `k` has sequence number `firstSeq + k`, its own
+    /// reference `refs[k]`, `entries[k] = amount << 32 | period` (the period it is booked in) and reverses
+    /// the event with reference `originals[k]`.
+    event RevenueReversed(
+        bytes32 indexed agreementId,
+        uint32 indexed version,
+        uint64 firstSeq,
+        bytes32[] refs,
+        uint256[] entries,
+        bytes32[] originals
+    );
+    /// @notice What each party (in the order of the version's `parties`) was debited by the run of
+    /// `count` consecutive reversals from `firstSeq`, all booked in `period`: below and above the target.
+    event PartiesDebited(
+        bytes32 indexed agreementId,
+        uint32 indexed period,
+        uint32 version,
+        uint64 firstSeq,
+        uint64 count,
+        uint256[] baseDebits,
+        uint256[] excessDebits
+    );
+    /// @notice A debit larger than the ME's balance: the balance went to 0 and `amount` became debt.
+    event DebtIncurred(uint32 indexed meId, address indexed token, uint256 amount);
+    /// @notice `amount` of a credit to the ME repaid its debt instead of reaching its balance (the run of
+    /// the `PartiesCredited` event that follows in the same transaction).
+    event DebtNetted(uint32 indexed meId, address indexed token, uint256 amount);
     event PeriodClosed(bytes32 indexed agreementId, uint32 indexed period, uint128 revenue);
     /// @notice An ME's balance left the ledger to its payout address `to`: by `withdraw`, or paid by a
     /// `payout` run.
@@ -264,7 +308,7 @@ interface IAllianceLedger {
     // ------------------------------------------------------------------------------------------------
 
     /// @notice Settles a batch of revenue events under the active `version` (finance role), pulling the
-    /// batch total from the caller with `transferFrom`. See the contract notes for the rounding rule and
+    /// batch total less the parties' debts it repaid from the caller with `transferFrom` (returned). See the contract notes for the rounding rule and
     /// the exactly-once cursor.
     /// @param firstSeq must equal `nextSequence(agreementId)`
     /// @param refs the finance system's reference of each event, non-zero
@@ -276,7 +320,25 @@ interface IAllianceLedger {
         Terms calldata terms,
         bytes32[] calldata refs,
         uint256[] calldata entries
-    ) external returns (uint256 total);
+    ) external returns (uint256 paidIn);
+
+    /// @notice Settles a batch of reversals under the active `version` (finance role), on the same
+    /// sequence cursor as `settle`. Debits the parties (see the contract notes), and pays back to the
+    /// caller what their balances covered. The link to each original is checked off chain (see notes).
+    /// @param firstSeq must equal the agreement's `nextSeq`
+    /// @param refs each reversal's own reference, non-zero
+    /// @param entries `amount << 32 | period` per reversal; 0 < amount < 2**128, period open
+    /// @param originals the reference of the settled event each reversal reverses, non-zero
+    /// @return returned the tokens sent back to the caller (the debits the balances covered)
+    function settleReversals(
+        bytes32 agreementId,
+        uint32 version,
+        uint64 firstSeq,
+        Terms calldata terms,
+        bytes32[] calldata refs,
+        uint256[] calldata entries,
+        bytes32[] calldata originals
+    ) external returns (uint256 returned);
 
     /// @notice Closes a period of an agreement (finance role): later events for it are rejected.
     function closePeriod(bytes32 agreementId, uint32 period) external;
@@ -306,6 +368,8 @@ interface IAllianceLedger {
     function periodOf(bytes32 agreementId, uint32 period) external view returns (Period memory);
     function balanceOf(uint32 meId, address token) external view returns (uint256);
     function totalOwed(address token) external view returns (uint256);
+    function debtOf(uint32 meId, address token) external view returns (uint256);
+    function totalDebt(address token) external view returns (uint256);
     function hashTerms(Terms calldata terms) external pure returns (bytes32);
     function approvalDigest(bytes32 agreementId, uint32 version, bytes32 termsHash) external view returns (bytes32);
     function terminationDigest(bytes32 agreementId, uint32 version) external view returns (bytes32);

@@ -400,6 +400,28 @@ class LedgerChain:
         """The calldata of ``settle`` (for :class:`ledger.chain.transact.Pipeline`)."""
         return self.abi["settle"].encode(agreement_id, version, first_seq, terms.as_tuple(), list(refs), list(entries))
 
+    def reverse(
+        self, agreement_id: bytes, version: int, first_seq: int, terms: Terms, refs: Sequence[bytes],
+        entries: Sequence[int], originals: Sequence[bytes], *, sender, confirm: bool = True, **tx_args,
+    ) -> Receipt:  # fmt: skip
+        args = (agreement_id, version, first_seq, terms.as_tuple(), list(refs), list(entries), list(originals))
+        return self.transact(self.contract.settleReversals, *args, sender=sender, confirm=confirm, **tx_args)
+
+    def reverse_data(
+        self, agreement_id: bytes, version: int, first_seq: int, terms: Terms, refs: Sequence[bytes],
+        entries: Sequence[int], originals: Sequence[bytes],
+    ) -> bytes:  # fmt: skip
+        """The calldata of ``settleReversals``."""
+        return self.abi["settleReversals"].encode(
+            agreement_id, version, first_seq, terms.as_tuple(), list(refs), list(entries), list(originals)
+        )
+
+    def debt_of(self, me_id: int, token: str) -> int:
+        return self.view("debtOf", me_id, token)
+
+    def total_debt(self, token: str) -> int:
+        return self.view("totalDebt", token)
+
     def simulate(self, sender: str, data: bytes) -> None:
         """Run a call to the ledger without sending it; a revert raises :class:`ContractRevert`."""
         self.transactor._simulate({"from": sender, "to": self.address, "data": "0x" + data.hex()})

@@ -159,6 +159,7 @@ def _count(statements) -> str:
     return f"{len(statements)} payout statement{'' if len(statements) == 1 else 's'}"
 
 
+TIER_LABELS = {"base": "up to target", "excess": "above target", "reversal": "reversal (debited)"}
 CSV_COLUMNS = ["alliance", "period", "me_id", "me", "tier", "token", "symbol", "amount", "amount_base_units"]
 
 
@@ -175,7 +176,7 @@ def _render(fmt: str, rows: list[dict], me_totals: list[dict], grand: dict) -> s
         return "no payouts yet\n"
     body = table(
         ["alliance", "period", "ME", "tier", "amount", "token"],
-        [[r["alliance"], r["period"], r["me"], "up to target" if r["tier"] == "base" else "above target",
+        [[r["alliance"], r["period"], r["me"], TIER_LABELS.get(r["tier"], r["tier"]),
           r["amount"], r["symbol"]] for r in rows],
         right={1, 4},
     )  # fmt: skip
@@ -207,10 +208,12 @@ def balance(app: App, name, as_json):
             me_id = s.chain.me_id_by_name(name)
             report.rows = [r for r in report.rows if r.me_id == me_id]
         rows = [{"me": r.me, "me_id": r.me_id, "status": r.status, "token": r.token, "symbol": s.symbol(r.token),
-                 "balance": s.units(r.balance, r.token), "balance_base_units": str(r.balance)}
+                 "balance": s.units(r.balance, r.token), "balance_base_units": str(r.balance),
+                 "debt": s.units(r.debt, r.token), "debt_base_units": str(r.debt)}
                 for r in report.rows]  # fmt: skip
         checks = [{"token": c.token, "symbol": s.symbol(c.token), "held": s.units(c.held, c.token),
                    "owed": s.units(c.owed, c.token), "sum_of_balances": s.units(c.sum_of_balances, c.token),
+                   "debt": s.units(c.debt, c.token), "sum_of_debts": s.units(c.sum_of_debts, c.token),
                    "ok": c.ok} for c in report.checks]  # fmt: skip
     if as_json:
         from .output import echo_json
@@ -220,14 +223,22 @@ def balance(app: App, name, as_json):
     from .output import table
 
     if rows:
-        click.echo(table(["ME", "status", "balance", "token"], [[r["me"], r["status"], r["balance"], r["symbol"]]
-                                                                for r in rows], right={2}))  # fmt: skip
+        if any(r["debt_base_units"] != "0" for r in rows):
+            click.echo(table(["ME", "status", "balance", "debt", "token"],
+                             [[r["me"], r["status"], r["balance"], r["debt"], r["symbol"]] for r in rows],
+                             right={2, 3}))  # fmt: skip
+        else:
+            click.echo(table(["ME", "status", "balance", "token"],
+                             [[r["me"], r["status"], r["balance"], r["symbol"]] for r in rows], right={2}))  # fmt: skip
     else:
         click.echo("no balances")
     for c in checks:
         mark = "OK" if c["ok"] else "MISMATCH"
         click.echo(f"check {c['symbol']}: ledger holds {c['held']}, owes {c['owed']}, "
                    f"balances add up to {c['sum_of_balances']}: {mark}")  # fmt: skip
+        if c["debt"] != c["sum_of_debts"] or any(r["debt_base_units"] != "0" for r in rows):
+            click.echo(f"debts {c['symbol']}: the MEs owe finance {c['debt']} (sum of debts {c['sum_of_debts']}), "
+                       f"netted from their next credits")  # fmt: skip
     if not all(c["ok"] for c in checks):
         raise click.exceptions.Exit(1)
 

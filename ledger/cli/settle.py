@@ -138,7 +138,15 @@ def _print_summary(s, summary, count: int, as_json: bool, file: Path, blank: tup
         f"({summary.gas_used:,} gas); {summary.skipped} skipped as already settled"
     )
     for token, amount in moved.items():
-        click.echo(f"moved {amount} {s.symbol(token)} ({token}) into the ledger")
+        click.echo(f"moved at most {amount} {s.symbol(token)} ({token}) into the ledger (less any debts the "
+                   f"credits repaid)" if summary.reversals or any(summary.reversed.values()) else
+                   f"moved {amount} {s.symbol(token)} ({token}) into the ledger")  # fmt: skip
+    if summary.reversals:
+        for token, units in summary.reversed.items():
+            click.echo(
+                f"of them {words.count(summary.reversals, 'reversal')}: {s.units(units, token)} {s.symbol(token)} "
+                f"debited from the MEs (what their balances covered went back to finance; the rest is their debt)"
+            )
     _print_blank_rows(blank, file)
 
 
@@ -166,7 +174,8 @@ def _print_preview(s, rows: list[dict], skipped, as_json: bool) -> None:
             "dry_run": True,
             "events_skipped_already_settled": skipped,
             "credits": [{**row, "me": names[row["me_id"]],
-                         **{k: s.units(row[k], tokens[row["alliance"]]) for k in ("base", "excess", "total")}}
+                         **{k: s.units(row[k], tokens[row["alliance"]])
+                            for k in ("base", "excess", "reversal", "total")}}
                         for row in rows],
         })  # fmt: skip
         return
@@ -180,8 +189,10 @@ def _print_preview(s, rows: list[dict], skipped, as_json: bool) -> None:
     for row in rows:
         token = tokens[row["alliance"]]
         lines.append([row["alliance"], row["period"], names[row["me_id"]], s.units(row["base"], token),
-                      s.units(row["excess"], token), s.units(row["total"], token)])  # fmt: skip
-    click.echo(table(["alliance", "period", "ME", "up to target", "above target", "total"], lines, right={1, 3, 4, 5}))
+                      s.units(row["excess"], token), s.units(row["reversal"], token),
+                      s.units(row["total"], token)])  # fmt: skip
+    click.echo(table(["alliance", "period", "ME", "up to target", "above target", "reversals", "total"], lines,
+                     right={1, 3, 4, 5, 6}))  # fmt: skip
     click.echo(
         f"dry run: nothing was sent. {words.count(skipped, 'event')} skipped as already settled. Each event is "
         f"split by the rotating rounding rule (README), so every event's credits add up to it exactly."

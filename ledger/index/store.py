@@ -23,10 +23,11 @@ It is never a source of truth:
   events with the contract's sequence cursor read before the update (:meth:`LedgerIndex.check_cursors`):
   fewer in the index means it lost rows, and it is rebuilt.
 
-Layout: ``refs`` (one row per settled reference: its batch, position, amount and period; the rowid is
-batch id * 65536 + position, so a rewind deletes a range of the table), ``batches`` (one row per
-``RevenueSettled``), ``events`` (every other event, arguments as JSON), ``synced`` (the blocks read up
-to, with their hashes), ``meta``.
+Layout: ``refs`` (one row per settled reference, revenue or reversal: its batch, position, amount and
+period, and for a reversal the reference it reverses; the rowid is batch id * 65536 + position, so a
+rewind deletes a range of the table), ``batches`` (one row per ``RevenueSettled`` or ``RevenueReversed``:
+both move the one sequence cursor), ``events`` (every other event, and ``RevenueReversed`` again whole,
+arguments as JSON), ``synced`` (the blocks read up to, with their hashes), ``meta``.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from eth_utils import keccak
 from ledger.chain.logs import Log, LogReader
 from ledger.errors import LedgerError
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: reversals in `batches` and `refs` (with the reference each reverses)
 REF_STRIDE = 1 << 16  # refs.rowid = batch id * REF_STRIDE + position in the batch
 KEEP_CHECKPOINTS = 256  # block hashes kept for finding the canonical ancestor after a reorganisation
 PAGE_WEIGHT = 120_000  # per eth_getLogs page: 50 per log + 1 per settled reference (about 30 MB of JSON)
@@ -61,7 +62,8 @@ CREATE TABLE IF NOT EXISTS batches(
 CREATE INDEX IF NOT EXISTS batches_agreement ON batches(agreement);
 CREATE INDEX IF NOT EXISTS batches_block ON batches(block);
 CREATE TABLE IF NOT EXISTS refs(
-    id INTEGER PRIMARY KEY, ref BLOB NOT NULL UNIQUE, amount TEXT NOT NULL, period INTEGER NOT NULL);
+    id INTEGER PRIMARY KEY, ref BLOB NOT NULL UNIQUE, amount TEXT NOT NULL, period INTEGER NOT NULL, reverses BLOB);
+CREATE INDEX IF NOT EXISTS refs_reverses ON refs(reverses) WHERE reverses IS NOT NULL;
 CREATE TABLE IF NOT EXISTS events(
     block INTEGER NOT NULL, log_index INTEGER NOT NULL, tx TEXT NOT NULL, name TEXT NOT NULL,
     agreement BLOB, args TEXT NOT NULL, PRIMARY KEY(block, log_index)) WITHOUT ROWID;
@@ -97,6 +99,7 @@ class Settled:
     period: int
     seq: int
     block: int
+    reverses: bytes | None = None  # a reversal: the reference (bytes32) of the event it reverses
 
 
 def index_path(data_dir: Path, chain_id: int, ledger: str) -> Path:
@@ -404,7 +407,7 @@ class LedgerIndex:
         other = []
         for log in logs:
             args = log.args
-            if log.event == "RevenueSettled":
+            if log.event in ("RevenueSettled", "RevenueReversed"):
                 cursor = conn.execute(
                     "INSERT INTO batches(agreement, version, first_seq, count, block, log_index, tx) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -412,13 +415,16 @@ class LedgerIndex:
                      log.block, log.index, log.tx),
                 )  # fmt: skip
                 base = cursor.lastrowid * REF_STRIDE
+                originals = args.get("originals") or [None] * len(args["refs"])
                 conn.executemany(
-                    "INSERT OR IGNORE INTO refs(id, ref, amount, period) VALUES (?, ?, ?, ?)",
-                    [(base + k, bytes(ref), str(entry >> 32), entry & 0xFFFFFFFF)
-                     for k, (ref, entry) in enumerate(zip(args["refs"], args["entries"], strict=False))],
+                    "INSERT OR IGNORE INTO refs(id, ref, amount, period, reverses) VALUES (?, ?, ?, ?, ?)",
+                    [(base + k, bytes(ref), str(entry >> 32), entry & 0xFFFFFFFF,
+                      bytes(original) if original is not None else None)
+                     for k, (ref, entry, original) in enumerate(zip(args["refs"], args["entries"], originals,
+                                                                    strict=False))],
                 )  # fmt: skip
                 refs += len(args["refs"])
-            else:
+            if log.event != "RevenueSettled":  # reversals kept whole too: reports and the audit read them
                 agreement = args.get("agreementId")
                 other.append((log.block, log.index, log.tx, log.event,
                               bytes(agreement) if agreement is not None else None, _dumps(args)))  # fmt: skip
@@ -439,16 +445,33 @@ class LedgerIndex:
             chunk = wanted[start : start + LOOKUP_CHUNK]
             marks = ",".join("?" * len(chunk))
             rows = self._query(
-                f"SELECT r.ref, b.agreement, r.amount, r.period, b.first_seq + (r.id % {REF_STRIDE}), b.block "
-                f"FROM refs r JOIN batches b ON b.id = r.id / {REF_STRIDE} WHERE r.ref IN ({marks})",
+                f"SELECT r.ref, b.agreement, r.amount, r.period, b.first_seq + (r.id % {REF_STRIDE}), b.block, "
+                f"r.reverses FROM refs r JOIN batches b ON b.id = r.id / {REF_STRIDE} WHERE r.ref IN ({marks})",
                 chunk,
             )
-            for ref, agreement, amount, period, seq, block in rows:
-                found[bytes(ref)] = Settled(bytes(agreement), int(amount), period, seq, block)
+            for ref, agreement, amount, period, seq, block, reverses in rows:
+                found[bytes(ref)] = Settled(bytes(agreement), int(amount), period, seq, block,
+                                            bytes(reverses) if reverses is not None else None)  # fmt: skip
         return found
 
+    def reversed_totals(self, originals: Iterable[bytes]) -> dict[bytes, int]:
+        """Original reference (bytes32) -> the total of its settled reversals, for those of ``originals``
+        reversed at least once. Summed here, exactly (amounts are text: they can exceed 2**63)."""
+        wanted = list(dict.fromkeys(bytes(r) for r in originals))
+        totals: dict[bytes, int] = {}
+        for start in range(0, len(wanted), LOOKUP_CHUNK):
+            chunk = wanted[start : start + LOOKUP_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for original, amount in self._query(
+                f"SELECT reverses, amount FROM refs WHERE reverses IN ({marks})", chunk
+            ):  # fmt: skip
+                key = bytes(original)
+                totals[key] = totals.get(key, 0) + int(amount)
+        return totals
+
     def settled_count(self, agreement_ids: Iterable[bytes]) -> dict[bytes, int]:
-        """Events settled per agreement, as the index holds them (the sum of its batches)."""
+        """Events settled per agreement (revenue and reversals), as the index holds them (the sum of its
+        batches)."""
         out = {}
         for aid in agreement_ids:
             out[bytes(aid)] = self._query(

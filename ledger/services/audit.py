@@ -18,10 +18,17 @@ out below, and a test checks them against the compiled contract). The history is
 3. **Exactly-once.** References are unique across the whole ledger (two Unicode forms of the same text,
    NFC and NFD, are one reference: the settler compares them so); sequence numbers run without gaps
    or overlaps; nothing is settled into a period after it was closed, and no period closes twice.
-4. **Conservation.** Per token: revenue settled == credited; credited - withdrawn == ``totalOwed`` ==
-   the sum of the MEs' balances == the tokens the ledger holds. Per ME: credited - withdrawn == its
-   balance. Contract views are read at the block the log scan ended at.
+4. **Conservation.** Per token: revenue settled == credited, reversed == debited; credited - netted -
+   returned - withdrawn == ``totalOwed`` == the sum of the MEs' balances == the tokens the ledger holds;
+   incurred - netted == ``totalDebt`` == the sum of the MEs' debts. Per ME: its balance and debt replayed
+   from its credits, debits and withdrawals with the netting rule equal the contract's, and never both.
+   Contract views are read at the block the log scan ended at.
 5. **Statements** (:mod:`ledger.services.statement`) are reconciled against the credits replayed here.
+6. **Reversals.** Every ``RevenueReversed`` event is split again with the reversal rule (the top of the
+   period's revenue first) and compared with its ``PartiesDebited`` runs; each ``DebtIncurred`` and
+   ``DebtNetted`` with the debt rule; and the link the contract does not store: each reversal's
+   original was settled before, for the same alliance, is not a reversal, and its reversals never add
+   up to more than its amount.
 
 Every disagreement becomes a :class:`Finding` with the transaction, block and values.
 """
@@ -60,6 +67,12 @@ EVENT_SIGNATURES = [
     " uint256[] entries)",
     "PartiesCredited(bytes32 indexed agreementId, uint32 indexed period, uint32 version, uint64 firstSeq,"
     " uint64 count, uint256[] baseCredits, uint256[] excessCredits)",
+    "RevenueReversed(bytes32 indexed agreementId, uint32 indexed version, uint64 firstSeq, bytes32[] refs,"
+    " uint256[] entries, bytes32[] originals)",
+    "PartiesDebited(bytes32 indexed agreementId, uint32 indexed period, uint32 version, uint64 firstSeq,"
+    " uint64 count, uint256[] baseDebits, uint256[] excessDebits)",
+    "DebtIncurred(uint32 indexed meId, address indexed token, uint256 amount)",
+    "DebtNetted(uint32 indexed meId, address indexed token, uint256 amount)",
     "PeriodClosed(bytes32 indexed agreementId, uint32 indexed period, uint128 revenue)",
     "Withdrawn(uint32 indexed meId, address indexed token, address to, uint256 amount)",
     "PayoutSkipped(uint32 indexed meId, address indexed token, address payout, uint256 amount)",
@@ -85,11 +98,16 @@ FINDING_KINDS = {
         "an activation out of order"
     ),
     "credit": "credits that differ from the split recomputed from the terms in force",
+    "debit": "reversal debits that differ from the split recomputed from the terms in force",
+    "reversal": (
+        "a reversal of a reference never settled, of another alliance's, of a reversal, or beyond the original's amount"
+    ),
+    "debt": "a debt incurred or netted differently from the rule (balance first; debt repaid from credits first)",
     "duplicate": "a revenue reference credited twice, or a sequence number used twice",
     "closed-period": "revenue settled into a closed period, or a period closed twice or with the wrong revenue",
     "settlement": "revenue settled under a version not in force, a terminated agreement or a dissolved party",
     "withdrawal": "a withdrawal above the ME's balance, or paid to an address that is not its payout address",
-    "conservation": "totals that disagree: settled vs credited vs withdrawn vs owed vs held",
+    "conservation": "totals that disagree: settled, credited, reversed, debited, withdrawn, owed, held, debts",
     "statement-differs": "a statement line whose amount differs from the chain",
     "statement-missing": "a payout on the chain that the statement lacks",
     "statement-extra": "a statement line with no payout on the chain",
@@ -149,15 +167,23 @@ class TokenTotals:
     settled: int = 0  # revenue in RevenueSettled
     credited: int = 0  # PartiesCredited
     withdrawn: int = 0  # Withdrawn
+    reversed: int = 0  # reversals in RevenueReversed
+    debited: int = 0  # PartiesDebited
+    returned: int = 0  # debits the balances covered (paid back to finance)
+    incurred: int = 0  # debits beyond the balances (DebtIncurred, as replayed)
+    netted: int = 0  # credits that repaid debts (DebtNetted, as replayed)
     owed: int | None = None  # totalOwed(token) at the audited block
     balances: int | None = None  # sum of balanceOf(me, token) at the audited block
     held: int | None = None  # token.balanceOf(ledger) at the audited block
+    debt: int | None = None  # totalDebt(token) at the audited block
+    debts: int | None = None  # sum of debtOf(me, token) at the audited block
 
     def as_dict(self) -> dict:
         def show(v):
             return None if v is None else format_amount(v, self.decimals)
 
-        names = ("settled", "credited", "withdrawn", "owed", "balances", "held")
+        names = ("settled", "credited", "withdrawn", "reversed", "debited", "returned", "incurred", "netted",
+                 "owed", "balances", "held", "debt", "debts")  # fmt: skip
         return {
             "token": self.token,
             "symbol": self.symbol,
@@ -279,6 +305,7 @@ class _Run:
     count: int
     base: list[int]
     excess: list[int]
+    debit: bool = False  # a run of reversals (PartiesDebited) rather than of revenue
 
 
 def terms_hash(token: str, parties, shares, target: int, excess) -> bytes:
@@ -372,6 +399,55 @@ def recompute_runs(
     return runs, revenue
 
 
+def recompute_reversal_runs(
+    agreement_id: bytes,
+    version: int,
+    terms: _Terms,
+    first_seq: int,
+    entries: list[int],
+    revenue_of,
+) -> tuple[list[_Run], dict[int, int]]:
+    """Split a batch of reversals with the documented rule, run by run: a reversal of ``x`` with the
+    period's revenue ``R`` and target ``T`` debits ``min(x, max(0, R - T))`` by the excess table and the
+    rest by the base table (same rounding as credits, the reversal's own sequence number); the period's
+    revenue becomes ``R - min(x, R)``. Written out here, apart from ``ledger.money``, on purpose."""
+    runs: list[_Run] = []
+    revenue: dict[int, int] = {}
+    prefix, prefix_x = terms.prefix, terms.prefix_excess
+    n = len(terms.parties)
+    target = terms.target
+    k, count = 0, len(entries)
+    while k < count:
+        period = entries[k] & 0xFFFFFFFF
+        rev = revenue[period] if period in revenue else revenue_of(period)
+        floors_b, floors_x = [0] * (n - 1), [0] * (n - 1)
+        total_b = total_x = 0
+        start = k
+        while k < count and entries[k] & 0xFFFFFFFF == period:
+            amount = entries[k] >> 32
+            offset = ((first_seq + k) * ROUNDING_STRIDE) % BPS
+            above = min(amount, rev - target) if target and rev > target else 0
+            below = amount - above
+            if below:
+                total_b += below
+                for i, s in enumerate(prefix):
+                    floors_b[i] += (offset + below * s) // BPS
+            if above:
+                total_x += above
+                for i, s in enumerate(prefix_x):
+                    floors_x[i] += (offset + above * s) // BPS
+            rev -= min(amount, rev)
+            k += 1
+        revenue[period] = rev
+        runs.append(
+            _Run(
+                agreement_id, period, version, first_seq + start, k - start,
+                _differences(floors_b, total_b), _differences(floors_x, total_x), debit=True,
+            )
+        )  # fmt: skip
+    return runs, revenue
+
+
 def _differences(floors: list[int], total: int) -> list[int]:
     out, previous = [], 0
     for value in [*floors, total]:
@@ -414,6 +490,8 @@ class Auditor:
         self.tokens: dict[str, TokenTotals] = {}
         self.credited: dict[tuple[int, str], int] = defaultdict(int)  # (me, token) -> credited
         self.withdrawn: dict[tuple[int, str], int] = defaultdict(int)
+        self.accounts: dict[tuple[int, str], list[int]] = defaultdict(lambda: [0, 0])  # -> [balance, debt]
+        self.logged_debt: dict[tuple[str, int, str], int] = defaultdict(int)  # (kind, me, token) -> logged
         self.payouts: dict[tuple[str, int, int, str], int] = defaultdict(int)
         self.roles: dict[str, set[str]] = defaultdict(set)
         self.consents: list[tuple[Log, int, str, str, int, str]] = []
@@ -446,6 +524,10 @@ class Auditor:
             "AgreementEnded": self._ended,
             "RevenueSettled": self._settled,
             "PartiesCredited": self._credited,
+            "RevenueReversed": self._reversed,
+            "PartiesDebited": self._debited,
+            "DebtIncurred": self._debt_logged,
+            "DebtNetted": self._debt_logged,
             "PeriodClosed": self._closed,
             "Withdrawn": self._withdrawn,
             "PayoutSkipped": self._payout_skipped,
@@ -506,15 +588,18 @@ class Auditor:
     # -- the checkpoint ----------------------------------------------------------------------------
 
     STATE_FIELDS = ("findings", "consent_findings", "mes", "agreements", "periods", "tokens", "credited", "withdrawn",
-                    "payouts", "roles", "counts")  # fmt: skip
+                    "accounts", "payouts", "roles", "counts")  # fmt: skip
 
     def _key(self) -> str:
         return f"{self.chain_id}:{self.ledger.lower()}:{self.from_block}"
 
     def _state(self) -> dict:
         state = {name: getattr(self, name) for name in self.STATE_FIELDS}
-        state["tokens"] = {t: TokenTotals(t, settled=v.settled, credited=v.credited, withdrawn=v.withdrawn)
+        state["tokens"] = {t: TokenTotals(t, settled=v.settled, credited=v.credited, withdrawn=v.withdrawn,
+                                          reversed=v.reversed, debited=v.debited, returned=v.returned,
+                                          incurred=v.incurred, netted=v.netted)
                            for t, v in self.tokens.items()}  # fmt: skip
+        state["accounts"] = {key: list(value) for key, value in self.accounts.items()}
         return state
 
     def _resume(self, head: int) -> int:
@@ -539,6 +624,8 @@ class Auditor:
             setattr(self, name, state[name])
         self.credited = as_defaultdict(int, state["credited"])
         self.withdrawn = as_defaultdict(int, state["withdrawn"])
+        self.accounts = defaultdict(lambda: [0, 0])
+        self.accounts.update({key: list(value) for key, value in state["accounts"].items()})
         self.payouts = as_defaultdict(int, state["payouts"])
         self.roles = as_defaultdict(set, state["roles"])
         self.counts = as_defaultdict(int, state["counts"])
@@ -775,13 +862,14 @@ class Auditor:
 
     # -- settlement ---------------------------------------------------------------------------------
 
-    def _settled(self, log: Log) -> None:
+    def _settled(self, log: Log, *, reversal: bool = False) -> None:
+        """A batch of revenue events (or, with ``reversal``, of reversals: the same cursor and checks)."""
         a = log.args
         aid, version, first_seq = a["agreementId"], a["version"], a["firstSeq"]
         refs, entries = a["refs"], a["entries"]
         count = len(entries)
-        self.counts["batches"] += 1
-        self.counts["events"] += count
+        self.counts["reversal_batches" if reversal else "batches"] += 1
+        self.counts["reversals" if reversal else "events"] += count
         name = bytes32_to_text(aid)
         agreement = self.agreements.get(aid)
         if agreement is None:
@@ -815,7 +903,9 @@ class Auditor:
         if len(refs) != count:
             self._find("settlement", f"alliance {name!r}: {len(refs)} references for {count} events", log)
         keys = [ref if ref.isascii() else _nfc_key(ref) for ref in refs]  # NFC and NFD are one reference
-        for k, seen in self.references.add(keys, aid, first_seq, log.tx, log.block):
+        # A revenue event's amount goes with its reference: the reversal links (kept on disk, checkpointed).
+        amounts = None if reversal else [entries[k] >> 32 if k < count else None for k in range(len(refs))]
+        for k, seen in self.references.add(keys, aid, first_seq, log.tx, log.block, amounts):
             ref = refs[k]
             self._find(
                 "duplicate",
@@ -838,17 +928,58 @@ class Auditor:
                     f"alliance {name!r}: revenue settled into period {period}, closed at block {state[1]}",
                     log, alliance=name, period=period,
                 )  # fmt: skip
-        token.settled += total
+        if reversal:
+            self._links(log, agreement, name)
+            token.reversed += total
+        else:
+            token.settled += total
         if terms is not None and not terms.problem:  # else there are no terms to recompute with (reported)
 
             def revenue_of(period: int) -> int:
                 state = periods.get((aid, period))
                 return state[0] if state else 0
 
-            runs, _ = recompute_runs(aid, version, terms, first_seq, entries, revenue_of)
+            recompute = recompute_reversal_runs if reversal else recompute_runs
+            runs, after = recompute(aid, version, terms, first_seq, entries, revenue_of)
             self.pending.extend(runs)
-        for entry in entries:
-            periods.setdefault((aid, entry & 0xFFFFFFFF), [0, None])[0] += entry >> 32
+            if reversal:
+                for period, revenue in after.items():
+                    periods.setdefault((aid, period), [0, None])[0] = revenue
+        if not reversal:
+            for entry in entries:
+                periods.setdefault((aid, entry & 0xFFFFFFFF), [0, None])[0] += entry >> 32
+        elif terms is None or terms.problem:
+            for entry in entries:
+                state = periods.setdefault((aid, entry & 0xFFFFFFFF), [0, None])
+                state[0] -= min(state[0], entry >> 32)
+
+    def _reversed(self, log: Log) -> None:
+        self._settled(log, reversal=True)
+
+    def _links(self, log: Log, agreement: _Agreement, name: str) -> None:
+        """What the contract does not store: each reversal reverses a revenue event settled before, of the
+        same alliance, and the reversals of one event never add up to more than its amount."""
+        a = log.args
+        aid, first_seq = a["agreementId"], a["firstSeq"]
+        for k, (ref, entry, original) in enumerate(zip(a["refs"], a["entries"], a["originals"], strict=False)):
+            amount = entry >> 32
+            what = f"alliance {name!r} reversal {bytes32_to_text(ref)!r} (sequence {first_seq + k})"
+            values = {"reference": bytes32_to_text(ref), "original": bytes32_to_text(original)}
+            key = original if original.isascii() else _nfc_key(original)  # as the references are keyed
+            link = self.references.link(key)
+            if link is None or link[1] is None:
+                kind = "never settled" if link is None else "itself a reversal"
+                self._find("reversal", f"{what} reverses {bytes32_to_text(original)!r}, {kind}", log, **values)
+                continue
+            link_aid, original_amount, _ = link
+            if link_aid != aid:
+                self._find("reversal", f"{what} reverses {bytes32_to_text(original)!r} of alliance "
+                           f"{bytes32_to_text(link_aid)!r}", log, **values)  # fmt: skip
+            total = self.references.add_reversed(key, amount)
+            if total > original_amount:
+                self._find("reversal", f"{what}: the reversals of {bytes32_to_text(original)!r} total {total}, "
+                           f"more than its {original_amount}", log, reversed=total, amount=original_amount,
+                           **values)  # fmt: skip
 
     def _credited(self, log: Log) -> None:
         a = log.args
@@ -863,7 +994,7 @@ class Auditor:
             return
         expected = None
         for i, run in enumerate(self.pending):
-            if run.agreement_id == aid and run.first_seq == a["firstSeq"]:
+            if run.agreement_id == aid and run.first_seq == a["firstSeq"] and not run.debit:
                 expected = self.pending.pop(i)
                 break
         n = len(terms.parties)
@@ -907,8 +1038,85 @@ class Auditor:
                 credited[(me_id, token)] += x
                 payouts[(name, period, me_id, "excess")] += x
             totals.credited += b + x
+            if b + x:
+                account = self.accounts[(me_id, token)]
+                netted = min(account[1], b + x)
+                account[0] += b + x - netted
+                account[1] -= netted
+                totals.netted += netted
+                self._check_debt_log("netted", me_id, token, netted, log)
+
+    def _debited(self, log: Log) -> None:
+        a = log.args
+        aid, version, period = a["agreementId"], a["version"], a["period"]
+        base, excess = list(a["baseDebits"]), list(a["excessDebits"])
+        self.counts["debit_runs"] += 1
+        name = bytes32_to_text(aid)
+        agreement = self.agreements.get(aid)
+        terms = agreement.versions.get(version) if agreement else None
+        if terms is None:
+            self._find("debit", f"debits for alliance {name!r} version {version}, which has no terms", log)
+            return
+        n = len(terms.parties)
+        if len(base) != n or len(excess) != n:
+            self._find("debit", f"alliance {name!r}: debits for {len(base)} parties, the terms have {n}", log)
+            return
+        expected = None
+        for i, run in enumerate(self.pending):
+            if run.agreement_id == aid and run.first_seq == a["firstSeq"] and run.debit:
+                expected = self.pending.pop(i)
+                break
+        if expected is None and not terms.problem:
+            self._find("debit", f"alliance {name!r}: debits for sequence {a['firstSeq']}.. that match no reversal",
+                       log, alliance=name, first_seq=a["firstSeq"])  # fmt: skip
+        elif expected is not None and (expected.period, expected.version, expected.count, expected.base,
+                                       expected.excess) != (period, version, a["count"], base, excess):  # fmt: skip
+            differing = [
+                f"{self._me_name(p)} {b + x} (recomputed {eb + ex})"
+                for p, b, x, eb, ex in zip(terms.parties, base, excess, expected.base, expected.excess, strict=True)
+                if b != eb or x != ex
+            ]
+            self._find(
+                "debit",
+                f"alliance {name!r} period {period}, reversals {a['firstSeq']}..{a['firstSeq'] + a['count'] - 1}: "
+                f"debited {', '.join(differing) or 'a different run'}",
+                log, alliance=name, period=period, first_seq=a["firstSeq"], debited_base=base,
+                debited_excess=excess, recomputed_base=expected.base, recomputed_excess=expected.excess,
+            )  # fmt: skip
+        token = terms.token
+        totals = self._token(token)
+        for me_id, b, x in zip(terms.parties, base, excess, strict=True):
+            debit = b + x
+            totals.debited += debit
+            if not debit:
+                continue
+            self.payouts[(name, period, me_id, "reversal")] -= debit
+            account = self.accounts[(me_id, token)]
+            covered = min(account[0], debit)
+            account[0] -= covered
+            account[1] += debit - covered
+            totals.returned += covered
+            totals.incurred += debit - covered
+            self._check_debt_log("incurred", me_id, token, debit - covered, log)
+
+    def _debt_logged(self, log: Log) -> None:
+        kind = "incurred" if log.event == "DebtIncurred" else "netted"
+        self.logged_debt[(kind, log.args["meId"], log.args["token"])] += log.args["amount"]
+
+    def _check_debt_log(self, kind: str, me_id: int, token: str, expected: int, log: Log) -> None:
+        """The ``DebtIncurred``/``DebtNetted`` logged for this ME in this run against the rule."""
+        logged = self.logged_debt.pop((kind, me_id, token), 0)
+        if logged != expected:
+            self._find("debt", f"ME {self._me_name(me_id)!r}: debt {kind} {logged} base units, the rule gives "
+                       f"{expected}", log, me_id=me_id, token=token, logged=logged, expected=expected)  # fmt: skip
 
     def _flush_pending(self) -> None:
+        for (kind, me_id, token), amount in self.logged_debt.items():
+            if amount:
+                self.findings.append(Finding("debt", f"ME {self._me_name(me_id)!r}: debt {kind} {amount} base units "
+                                             f"that no run explains", self.pending_block, self.pending_tx,
+                                             {"me_id": me_id, "token": token, "logged": amount}))  # fmt: skip
+        self.logged_debt.clear()
         for run in self.pending:
             name = bytes32_to_text(run.agreement_id)
             last = run.first_seq + run.count - 1
@@ -916,7 +1124,7 @@ class Auditor:
                 Finding(
                     "credit",
                     f"alliance {name!r}: events {run.first_seq}..{last} of period {run.period} were settled but "
-                    f"never credited",
+                    f"never {'debited' if run.debit else 'credited'}",
                     self.pending_block,
                     self.pending_tx,
                     {"alliance": name, "period": run.period},
@@ -950,11 +1158,12 @@ class Auditor:
         self.withdrawn[(me_id, token)] += amount
         if me is None:
             return
-        balance = self.credited[(me_id, token)] - self.withdrawn[(me_id, token)]
-        if balance < 0:
+        account = self.accounts[(me_id, token)]
+        account[0] -= amount
+        if account[0] < 0:
             self._find(
                 "withdrawal",
-                f"ME {me.name!r} withdrew {amount} base units of {token}, {-balance} more than it was credited",
+                f"ME {me.name!r} withdrew {amount} base units of {token}, {-account[0]} more than its balance",
                 log, me_id=me_id, amount=amount,
             )  # fmt: skip
         if a["to"] != me.payout:
@@ -969,7 +1178,7 @@ class Auditor:
         me = self._me(me_id, log)
         if me is None:
             return
-        balance = self.credited[(me_id, token)] - self.withdrawn[(me_id, token)]
+        balance = self.accounts[(me_id, token)][0]  # credits net of debts and debits, less withdrawals
         if amount != balance or amount == 0:
             self._find(
                 "withdrawal",
@@ -1010,25 +1219,40 @@ class Auditor:
         for token in tokens:
             calls.append((self.ledger, "totalOwed(address)", ["address"], [token], "uint256"))
             calls.append((token, "balanceOf(address)", ["address"], [self.ledger], "uint256"))
+            calls.append((self.ledger, "totalDebt(address)", ["address"], [token], "uint256"))
             calls += [(self.ledger, "balanceOf(uint32,address)", ["uint32", "address"], [m, token], "uint256")
+                      for m in me_ids]  # fmt: skip
+            calls += [(self.ledger, "debtOf(uint32,address)", ["uint32", "address"], [m, token], "uint256")
                       for m in me_ids]  # fmt: skip
         values = iter(self._calls(block, calls))
         for token in tokens:
             totals = self.tokens[token]
             totals.decimals, totals.symbol = self._token_info(token, block)
-            totals.owed, totals.held = next(values), next(values)
-            totals.balances = 0
-            for me_id in me_ids:
-                balance = next(values) or 0
-                totals.balances += balance
-                expected = self.credited.get((me_id, token), 0) - self.withdrawn.get((me_id, token), 0)
+            totals.owed, totals.held, totals.debt = next(values), next(values), next(values)
+            balances = [next(values) or 0 for _ in me_ids]
+            debts = [next(values) or 0 for _ in me_ids]
+            totals.balances, totals.debts = sum(balances), sum(debts)
+            for me_id, balance, debt in zip(me_ids, balances, debts, strict=True):
+                expected, expected_debt = self.accounts.get((me_id, token), (0, 0))
+                name = self.mes[me_id].name
                 if balance != expected:
                     self._find(
                         "conservation",
-                        f"ME {self.mes[me_id].name!r}: the ledger reports a balance of {self._units(balance, totals)}"
-                        f" {totals.symbol}; credited - withdrawn is {self._units(expected, totals)}",
+                        f"ME {name!r}: the ledger reports a balance of {self._units(balance, totals)}"
+                        f" {totals.symbol}; credited - debited - withdrawn (debts netted) is "
+                        f"{self._units(expected, totals)}",
                         None, me_id=me_id, token=token, reported=balance, expected=expected,
                     )  # fmt: skip
+                if debt != expected_debt:
+                    self._find(
+                        "conservation",
+                        f"ME {name!r}: the ledger reports a debt of {self._units(debt, totals)} {totals.symbol}; "
+                        f"the replayed debits and credits give {self._units(expected_debt, totals)}",
+                        None, me_id=me_id, token=token, reported=debt, expected=expected_debt,
+                    )  # fmt: skip
+                if balance and debt:
+                    self._find("conservation", f"ME {name!r} has both a balance and a debt in {totals.symbol}",
+                               None, me_id=me_id, token=token, balance=balance, debt=debt)  # fmt: skip
             self._token_checks(totals)
 
     def _token_checks(self, t: TokenTotals) -> None:
@@ -1038,10 +1262,19 @@ class Auditor:
         if t.settled != t.credited:
             self._find("conservation", f"{t.symbol}: revenue settled {say(t.settled)}, credited {say(t.credited)}",
                        None, token=t.token, settled=t.settled, credited=t.credited)  # fmt: skip
-        expected = t.credited - t.withdrawn
+        if t.reversed != t.debited:
+            self._find("conservation", f"{t.symbol}: revenue reversed {say(t.reversed)}, debited {say(t.debited)}",
+                       None, token=t.token, reversed=t.reversed, debited=t.debited)  # fmt: skip
+        expected = t.credited - t.netted - t.returned - t.withdrawn
         if t.owed != expected:
-            self._find("conservation", f"{t.symbol}: the ledger says it owes {say(t.owed)}; credited - withdrawn is "
-                       f"{say(expected)}", None, token=t.token, owed=t.owed, expected=expected)  # fmt: skip
+            self._find("conservation", f"{t.symbol}: the ledger says it owes {say(t.owed)}; credited - netted - "
+                       f"returned - withdrawn is {say(expected)}", None, token=t.token, owed=t.owed,
+                       expected=expected)  # fmt: skip
+        expected_debt = t.incurred - t.netted
+        if t.debt != expected_debt or t.debts != t.debt:
+            self._find("conservation", f"{t.symbol}: the ledger says its MEs owe {say(t.debt or 0)}; their debts sum "
+                       f"to {say(t.debts or 0)}, incurred - netted is {say(expected_debt)}", None, token=t.token,
+                       debt=t.debt, debts=t.debts, expected=expected_debt)  # fmt: skip
         if t.balances != t.owed:
             self._find("conservation", f"{t.symbol}: the MEs' balances sum to {say(t.balances)}, the ledger says it "
                        f"owes {say(t.owed)}", None, token=t.token, balances=t.balances, owed=t.owed)  # fmt: skip

@@ -1,5 +1,6 @@
-"""What the audit keeps on disk: the set of settled references (for the duplicate check) and the
-checkpoint of an incremental audit.
+"""What the audit keeps on disk: the set of settled references (for the duplicate check, and for each
+revenue event its alliance, amount and the total reversed of it: the reversal links) and the checkpoint
+of an incremental audit.
 
 * :class:`SpilledReferences`: references in a SQLite table instead of a dictionary, so a full audit's
   memory does not grow with the history (a temporary file, deleted afterwards).
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from ledger.errors import LedgerError
 
-STATE_VERSION = "2"
+STATE_VERSION = "3"  # 3: reversal links in the references, debts in the state
 
 
 class MemoryReferences:
@@ -33,17 +34,37 @@ class MemoryReferences:
 
     def __init__(self):
         self._seen: dict[bytes, tuple[bytes, int, str, int]] = {}
+        self._links: dict[bytes, list] = {}  # revenue reference -> [agreement id, amount, reversed so far]
 
-    def add(self, refs, aid: bytes, first_seq: int, tx: str, block: int) -> list[tuple[int, tuple]]:
-        """Record a batch's references; returns (position, first sighting) of those seen before."""
-        seen, dups = self._seen, []
+    def add(self, refs, aid: bytes, first_seq: int, tx: str, block: int,
+            amounts: list[int | None] | None = None) -> list[tuple[int, tuple]]:  # fmt: skip
+        """Record a batch's references; returns (position, first sighting) of those seen before.
+        ``amounts``: for a batch of revenue events, each event's amount (None: a batch of reversals)."""
+        seen, links, dups = self._seen, self._links, []
         for k, ref in enumerate(refs):
             first = seen.get(ref)
             if first is None:
                 seen[ref] = (aid, first_seq + k, tx, block)
+                if amounts is not None and amounts[k] is not None:
+                    links[ref] = [aid, amounts[k], 0]
             else:
                 dups.append((k, first))
         return dups
+
+    def link(self, ref: bytes) -> tuple[bytes, int | None, int] | None:
+        """(agreement id, amount, reversed so far) of a settled reference; amount None for one that is
+        not a revenue event (a reversal); None for a reference never settled."""
+        found = self._links.get(ref)
+        if found is not None:
+            return found[0], found[1], found[2]
+        first = self._seen.get(ref)
+        return None if first is None else (first[0], None, 0)
+
+    def add_reversed(self, ref: bytes, amount: int) -> int:
+        """Add ``amount`` to what was reversed of the revenue event ``ref``; returns the new total."""
+        found = self._links[ref]
+        found[2] += amount
+        return found[2]
 
     def close(self) -> None:
         pass
@@ -52,7 +73,9 @@ class MemoryReferences:
 class SpilledReferences:
     """References in SQLite (``conn``'s database, or a temporary file): bounded memory at any size. A
     reference row is the reference and a key of its batch (batch id * 65536 + position); the batch's
-    agreement, first sequence number, transaction and block are stored once per batch."""
+    agreement, first sequence number, transaction and block are stored once per batch. A revenue event's
+    row has its amount and the total reversed of it (decimal text: amounts can exceed 2**63; NULL
+    reversed is 0); a reversal's has no amount."""
 
     def __init__(self, conn: sqlite3.Connection | None = None):
         self._tmp = None
@@ -64,23 +87,34 @@ class SpilledReferences:
             conn.execute("PRAGMA synchronous = OFF")
             conn.execute("BEGIN")
         conn.execute("PRAGMA cache_size = -65536")  # 64 MB: the reference tree of a few million events
-        conn.execute("CREATE TABLE IF NOT EXISTS refs(ref BLOB PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID")
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(refs)")]
+        if columns and "amount" not in columns:  # a checkpoint of an older state version: started over
+            conn.execute("DROP TABLE refs")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS refs(ref BLOB PRIMARY KEY, at INTEGER NOT NULL, amount TEXT, reversed TEXT)"
+            " WITHOUT ROWID"
+        )
         conn.execute(
             "CREATE TABLE IF NOT EXISTS ref_batches(id INTEGER PRIMARY KEY, aid BLOB NOT NULL,"
             " first_seq INTEGER NOT NULL, tx TEXT NOT NULL, block INTEGER NOT NULL)"
         )
         self.conn = conn
 
-    def add(self, refs, aid: bytes, first_seq: int, tx: str, block: int) -> list[tuple[int, tuple]]:
+    def add(self, refs, aid: bytes, first_seq: int, tx: str, block: int,
+            amounts: list[int | None] | None = None) -> list[tuple[int, tuple]]:  # fmt: skip
         conn = self.conn
         batch = conn.execute(
             "INSERT INTO ref_batches(aid, first_seq, tx, block) VALUES (?, ?, ?, ?)", (aid, first_seq, tx, block)
         ).lastrowid
         base = batch * 65536
         before = conn.total_changes
-        conn.executemany(
-            "INSERT OR IGNORE INTO refs(ref, at) VALUES (?, ?)", [(r, base + k) for k, r in enumerate(refs)]
-        )
+        if amounts is None:
+            rows = [(r, base + k, None) for k, r in enumerate(refs)]
+        else:
+            rows = [
+                (r, base + k, None if a is None else str(a)) for k, (r, a) in enumerate(zip(refs, amounts, strict=True))
+            ]
+        conn.executemany("INSERT OR IGNORE INTO refs(ref, at, amount) VALUES (?, ?, ?)", rows)
         if conn.total_changes - before == len(refs):
             return []
         dups = []
@@ -92,6 +126,21 @@ class SpilledReferences:
             if stored is not None and stored[4] != base + k:
                 dups.append((k, (bytes(stored[0]), stored[1], stored[2], stored[3])))
         return dups
+
+    def link(self, ref: bytes) -> tuple[bytes, int | None, int] | None:
+        row = self.conn.execute(
+            "SELECT b.aid, r.amount, r.reversed FROM refs r JOIN ref_batches b ON b.id = r.at / 65536 WHERE r.ref = ?",
+            (bytes(ref),),
+        ).fetchone()
+        if row is None:
+            return None
+        return bytes(row[0]), None if row[1] is None else int(row[1]), int(row[2] or 0)
+
+    def add_reversed(self, ref: bytes, amount: int) -> int:
+        (reversed_,) = self.conn.execute("SELECT reversed FROM refs WHERE ref = ?", (bytes(ref),)).fetchone()
+        total = int(reversed_ or 0) + amount
+        self.conn.execute("UPDATE refs SET reversed = ? WHERE ref = ?", (str(total), bytes(ref)))
+        return total
 
     def close(self) -> None:
         if self._tmp is not None:

@@ -106,9 +106,10 @@ class MEPayouts:
     me: str
     status: str
     token: str
-    by_period: dict[int, int]  # credited (both tiers, every alliance)
+    by_period: dict[int, int]  # credited (both tiers, every alliance), less what reversals debited
     total: int
-    balance: int  # owed now (credited - withdrawn)
+    balance: int  # owed now (credited - debited - withdrawn, after debts netted)
+    debt: int = 0  # what it owes finance from reversals, netted from its next credits
 
 
 @dataclass
@@ -214,7 +215,7 @@ class Overview:
             "mes": [
                 {"me": m.me, "me_id": m.me_id, "status": m.status, "token": m.token,
                  "symbol": self.token(m.token).symbol, "total": money(m.total, m.token),
-                 "balance": money(m.balance, m.token),
+                 "balance": money(m.balance, m.token), "debt": money(m.debt, m.token),
                  "by_period": {str(p): money(v, m.token) for p, v in sorted(m.by_period.items())}}
                 for m in self.mes
             ],
@@ -306,13 +307,14 @@ def gather(
         me_names[line.me_id] = line.me
     keys = sorted(credited)
     balances = views.call([(chain.address, "balanceOf", [me_id, token]) for me_id, token in keys], block=to_block)
+    debts = views.call([(chain.address, "debtOf", [me_id, token]) for me_id, token in keys], block=to_block)
     mes = [
         MEPayouts(
             me_id=me_id, me=me_names[me_id], status="dissolved" if me_id in dissolved else "active", token=token,
             by_period=dict(credited[(me_id, token)]), total=sum(credited[(me_id, token)].values()),
-            balance=int(balance),
+            balance=int(balance), debt=int(debt),
         )
-        for (me_id, token), balance in zip(keys, balances, strict=True)
+        for (me_id, token), balance, debt in zip(keys, balances, debts, strict=True)
     ]  # fmt: skip
     mes.sort(key=lambda m: (-m.total, m.me))
 

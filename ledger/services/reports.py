@@ -1,4 +1,5 @@
-"""Payout reports, read from the chain's ``PartiesCredited`` logs (never from local state)."""
+"""Payout reports, read from the chain's ``PartiesCredited`` and ``PartiesDebited`` logs (never from local
+state)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ class PayoutLine(Model):
     period: int
     me_id: int
     me: str
-    tier: str  # "base" (up to the period target) or "excess" (above it)
+    tier: str  # "base" (up to the period target), "excess" (above it), or "reversal" (debited: negative)
     token: str
-    amount: int  # base units
+    amount: int  # base units; negative for a reversal line
 
 
 def payouts(
@@ -35,25 +36,33 @@ def payouts(
     kwargs = {"page_size": page_size} if page_size else {}
     # One pass over the logs, summing credit vectors per (agreement, version, period); the parties of
     # each version are resolved afterwards, all versions at once.
-    vectors: dict[tuple[bytes, int, int], tuple[list[int], list[int]]] = {}
-    for log in chain.logs(["PartiesCredited"], from_block=from_block, to_block=to_block, topic1=topic1, **kwargs):
+    # Debits (reversals) are summed apart, as one negative "reversal" line per ME.
+    vectors: dict[tuple[bytes, int, int], tuple[list[int], list[int], list[int]]] = {}
+    names_ = ["PartiesCredited", "PartiesDebited"]
+    for log in chain.logs(names_, from_block=from_block, to_block=to_block, topic1=topic1, **kwargs):
         args = log.args
         if period is not None and args["period"] != period:
             continue
         key = (args["agreementId"], args["version"], args["period"])
-        base, excess = args["baseCredits"], args["excessCredits"]
+        debit = log.event == "PartiesDebited"
+        base = args["baseDebits"] if debit else args["baseCredits"]
+        excess = args["excessDebits"] if debit else args["excessCredits"]
         if key not in vectors:
-            vectors[key] = ([0] * len(base), [0] * len(excess))
+            vectors[key] = ([0] * len(base), [0] * len(excess), [0] * len(base))
         sums = vectors[key]
+        if debit:
+            for i, (b, x) in enumerate(zip(base, excess, strict=True)):
+                sums[2][i] -= b + x
+            continue
         for i, amount in enumerate(base):
             sums[0][i] += amount
         for i, amount in enumerate(excess):
             sums[1][i] += amount
     terms_of = chain.terms_of_many([(aid, version) for aid, version, _ in vectors], from_block=from_block)
     totals: dict[tuple[bytes, int, int, str], int] = defaultdict(int)
-    for (aid, version, p), (base, excess) in vectors.items():
+    for (aid, version, p), (base, excess, debits) in vectors.items():
         parties = terms_of[(aid, version)].parties
-        for tier, credits in (("base", base), ("excess", excess)):
+        for tier, credits in (("base", base), ("excess", excess), ("reversal", debits)):
             for me_id, amount in zip(parties, credits, strict=True):
                 if amount:
                     totals[(aid, p, me_id, tier)] += amount
@@ -82,19 +91,23 @@ class BalanceRow(Model):
     status: str
     token: str
     balance: int
+    debt: int = 0  # what the ME owes finance from reversals (netted from its next credits)
 
 
 class ConservationCheck(Model):
-    """For one token: what the ledger holds, what it says it owes, and the sum of the ME balances."""
+    """For one token: what the ledger holds, what it says it owes, and the sum of the ME balances;
+    what the MEs owe finance (``totalDebt``) and the sum of their debts."""
 
     token: str
     held: int
     owed: int
     sum_of_balances: int
+    debt: int = 0
+    sum_of_debts: int = 0
 
     @property
     def ok(self) -> bool:
-        return self.held == self.owed == self.sum_of_balances
+        return self.held == self.owed == self.sum_of_balances and self.debt == self.sum_of_debts
 
 
 class BalanceReport(Model):
@@ -119,12 +132,17 @@ def balances(chain, *, from_block: int = 0, extra_tokens: list[str] = ()) -> Bal
     rows = []
     checks = []
     for token in tokens:
-        total = 0
-        for me, amount in zip(mes, chain.balances_of([me.id for me in mes], token), strict=True):
+        total = total_debts = 0
+        ids = [me.id for me in mes]
+        debts = chain.views([("debtOf", (me_id, token)) for me_id in ids]) if ids else []
+        for me, amount, debt in zip(mes, chain.balances_of(ids, token), debts, strict=True):
             total += amount
-            if amount:
+            total_debts += debt
+            if amount or debt:
                 rows.append(
-                    BalanceRow(me_id=me.id, me=me.name, status=me.status.name.lower(), token=token, balance=amount)
+                    BalanceRow(
+                        me_id=me.id, me=me.name, status=me.status.name.lower(), token=token, balance=amount, debt=debt
+                    )  # fmt: skip
                 )
         checks.append(
             ConservationCheck(
@@ -132,6 +150,8 @@ def balances(chain, *, from_block: int = 0, extra_tokens: list[str] = ()) -> Bal
                 held=chain.token_balance(token, chain.address),
                 owed=chain.total_owed(token),
                 sum_of_balances=total,
+                debt=chain.total_debt(token),
+                sum_of_debts=total_debts,
             )
         )
     rows.sort(key=lambda r: (r.me_id, r.token))

@@ -3,14 +3,21 @@
 Exactly-once has two halves. The contract accepts a batch only at its agreement's sequence cursor, so a
 retried, re-submitted or concurrent batch can never be applied twice. This module makes sure a
 reference is never put into a batch twice: before each submission it knows every reference settled up
-to the cursor it submits at (from ``RevenueSettled`` logs). If another operator moves the cursor first,
-the batch reverts with ``SettlementOutOfSequence``; the settler re-reads what was settled, drops it from
-the remaining work and carries on.
+to the cursor it submits at (revenue and reversals: ``RevenueSettled`` and ``RevenueReversed`` logs, or
+the local index, which holds both). If another operator moves the cursor first, the batch reverts with
+``SettlementOutOfSequence``; the settler re-reads what was settled, drops it from the remaining work and
+carries on.
 
 Batches are pipelined (:meth:`Settler._send`): several are in flight at once from the finance account,
 each alliance's next batch sent at the cursor its previous one leaves. The cursor keeps that safe: a
 batch can only apply right after the one before it, so a failure stops its alliance at that point and
 is handled as above; events are read one alliance at a time from the event source (a file's spool).
+
+Reversals (rows with ``reverses``) take the same cursor through ``settleReversals``: an alliance's
+events in settlement order are cut into batches that hold one kind only, sent in sequence order. The
+contract does not store which event a reversal reverses, so :meth:`Settler.prepare` checks every link
+before anything is sent: the original was settled (or comes earlier in this run) for the same alliance,
+is not itself a reversal, and the reversals of it never add up to more than its amount.
 """
 
 from __future__ import annotations
@@ -68,6 +75,7 @@ class SettledRecord:
     amount: int
     period: int
     seq: int
+    reverses: str | None = None  # a reversal: the reference of the event it reverses
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,10 @@ class InMemoryEvents:
         """(row, amount, period, reference) of the alliance's events, in file order."""
         return ((e.row, e.amount, e.period, e.reference) for e in self._by_alliance.get(alliance, ()))
 
+    def records(self, alliance: str) -> Iterator[tuple[int, int, int, str, str | None]]:
+        """(row, amount, period, reference, reverses) of the alliance's events, in file order."""
+        return ((e.row, e.amount, e.period, e.reference, e.reverses) for e in self._by_alliance.get(alliance, ()))
+
 
 @dataclass
 class AllianceWork:
@@ -107,8 +119,8 @@ class AllianceWork:
     terms: Terms
     source: object  # InMemoryEvents | SpooledEvents
     settled: dict  # reference -> SettledRecord of this agreement, as read in prepare
-    count: int  # events to settle
-    amount: int  # their sum, base units
+    count: int  # events to settle (reversals included)
+    amount: int  # what finance pays in at most: the revenue events' sum, base units (reversals pay back)
 
     @property
     def events(self) -> list[RevenueEvent]:
@@ -130,10 +142,14 @@ class Summary(BaseModel):
     moved: dict[str, int] = Field(default_factory=dict)  # token -> base units
     retries: int = 0
     reorganised: int = 0  # events whose batch a reorganisation removed, then settled again
+    reversals: int = 0  # of `settled`, how many were reversals
+    reversed: dict[str, int] = Field(default_factory=dict)  # token -> base units reversed
 
     def as_dict(self) -> dict:
         return {
             "events_settled": self.settled,
+            "reversals_settled": self.reversals,
+            "tokens_reversed": {token: str(units) for token, units in self.reversed.items()},
             "events_skipped_already_settled": self.skipped,
             "batches": self.batches,
             "gas_used": self.gas_used,
@@ -183,16 +199,24 @@ class Settler:
         """Every reference settled so far (optionally only for some agreements), from the logs."""
         records: dict[str, SettledRecord] = {}
         topic1 = list(agreement_ids) if agreement_ids is not None else None
-        for log in self.chain.logs(["RevenueSettled"], from_block=self.from_block, topic1=topic1):
+        names = ["RevenueSettled", "RevenueReversed"]
+        for log in self.chain.logs(names, from_block=self.from_block, topic1=topic1):
             agreement_id = log.args["agreementId"]
             first = log.args["firstSeq"]
-            for k, (ref, entry) in enumerate(zip(log.args["refs"], log.args["entries"], strict=True)):
-                text = bytes32_to_text(ref)
+            originals = log.args.get("originals") or [None] * len(log.args["refs"])
+            for k, (ref, entry, original) in enumerate(zip(log.args["refs"], log.args["entries"], originals,
+                                                           strict=True)):  # fmt: skip
                 # Keyed in NFC, the form every new reference is settled in: one settled (before that
                 # rule) in another form is the same reference, so it is skipped, never settled again.
                 records.setdefault(
-                    text if text.isascii() else unicodedata.normalize("NFC", text),
-                    SettledRecord(agreement_id, entry >> 32, entry & 0xFFFFFFFF, first + k),
+                    _nfc(bytes32_to_text(ref)),
+                    SettledRecord(
+                        agreement_id,
+                        entry >> 32,
+                        entry & 0xFFFFFFFF,
+                        first + k,
+                        _nfc(bytes32_to_text(original)) if original is not None else None,
+                    ),  # fmt: skip
                 )
         return records
 
@@ -209,10 +233,24 @@ class Settler:
         return self._look_up(references)
 
     def _look_up(self, references: Sequence[str]) -> dict[str, SettledRecord]:
+        """The settled ones among ``references`` from the index (brought up to date by the caller): revenue
+        events and reversals, a reversal with the reference it reverses."""
         found = self.index.settled(text_to_bytes32(ref) for ref in references)
         return {
-            bytes32_to_text(ref): SettledRecord(s.agreement_id, s.amount, s.period, s.seq) for ref, s in found.items()
+            bytes32_to_text(ref): SettledRecord(
+                s.agreement_id,
+                s.amount,
+                s.period,
+                s.seq,
+                _nfc(bytes32_to_text(s.reverses)) if s.reverses is not None else None,
+            )
+            for ref, s in found.items()
         }
+
+    def _reversed_so_far(self, originals: Sequence[str]) -> dict[str, int]:
+        """Original reference -> the total of its reversals settled on chain, from the index."""
+        totals = self.index.reversed_totals(text_to_bytes32(ref) for ref in originals)
+        return {_nfc(bytes32_to_text(ref)): total for ref, total in totals.items()}
 
     def sync_index(self, cursors: dict[bytes, int]) -> None:
         """Bring the index up to the head; if it holds fewer settled events of an agreement than the
@@ -271,31 +309,46 @@ class Settler:
         todo: dict[str, tuple[int, int, list[int]]] = {}  # name -> (count, amount, first rows)
         periods: dict[tuple[str, int], list[int]] = {}  # (alliance, period) -> first rows still to settle
         skipped = 0
+        # Without an index: every original reference -> the total reversed of it so far, from the logs.
+        everything_reversed: dict[str, int] = defaultdict(int)
+        for record in (everything or {}).values():
+            if record.reverses is not None:
+                everything_reversed[record.reverses] += record.amount
         for name in agreements:
             count = amount = 0
             rows: list[int] = []
-            file_rows = list(source.rows(name))  # one alliance's rows at a time
+            file_rows = list(_records(source, name))  # one alliance's rows at a time
+            originals = list(dict.fromkeys(r[4] for r in file_rows if r[4] is not None))
             if everything is not None:
-                settled = {r[3]: everything[r[3]] for r in file_rows if r[3] in everything}
+                known = {k: everything[k] for k in [r[3] for r in file_rows] + originals if k in everything}
+                reversed_on_chain = {o: everything_reversed[o] for o in originals if o in everything_reversed}
             else:
-                settled = self._look_up([r[3] for r in file_rows])
+                known = self._look_up([r[3] for r in file_rows] + originals)
+                reversed_on_chain = self._reversed_so_far(originals)
+            settled = {r[3]: known[r[3]] for r in file_rows if r[3] in known}
             settled_of[name] = settled
-            for row, event_amount, period, reference in file_rows:
+            problems += self._check_reversals(name, ids[name], file_rows, known, reversed_on_chain)
+            for row, event_amount, period, reference, original in file_rows:
                 record = settled.get(reference)
                 if record is None:
                     count += 1
-                    amount += event_amount
+                    amount += event_amount if original is None else 0
                     if len(rows) < 6:
                         rows.append(row)
                     where = periods.setdefault((name, period), [])
                     if len(where) < 6:
                         where.append(row)
-                elif (record.agreement_id, record.amount, record.period) == (ids[name], event_amount, period):
+                elif (record.agreement_id, record.amount, record.period, record.reverses) == (
+                    ids[name],
+                    event_amount,
+                    period,
+                    original,
+                ):
                     skipped += 1
                 else:
                     problems.append(
                         f"row {row}: reference {reference!r} was already settled "
-                        f"(seq {record.seq}) with a different alliance, amount or period"
+                        f"(seq {record.seq}) with a different alliance, amount, period or reversed reference"
                     )
             if count:
                 todo[name] = (count, amount, rows)
@@ -333,6 +386,58 @@ class Settler:
             AllianceWork(agreements[name], terms[name], source, settled_of[name], todo[name][0], todo[name][1])
             for name in live
         ], skipped
+
+    @staticmethod
+    def _check_reversals(
+        name: str, agreement_id: bytes, records: list, settled: dict, reversed_on_chain: dict
+    ) -> list[str]:
+        """The links the contract cannot check, for one alliance's rows still to settle: each reversal's
+        original was settled for this alliance (or is a revenue row of this run that settles before it),
+        is not a reversal itself, and its reversals (on chain and here) stay within its amount.
+        ``records``: the alliance's (row, amount, period, reference, reverses); ``settled``: the settled
+        ones among those references and the originals they name; ``reversed_on_chain``: original ->
+        the total already reversed of it on chain."""
+        wanted = {original for *_, original in records if original is not None}
+        if not wanted:
+            return []
+        problems = []
+        in_file: dict[str, tuple[int, int, int, str | None]] = {}  # original -> (row, amount, period, reverses)
+        for row, amount, period, reference, original in records:
+            if reference in wanted and reference not in settled:
+                in_file[reference] = (row, amount, period, original)
+        pending: dict[str, int] = defaultdict(int)
+        for row, amount, period, reference, original in records:
+            if original is None or reference in settled:
+                continue
+            record = settled.get(original)
+            if record is not None:
+                if record.agreement_id != agreement_id:
+                    problems.append(f"row {row}: reverses {original!r}, which was settled for another alliance, "
+                                    f"not {name!r}")  # fmt: skip
+                    continue
+                if record.reverses is not None:
+                    problems.append(f"row {row}: reverses {original!r}, which is itself a reversal")
+                    continue
+                original_amount = record.amount
+            elif original in in_file:
+                o_row, original_amount, o_period, o_reverses = in_file[original]
+                if o_reverses is not None:
+                    problems.append(f"row {row}: reverses {original!r} (row {o_row}), which is itself a reversal")
+                    continue
+                if (period, row) < (o_period, o_row):
+                    problems.append(f"row {row}: reverses {original!r} (row {o_row}, period {o_period}), which "
+                                    f"would be settled after it; book the reversal in period {o_period} or later "
+                                    f"or below row {o_row}")  # fmt: skip
+                    continue
+            else:
+                problems.append(f"row {row}: reverses {original!r}, which was never settled for alliance {name!r}")
+                continue
+            pending[original] += amount
+            total = reversed_on_chain.get(original, 0) + pending[original]
+            if total > original_amount:
+                problems.append(f"row {row}: reversals of {original!r} would total {total} base units, more than "
+                                f"its {original_amount}")  # fmt: skip
+        return problems
 
     # -- submitting ---------------------------------------------------------------------------------
 
@@ -375,7 +480,11 @@ class Settler:
             summary.reorganised += len(events)
             for batch in lost:
                 summary.gas_used -= batch.receipt.gas_used
-                summary.moved[batch.token] -= sum(e.amount for e in batch.events)
+                if batch.events[0].reverses is not None:
+                    summary.reversals -= len(batch.events)
+                    summary.reversed[batch.token] -= sum(e.amount for e in batch.events)
+                else:
+                    summary.moved[batch.token] -= sum(e.amount for e in batch.events)
             work, _ = self.prepare(events)  # what the chain no longer holds (a batch may have come back)
             self._fund(work)
             landed = []
@@ -430,8 +539,13 @@ class Settler:
                 run.inflight -= 1
                 if done.ok:
                     run.ours.update(e.reference for e in batch)
-                    amount = sum(e.amount for e in batch)
                     token = run.item.agreement.token
+                    if batch[0].reverses is not None:
+                        amount = 0
+                        summary.reversals += len(batch)
+                        summary.reversed[token] = summary.reversed.get(token, 0) + sum(e.amount for e in batch)
+                    else:
+                        amount = sum(e.amount for e in batch)
                     summary.settled += len(batch)
                     summary.batches += 1
                     summary.gas_used += done.receipt.gas_used
@@ -490,11 +604,16 @@ class Settler:
             if run.pos >= len(run.unsent):
                 queue.popleft().queued = False
                 continue
-            batch = run.unsent[run.pos : run.pos + run.size]
-            data = self.chain.settle_data(
-                run.agreement_id, run.item.agreement.active_version, run.cursor, run.item.terms,
-                [text_to_bytes32(e.reference) for e in batch], [e.entry for e in batch],
-            )  # fmt: skip
+            batch = _one_kind(run.unsent[run.pos : run.pos + run.size])
+            refs, entries = [text_to_bytes32(e.reference) for e in batch], [e.entry for e in batch]
+            version = run.item.agreement.active_version
+            if batch[0].reverses is None:
+                data = self.chain.settle_data(run.agreement_id, version, run.cursor, run.item.terms, refs, entries)
+            else:
+                originals = [text_to_bytes32(e.reverses) for e in batch]
+                data = self.chain.reverse_data(
+                    run.agreement_id, version, run.cursor, run.item.terms, refs, entries, originals
+                )
             if run.simulate:  # the alliance's first batch of this round: refuse before sending
                 run.simulate = False
                 try:
@@ -547,7 +666,7 @@ class Settler:
             # sets, it does not add): raise it by what this alliance still needs.
             token = run.item.agreement.token
             have = self.chain.allowance(token, self.finance.address)
-            outstanding = sum(e.amount for e in run.outstanding())
+            outstanding = sum(e.amount for e in run.outstanding() if e.reverses is None)
             self.chain.ensure_allowance(token, self.finance, have + outstanding)
         agreement = self.chain.agreement(run.agreement_id)  # first the cursor, then the logs
         outstanding = run.outstanding()
@@ -590,6 +709,26 @@ class _Run:
         return [e for e in self.events if e.reference not in self.ours]
 
 
+def _one_kind(batch: list[RevenueEvent]) -> list[RevenueEvent]:
+    """The leading events of ``batch`` of the first one's kind (revenue, or reversals)."""
+    reversal = batch[0].reverses is not None
+    for k, event in enumerate(batch):
+        if (event.reverses is not None) != reversal:
+            return batch[:k]
+    return batch
+
+
+def _nfc(text: str) -> str:
+    return text if text.isascii() else unicodedata.normalize("NFC", text)
+
+
+def _records(source, name: str):
+    """(row, amount, period, reference, reverses) of an alliance's events, from any event source."""
+    if hasattr(source, "records"):
+        return source.records(name)
+    return ((row, amount, period, reference, None) for row, amount, period, reference in source.rows(name))
+
+
 def batch_gas_limit(events: int, parties: int, factor: float = 1.0) -> int:
     """The gas limit a batch is sent with: the cost model with half again on top, plus the first-time
     storage writes a batch can make (a balance per party, a period). Gas not used is not charged."""
@@ -612,19 +751,27 @@ def preview(chain, work: list[AllianceWork]) -> list[dict]:
         agreement, terms = item.agreement, item.terms
         n = len(terms.parties)
         revenue: dict[int, int] = {}
-        per_period: dict[int, tuple[list[int], list[int]]] = {}
+        per_period: dict[int, tuple[list[int], list[int], list[int]]] = {}
         for seq, event in enumerate(item.events, start=agreement.next_seq):
             if event.period not in revenue:
                 revenue[event.period] = chain.period(agreement.id, event.period)[0]
-            split = money.split_event(
-                seq, event.amount, revenue[event.period], terms.shares, terms.target, terms.excess_shares
-            )
-            revenue[event.period] += event.amount
-            base, excess = per_period.setdefault(event.period, ([0] * n, [0] * n))
-            for i in range(n):
-                base[i] += split.base[i]
-                excess[i] += split.excess[i]
-        for period, (base, excess) in sorted(per_period.items()):
+            base, excess, debits = per_period.setdefault(event.period, ([0] * n, [0] * n, [0] * n))
+            if event.reverses is None:
+                split = money.split_event(
+                    seq, event.amount, revenue[event.period], terms.shares, terms.target, terms.excess_shares
+                )
+                revenue[event.period] += event.amount
+                for i in range(n):
+                    base[i] += split.base[i]
+                    excess[i] += split.excess[i]
+            else:  # a reversal: debits, shown negative
+                split = money.split_reversal(
+                    seq, event.amount, revenue[event.period], terms.shares, terms.target, terms.excess_shares
+                )
+                revenue[event.period] = money.revenue_after_reversal(revenue[event.period], event.amount)
+                for i in range(n):
+                    debits[i] -= split.credits[i]
+        for period, (base, excess, debits) in sorted(per_period.items()):
             for i, me_id in enumerate(terms.parties):
                 rows.append(
                     {
@@ -633,7 +780,8 @@ def preview(chain, work: list[AllianceWork]) -> list[dict]:
                         "me_id": me_id,
                         "base": base[i],
                         "excess": excess[i],
-                        "total": base[i] + excess[i],
+                        "reversal": debits[i],
+                        "total": base[i] + excess[i] + debits[i],
                     }
                 )
     return rows

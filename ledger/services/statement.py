@@ -25,7 +25,7 @@ from ledger.errors import LedgerError
 from ledger.money import AmountError, format_amount, parse_amount
 from ledger.services.audit import AuditReport, Finding
 
-TIERS = ("base", "excess")
+TIERS = ("base", "excess", "reversal")  # a reversal line is negative: what the ME was debited
 
 
 class StatementUnreadable(LedgerError):
@@ -117,7 +117,7 @@ def reconcile(path: Path, report: AuditReport, scope: Scope = Scope()) -> dict[s
             continue
         me = report.me_names[me_id]
         if tier not in TIERS:
-            finding("statement-extra", line, f"tier {row.get('tier')!r} is neither 'base' nor 'excess'")
+            finding("statement-extra", line, f"tier {row.get('tier')!r} is not 'base', 'excess' or 'reversal'")
             continue
         if alliance not in report.alliance_tokens:
             finding("statement-extra", line, f"alliance {alliance!r} does not exist on the chain")
@@ -193,12 +193,16 @@ def _amount_of(row: dict[str, str], decimals: int) -> tuple[int | None, str | No
     units_text, amount_text = row.get("amount_base_units", ""), row.get("amount", "")
     units = amount = None
     if units_text:
-        if not (units_text.isascii() and units_text.isdigit()):
+        reversal = row.get("tier", "").lower() == "reversal"  # reversal lines are negative
+        digits = units_text.removeprefix("-") if reversal else units_text
+        if not (digits.isascii() and digits.isdigit()):
             return None, f"amount_base_units {units_text!r} is not a whole number"
         units = int(units_text)
     if amount_text:
+        negative = row.get("tier", "").lower() == "reversal" and amount_text.strip().startswith("-")
         try:
-            amount = parse_amount(amount_text, decimals)
+            text = amount_text.strip()[1:] if negative else amount_text
+            amount = parse_amount(text, decimals) * (-1 if negative else 1)
         except AmountError as err:
             return None, f"amount {err}"
     if units is None and amount is None:

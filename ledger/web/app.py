@@ -84,6 +84,11 @@ class DashboardView:
         return self.o.periods[-PERIOD_COLUMNS:]
 
     @property
+    def any_debt(self) -> bool:
+        """Whether any ME owes finance from reversals (the debt column is shown then)."""
+        return any(m.debt for m in self.o.mes)
+
+    @property
     def tokens(self) -> list[str]:
         return list(self.o.totals())
 

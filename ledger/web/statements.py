@@ -21,7 +21,7 @@ from ledger.services.overview import grouped
 from ledger.web import html_name
 from ledger.web.charts import axis_label, bar_chart
 
-TIER_NAMES = {"base": "up to target", "excess": "above target"}
+TIER_NAMES = {"base": "up to target", "excess": "above target", "reversal": "reversal (debited)"}
 SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
