@@ -310,7 +310,7 @@ interface IAllianceLedger {
     /// @notice Settles a batch of revenue events under the active `version` (finance role), pulling the
     /// batch total less the parties' debts it repaid from the caller with `transferFrom` (returned). See the contract notes for the rounding rule and
     /// the exactly-once cursor.
-    /// @param firstSeq must equal `nextSequence(agreementId)`
+    /// @param firstSeq must equal `agreementOf(agreementId).nextSeq`, the agreement's sequence cursor
     /// @param refs the finance system's reference of each event, non-zero
     /// @param entries `amount << 32 | period` per event; 0 < amount < 2**128, period > 0
     function settle(
