@@ -392,7 +392,9 @@ def measure_payout_gas(bench: Bench) -> dict[str, float]:
     gas = []
     for round_ in range(2):
         for agreement_id, terms in halves:
-            settle(bench, agreement_id, terms, round_ * WARMUP_EVENTS, events(rng, round_ * WARMUP_EVENTS, WARMUP_EVENTS))
+            settle(
+                bench, agreement_id, terms, round_ * WARMUP_EVENTS, events(rng, round_ * WARMUP_EVENTS, WARMUP_EVENTS)
+            )
         owed = ledger.balances_of(ids, token)
         total_before = ledger.total_owed(token)
         receipt = ledger.contract.payout(token, ids, sender=bench.payer)
@@ -492,7 +494,11 @@ def print_table(sections: dict[str, Any], info: dict[str, float]) -> None:
     row("first withdraw to a payout (info)", info["withdraw_first"])
     print(f"\npayout run of {PAYOUT_BATCH} MEs, per ME paid")
     for key, value in sections["payout_gas"].items():
-        row(key, value, verdict(value, TARGET_PAYOUT_PER_ME) if key == f"per_me_k{PAYOUT_BATCH}" else "first time (info)")
+        row(
+            key,
+            value,
+            verdict(value, TARGET_PAYOUT_PER_ME) if key == f"per_me_k{PAYOUT_BATCH}" else "first time (info)",
+        )
     print("\nOpenZeppelin 4.9.6 PaymentSplitter, 5 payees: (k transfers + 5 releases) / k")
     for key, value in sections["oz_payment_splitter"].items():
         row(key, value, "steady state (second round)")

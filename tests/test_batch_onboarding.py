@@ -38,7 +38,9 @@ def test_register_mes_refuses_unequal_arrays_and_a_taken_name_with_their_argumen
     assert ledger.me_count() == count
 
 
-def test_propose_agreements_proposes_version_one_of_each_and_refuses_a_bad_batch_whole(ledger, platform, kitchen, token):
+def test_propose_agreements_proposes_version_one_of_each_and_refuses_a_bad_batch_whole(
+    ledger, platform, kitchen, token
+):
     terms = Terms.build(token, {kitchen["fridge"]: 6000, kitchen["oven"]: 4000})
     bad = (token, [kitchen["fridge"], kitchen["oven"]], [6000, 3000], 0, [])  # shares sum to 9,000
     ids = [LedgerChain.agreement_id(n) for n in ("batch-a", "batch-b")]
@@ -63,8 +65,10 @@ def test_an_me_file_row_already_registered_is_skipped_when_identical_and_refused
 
     child = ledger.register_me("child", accounts[12].address, accounts[13].address, kitchen["fridge"], sender=platform)
     same = tmp_path / "same.csv"
-    same.write_text(f"name,signer,payout,parent\nfridge,{signers[0].address},{payouts[0].address},\n"
-                    f"child,{accounts[13].address},{accounts[12].address},fridge\nnew-one,{accounts[14].address},,child\n")
+    same.write_text(
+        f"name,signer,payout,parent\nfridge,{signers[0].address},{payouts[0].address},\n"
+        f"child,{accounts[13].address},{accounts[12].address},fridge\nnew-one,{accounts[14].address},,child\n"
+    )
     new, skipped = check_me_file(ledger, same)
     assert [r.name for r in skipped] == ["fridge", "child"] and [r.name for r in new] == ["new-one"]
     other = tmp_path / "other.csv"

@@ -91,24 +91,35 @@ def test_alliance_import_proposes_version_one_of_each_and_a_rerun_skips_them(cli
     jsonl.write_text(
         json.dumps({"name": "imp-flat", "parties": [{"me": "a-one", "share": 6000}, {"me": "a-two", "share": 4000}]})
         + "\n\n"
-        + json.dumps({"name": "imp-tier", "target": "1000.50", "parties": [
-            {"me": "a-one", "share": 5000, "excess": 2000}, {"me": "a-two", "share": "3000", "excess": 3000},
-            {"me": "a-three", "share": 2000, "excess": 5000}]}) + "\n"  # fmt: skip
+        + json.dumps(
+            {
+                "name": "imp-tier",
+                "target": "1000.50",
+                "parties": [
+                    {"me": "a-one", "share": 5000, "excess": 2000},
+                    {"me": "a-two", "share": "3000", "excess": 3000},
+                    {"me": "a-three", "share": 2000, "excess": 5000},
+                ],
+            }
+        )
+        + "\n"  # fmt: skip
     )
     out = cli.run("alliance", "import", str(jsonl)).out
     assert "proposed 2 alliances (version 1); 0 existed already" in out
     tier = json.loads(cli.run("alliance", "show", "imp-tier", "--json").out)
     assert tier["versions"][0]["target"] == "1000.500000"
     assert [p["me"] for p in tier["versions"][0]["parties"]] == ["a-one", "a-two", "a-three"]
-    assert "proposed 0 alliances (version 1); 2 existed already (skipped)" in cli.run("alliance", "import", str(jsonl)).out
+    assert (
+        "proposed 0 alliances (version 1); 2 existed already (skipped)" in cli.run("alliance", "import", str(jsonl)).out
+    )
     csv = write_csv(tmp_path / "alliances.csv", [
         ("imp-csv", "a-one", 2500, "", "", ""),
         ("imp-csv", "a-three", 7500, "", "", ""),
     ], header="alliance,party,share,excess,target,token")  # fmt: skip
     assert "proposed 1 alliances" in cli.run("alliance", "import", str(csv)).out
     changed = tmp_path / "changed.jsonl"
-    changed.write_text(json.dumps({"name": "imp-flat", "parties": [{"me": "a-one", "share": 5000},
-                                                                    {"me": "a-two", "share": 5000}]}) + "\n")  # fmt: skip
+    parties = [{"me": "a-one", "share": 5000}, {"me": "a-two", "share": 5000}]
+    changed.write_text(json.dumps({"name": "imp-flat", "parties": parties}) + "\n")
     cli.fails("alliance", "import", str(changed), contains="row 1: alliance 'imp-flat' exists with other terms")
 
 
@@ -118,18 +129,21 @@ def test_alliance_import_lists_every_bad_row_and_proposes_nothing(cli, tmp_path)
     rows = [
         {"name": "bad-sum", "parties": [{"me": "b-one", "share": 6000}, {"me": "b-two", "share": 3000}]},
         {"name": "bad-me", "parties": [{"me": "b-one", "share": 6000}, {"me": "nobody", "share": 4000}]},
-        {"name": "bad-tier", "target": "100", "parties": [{"me": "b-one", "share": 6000}, {"me": "b-two", "share": 4000}]},
+        {"name": "bad-tier", "target": "100",
+         "parties": [{"me": "b-one", "share": 6000}, {"me": "b-two", "share": 4000}]},
         {"name": "one-party", "parties": [{"me": "b-one", "share": 10000}]},
         {"name": "x" * 33, "parties": [{"me": "b-one", "share": 5000}, {"me": "b-two", "share": 5000}]},
         {"name": "good", "parties": [{"me": "b-one", "share": 5000}, {"me": "b-two", "share": 5000}]},
         {"name": "good", "parties": [{"me": "b-one", "share": 5000}, {"me": "b-two", "share": 5000}]},
-        {"name": "bad-token", "token": "0x1234", "parties": [{"me": "b-one", "share": 5000}, {"me": "b-two", "share": 5000}]},
+        {"name": "bad-token", "token": "0x1234",
+         "parties": [{"me": "b-one", "share": 5000}, {"me": "b-two", "share": 5000}]},
     ]  # fmt: skip
     file = tmp_path / "bad.jsonl"
     file.write_text("".join(json.dumps(r) + "\n" for r in rows) + "{not json\n")
     err = cli.fails("alliance", "import", str(file), contains="row 1: shares sum to 9000")
     for expected in ("row 2: party 'nobody' is no registered ME", "row 3: with a target every party needs an excess",
-                     "row 4: alliance 'one-party' has 1 parties", "row 5: name:", "row 7: alliance 'good' is already in row 6",
+                     "row 4: alliance 'one-party' has 1 party", "row 5: name:",
+                     "row 7: alliance 'good' is already in row 6",
                      "row 8: token", "row 9: not a JSON object"):  # fmt: skip
         assert expected in err, (expected, err)
     cli.fails("alliance", "show", "good", code=1)
@@ -142,10 +156,14 @@ def test_a_payout_run_pays_each_selected_me_at_its_payout_address_and_a_rerun_pa
         ("p-three", dev(13), "", ""),
     ], header="name,signer,payout,parent")  # fmt: skip
     cli.run("me", "import", str(file))
-    cli.run("alliance", "propose", "pay-run", "--party", "p-one=5000", "--party", "p-two=3000", "--party", "p-three=2000")
+    cli.run(
+        "alliance", "propose", "pay-run", "--party", "p-one=5000", "--party", "p-two=3000", "--party", "p-three=2000"
+    )
     cli.run("alliance", "sign", "pay-run", "--account", "dev16", "--account", "dev18", "--account", "dev13")
     cli.run("alliance", "submit", "pay-run")
-    revenue = write_csv(tmp_path / "rev.csv", [("PR-1", "pay-run", "100.00", 202611), ("PR-2", "pay-run", "0.01", 202611)])
+    revenue = write_csv(
+        tmp_path / "rev.csv", [("PR-1", "pay-run", "100.00", 202611), ("PR-2", "pay-run", "0.01", 202611)]
+    )
     cli.run("settle", str(revenue))
     plan = json.loads(cli.run("payout", "run", "--alliance", "pay-run", "--dry-run", "--json").out)
     assert {m["me"]: (m["payout"], m["amount"]) for m in plan["mes"]} == {

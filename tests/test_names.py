@@ -196,3 +196,17 @@ def test_any_text_is_either_a_clean_nfc_name_or_refused_in_one_line_and_always_s
         assert "\n" not in str(err) and all(not names._hidden(c) for c in str(err))
         return
     assert name == unicodedata.normalize("NFC", name) and name == name.strip() and names.shown(name) == name
+
+
+def test_an_me_import_refuses_lookalikes_of_registered_names_and_of_its_earlier_rows():
+    """`ledger me import` applies the same lookalike rule as `me register`, in one pass over the chain's
+    names and the file's rows (keys looked up, not compared pairwise)."""
+    from ledger.services.imports import lookalike_problems, name_problem
+
+    rows = [(2, "Fridge"), (3, "oven"), (4, "0ven"), (5, "fr\u0456dge"), (6, "dishwasher")]
+    problems = lookalike_problems(rows, ["fridge"], "ME")
+    flagged = sorted(int(p.split(":")[0].removeprefix("row ")) for p in problems)
+    assert flagged == [2, 4, 5], problems
+    assert "looks like 'fridge'" in problems[0] and "looks like 'oven'" in problems[1]
+    assert name_problem("evil\x1b[2J", "ME") is not None and name_problem("kit\u202echen", "alliance") is not None
+    assert name_problem("smart-laundry ", "alliance") is not None and name_problem("fridge", "ME") is None

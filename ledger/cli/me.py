@@ -50,7 +50,12 @@ def register(app: App, name, signer, payout, parent, account_alias, safe):
         payout_address = s.address(payout, "--payout") if payout else signer_address
         parent_id = s.chain.me_id_by_name(parent) if parent else 0
         me_id, name = register_me(
-            s.chain, name, payout_address, signer_address, parent_id, sender=s.role_actor("platform", account_alias, safe)
+            s.chain,
+            name,
+            payout_address,
+            signer_address,
+            parent_id,
+            sender=s.role_actor("platform", account_alias, safe),
         )
     shown_name = shown(name, quote=True)
     click.echo(f"registered ME {shown_name} as id {me_id}: signer {signer_address}, payout {payout_address}")

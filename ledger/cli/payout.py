@@ -94,7 +94,8 @@ def _show_outcome(s, lines, outcome, token, symbol, as_json):
         echo_json({"token": token,
                    "paid": rows(outcome.paid) if outcome else [],
                    "skipped": rows(outcome.skipped) if outcome else [],
-                   "failed": [{"me": names.get(i, str(i)), "id": i, "why": w} for i, w in outcome.failed] if outcome else [],
+                   "failed": [{"me": names.get(i, str(i)), "id": i, "why": w}
+                              for i, w in (outcome.failed if outcome else [])],
                    "total_paid": s.units(outcome.total_paid if outcome else 0, token),
                    "transactions": outcome.transactions if outcome else 0,
                    "gas": outcome.gas if outcome else 0})  # fmt: skip

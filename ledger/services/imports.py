@@ -32,10 +32,12 @@ from __future__ import annotations
 
 import csv
 import json
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ledger import words
 from ledger.chain.connect import checked_address
 from ledger.chain.transact import NonceTaken
 from ledger.errors import InputError, LedgerError
@@ -54,20 +56,46 @@ PROPOSAL_GAS_BUDGET = 8_000_000  # gas per proposeAgreements transaction
 def name_problem(name: str, what: str) -> str | None:
     """Why ``name`` cannot name an ME or an alliance (``what``: "ME" or "alliance"), or None.
 
-    The one place imports check names: it will call the project's name rules (ledger/names.py) once
-    they exist. Today: the contract's limits (1-64 bytes for an ME, 1-32 for an alliance), no
-    surrounding spaces, no control characters."""
+    The character rules are :func:`ledger.names.problem`'s (the ones `me register` and `alliance
+    propose` apply); the size is the contract's limit (1-64 bytes for an ME, 1-32 for an alliance).
+    Lookalikes of other names are :func:`lookalike_problems`'."""
+    from ledger.names import problem, shown
+
     if not isinstance(name, str) or not name:
         return f"{what} name is empty"
+    reason = problem(name)
+    if reason:
+        return f"{what} name {shown(name, quote=True)} {reason}"
     limit = ME_NAME_MAX_BYTES if what == "ME" else 32
-    size = len(name.encode("utf-8"))
+    size = len(unicodedata.normalize("NFC", name).encode("utf-8"))
     if size > limit:
-        return f"{what} name {name!r} is {size} bytes; the limit is {limit}"
-    if name != name.strip():
-        return f"{what} name {name!r} has spaces around it"
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        return f"{what} name {name!r} contains a control character"
+        return f"{what} name {shown(name, quote=True)} is {size} bytes; the limit is {limit}"
     return None
+
+
+def lookalike_problems(rows: list[tuple[int, str]], existing: list[str], what: str) -> list[str]:
+    """For each (row, name) to register, in file order: a problem when it looks like an existing name or
+    an earlier row's (the same keys after case folding and Unicode's confusable mapping, see
+    :func:`ledger.names.collision_keys`). One pass over each list: keys are looked up, not compared."""
+    from ledger.names import collision_keys, shown
+
+    owner: dict[str, str] = {}
+    for other in existing:
+        for key in collision_keys(other):
+            owner.setdefault(key, other)
+    problems = []
+    for row, name in rows:
+        keys = collision_keys(name)
+        clash = next((owner[k] for k in keys if k in owner and owner[k] != name), None)
+        if clash is not None:
+            problems.append(
+                f"row {row}: {what} name {shown(name, quote=True)} looks like {shown(clash, quote=True)} (same "
+                f"letters after case folding and lookalike characters); choose a distinct name"
+            )
+            continue
+        for key in keys:
+            owner.setdefault(key, name)
+    return problems
 
 
 # -- reading ------------------------------------------------------------------------------------------
@@ -204,6 +232,8 @@ def check_me_file(chain, path: Path) -> tuple[list[MERow], list[MERow]]:
         if name is not None and (problem := name_problem(name, "ME")):
             problems.add(f"row {row}: name: {problem}")
             name = None
+        if name is not None:
+            name = unicodedata.normalize("NFC", name)  # stored in NFC, as `me register` stores it
         signer = _address(record, "signer", row, problems)
         payout = _address(record, "payout", row, problems, optional=True)
         parent = _text(record, "parent", row, problems, optional=True) or ""
@@ -246,9 +276,16 @@ def check_me_file(chain, path: Path) -> tuple[list[MERow], list[MERow]]:
             if str(have).lower() != str(want).lower()
         ]
         if differs:
-            problems.add(f"row {r.row}: ME {r.name!r} is registered (id {me.id}) with other values: {'; '.join(differs)}")
+            problems.add(
+                f"row {r.row}: ME {r.name!r} is registered (id {me.id}) with other values: {'; '.join(differs)}"
+            )
         else:
             same.append(r)
+    if new:
+        count = chain.me_count()
+        everyone = [me.name for me in chain.mes_by_id(list(range(1, count + 1)))] if count else []
+        for problem in lookalike_problems([(r.row, r.name) for r in new], everyone, "ME"):
+            problems.add(problem)
     if problems.total:
         raise InputError(list(problems), source=str(path), total=problems.total)
     return new, same
@@ -369,11 +406,11 @@ def check_alliance_file(chain, path: Path, default_token: str | None, decimals_o
             problems.add(f"row {row}: token is missing and the deployment records none")
         target = record.get("target") or ""
         if not isinstance(target, str):
-            problems.add(f"row {row}: target must be a decimal string, e.g. \"300000\"")
+            problems.add(f'row {row}: target must be a decimal string, e.g. "300000"')
             target = None
         parties = record.get("parties")
         if not isinstance(parties, list) or not all(isinstance(p, dict) for p in parties):
-            problems.add(f"row {row}: parties must be a list of {{\"me\", \"share\", \"excess\"}} objects")
+            problems.add(f'row {row}: parties must be a list of {{"me", "share", "excess"}} objects')
             continue
         if name is None or token is None or target is None:
             continue
@@ -389,7 +426,8 @@ def check_alliance_file(chain, path: Path, default_token: str | None, decimals_o
     for row, name, token, target, parties in parsed:
         before = problems.total
         if not 2 <= len(parties) <= MAX_PARTIES:
-            problems.add(f"row {row}: alliance {name!r} has {len(parties)} parties; it needs 2 to {MAX_PARTIES}")
+            counted = words.count(len(parties), "party")
+            problems.add(f"row {row}: alliance {name!r} has {counted}; it needs 2 to {MAX_PARTIES}")
         shares: dict[int, int] = {}
         excess: dict[int, int] = {}
         for party in parties:
@@ -432,7 +470,7 @@ def check_alliance_file(chain, path: Path, default_token: str | None, decimals_o
     hashes = chain.views([("termsHashOf", (a.id, 1)) for _, a in on_chain]) if on_chain else []
     mine = chain.views([("hashTerms", (c.terms.as_tuple(),)) for c, _ in on_chain]) if on_chain else []
     same_names = set()
-    for (c, a), have, want in zip(on_chain, hashes, mine, strict=True):
+    for (c, _), have, want in zip(on_chain, hashes, mine, strict=True):
         if bytes(have) == bytes(want):
             same_names.add(c.name)
         else:
