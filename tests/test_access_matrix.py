@@ -185,8 +185,9 @@ def row_of(function: str, w: World) -> Row:
         )
     if function == "registerMEs":
         return Row(
-            lambda s: _raw(lambda: c.registerMEs(["matrix-a", "matrix-b"], [new_payout] * 2, [new_signer] * 2, [0, 0],
-                                                 sender=s)),  # fmt: skip
+            lambda s: _raw(
+                lambda: c.registerMEs(["matrix-a", "matrix-b"], [new_payout] * 2, [new_signer] * 2, [0, 0], sender=s)
+            ),  # fmt: skip
             lambda: int(c.meCount()),
             lambda before: before + 2,
             "PLATFORM_ROLE",

@@ -55,9 +55,9 @@ def test_me_import_registers_every_row_in_order_and_a_rerun_skips_them(cli, tmp_
     assert len(mes(cli)) == len(found)
     jsonl = tmp_path / "more.jsonl"
     jsonl.write_text(json.dumps({"name": "iron", "signer": dev(6), "payout": dev(10), "parent": "hub"}) + "\n")
-    assert "dry run: 1 MEs would be registered" in cli.run("me", "import", str(jsonl), "--dry-run").out
+    assert "dry run: 1 ME would be registered" in cli.run("me", "import", str(jsonl), "--dry-run").out
     assert "iron" not in mes(cli)
-    assert "registered 1 MEs" in cli.run("me", "import", str(jsonl)).out
+    assert "registered 1 ME;" in cli.run("me", "import", str(jsonl)).out
 
 
 def test_me_import_lists_every_bad_row_and_registers_nothing(cli, tmp_path):
@@ -116,7 +116,7 @@ def test_alliance_import_proposes_version_one_of_each_and_a_rerun_skips_them(cli
         ("imp-csv", "a-one", 2500, "", "", ""),
         ("imp-csv", "a-three", 7500, "", "", ""),
     ], header="alliance,party,share,excess,target,token")  # fmt: skip
-    assert "proposed 1 alliances" in cli.run("alliance", "import", str(csv)).out
+    assert "proposed 1 alliance " in cli.run("alliance", "import", str(csv)).out
     changed = tmp_path / "changed.jsonl"
     parties = [{"me": "a-one", "share": 5000}, {"me": "a-two", "share": 5000}]
     changed.write_text(json.dumps({"name": "imp-flat", "parties": parties}) + "\n")
@@ -174,7 +174,7 @@ def test_a_payout_run_pays_each_selected_me_at_its_payout_address_and_a_rerun_pa
     big = json.loads(cli.run("payout", "run", "--alliance", "pay-run", "--min", "40", "--dry-run", "--json").out)
     assert [m["me"] for m in big["mes"]] == ["p-one"]
     out = cli.run("payout", "run", "--alliance", "pay-run", "--me", "p-two", "--account", "dev0").out
-    assert "paid 1 MEs 30.003000" in out
+    assert "paid 1 ME 30.003000" in out
     out = cli.run("payout", "run", "--alliance", "pay-run", "--batch-size", "1").out
     assert "paid 2 MEs 70.007000" in out and "skipped 0" in out
     for name in ("p-one", "p-two", "p-three"):

@@ -99,7 +99,13 @@ def test_an_me_listed_twice_in_one_run_is_paid_once(ledger, token, kitchen, payo
 
 
 def test_a_payout_address_blocked_by_the_token_is_skipped_and_keeps_its_balance_while_the_others_are_paid(
-    ledger, kitchen, payouts, attacker, admin, token_for, settled_kitchen  # noqa: F811
+    ledger,
+    kitchen,
+    payouts,
+    attacker,
+    admin,
+    token_for,  # noqa: F811
+    settled_kitchen,  # noqa: F811
 ):
     blk = token_for("BlocklistToken")
     settled_kitchen(blk.address)
@@ -127,7 +133,11 @@ def test_a_payout_address_blocked_by_the_token_is_skipped_and_keeps_its_balance_
 
 
 def test_a_token_returning_false_skips_every_me_and_moves_nothing(
-    ledger, kitchen, attacker, token_for, settled_kitchen  # noqa: F811
+    ledger,
+    kitchen,
+    attacker,
+    token_for,  # noqa: F811
+    settled_kitchen,  # noqa: F811
 ):
     frt = token_for("FalseReturnToken")
     settled_kitchen(frt.address)
@@ -140,7 +150,15 @@ def test_a_token_returning_false_skips_every_me_and_moves_nothing(
 
 @pytest.mark.parametrize("bubble", [False, True], ids=["swallowed", "bubbled"])
 def test_a_receiver_that_reenters_is_refused_and_a_reverting_one_is_skipped(
-    ledger, funded, kitchen, alliance_of, platform, attacker, admin, evil, bubble  # noqa: F811
+    ledger,
+    funded,
+    kitchen,
+    alliance_of,  # noqa: F811
+    platform,
+    attacker,
+    admin,
+    evil,  # noqa: F811
+    bubble,  # noqa: F811
 ):
     """The token notifies the receiving contract (ERC-777/1363 style), which calls `payout` again. Swallowed,
     the nested call is refused by the guard and the ME is paid once; bubbled, the receiver reverts the

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ledger import words
 from ledger.names import shown
 
 from .context import App, account_option, pass_app
@@ -525,12 +526,17 @@ def import_(app: App, file, dry_run, account_alias):
     with app.session() as s:
         sender = None if dry_run else s.role_account("platform", account_alias)
         summary = import_alliances(s.chain, Path(file), sender=sender, default_token=s.record.token,
-                                   decimals_of=s.decimals, dry_run=dry_run)  # fmt: skip
+                                   decimals_of=s.decimals, dry_run=dry_run, from_block=s.record.block)  # fmt: skip
     new = summary.rows - summary.skipped
     if dry_run:
-        click.echo(f"dry run: {new} alliances would be proposed, {summary.skipped} exist already; nothing sent")
+        click.echo(
+            f"dry run: {words.count(new, 'alliance')} would be proposed, {summary.skipped} "
+            f"{words.plural(summary.skipped, 'exists', 'exist')} already; nothing sent"
+        )
     else:
-        click.echo(f"proposed {summary.sent} alliances (version 1); {summary.skipped} existed already (skipped)")
+        click.echo(
+            f"proposed {words.count(summary.sent, 'alliance')} (version 1); {summary.skipped} existed already (skipped)"
+        )
         if summary.sent:
             click.echo("next: each party signs (`ledger alliance sign NAME --account ACCOUNT`), then "
                        "`ledger alliance submit NAME`")  # fmt: skip

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from ledger import words
+
 from .context import App, account_option, pass_app, role_options
 
 
@@ -292,6 +294,12 @@ def import_(app: App, file, dry_run, account_alias):
         summary = import_mes(s.chain, Path(file), sender=sender, dry_run=dry_run)
     new = summary.rows - summary.skipped
     if dry_run:
-        click.echo(f"dry run: {new} MEs would be registered, {summary.skipped} are registered already; nothing sent")
+        click.echo(
+            f"dry run: {words.count(new, 'ME', 'MEs')} would be registered, {summary.skipped} "
+            f"{words.plural(summary.skipped, 'is', 'are')} registered already; nothing sent"
+        )
     else:
-        click.echo(f"registered {summary.sent} MEs; {summary.skipped} were registered already (skipped)")
+        click.echo(
+            f"registered {words.count(summary.sent, 'ME', 'MEs')}; {summary.skipped} "
+            f"{words.plural(summary.skipped, 'was', 'were')} registered already (skipped)"
+        )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from ledger import words
+
 from .context import App, account_option, pass_app
 
 
@@ -108,6 +110,7 @@ def _show_outcome(s, lines, outcome, token, symbol, as_json):
                    f"{symbol}; the ME keeps its balance (a later run, or `ledger withdraw`)")  # fmt: skip
     for me_id, why in outcome.failed:
         click.echo(f"failed {names.get(me_id, me_id)}: {why}; the ME keeps its balance")
-    click.echo(f"paid {len(outcome.paid)} MEs {s.units(outcome.total_paid, token)} {symbol} in "
-               f"{outcome.transactions} transactions ({outcome.gas:,} gas); skipped {len(outcome.skipped)}, "
-               f"failed {len(outcome.failed)}")  # fmt: skip
+    paid = words.count(len(outcome.paid), "ME", "MEs")
+    sent = words.count(outcome.transactions, "transaction")
+    click.echo(f"paid {paid} {s.units(outcome.total_paid, token)} {symbol} in {sent} ({outcome.gas:,} gas); "
+               f"skipped {len(outcome.skipped)}, failed {len(outcome.failed)}")  # fmt: skip

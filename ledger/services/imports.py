@@ -387,8 +387,9 @@ def _alliance_records(path: Path, problems: _Problems) -> Iterator[tuple[int, di
 
 
 def check_alliance_file(chain, path: Path, default_token: str | None, decimals_of: Callable[[str], int],
-                        ) -> tuple[list[AllianceRow], list[AllianceRow]]:  # fmt: skip
-    """(alliances to propose, alliances already on chain with these terms); InputError with every problem."""
+                        from_block: int = 0) -> tuple[list[AllianceRow], list[AllianceRow]]:  # fmt: skip
+    """(alliances to propose, alliances already on chain with these terms); InputError with every problem.
+    New names are checked for lookalikes against every alliance proposed since ``from_block``."""
     problems = _Problems()
     parsed: list[tuple[int, str, str, str, list]] = []
     first_row: dict[str, int] = {}
@@ -476,6 +477,13 @@ def check_alliance_file(chain, path: Path, default_token: str | None, decimals_o
         else:
             problems.add(f"row {c.row}: alliance {c.name!r} exists with other terms (version 1); use "
                          f"`ledger alliance amend` to change them")  # fmt: skip
+    taken = {c.name for c, _ in on_chain}
+    fresh = [(c.row, c.name) for c in candidates if c.name not in taken]
+    if fresh:
+        from ledger.services.alliances import alliance_names
+
+        for problem in lookalike_problems(fresh, alliance_names(chain, from_block), "alliance"):
+            problems.add(problem)
     if problems.total:
         raise InputError(list(problems), source=str(path), total=problems.total)
     new = [c for c in candidates if c.name not in same_names and c.name not in {x.name for x, _ in on_chain}]
@@ -483,8 +491,8 @@ def check_alliance_file(chain, path: Path, default_token: str | None, decimals_o
 
 
 def import_alliances(chain, path: Path, *, sender, default_token: str | None, decimals_of,
-                     dry_run: bool = False, progress=None) -> ImportSummary:  # fmt: skip
-    new, same = check_alliance_file(chain, path, default_token, decimals_of)
+                     dry_run: bool = False, progress=None, from_block: int = 0) -> ImportSummary:  # fmt: skip
+    new, same = check_alliance_file(chain, path, default_token, decimals_of, from_block)
     summary = ImportSummary(rows=len(new) + len(same), skipped=len(same))
     if dry_run or not new:
         return summary
