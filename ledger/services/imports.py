@@ -170,6 +170,21 @@ def _address(record: dict, key: str, row: int, problems: _Problems, *, optional:
 # -- sending ------------------------------------------------------------------------------------------
 
 
+def _send_batches(chain, sender, items, progress, summary: ImportSummary, total: int, not_done: str, done: str):
+    """Send every batch of an import (:func:`_send_all`); the summary, or one error naming the first failed
+    batch's first row (a re-run skips what landed)."""
+    failed = _send_all(chain, sender, items, progress)
+    lost = sum(len(rows) for rows, _ in failed)
+    summary.sent = total - lost
+    if failed:
+        rows, why = failed[0]
+        raise LedgerError(
+            f"{lost} of {total} {not_done} (a batch from row {rows[0].row}, {rows[0].name!r}: {why}); "
+            f"run the same import again: {done} rows are skipped"
+        )
+    return summary
+
+
 def _send_all(chain, sender, items: Sequence[tuple[object, bytes, int]], progress=None) -> list[tuple[object, str]]:
     """Send ``(key, calldata, gas)`` to the ledger in order through one pipeline; the keys that failed."""
     pipeline = chain.pipeline(sender)
@@ -317,16 +332,7 @@ def import_mes(chain, path: Path, *, sender, dry_run: bool = False, progress=Non
         data = register.encode([r.name for r in rows], [r.payout for r in rows], [r.signer for r in rows],
                                parent_ids[start : start + ME_BATCH])  # fmt: skip
         items.append((rows, data, 50_000 + REGISTER_GAS * len(rows)))
-    failed = _send_all(chain, sender, items, progress)
-    lost = sum(len(rows) for rows, _ in failed)
-    summary.sent = len(new) - lost
-    if failed:
-        rows, why = failed[0]
-        raise LedgerError(
-            f"{lost} of {len(new)} MEs were not registered (a batch from row {rows[0].row}, {rows[0].name!r}: "
-            f"{why}); run the same import again: registered rows are skipped"
-        )
-    return summary
+    return _send_batches(chain, sender, items, progress, summary, len(new), "MEs were not registered", "registered")
 
 
 # -- alliances ----------------------------------------------------------------------------------------
@@ -516,13 +522,4 @@ def import_alliances(chain, path: Path, *, sender, default_token: str | None, de
         gas += cost
     if batch:
         flush()
-    failed = _send_all(chain, sender, items, progress)
-    lost = sum(len(rows) for rows, _ in failed)
-    summary.sent = len(new) - lost
-    if failed:
-        rows, why = failed[0]
-        raise LedgerError(
-            f"{lost} of {len(new)} alliances were not proposed (a batch from row {rows[0].row}, {rows[0].name!r}: "
-            f"{why}); run the same import again: proposed rows are skipped"
-        )
-    return summary
+    return _send_batches(chain, sender, items, progress, summary, len(new), "alliances were not proposed", "proposed")
