@@ -1,5 +1,5 @@
 """Settings: where the ledger keeps its data, where the local node listens, how settlement behaves.
-No chain imports here.
+No chain imports here: the chain layer reads these (``TxPolicy.from_settings``), never the reverse.
 
 Every setting can come from the environment with the ``LEDGER_`` prefix (``LEDGER_DATA_DIR``,
 ``LEDGER_PORT``, ``LEDGER_BATCH_GAS``, ...); command-line options override them.
@@ -75,19 +75,6 @@ class Settings(BaseModel):
             return self.confirmations
         return 0 if self.is_local else 12
 
-    def tx_policy(self):
-        from ledger.chain.transact import TxPolicy
-
-        return TxPolicy(
-            timeout=self.tx_timeout,
-            recheck=2.0 if self.is_local else 15.0,
-            confirmations=self.confirmation_depth,
-            kick=self.is_local,
-            window=self.tx_window,
-            max_fee=_wei(self.max_fee_gwei),
-            priority_fee=_wei(self.priority_fee_gwei),
-        )
-
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> Settings:
         env = os.environ if environ is None else environ
@@ -98,7 +85,3 @@ class Settings(BaseModel):
                 values[name] = env[key]
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
-
-
-def _wei(gwei: Decimal | None) -> int | None:
-    return None if gwei is None else int(gwei * 10**9)

@@ -119,9 +119,9 @@ def build_history(env: dict) -> dict:
     from ledger.chain.connect import account, connected
     from ledger.chain.deployment import DeploymentStore
     from ledger.chain.ledger import contract_errors
+    from ledger.chain.open import open_deployment
     from ledger.config import Settings
     from ledger.models import RevenueEvent, Terms
-    from ledger.services.deploy import open_deployment
     from ledger.services.settlement import Settler
 
     rng = random.Random(SEED)

@@ -51,9 +51,9 @@ def set_up(env: dict) -> list[str]:
     from ledger.chain.connect import account, connected
     from ledger.chain.deployment import DeploymentStore
     from ledger.chain.ledger import contract_errors
+    from ledger.chain.open import open_deployment
     from ledger.config import Settings
     from ledger.models import Terms
-    from ledger.services.deploy import open_deployment
 
     rng = random.Random(SEED)
     settings = Settings.from_env(env)
@@ -122,16 +122,17 @@ def grow(env: dict, events: Events, count: int) -> None:
     """Settle ``count`` events in this process (the Python layer, with the local index)."""
     from ledger.chain.connect import account, connected
     from ledger.chain.deployment import DeploymentStore
+    from ledger.chain.open import open_deployment
+    from ledger.chain.transact import TxPolicy
     from ledger.config import Settings
     from ledger.index import LedgerIndex, index_path
     from ledger.models import RevenueEvent
-    from ledger.services.deploy import open_deployment
     from ledger.services.settlement import Settler
 
     settings = Settings.from_env(env)
     with connected(settings):
         chain, record = open_deployment(DeploymentStore(settings.deployments_dir))
-        chain.policy = settings.tx_policy()
+        chain.policy = TxPolicy.from_settings(settings)
         index = LedgerIndex(index_path(settings.data_dir, record.chain_id, record.ledger), chain_id=record.chain_id,
                             ledger=record.ledger, from_block=record.block, abi=chain._abi_json)  # fmt: skip
         settler = Settler(chain, account("dev2", settings), from_block=record.block, index=index)

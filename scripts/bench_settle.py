@@ -66,9 +66,9 @@ def set_up(env: dict) -> tuple[list[tuple[str, int]], int]:
     from ledger.chain.connect import account, connected
     from ledger.chain.deployment import DeploymentStore
     from ledger.chain.ledger import contract_errors
+    from ledger.chain.open import open_deployment
     from ledger.config import Settings
     from ledger.models import Terms
-    from ledger.services.deploy import open_deployment
 
     rng = random.Random(SEED)
     settings = Settings.from_env(env)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from ledger.chain.deployment import DeploymentStore
+from ledger.chain.open import open_deployment
 from ledger.config import Settings
 from ledger.errors import ChainUnavailable, LedgerError
 from ledger.models import RevenueEvent
-from ledger.services.deploy import deploy_or_reuse, open_deployment
+from ledger.services.deploy import deploy_or_reuse
 from ledger.services.reports import payouts
 from ledger.services.settlement import Settler
 

@@ -330,19 +330,6 @@ def checked_address(value: str, option: str = "address") -> str:
     return to_checksum_address(value)
 
 
-def address_of(value: str, settings: Settings, option: str = "address") -> str:
-    """A checksummed address from ``0x...`` (see :func:`checked_address`), the name of a Safe made with
-    ``ledger safe create``, or an account alias."""
-    if value[:2] in ("0x", "0X"):
-        return checked_address(value, option)
-    from ledger.services.safes import SafeStore
-
-    safe = SafeStore(settings.data_dir).address(value)
-    if safe is not None:
-        return safe
-    return account(value, settings, signing=False).address
-
-
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0][:200] if text else err.__class__.__name__

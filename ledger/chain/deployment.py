@@ -47,6 +47,17 @@ class DeploymentStore:
                 f"deployment record {path} is unreadable ({err.__class__.__name__}); move it away and deploy again"
             ) from None
 
+    def listing(self) -> list[dict]:
+        """Every record in the folder as its JSON says, for display (``ledger chain status``); an
+        unreadable file is listed as ``{"file": ..., "error": "unreadable"}``."""
+        records = []
+        for path in sorted(self.folder.glob("*.json")) if self.folder.exists() else []:
+            try:
+                records.append(json.loads(path.read_text()))
+            except ValueError:
+                records.append({"file": str(path), "error": "unreadable"})
+        return records
+
     def save(self, record: DeploymentRecord) -> Path:
         """Write atomically (temp file + rename), so a crash never leaves half a record."""
         self.folder.mkdir(parents=True, exist_ok=True)

@@ -120,6 +120,14 @@ class HttpRpc:
                 raise RpcError(method, reply["error"])
             time.sleep(0.01 * (attempt + 1))
 
+    def chain_id(self) -> int:
+        """The node's chain id."""
+        return int(self.request("eth_chainId"), 16)
+
+    def has_code(self, address: str, block: str = "latest") -> bool:
+        """Whether a contract is deployed at ``address`` (a fresh chain has none where a record says)."""
+        return self.request("eth_getCode", [address, block]) not in ("0x", "0x0", "", None)
+
     def batch(self, calls: list[tuple[str, list]], *, size: int = 500) -> list[Any]:
         """Results of many calls, in order, sent ``size`` at a time (one at a time if batches are refused)."""
         results: list[Any] = []

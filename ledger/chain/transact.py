@@ -23,10 +23,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ledger.chain.rpc import HttpRpc, RpcError, revert_data
 from ledger.errors import ContractRevert, LedgerError
+
+if TYPE_CHECKING:
+    from ledger.config import Settings
 
 # How nodes say a transaction's nonce is already used: Anvil and Hardhat ("nonce too low", ...), and
 # py-evm's eth-tester ("Invalid transaction nonce: Expected 6, but got 5"; we never skip nonces, so a
@@ -48,6 +51,26 @@ class TxPolicy:
     window: int = 8  # settlement transactions in flight at once (Pipeline)
     max_fee: int | None = None  # wei per gas; None: twice the latest base fee plus the tip
     priority_fee: int | None = None  # wei per gas; None: what the node suggests
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TxPolicy:
+        """The policy the settings ask for (``LEDGER_TX_TIMEOUT``, ``LEDGER_CONFIRMATIONS``, ...): on the
+        local chain a dropped transaction is noticed within 2 s and a stalled node is mined, elsewhere
+        within 15 s and never mined."""
+        return cls(
+            timeout=settings.tx_timeout,
+            recheck=2.0 if settings.is_local else 15.0,
+            confirmations=settings.confirmation_depth,
+            kick=settings.is_local,
+            window=settings.tx_window,
+            max_fee=_wei(settings.max_fee_gwei),
+            priority_fee=_wei(settings.priority_fee_gwei),
+        )
+
+
+def _wei(gwei) -> int | None:
+    """Gwei (a Decimal setting) in wei."""
+    return None if gwei is None else int(gwei * 10**9)
 
 
 @dataclass(frozen=True)

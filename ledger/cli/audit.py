@@ -70,13 +70,16 @@ def audit(app: App, ledger_address, rpc, from_block, page_size, fmt, statement, 
     if statement is not None:
         read_statement(statement)  # an unreadable statement stops the audit before any work
     client = HttpRpc(rpc or _endpoint(app))
+    chain_id = client.chain_id()
     if ledger_address is None:
-        ledger_address, recorded_block = _recorded(app, client)
-        from_block = recorded_block if from_block is None else from_block
+        from ledger.chain.deployment import DeploymentStore
+        from ledger.chain.open import recorded
+
+        record = recorded(DeploymentStore(app.settings.deployments_dir), chain_id, remedy="give --ledger ADDRESS")
+        ledger_address, from_block = record.ledger, record.block if from_block is None else from_block
     from ledger.services.audit import Auditor
     from ledger.services.audit_state import Checkpoint, checkpoint_path
 
-    chain_id = int(client.request("eth_chainId"), 16)
     checkpoint = Checkpoint(checkpoint_path(app.settings.data_dir, chain_id, ledger_address, from_block or 0))
     try:
         report = Auditor(
@@ -114,19 +117,6 @@ def _endpoint(app: App) -> str:
     if not uri:
         raise ChainUnavailable(f"network {app.settings.network} has no HTTP endpoint; give --rpc URL")
     return uri
-
-
-def _recorded(app: App, client) -> tuple[str, int]:
-    from ledger.chain.deployment import DeploymentStore
-    from ledger.errors import ChainUnavailable
-
-    chain_id = int(client.request("eth_chainId"), 16)
-    record = DeploymentStore(app.settings.deployments_dir).load(chain_id)
-    if record is None:
-        raise ChainUnavailable(
-            f"no deployment recorded for chain {chain_id} in {app.settings.deployments_dir}; give --ledger ADDRESS"
-        )
-    return record.ledger, record.block
 
 
 def render(report) -> str:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from .context import App, pass_app
@@ -112,13 +110,7 @@ def status(app: App, as_json: bool):
 
     node = LocalNode(app.settings)
     state = node.status()
-    records = []
-    folder = DeploymentStore(app.settings.deployments_dir)
-    for path in sorted(folder.folder.glob("*.json")) if folder.folder.exists() else []:
-        try:
-            records.append(json.loads(path.read_text()))
-        except ValueError:
-            records.append({"file": str(path), "error": "unreadable"})
+    records = DeploymentStore(app.settings.deployments_dir).listing()
     age = time.time() - state.durable_at if state.durable_at else None
     if as_json:
         from .output import echo_json

@@ -56,10 +56,11 @@ class App:
             yield read
             return
         from ledger.chain.connect import connected
+        from ledger.chain.transact import TxPolicy
 
         _quiet_ape(self.debug)
         with connected(self.settings):
-            read.chain.policy = self.settings.tx_policy()
+            read.chain.policy = TxPolicy.from_settings(self.settings)
             yield read
 
 
@@ -84,32 +85,16 @@ class Session:
     @cached_property
     def _opened(self):
         if self.rpc_url:
-            return self._open_over_rpc()
-        from ledger.services.deploy import open_deployment
+            from ledger.chain.node import LocalNode
+            from ledger.chain.open import open_over_rpc
+
+            return open_over_rpc(self.store, self.rpc_url, node=LocalNode(self.settings))
+        from ledger.chain.open import open_deployment
+        from ledger.chain.transact import TxPolicy
 
         chain, record = open_deployment(self.store)
-        chain.policy = self.settings.tx_policy()
+        chain.policy = TxPolicy.from_settings(self.settings)
         return chain, record
-
-    def _open_over_rpc(self):
-        from ledger.chain.ledger import LedgerChain
-        from ledger.chain.node import LocalNode
-        from ledger.chain.rpc import HttpRpc
-        from ledger.errors import ChainUnavailable
-
-        rpc = HttpRpc(self.rpc_url)
-        node = LocalNode(self.settings)
-        if not node.answers(timeout=2.0):
-            node.wait_until_answering()  # "not running", or "busy" after a wait: never both
-        chain_id = int(rpc.request("eth_chainId"), 16)
-        record = self.store.load(chain_id)
-        if record is None:
-            raise ChainUnavailable(f"no deployment recorded for chain {chain_id} in {self.store.folder}; deploy first")
-        if rpc.request("eth_getCode", [record.ledger, "latest"]) in ("0x", "0x0", None):
-            raise ChainUnavailable(
-                f"chain {chain_id} has no contract at {record.ledger} (a fresh chain?); deploy again"
-            )
-        return LedgerChain.over_rpc(record.ledger, self.rpc_url), record
 
     @property
     def chain(self):
@@ -154,11 +139,19 @@ class Session:
         return account(alias, self.settings, signing=signing)
 
     def address(self, value: str, option: str = "address") -> str:
-        """An address typed as ``0x...`` (a mixed-case one with a valid checksum) or an account alias;
-        ``option`` names the option in errors."""
-        from ledger.chain.connect import address_of
+        """An address typed as ``0x...`` (a mixed-case one with a valid checksum, see
+        :func:`ledger.chain.connect.checked_address`), the name of a Safe made with ``ledger safe create``,
+        or an account alias; ``option`` names the option in errors."""
+        if value[:2] in ("0x", "0X"):
+            from ledger.chain.connect import checked_address
 
-        return address_of(value, self.settings, option)
+            return checked_address(value, option)
+        from ledger.services.safes import SafeStore
+
+        safe = SafeStore(self.settings.data_dir).address(value)
+        if safe is not None:
+            return safe
+        return self.account(value, signing=False).address
 
     def role_account(self, role: str, alias: str | None, *, signing: bool = True):
         """The account for a role: ``--account`` if given, else the alias recorded at deployment."""

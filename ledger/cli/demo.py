@@ -106,6 +106,7 @@ def next_steps(settings, csv_path, down: str) -> str:
 
 
 def _run(s, csv_path, count: int) -> None:
+    from ledger.chain.transact import TxPolicy
     from ledger.errors import NotFoundError
     from ledger.services import alliances
     from ledger.services.deploy import deploy_or_reuse
@@ -120,7 +121,7 @@ def _run(s, csv_path, count: int) -> None:
         s.store, admin=roles["admin"], platform=roles["platform"], finance=roles["finance"],
         sender=roles["admin"], aliases=dict(ROLE_DEFAULTS_LOCAL),
     )  # fmt: skip
-    chain.policy = s.settings.tx_policy()
+    chain.policy = TxPolicy.from_settings(s.settings)
     click.echo(f"{'reused' if reused else 'deployed'} the ledger at {record.ledger} and test token {record.token}")
 
     from ledger.services.registration import register_me

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ledger.chain import ledger as chain_ledger
 from ledger.chain.deployment import DeploymentRecord, DeploymentStore
 from ledger.chain.ledger import LedgerChain
+from ledger.chain.open import reusable
 
 
 def deploy_or_reuse(
@@ -19,9 +19,8 @@ def deploy_or_reuse(
 ) -> tuple[LedgerChain, DeploymentRecord, bool]:
     """The deployment for the connected chain: the recorded one if its code is still there, else a new
     one (recorded). Returns ``(ledger, record, reused)``."""
-    chain_id = chain_ledger.connected_chain_id()
-    record = store.load(chain_id)
-    if record is not None and chain_ledger.has_code(record.ledger):
+    chain_id, record = reusable(store)
+    if record is not None:
         return LedgerChain.at(record.ledger, record.token), record, True
     ledger = LedgerChain.deploy(
         admin=admin, platform=platform, finance=finance, sender=sender, token_decimals=token_decimals
@@ -39,19 +38,6 @@ def deploy_or_reuse(
     )
     store.save(record)
     return ledger, record, False
-
-
-def open_deployment(store: DeploymentStore) -> tuple[LedgerChain, DeploymentRecord]:
-    """The recorded deployment of the connected chain, or a clear error saying how to make one."""
-    from ledger.errors import ChainUnavailable
-
-    chain_id = chain_ledger.connected_chain_id()
-    record = store.load(chain_id)
-    if record is None:
-        raise ChainUnavailable(f"no deployment recorded for chain {chain_id} in {store.folder}; deploy first")
-    if not chain_ledger.has_code(record.ledger):
-        raise ChainUnavailable(f"chain {chain_id} has no contract at {record.ledger} (a fresh chain?); deploy again")
-    return LedgerChain.at(record.ledger, record.token), record
 
 
 def _address(account) -> str:

@@ -43,7 +43,7 @@ from ledger.chain.transact import NonceTaken
 from ledger.errors import InputError, LedgerError
 from ledger.models import MAX_PARTIES, MEStatus, Terms, text_to_bytes32
 from ledger.money import AmountError, parse_amount
-from ledger.revenue_file import _lines, _Problems
+from ledger.revenue_file.parse import Problems, numbered_lines
 
 ME_COLUMNS = ("name", "signer", "payout", "parent")
 ALLIANCE_COLUMNS = ("alliance", "party", "share", "excess", "target", "token")
@@ -101,10 +101,10 @@ def lookalike_problems(rows: list[tuple[int, str]], existing: list[str], what: s
 # -- reading ------------------------------------------------------------------------------------------
 
 
-def _records(path: Path, columns: Sequence[str], required: Sequence[str], problems: _Problems,
+def _records(path: Path, columns: Sequence[str], required: Sequence[str], problems: Problems,
              ) -> Iterator[tuple[int, dict]]:  # fmt: skip
     """(row, {column: value}) of a CSV (header row) or JSON-lines file; shape problems go to ``problems``."""
-    lines = _lines(Path(path), problems)
+    lines = numbered_lines(Path(path), problems)
     first = next(((n, t) for n, t in lines if t.strip()), None)
     if first is None:
         raise InputError(f"{path}: the file is empty")
@@ -140,7 +140,7 @@ def _records(path: Path, columns: Sequence[str], required: Sequence[str], proble
         yield number, dict(zip(header, (v.strip() for v in values), strict=True))
 
 
-def _text(record: dict, key: str, row: int, problems: _Problems, *, optional: bool = False) -> str | None:
+def _text(record: dict, key: str, row: int, problems: Problems, *, optional: bool = False) -> str | None:
     value = record.get(key)
     if value is None or value == "":
         if not optional:
@@ -152,7 +152,7 @@ def _text(record: dict, key: str, row: int, problems: _Problems, *, optional: bo
     return value
 
 
-def _address(record: dict, key: str, row: int, problems: _Problems, *, optional: bool = False) -> str | None:
+def _address(record: dict, key: str, row: int, problems: Problems, *, optional: bool = False) -> str | None:
     value = _text(record, key, row, problems, optional=optional)
     if value is None:
         return None
@@ -235,7 +235,7 @@ class MERow:
 
 def check_me_file(chain, path: Path) -> tuple[list[MERow], list[MERow]]:
     """(rows to register, rows already registered identically); InputError with every problem."""
-    problems = _Problems()
+    problems = Problems()
     rows: list[MERow] = []
     first_row: dict[str, int] = {}
     for row, record in _records(path, ME_COLUMNS, ("name", "signer"), problems):
@@ -345,7 +345,7 @@ class AllianceRow:
     terms: Terms
 
 
-def _share(value, row: int, what: str, problems: _Problems) -> int | None:
+def _share(value, row: int, what: str, problems: Problems) -> int | None:
     if isinstance(value, bool) or value is None or value == "":
         problems.add(f"row {row}: {what} is missing")
         return None
@@ -362,7 +362,7 @@ def _share(value, row: int, what: str, problems: _Problems) -> int | None:
     return number
 
 
-def _alliance_records(path: Path, problems: _Problems) -> Iterator[tuple[int, dict]]:
+def _alliance_records(path: Path, problems: Problems) -> Iterator[tuple[int, dict]]:
     """One dict per alliance, in the JSON-lines shape, whichever format the file has."""
     group: tuple[int, dict] | None = None
     seen: dict[str, int] = {}
@@ -396,7 +396,7 @@ def check_alliance_file(chain, path: Path, default_token: str | None, decimals_o
                         from_block: int = 0) -> tuple[list[AllianceRow], list[AllianceRow]]:  # fmt: skip
     """(alliances to propose, alliances already on chain with these terms); InputError with every problem.
     New names are checked for lookalikes against every alliance proposed since ``from_block``."""
-    problems = _Problems()
+    problems = Problems()
     parsed: list[tuple[int, str, str, str, list]] = []
     first_row: dict[str, int] = {}
     for row, record in _alliance_records(path, problems):

@@ -1,28 +1,6 @@
-"""Revenue event files: CSV or JSON lines, read without touching the chain.
-
-CSV: a header row naming exactly the columns ``reference,alliance,amount,period`` (any order, any
-case), then one event per row. UTF-8 with or without a BOM; LF or CRLF line ends.
-
-A row whose fields are all empty (``,,,``: spreadsheets export them after the last row) is skipped
-and counted (:attr:`SpooledEvents.blank_rows`); a UTF-16 file (what "Unicode text" means to Excel) is
-refused with how to save it as UTF-8.
-
-References are Unicode NFC: a reference typed in another form (``e`` + U+0301 for ``é``) is the same
-reference as its NFC form, and is settled (and compared with what was settled before) as that form;
-see docs/input-rules.md. Alliance names must match the alliance's name exactly.
-
-JSON lines: one object per line with the keys ``reference``, ``alliance``, ``amount`` and ``period``.
-Amounts are decimal strings (``"12.50"``): a JSON number with a fraction is refused, because it would
-pass through a float. Blank lines are skipped.
-
-Both formats take an optional ``reverses`` column (key): the reference of a settled event the row
-reverses (a return or correction, see docs/reversals.md). Empty (or null, or absent) for revenue.
-
-Rows are numbered as lines of the file (the CSV header is row 1), so "row 48211" is line 48211 in any
-editor. Reading happens in two steps: :func:`read_rows` checks the shape of every row; :func:`to_events`
-converts amounts with each alliance's token decimals. Every problem found is kept (up to
-``MAX_PROBLEMS``) so one run of the command lists them all.
-"""
+"""Reading a revenue file's rows: the CSV and JSON-lines formats (described in
+:mod:`ledger.revenue_file`), each row checked field by field, then converted to events with each
+alliance's token decimals. Every problem is kept by row (up to ``MAX_PROBLEMS``)."""
 
 from __future__ import annotations
 
@@ -52,7 +30,7 @@ class RawRow:
     reverses: str | None = None  # the reference of the settled event this row reverses
 
 
-class _Problems(list):
+class Problems(list):
     """Problems found, the first ``MAX_PROBLEMS`` kept (a file of garbage stays small in memory); also
     the empty rows skipped (their count, and the first few row numbers)."""
 
@@ -70,7 +48,7 @@ class _Problems(list):
     def add(self, text: str) -> None:
         self.append(text)
 
-    def append(self, text: str) -> None:  # what `_Converter` appends counts too
+    def append(self, text: str) -> None:  # what `Converter` appends counts too
         self.total += 1
         if len(self) < MAX_PROBLEMS:
             super().append(text)
@@ -85,7 +63,7 @@ def detect_format(path: Path, first_line: str) -> str:
     return "jsonl" if first_line.lstrip().startswith("{") else "csv"
 
 
-def _lines(path: Path, problems: _Problems, *, header: bool = True) -> Iterator[tuple[int, str]]:
+def numbered_lines(path: Path, problems: Problems, *, header: bool = True) -> Iterator[tuple[int, str]]:
     """Decoded lines with their numbers; a line that is not UTF-8 becomes a problem and is skipped (a
     header that is not UTF-8 stops the reading: nothing after it can be read correctly)."""
     try:
@@ -125,7 +103,7 @@ class _FractionalNumber(str):
     """Marks a JSON number with a fraction or exponent (kept as text so no float is ever made)."""
 
 
-def _period(value, row: int, problems: _Problems) -> int | None:
+def _period(value, row: int, problems: Problems) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int | str):
         problems.add(f"row {row}: period must be a whole number like 202611, got {type(value).__name__}")
         return None
@@ -136,7 +114,7 @@ def _period(value, row: int, problems: _Problems) -> int | None:
     return int(text)
 
 
-def _reverses(row: int, value, reference, problems: _Problems) -> tuple[bool, str | None]:
+def _reverses(row: int, value, reference, problems: Problems) -> tuple[bool, str | None]:
     """The optional ``reverses`` field: (ok, the original's reference or None)."""
     if value is None:
         return True, None
@@ -161,7 +139,7 @@ def _reverses(row: int, value, reference, problems: _Problems) -> tuple[bool, st
     return True, text
 
 
-def _check(row: int, reference, alliance, amount, period, problems: _Problems, reverses=None) -> RawRow | None:
+def _check(row: int, reference, alliance, amount, period, problems: Problems, reverses=None) -> RawRow | None:
     if reverses is not None:
         ok, original = _reverses(row, reverses, reference, problems)
         raw = _check(row, reference, alliance, amount, period, problems)
@@ -213,7 +191,7 @@ def _nfc(reference: str) -> str:
     return reference if reference.isascii() else unicodedata.normalize("NFC", reference)
 
 
-def _read_csv(lines: Iterator[tuple[int, str]], first: tuple[int, str], problems: _Problems) -> Iterator[RawRow]:
+def _read_csv(lines: Iterator[tuple[int, str]], first: tuple[int, str], problems: Problems) -> Iterator[RawRow]:
     header_row, header_text = first
     header = [h.strip().lower() for h in next(csv.reader([header_text]))]
     missing = [c for c in COLUMNS if c not in header]
@@ -253,7 +231,7 @@ def _read_csv(lines: Iterator[tuple[int, str]], first: tuple[int, str], problems
             yield row
 
 
-def _read_jsonl(lines: Iterator[tuple[int, str]], first: tuple[int, str], problems: _Problems) -> Iterator[RawRow]:
+def _read_jsonl(lines: Iterator[tuple[int, str]], first: tuple[int, str], problems: Problems) -> Iterator[RawRow]:
     def chain_first():
         yield first
         yield from lines
@@ -294,7 +272,7 @@ def iter_rows(path: Path, problems: list[str]) -> Iterator[RawRow]:
     """The well-formed rows of the file one at a time (constant memory); a problem per malformed one is
     added to ``problems``. Raises :class:`InputError` for a file that cannot be read at all."""
     path = Path(path)
-    lines = _lines(path, problems, header=detect_format(path, "") == "csv")
+    lines = numbered_lines(path, problems, header=detect_format(path, "") == "csv")
     first = next(((n, t) for n, t in lines if t.strip()), None)
     if first is None:
         raise InputError(problems or ["the file is empty; expected a header row reference,alliance,amount,period"])
@@ -311,209 +289,17 @@ def iter_rows(path: Path, problems: list[str]) -> Iterator[RawRow]:
 def check_start(path: Path) -> None:
     """Raise :class:`InputError` for a file that is unreadable, empty, header-only or has a bad header,
     reading only as far as its first event (so before any connection is made)."""
-    next(iter_rows(path, _Problems()), None)
+    next(iter_rows(path, Problems()), None)
 
 
 def read_rows(path: Path) -> tuple[list[RawRow], list[str]]:
     """Every well-formed row of the file, and a problem per malformed one (by row and field)."""
-    problems = _Problems()
+    problems = Problems()
     rows = list(iter_rows(path, problems))
     return rows, list(problems)
 
 
-def check_file(
-    path: Path,
-    decimals_of: Callable[[str], int],
-    *,
-    spill_dir: Path | None = None,
-    spool: SpooledEvents | None = None,
-) -> tuple[list[str], int]:
-    """The file's problems, by row (the first ``MAX_PROBLEMS`` of them), and how many there are in all,
-    reading it once as a stream: memory stays bounded whatever its size. References repeated inside the
-    file are found with :class:`DuplicateFinder`, which moves to disk past ``IN_MEMORY`` references.
-    With ``spool``, every sound row is also written to it (settlement reads the events from there, one
-    alliance at a time, when the file has no problem)."""
-    problems = _Problems()
-    converter = _Converter(decimals_of)
-    with DuplicateFinder(spill_dir) as duplicates:
-        for raw in iter_rows(path, problems):
-            # The row's other fields were checked by iter_rows; the event model would add nothing.
-            amount = converter.amount(raw, problems)
-            if amount is not None or raw.alliance in converter.unknown:
-                duplicates.add(raw.reference, raw.row)
-            if spool is not None and amount is not None and not problems.total:
-                spool.add(raw.alliance, raw.row, raw.reference, amount, raw.period, raw.reverses)
-        if spool is not None and problems.blank_count:
-            spool.blank_rows = (problems.blank_count, list(problems.blank_rows))
-        for problem in duplicates.repeats():
-            problems.add(problem)
-    for problem in converter.unknown_problems():
-        problems.add(problem)
-    return sorted(problems, key=problem_row), problems.total
-
-
-class SpooledEvents:
-    """The events of a checked file, spooled to disk by alliance in file order, so that settling a file
-    of any size holds one alliance's events in memory at a time. Rows are buffered and appended to each
-    alliance's file in chunks (few file opens however the alliances interleave). A context manager: the
-    spool (a temporary folder) is deleted on exit."""
-
-    BUFFERED = 50_000  # rows held before they are appended to their alliance files
-
-    def __init__(self, folder: Path | None = None):
-        import tempfile
-
-        self._tmp = tempfile.TemporaryDirectory(prefix="ledger-spool-", dir=folder)
-        self._index: dict[str, int] = {}
-        self._counts: dict[str, int] = {}
-        self._buffers: dict[str, list[str]] = {}
-        self._buffered = 0
-        self.blank_rows: tuple[int, list[int]] = (0, [])  # empty rows skipped: count, the first row numbers
-
-    def __enter__(self) -> SpooledEvents:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._buffers = {}
-        self._tmp.cleanup()
-
-    def _path(self, alliance: str) -> Path:
-        return Path(self._tmp.name) / f"{self._index[alliance]}.tsv"
-
-    def _flush(self) -> None:
-        for alliance, lines in self._buffers.items():
-            if lines:
-                with open(self._path(alliance), "a", encoding="utf-8") as handle:
-                    handle.writelines(lines)
-                lines.clear()
-        self._buffered = 0
-
-    def add(
-        self, alliance: str, row: int, reference: str, amount: int, period: int, reverses: str | None = None
-    ) -> None:
-        buffer = self._buffers.get(alliance)
-        if buffer is None:
-            self._index[alliance] = len(self._index)
-            self._counts[alliance] = 0
-            buffer = self._buffers[alliance] = []
-        # The reference is the last field, so tabs in it are harmless; one with a line break (possible
-        # in JSON lines) is written as JSON after a NUL, which no reference can contain.
-        if "\n" in reference or "\r" in reference:
-            reference = "\0" + json.dumps(reference)
-        # The original's reference is written as JSON (no tab or line break survives that), or empty.
-        original = json.dumps(reverses) if reverses is not None else ""
-        buffer.append(f"{row}\t{amount}\t{period}\t{original}\t{reference}\n")
-        self._counts[alliance] += 1
-        self._buffered += 1
-        if self._buffered >= self.BUFFERED:
-            self._flush()
-
-    def alliances(self) -> list[str]:
-        return sorted(self._index)
-
-    def count(self, alliance: str) -> int:
-        return self._counts.get(alliance, 0)
-
-    def __len__(self) -> int:
-        return sum(self._counts.values())
-
-    def rows(self, alliance: str) -> Iterator[tuple[int, int, int, str]]:
-        """The alliance's (row, amount, period, reference) in file order, read back from the spool."""
-        for row, amount, period, reference, _ in self.records(alliance):
-            yield row, amount, period, reference
-
-    def records(self, alliance: str) -> Iterator[tuple[int, int, int, str, str | None]]:
-        """The alliance's (row, amount, period, reference, reverses) in file order."""
-        if alliance not in self._index:
-            return
-        if self._buffered:
-            self._flush()
-        with open(self._path(alliance), encoding="utf-8") as lines:
-            for line in lines:
-                row, amount, period, original, reference = line.removesuffix("\n").split("\t", 4)
-                if reference.startswith("\0"):
-                    reference = json.loads(reference[1:])
-                yield int(row), int(amount), int(period), reference, (json.loads(original) if original else None)
-
-    def events(self, alliance: str) -> list[RevenueEvent]:
-        """The alliance's events in file order (checked already: built without validating again)."""
-        return [
-            RevenueEvent.model_construct(
-                reference=ref, alliance=alliance, amount=amount, period=period, row=row, reverses=original
-            )
-            for row, amount, period, ref, original in self.records(alliance)
-        ]
-
-
-class DuplicateFinder:
-    """Finds references repeated inside a file, with bounded memory. Rows arrive in file order. Up to
-    ``IN_MEMORY`` references are kept in a dict; past that, every reference is written to one of
-    ``BUCKETS`` files by hash, and each bucket is checked on its own at the end."""
-
-    IN_MEMORY = 200_000
-    BUCKETS = 256
-
-    def __init__(self, spill_dir: Path | None = None):
-        self.spill_dir = spill_dir
-        self.first: dict[str, int] = {}
-        self.found: list[str] = []
-        self.buckets: list | None = None
-        self._tmp = None
-
-    def __enter__(self) -> DuplicateFinder:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for handle in self.buckets or ():
-            handle.close()
-        if self._tmp is not None:
-            self._tmp.cleanup()
-
-    def add(self, reference: str, row: int) -> None:
-        if self.buckets is not None:
-            self.buckets[hash(reference) % self.BUCKETS].write(f"{row}\t{reference}\n")
-        elif reference in self.first:
-            self.found.append(_repeat(row, reference, self.first[reference]))
-        else:
-            self.first[reference] = row
-            if len(self.first) > self.IN_MEMORY:
-                self._spill()
-
-    def _spill(self) -> None:
-        import tempfile
-
-        self._tmp = tempfile.TemporaryDirectory(prefix="ledger-refs-", dir=self.spill_dir)
-        folder = Path(self._tmp.name)
-        self.buckets = [open(folder / f"{i}.txt", "w+", encoding="utf-8") for i in range(self.BUCKETS)]  # noqa: SIM115
-        for reference, row in self.first.items():
-            self.add(reference, row)
-        self.first = {}
-
-    def repeats(self) -> Iterator[str]:
-        yield from self.found
-        for handle in self.buckets or ():
-            handle.flush()
-            handle.seek(0)
-            entries = []
-            for line in handle:
-                row, _, reference = line.rstrip("\n").partition("\t")
-                entries.append((int(row), reference))
-            first: dict[str, int] = {}
-            for row, reference in sorted(entries):
-                if reference in first:
-                    yield _repeat(row, reference, first[reference])
-                else:
-                    first[reference] = row
-
-
-def _repeat(row: int, reference: str, first: int) -> str:
-    return f"row {row}: reference {reference!r} repeats row {first}"
-
-
-class _Converter:
+class Converter:
     """Turns rows into events with each alliance's token decimals (looked up once per alliance)."""
 
     def __init__(self, decimals_of: Callable[[str], int]):
@@ -579,7 +365,7 @@ class _Converter:
 def to_events(rows: list[RawRow], decimals_of: Callable[[str], int], problems: list[str]) -> list[RevenueEvent]:
     """Rows with amounts in base units; ``decimals_of(alliance)`` raises LedgerError for an unknown one
     (reported once per alliance, with the rows that name it)."""
-    converter = _Converter(decimals_of)
+    converter = Converter(decimals_of)
     events = [event for raw in rows if (event := converter.event(raw, problems)) is not None]
     problems.extend(converter.unknown_problems())
     return events

@@ -1,0 +1,83 @@
+"""Opening a deployment (``ledger.chain.open``): one module reads the deployment records and checks them
+against the chain, with the same sentences whichever way a command connects. And the package's layers
+import one way: config/models/errors -> chain -> services -> web -> cli."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from ledger.chain.deployment import DeploymentRecord, DeploymentStore
+from ledger.chain.open import open_over_rpc, recorded
+from ledger.errors import ChainUnavailable
+
+PACKAGE = Path(__file__).resolve().parents[1] / "ledger"
+LAYERS = {"chain": 1, "index": 1, "services": 2, "web": 3, "cli": 4}  # the rest of ledger/ is layer 0
+NO_CODE = "0x00000000000000000000000000000000DeaDBeef"
+
+
+def test_a_missing_record_names_the_chain_the_folder_and_what_to_do(tmp_path):
+    store = DeploymentStore(tmp_path)
+    with pytest.raises(ChainUnavailable) as info:
+        recorded(store, 31337, remedy="give --ledger ADDRESS")
+    assert str(info.value) == f"no deployment recorded for chain 31337 in {tmp_path}; give --ledger ADDRESS"
+    with pytest.raises(ChainUnavailable) as info:
+        recorded(store, 5)
+    assert str(info.value) == f"no deployment recorded for chain 5 in {tmp_path}; deploy first"
+
+
+@pytest.mark.http_node("opens the deployment over the node's HTTP endpoint")
+def test_over_json_rpc_a_record_opens_a_read_only_ledger_and_one_without_code_says_deploy_again(
+    tmp_path, ledger, admin, platform, finance
+):
+    import ape
+
+    url = ape.chain.provider.http_uri
+    store = DeploymentStore(tmp_path)
+    chain_id = ledger.chain_id
+    with pytest.raises(ChainUnavailable) as info:
+        open_over_rpc(store, url)
+    assert str(info.value) == f"no deployment recorded for chain {chain_id} in {tmp_path}; deploy first"
+
+    record = DeploymentRecord(
+        chain_id=chain_id, ledger=ledger.address, token=ledger.token.address, block=0, deployer=admin.address,
+        admin=admin.address, platform=platform.address, finance=finance.address,
+    )  # fmt: skip
+    store.save(record)
+    opened, found = open_over_rpc(store, url)
+    assert found == record
+    assert opened.address == ledger.address and opened.chain_id == chain_id
+    assert opened.head() == ape.chain.blocks.head.number  # it reads over JSON-RPC
+
+    store.save(record.model_copy(update={"ledger": NO_CODE}))
+    with pytest.raises(ChainUnavailable) as info:
+        open_over_rpc(store, url)
+    assert str(info.value) == f"chain {chain_id} has no contract at {NO_CODE} (a fresh chain?); deploy again"
+
+
+def _imports(path: Path) -> list[str]:
+    """Every module ``path`` imports, at module level or inside functions, relative ones made absolute."""
+    here = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = here[: -node.level] if node.level else []
+            names.append(".".join(base + ([node.module] if node.module else [])))
+    return names
+
+
+def test_no_module_of_the_ledger_package_imports_from_a_layer_above_its_own():
+    upward = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        folder = path.relative_to(PACKAGE).parts
+        own = LAYERS.get(folder[0], 0) if len(folder) > 1 else 0
+        for name in _imports(path):
+            parts = name.split(".")
+            if parts[0] == "ledger" and len(parts) > 1 and LAYERS.get(parts[1], 0) > own:
+                upward.append(f"{path.relative_to(PACKAGE.parent)} imports {name}")
+    assert upward == []
+    assert [name for name in _imports(PACKAGE / "config.py") if name.startswith("ledger")] == []
