@@ -19,7 +19,7 @@ export APE_DATA_FOLDER := $(CURDIR)/.ape
 export TMPDIR := $(CURDIR)/.tmp
 $(shell mkdir -p $(TMPDIR))
 
-.PHONY: all deps venv node_modules compile demo test test-forge test-forge-long test-hardhat test-pyevm test-all bench clean browser mutants
+.PHONY: all deps venv node_modules compile demo test test-forge test-forge-long test-hardhat test-pyevm test-all bench perf-page clean browser mutants
 all: test
 
 deps: venv node_modules
@@ -97,6 +97,11 @@ bench: compile
 	python scripts/bench_history.py
 	python scripts/bench_chain.py
 	python scripts/bench_import.py
+	python scripts/perf_table.py
+
+# docs/performance.md again from bench/results.json (make bench ends with it; tests/test_docs.py checks it).
+perf-page:
+	python scripts/perf_table.py
 
 # Generated state only; keeps .venv and node_modules.
 clean:
