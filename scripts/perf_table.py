@@ -287,6 +287,8 @@ def local_chain(r: dict) -> list[str]:
     def opt(value, places: int = 0) -> str:
         return "-" if value is None else n(value, places)
 
+    top = levels[-1]
+    idle_ok = all(level["idle_bytes_per_min"] == 0 for level in levels)
     lines = [
         "## The local chain as its history grows",
         "",
@@ -312,6 +314,10 @@ def local_chain(r: dict) -> list[str]:
         ),
         row("state (Anvil's JSON) / store on disk (MB)", lambda x: f"{mb(x['state_mb'])} / {mb(x['store_mb'])}"),
         row("Anvil / supervisor memory (RSS, MB)", lambda x: f"{n(x['anvil_rss_mb'])} / {n(x['supervisor_rss_mb'])}"),
+        "",
+        f"Targets: 0 bytes per idle minute at every H ({'met' if idle_ok else 'not met'}); at "
+        f"H = {n(top['settled_events'])}, p99 `eth_blockNumber` ≤ 50 ms ({n(top['p99_block_number_ms'])} ms) and a "
+        f"restart ≤ 30 s ({n(top['restart_s'], 1)} s).",
         "",
         "Notes recorded with the measurement:",
         "",
