@@ -107,3 +107,51 @@ def test_every_python_name_the_pages_give_can_be_imported():
         for m in re.finditer(r"`(ledger(?:\.[A-Za-z_]\w*)+)`", page.read_text())
     }
     assert sorted((page, name) for page, name in names if not _resolves(name)) == []
+
+
+ROOT_VALUE_OPTIONS = {"--network", "--data-dir", "--port"}
+
+
+def _ledger_lines(text: str) -> list[str]:
+    """Every `ledger ...` the text gives: in backticks, or as a line of a code block (comments cut)."""
+    found = re.findall(r"`(ledger [^`]+)`", text)
+    for block in re.findall(r"```(?:sh|bash)?\n(.*?)```", text, flags=re.S):
+        joined = block.replace("\\\n", " ")
+        found += [line.split("  #")[0].strip() for line in joined.splitlines() if line.strip().startswith("ledger ")]
+    return found
+
+
+def _problem(line: str) -> str | None:
+    """Why ``line`` is not a command the CLI has (an unknown command, or an option it does not take)."""
+    import click
+
+    from ledger.cli import cli
+
+    words = re.sub(r"<[^>]*>", "VALUE", line).split()[1:]  # a placeholder such as <ape network choice>
+    command, ctx = cli, click.Context(cli)
+    while words and words[0].startswith("-"):  # options of `ledger` itself
+        option = words.pop(0)
+        if option in ROOT_VALUE_OPTIONS and words:
+            words.pop(0)
+    while isinstance(command, click.Group) and words and re.fullmatch(r"[a-z][a-z-]*", words[0]):
+        found = command.get_command(ctx, words[0])
+        if found is None:
+            return f"no command {words[0]!r}"
+        command = found
+        words.pop(0)
+    taken = {
+        opt for param in command.params for opt in getattr(param, "opts", []) + getattr(param, "secondary_opts", [])
+    }
+    taken |= {"--help", "-h"}
+    unknown = [w.split("=")[0] for w in words if w.startswith("--") and w.split("=")[0] not in taken]
+    return f"no option {unknown[0]}" if unknown else None
+
+
+def test_every_ledger_command_the_pages_give_exists_with_its_options():
+    wrong = []
+    for page in PAGES:
+        for line in _ledger_lines(page.read_text()):
+            problem = _problem(line)
+            if problem:
+                wrong.append(f"{page.name}: {line}: {problem}")
+    assert wrong == []
