@@ -155,3 +155,10 @@ def test_every_ledger_command_the_pages_give_exists_with_its_options():
             if problem:
                 wrong.append(f"{page.name}: {line}: {problem}")
     assert wrong == []
+
+
+def test_every_setting_is_in_the_operations_page():
+    from ledger.config import Settings
+
+    page = (ROOT / "docs" / "operations.md").read_text()
+    assert [name for name in Settings.model_fields if f"`LEDGER_{name.upper()}" not in page] == []
