@@ -28,6 +28,20 @@ def test_a_missing_record_names_the_chain_the_folder_and_what_to_do(tmp_path):
     assert str(info.value) == f"no deployment recorded for chain 5 in {tmp_path}; deploy first"
 
 
+def test_chain_status_lists_a_record_with_fields_missing_as_unreadable_instead_of_failing(tmp_path):
+    from click.testing import CliRunner
+
+    from ledger.cli import cli
+
+    (tmp_path / "deployments").mkdir()
+    (tmp_path / "deployments" / "1.json").write_text('{"chain_id": 1, "ledger": "0xabc"}')
+    (tmp_path / "deployments" / "5.json").write_text("{not json")
+    result = CliRunner().invoke(cli, ["--data-dir", str(tmp_path), "--port", "1", "chain", "status"])
+    assert result.exit_code == 0, result.output
+    assert f"deployment record {tmp_path / 'deployments' / '1.json'}: unreadable" in result.output
+    assert f"deployment record {tmp_path / 'deployments' / '5.json'}: unreadable" in result.output
+
+
 @pytest.mark.http_node("opens the deployment over the node's HTTP endpoint")
 def test_over_json_rpc_a_record_opens_a_read_only_ledger_and_one_without_code_says_deploy_again(
     tmp_path, ledger, admin, platform, finance

@@ -48,12 +48,12 @@ class DeploymentStore:
             ) from None
 
     def listing(self) -> list[dict]:
-        """Every record in the folder as its JSON says, for display (``ledger chain status``); an
-        unreadable file is listed as ``{"file": ..., "error": "unreadable"}``."""
+        """Every record in the folder, for display (``ledger chain status``); a file that is not a whole
+        record (not JSON, or fields missing) is listed as ``{"file": ..., "error": "unreadable"}``."""
         records = []
         for path in sorted(self.folder.glob("*.json")) if self.folder.exists() else []:
             try:
-                records.append(json.loads(path.read_text()))
+                records.append(DeploymentRecord.model_validate_json(path.read_text()).model_dump())
             except ValueError:
                 records.append({"file": str(path), "error": "unreadable"})
         return records
