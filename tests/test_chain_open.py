@@ -95,3 +95,14 @@ def test_no_module_of_the_ledger_package_imports_from_a_layer_above_its_own():
                 upward.append(f"{path.relative_to(PACKAGE.parent)} imports {name}")
     assert upward == []
     assert [name for name in _imports(PACKAGE / "config.py") if name.startswith("ledger")] == []
+
+
+def test_the_command_line_reaches_ape_and_the_node_only_through_the_chain_layer():
+    direct = [
+        f"{path.relative_to(PACKAGE.parent)} imports {name}"
+        for folder in ("cli", "web")
+        for path in sorted((PACKAGE / folder).rglob("*.py"))
+        for name in _imports(path)
+        if name.split(".")[0] in ("ape", "web3")
+    ]
+    assert direct == []

@@ -162,6 +162,26 @@ def connected(settings: Settings) -> Iterator[None]:
             context.__exit__(None, None, None)
 
 
+def quiet_ape_log(debug: bool) -> None:
+    """Ape's log at ERROR (INFO with ``--debug``); before connecting: providers log their connection at INFO."""
+    from ape.logging import LogLevel, logger
+
+    logger.set_level(LogLevel.INFO if debug else LogLevel.ERROR)
+
+
+def http_endpoint(settings: Settings) -> str:
+    """The node to read over JSON-RPC: the local chain's URL, or the HTTP URI of the Ape network's provider."""
+    if settings.is_local:
+        return settings.node_url
+    import ape
+
+    with connected(settings):
+        uri = ape.chain.provider.http_uri
+    if not uri:
+        raise ChainUnavailable(f"network {settings.network} has no HTTP endpoint; give --rpc URL")
+    return uri
+
+
 def _local_anvil(provider_settings: dict):
     """Ape's foundry provider for the local Anvil, made directly: looking it up by name makes Ape list
     every plugin's providers, which imports py-evm for its in-process test provider (about 1.5 s of a

@@ -64,12 +64,13 @@ def audit(app: App, ledger_address, rpc, from_block, page_size, fmt, statement, 
       ledger audit --rpc https://rpc.example.org --ledger 0x5FbDB2315678afecb367f032d93F642f64180aa3 \\
                    --from-block 1200000 --page-size 2000 --format json
     """
+    from ledger.chain.connect import http_endpoint
     from ledger.chain.rpc import HttpRpc
     from ledger.services.statement import Scope, read_statement, reconcile
 
     if statement is not None:
         read_statement(statement)  # an unreadable statement stops the audit before any work
-    client = HttpRpc(rpc or _endpoint(app))
+    client = HttpRpc(rpc or http_endpoint(app.settings))
     chain_id = client.chain_id()
     if ledger_address is None:
         from ledger.chain.deployment import DeploymentStore
@@ -101,22 +102,6 @@ def audit(app: App, ledger_address, rpc, from_block, page_size, fmt, statement, 
         click.echo("\n".join(escape_hidden(line) for line in render(report).split("\n")))
     if not report.clean:
         raise click.exceptions.Exit(1)
-
-
-def _endpoint(app: App) -> str:
-    """The node to read: the local chain's URL, or the HTTP URI of the Ape network's provider."""
-    if app.settings.is_local:
-        return app.settings.node_url
-    import ape
-
-    from ledger.chain.connect import connected
-    from ledger.errors import ChainUnavailable
-
-    with connected(app.settings):
-        uri = ape.chain.provider.http_uri
-    if not uri:
-        raise ChainUnavailable(f"network {app.settings.network} has no HTTP endpoint; give --rpc URL")
-    return uri
 
 
 def render(report) -> str:

@@ -31,9 +31,9 @@ class App:
 
     @contextmanager
     def session(self, *, deployed: bool = True) -> Iterator[Session]:
-        from ledger.chain.connect import connected
+        from ledger.chain.connect import connected, quiet_ape_log
 
-        _quiet_ape(self.debug)  # before connecting: providers log their connection at INFO
+        quiet_ape_log(self.debug)
         with connected(self.settings):
             yield Session(self.settings, deployed)
 
@@ -55,10 +55,10 @@ class App:
         if read.rpc_url is None:  # already an Ape session
             yield read
             return
-        from ledger.chain.connect import connected
+        from ledger.chain.connect import connected, quiet_ape_log
         from ledger.chain.transact import TxPolicy
 
-        _quiet_ape(self.debug)
+        quiet_ape_log(self.debug)
         with connected(self.settings):
             read.chain.policy = TxPolicy.from_settings(self.settings)
             yield read
@@ -219,12 +219,6 @@ class Session:
             return parse_amount(text, self.decimals(token))
         except AmountError as err:
             raise InputError(f"{what} {err}") from None
-
-
-def _quiet_ape(debug: bool) -> None:
-    from ape.logging import LogLevel, logger
-
-    logger.set_level(LogLevel.INFO if debug else LogLevel.ERROR)
 
 
 pass_app = click.make_pass_decorator(App)
