@@ -188,12 +188,11 @@ class Session:
         if export and not safe:
             raise InputError("--export writes Safe transactions: give --safe too")
         if safe and export:
-            import sys
-
             from ledger.services import safe_tx, safes
 
             found = safes.resolve(self.chain, safes.SafeStore(self.settings.data_dir), safe)
-            command = " ".join(["ledger", *sys.argv[1:]]) if sys.argv else "ledger"
+            context = click.get_current_context(silent=True)
+            command = context.command_path if context else "ledger"
             owners = [self.account(a) for a in aliases]
             return safe_tx.SafeExporter(self.chain, self.record, found, owners, export, command)
         if safe:
