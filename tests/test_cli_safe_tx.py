@@ -277,7 +277,10 @@ def test_a_hostile_safe_transaction_file_is_refused_with_one_line_and_nothing_is
     change(doc, tx)
     path.write_text(json.dumps(doc))
     nonce, before = safe_nonce(cli), head(cli)
-    for command in (("safe", "exec", str(path), "--account", "dev0"), ("safe", "sign", str(path), "--account", "dev14")):
+    for command in (
+        ("safe", "exec", str(path), "--account", "dev0"),
+        ("safe", "sign", str(path), "--account", "dev14"),
+    ):
         err = cli.fails(*command, contains=message)
         assert len(err.strip().splitlines()) == 1, err
     assert head(cli) == before and safe_nonce(cli) == nonce
@@ -314,7 +317,11 @@ def test_an_exported_import_is_refused_when_mes_were_registered_since(cli, tmp_p
     role = "0x" + safe_lib.keccak(text="PLATFORM_ROLE").hex()
     dev2 = dev_key(2).address
     data = "0x2f2ff15d" + role[2:] + dev2[2:].lower().rjust(64, "0")  # grantRole(bytes32,address)
-    rpc(f"http://127.0.0.1:{cli.port}", "eth_sendTransaction", [{"from": dev_key(0).address, "to": ledger, "data": data}])
+    rpc(
+        f"http://127.0.0.1:{cli.port}",
+        "eth_sendTransaction",
+        [{"from": dev_key(0).address, "to": ledger, "data": data}],
+    )
     cli.run("me", "register", "squatter", "--signer", "dev10", "--account", "dev2")
     nonce, before = safe_nonce(cli), head(cli)
     cli.fails("safe", "exec", str(export), "--account", "dev0", contains="the export expected")
@@ -336,7 +343,7 @@ def wait_for_blocks(cli, proc, start: int, count: int) -> None:
 def test_a_safe_import_killed_mid_way_registers_each_me_once_when_run_again(cli, sh, tmp_path):
     path = me_file(tmp_path, "killed", 400, 0x5000)  # 8 Safe transactions of 50 MEs
     start = head(cli)
-    proc = sh.popen("me", "import", str(path), *OPS)
+    proc = sh.popen("me", "import", str(path), *OPS, env={"LEDGER_TX_WINDOW": "1"})
     wait_for_blocks(cli, proc, start, 2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()

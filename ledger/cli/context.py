@@ -7,7 +7,7 @@ Nothing here imports Ape at module level: ``ledger --help`` stays fast.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -269,10 +269,8 @@ def exporting(actor):
     if not isinstance(actor, SafeExporter):
         yield
         return
-    try:
+    with suppress(Exported):  # a single call, recorded: the command stops there
         yield
-    except Exported:
-        pass
     if not actor.calls:
         click.echo("nothing to send: no Safe transaction written")
         raise click.exceptions.Exit(0)

@@ -85,7 +85,7 @@ def show(app: App, name, as_json):
 
 def _open_file(s, app: App, path):
     """The Safe transaction file at ``path``, checked against itself and this deployment, and its Safe."""
-    from ledger.services import safe_tx, safes
+    from ledger.services import safe_tx
 
     f = safe_tx.load(path)
     return f, _checked(s, app, f)
@@ -129,7 +129,8 @@ def _report_run(s, f, done) -> None:
 @click.option("--account", "account_alias", required=True, metavar="ACCOUNT",
               help="The owner who signs (Ape alias): their key signs here and never leaves this machine.")  # fmt: skip
 @click.option("--exec", "run", is_flag=True,
-              help="Once the threshold is reached with this signature, send the Safe transactions (this account pays).")  # fmt: skip
+              help="Once the threshold is reached with this signature, send the Safe transactions "
+                   "(this account pays).")  # fmt: skip
 @pass_app
 def sign(app: App, file, account_alias, run):
     """Sign the Safe transactions of FILE (written by a command's `--export`) as an owner, and write the

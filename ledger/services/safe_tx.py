@@ -155,7 +155,7 @@ def parse(text: str) -> SafeTxFile:
     except ValueError as err:
         raise InputError(f"not a Safe transaction file (not JSON: {err})") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-        raise InputError(f"not a Safe transaction file (no \"format\": \"{FORMAT}\")")
+        raise InputError(f'not a Safe transaction file (no "format": "{FORMAT}")')
     extra = sorted(set(raw) - {"format", "chain_id", "ledger", "safe", "block", "command", "me_count", "transactions"})
     if extra:
         raise InputError(f"unknown field {extra[0]!r}")
@@ -210,7 +210,7 @@ def parse(text: str) -> SafeTxFile:
             raise InputError(f"{where}: signatures must be a list")
         for entry in entries:
             if not isinstance(entry, dict) or set(entry) != {"owner", "signature"}:
-                raise InputError(f"{where}: each signature must be {{\"owner\": ..., \"signature\": ...}}")
+                raise InputError(f'{where}: each signature must be {{"owner": ..., "signature": ...}}')
             owner = _address(entry["owner"], f"{where}: owner")
             signature = _hex(entry["signature"], f"{where}: signature of {owner}", safe_lib.SIGNATURE_BYTES)
             if owner in signatures:
@@ -307,7 +307,9 @@ def describe(chain, record, p: PendingTx) -> str:
             values = abi_decode(types, p.tx.data[4:])
         except Exception:  # noqa: BLE001 - data that does not decode is shown as such
             break
-        args = ", ".join(f"{i['name'] or f'arg{n}'}={_show(v)}" for n, (i, v) in enumerate(zip(item["inputs"], values, strict=True)))
+        args = ", ".join(
+            f"{i['name'] or f'arg{n}'}={_show(v)}" for n, (i, v) in enumerate(zip(item["inputs"], values, strict=True))
+        )
         return f"{target}.{item['name']}({args})"
     return f"{target}: unknown call 0x{p.tx.data.hex()[:64]}"
 
@@ -495,9 +497,7 @@ class SafeExporter:
                        pending, self.me_count)  # fmt: skip
         for owner in self.owners:
             for p in pending:
-                p.signatures[to_checksum_address(owner.address)] = eip712.sign(
-                    owner, p.tx.message(f.chain_id, f.safe)
-                )
+                p.signatures[to_checksum_address(owner.address)] = eip712.sign(owner, p.tx.message(f.chain_id, f.safe))
         f.save(self.path)
         return f
 
