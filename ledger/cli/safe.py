@@ -118,10 +118,14 @@ def _describe(s, f, found, st) -> None:
         click.echo(f"  nonce {p.tx.nonce} ({state}): {safe_tx.describe(s.chain, s.record, p)}")
 
 
-def _report_run(s, f, done) -> None:
-    for i, receipt in done:
-        p = f.transactions[i]
-        click.echo(f"ran Safe transaction nonce {p.tx.nonce} in {receipt.tx_hash} ({receipt.gas_used:,} gas)")
+def _ran(f):
+    """Says each Safe transaction as it lands (a later one may still be refused)."""
+
+    def report(i, receipt) -> None:
+        nonce = f.transactions[i].tx.nonce
+        click.echo(f"ran Safe transaction nonce {nonce} in {receipt.tx_hash} ({receipt.gas_used:,} gas)")
+
+    return report
 
 
 @safe.command()
@@ -160,8 +164,7 @@ def sign(app: App, file, account_alias, run):
         if not run:
             click.echo(f"the threshold is reached: `ledger safe exec {file} --account ACCOUNT` sends it")
             return
-        done = safe_tx.execute(s.chain, s.record, f, found, account)
-    _report_run(s, f, done)
+        safe_tx.execute(s.chain, s.record, f, found, account, progress=_ran(f))
 
 
 @safe.command(name="exec")
@@ -192,8 +195,7 @@ def exec_(app: App, files, account_alias):
             return
         if st.done:
             click.echo(f"{len(st.done)} of {len(f.transactions)} Safe transactions ran already; sending the rest")
-        done = safe_tx.execute(s.chain, s.record, f, found, s.account(account_alias))
-    _report_run(s, f, done)
+        safe_tx.execute(s.chain, s.record, f, found, s.account(account_alias), progress=_ran(f))
 
 
 @safe.command()

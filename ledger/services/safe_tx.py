@@ -274,9 +274,10 @@ def check(chain, record, f: SafeTxFile, safe) -> None:
 
 def executed(chain, f: SafeTxFile) -> set[bytes]:
     """The ``safeTxHash`` of every transaction of ``f`` the Safe has run (its ``ExecutionSuccess`` logs)."""
+    mine = ["0x" + h.hex() for h in f.hashes()]
     logs = chain.rpc.request(
         "eth_getLogs",
-        [{"address": f.safe, "topics": [EXECUTION_SUCCESS], "fromBlock": hex(f.block), "toBlock": "latest"}],
+        [{"address": f.safe, "topics": [EXECUTION_SUCCESS, mine], "fromBlock": hex(f.block), "toBlock": "latest"}],
     )
     ran = set()
     for log in logs:
@@ -412,21 +413,35 @@ def execute(chain, record, f: SafeTxFile, safe, sender, progress=None) -> list[t
     from ape.contracts import ContractContainer
 
     contract = ContractContainer(safe_lib.contract_type("Safe")).at(safe.address)
-    done = []
-    for i in st.todo:
-        p = f.transactions[i]
-        _check_me_count(chain, f, i)
-        chain.transactor._simulate({"from": safe.address, "to": p.tx.to, "data": "0x" + p.tx.data.hex()})
-        chosen = dict(sorted(st.valid[i].items(), key=lambda item: int(item[0], 16))[: safe.threshold])
-        packed = safe_lib.pack(chosen)
-        why = safe_lib.verify(p.tx.message(f.chain_id, f.safe), packed, list(safe.owners), safe.threshold)
-        if why:  # pragma: no cover - status() keeps only current owners' signatures that recover
-            raise LedgerError(f"{p.label(i)}: {why}")
-        receipt = chain.transact(contract.execTransaction, *p.tx.exec_args(packed), sender=sender)
-        done.append((i, receipt))
-        if progress:
-            progress(i, receipt)
+    done: list[tuple[int, object]] = []
+    try:
+        for i in st.todo:
+            _execute_one(chain, f, safe, st, i, contract, sender, done, progress)
+    except LedgerError as err:
+        if not done:
+            raise
+        ran = ", ".join(str(f.transactions[i].tx.nonce) for i, _ in done)
+        raise LedgerError(
+            f"ran Safe nonce{'s' if len(done) != 1 else ''} {ran}, then {f.transactions[i].label(i)} was refused: "
+            f"{err}; nothing more sent (`ledger safe exec` again skips what ran)"
+        ) from None
     return done
+
+
+def _execute_one(chain, f: SafeTxFile, safe, st: Status, i: int, contract, sender, done: list, progress) -> None:
+    """Check, simulate from the Safe and send one Safe transaction of ``f`` (index ``i``)."""
+    p = f.transactions[i]
+    _check_me_count(chain, f, i)
+    chain.transactor._simulate({"from": safe.address, "to": p.tx.to, "data": "0x" + p.tx.data.hex()})
+    chosen = dict(sorted(st.valid[i].items(), key=lambda item: int(item[0], 16))[: safe.threshold])
+    packed = safe_lib.pack(chosen)
+    why = safe_lib.verify(p.tx.message(f.chain_id, f.safe), packed, list(safe.owners), safe.threshold)
+    if why:  # pragma: no cover - status() keeps only current owners' signatures that recover
+        raise LedgerError(f"{p.label(i)}: {why}")
+    receipt = chain.transact(contract.execTransaction, *p.tx.exec_args(packed), sender=sender)
+    done.append((i, receipt))
+    if progress:
+        progress(i, receipt)
 
 
 def _check_me_count(chain, f: SafeTxFile, index: int) -> None:
