@@ -329,6 +329,23 @@ def test_an_exported_import_is_refused_when_mes_were_registered_since(cli, tmp_p
     assert not [n for n in me_names(cli) if n.startswith("late-")]
 
 
+def test_a_period_close_exported_by_one_owner_is_sent_by_another_on_their_machine(cli, paid_alliance, tmp_path):
+    cli.run("settle", str(write_csv(tmp_path / "dec.csv", [("DEC-1", "deal", "5.00", 202612)])), *OPS)
+    export = tmp_path / "close.safe.json"
+    nonce, before = safe_nonce(cli), head(cli)
+    out = cli.run(
+        "period", "close", "deal", "202612", "--safe", "ops", "--account", "dev13", "--export", str(export)
+    ).out
+    assert "1 Safe transaction" in out and "nothing sent" in out
+    assert (safe_nonce(cli), head(cli)) == (nonce, before)  # nothing was sent
+    cli.fails("period", "close", "deal", "202612", "--safe", "ops", "--export", str(tmp_path / "y.json"),
+              "--account", "dev7", contains="is not an owner of Safe 'ops'")  # fmt: skip
+    dev14 = owner_machine(cli, tmp_path, "dev14-close")
+    assert "ledger.closePeriod(" in dev14.run("safe", "review", str(export)).out
+    assert "ran Safe transaction" in dev14.run("safe", "sign", str(export), "--account", "dev14", "--exec").out
+    cli.fails("period", "close", "deal", "202612", *OPS, contains="is already closed")
+
+
 # -- killed and run again ------------------------------------------------------------------------------------
 
 

@@ -220,8 +220,9 @@ def consent(app: App, name, payout, signer, account_alias):
               help="Sign the consent here with this account (the ME's current signer; when that signer is a "
                    "Safe, repeat it for owners up to its threshold), then send.")  # fmt: skip
 @role_options("platform")
+@export_option
 @pass_app
-def update(app: App, name, payout, signer, consent_hex, consent_by, account_alias, safe):
+def update(app: App, name, payout, signer, consent_hex, consent_by, account_alias, safe, export):
     """Change ME NAME's payout address and/or signer (platform role), with the consent of its current
     signer: `--consent` as `ledger me consent` printed it, `--consent-by` its account when one operator
     holds both keys, or else a consent kept here by `ledger me consent`. The consent is checked against
@@ -243,15 +244,18 @@ def update(app: App, name, payout, signer, consent_hex, consent_by, account_alia
         signature = mes.parse_consent(consent_hex) if consent_hex else None
         for alias in consent_by:  # kept in the store, which submit reads (and packs, for a Safe signer)
             mes.consent(s.chain, store, change, s.account(alias))
-        mes.submit(s.chain, store, change, signature=signature, sender=s.role_actor("platform", account_alias, safe))
+        actor = s.role_actor("platform", account_alias, safe, export)
+        with exporting(actor):
+            mes.submit(s.chain, store, change, signature=signature, sender=actor)
     click.echo(f"updated {change.describe()}")
 
 
 @me.command()
 @click.argument("name")
 @role_options("platform")
+@export_option
 @pass_app
-def dissolve(app: App, name, account_alias, safe):
+def dissolve(app: App, name, account_alias, safe, export):
     """Dissolve ME NAME (platform role). Its balance stays withdrawable; alliances naming it must be
     amended before they settle again.
 
@@ -261,7 +265,9 @@ def dissolve(app: App, name, account_alias, safe):
     """
     with app.session() as s:
         me_id = s.chain.me_id_by_name(name)
-        s.chain.dissolve_me(me_id, sender=s.role_actor("platform", account_alias, safe))
+        actor = s.role_actor("platform", account_alias, safe, export)
+        with exporting(actor):
+            s.chain.dissolve_me(me_id, sender=actor)
     click.echo(f"dissolved ME {name!r} (id {me_id})")
 
 
