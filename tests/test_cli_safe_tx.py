@@ -210,47 +210,62 @@ def rehash(doc: dict, tx: dict) -> None:
     tx["safeTxHash"] = "0x" + made.hash(doc["chain_id"], doc["safe"]).hex()
 
 
-def _other_safe(doc, tx):
+def _other_safe(doc, tx, deployment):
     tx["signatures"][1]["signature"] = resign(doc, tx, safe="0x" + "ab" * 20)
 
 
-def _other_chain(doc, tx):
+def _other_chain(doc, tx, deployment):
     tx["signatures"][1]["signature"] = resign(doc, tx, chain_id=1)
 
 
-def _other_nonce(doc, tx):
+def _other_nonce(doc, tx, deployment):
     tx["signatures"][1]["signature"] = resign(doc, tx, nonce=tx["nonce"] + 1)
 
 
-def _tampered_data(doc, tx):
+def _tampered_data(doc, tx, deployment):
     tx["data"] = tx["data"][:-1] + ("2" if tx["data"][-1] != "2" else "3")
 
 
-def _tampered_and_rehashed(doc, tx):
-    _tampered_data(doc, tx)
+def _tampered_and_rehashed(doc, tx, deployment):
+    _tampered_data(doc, tx, deployment)
     rehash(doc, tx)
 
 
-def _non_owner(doc, tx):
+def _non_owner(doc, tx, deployment):
     dev7 = dev_key(7)
     tx["signatures"].append({"owner": dev7.address, "signature": resign(doc, tx, dev7)})
 
 
-def _duplicate_owner(doc, tx):
+def _duplicate_owner(doc, tx, deployment):
     tx["signatures"].append(dict(tx["signatures"][0]))
 
 
-def _delegatecall(doc, tx):
+def _delegatecall(doc, tx, deployment):
     tx["operation"] = 1
 
 
-def _another_target(doc, tx):
+def _another_target(doc, tx, deployment):
     tx["to"] = dev_key(7).address
+    _owners_sign_again(doc, tx)
+
+
+def _owners_sign_again(doc, tx):
     rehash(doc, tx)
     tx["signatures"] = [{"owner": dev_key(i).address, "signature": resign(doc, tx, dev_key(i))} for i in (1, 13)]
 
 
-def _another_ledger(doc, tx):
+def _token_approval(doc, tx, deployment):
+    tx["to"] = deployment["token"]
+    tx["data"] = "0x095ea7b3" + dev_key(7).address[2:].lower().rjust(64, "0") + "f" * 64  # approve(dev7, max)
+    _owners_sign_again(doc, tx)
+
+
+def _unknown_function(doc, tx, deployment):
+    tx["data"] = "0xdeadbeef" + tx["data"][10:]
+    _owners_sign_again(doc, tx)
+
+
+def _another_ledger(doc, tx, deployment):
     doc["ledger"] = "0x" + "cd" * 20
 
 
@@ -263,7 +278,9 @@ HOSTILE = {
     "a non-owner's signature": (_non_owner, "but is not an owner of Safe"),
     "a duplicate owner": (_duplicate_owner, "signed twice (a duplicate owner)"),
     "a DELEGATECALL": (_delegatecall, "operation 1 (DELEGATECALL) is refused"),
-    "a call of another contract": (_another_target, "neither the ledger nor its token"),
+    "a call of another contract": (_another_target, "not the ledger; refused"),
+    "a token approval signed by the owners": (_token_approval, "not the ledger; refused"),
+    "a call of no function of the ledger": (_unknown_function, "calls no function of the ledger (0xdeadbeef)"),
     "another ledger": (_another_ledger, "the file is for the ledger at 0x"),
 }
 
@@ -274,7 +291,7 @@ def test_a_hostile_safe_transaction_file_is_refused_with_one_line_and_nothing_is
     change, message = HOSTILE[case]
     tx = doc["transactions"][0]
     assert [s["owner"] for s in tx["signatures"]] == sorted((dev_key(1).address, dev_key(13).address), key=str.lower)
-    change(doc, tx)
+    change(doc, tx, json.loads(next((cli.data_dir / "deployments").glob("*.json")).read_text()))
     path.write_text(json.dumps(doc))
     nonce, before = safe_nonce(cli), head(cli)
     for command in (

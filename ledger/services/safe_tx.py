@@ -19,11 +19,12 @@ The file (JSON, ``"format": "ledger-safe-tx/1"``)::
 
 A file is anyone's text: everything in it is checked on reading, against itself and the chain, and
 the first problem refuses the whole file with one line naming it (nothing is signed or sent): another
-chain, ledger or Safe than this deployment's; a transaction that is not a plain call of the ledger or
-its token (value, DELEGATECALL, refunds); a ``safeTxHash`` that its fields do not give (a tampered
-transaction); a signature that does not recover to the owner it names (made for another Safe, chain,
-nonce or content); an owner given twice; a signer that is not an owner of the Safe now. ``command``
-and the ``gas`` figures are hints: what owners see before signing is decoded from the data itself.
+chain, ledger or Safe than this deployment's; a transaction that is not a plain call of one of the
+ledger's functions (another contract, value, DELEGATECALL, refunds); a ``safeTxHash`` that its fields
+do not give (a tampered transaction); a signature that does not recover to the owner it names (made
+for another Safe, chain, nonce or content); an owner given twice; a signer that is not an owner of the
+Safe now. ``command`` and the ``gas`` figures are hints: what owners see before signing is decoded from
+the data itself.
 
 Exactly once: a Safe runs each nonce once. ``exec`` skips a transaction whose nonce has been used by
 this very transaction (its ``ExecutionSuccess`` log carries the ``safeTxHash``), so running it again
@@ -263,10 +264,12 @@ def check(chain, record, f: SafeTxFile, safe) -> None:
         raise InputError(f"the file is for chain {f.chain_id}; this chain is {chain.chain_id}")
     if f.ledger.lower() != record.ledger.lower():
         raise InputError(f"the file is for the ledger at {f.ledger}; this deployment's is {record.ledger}")
-    allowed = {record.ledger.lower()} | ({record.token.lower()} if record.token else set())
+    selectors = {fn.selector: name for name, fn in chain.abi.functions.items()}
     for i, p in enumerate(f.transactions):
-        if p.tx.to.lower() not in allowed:
-            raise InputError(f"{p.label(i)}: it calls {p.tx.to}, neither the ledger nor its token; refused")
+        if p.tx.to.lower() != record.ledger.lower():
+            raise InputError(f"{p.label(i)}: it calls {p.tx.to}, not the ledger; refused")
+        if p.tx.data[:4] not in selectors:
+            raise InputError(f"{p.label(i)}: its data calls no function of the ledger (0x{p.tx.data[:4].hex()})")
         for owner in p.signatures:
             if not safe.is_owner(owner):
                 raise InputError(f"{p.label(i)}: {owner} signed it but is not an owner of {safe.label()}")
@@ -291,10 +294,8 @@ def executed(chain, f: SafeTxFile) -> set[bytes]:
 
 def describe(chain, record, p: PendingTx) -> str:
     """The call of ``p`` decoded from its data (never from the file's hints)."""
-    from ledger.chain.ledger import ERC20_ABI
-
-    target = "ledger" if p.tx.to.lower() == record.ledger.lower() else "token"
-    abi = chain._abi_json if target == "ledger" else ERC20_ABI + [_MINT]
+    target = "ledger"
+    abi = chain._abi_json
     selector = p.tx.data[:4]
     for item in abi:
         if item.get("type") != "function":
@@ -313,10 +314,6 @@ def describe(chain, record, p: PendingTx) -> str:
         )
         return f"{target}.{item['name']}({args})"
     return f"{target}: unknown call 0x{p.tx.data.hex()[:64]}"
-
-
-_MINT = {"type": "function", "name": "mint", "inputs": [{"type": "address", "name": "to"},
-         {"type": "uint256", "name": "amount"}], "outputs": []}  # fmt: skip
 
 
 def _show(value) -> str:
