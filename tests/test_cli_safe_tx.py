@@ -363,6 +363,21 @@ def test_a_period_close_exported_by_one_owner_is_sent_by_another_on_their_machin
     cli.fails("period", "close", "deal", "202612", *OPS, contains="is already closed")
 
 
+def test_an_me_update_and_a_dissolution_exported_are_sent_from_another_owners_machine(cli, tmp_path):
+    cli.run("me", "register", "kiosk", "--signer", "dev11", *OPS)
+    update, dissolve = tmp_path / "update.safe.json", tmp_path / "dissolve.safe.json"
+    cli.run("me", "update", "kiosk", "--payout", "dev12", "--consent-by", "dev11", "--safe", "ops",
+            "--account", "dev1", "--export", str(update))  # fmt: skip
+    dev14 = owner_machine(cli, tmp_path, "dev14-me")
+    dev14.run("safe", "sign", str(update), "--account", "dev14", "--exec")
+    assert json.loads(cli.run("me", "show", "kiosk", "--json").out)["payout"] == dev_key(12).address
+    cli.run("me", "dissolve", "kiosk", "--safe", "ops", "--export", str(dissolve))
+    assert json.loads(cli.run("me", "show", "kiosk", "--json").out)["status"] == "active"
+    dev14.run("safe", "sign", str(dissolve), "--account", "dev14")
+    owner_machine(cli, tmp_path, "dev13-me").run("safe", "sign", str(dissolve), "--account", "dev13", "--exec")
+    assert json.loads(cli.run("me", "show", "kiosk", "--json").out)["status"] == "dissolved"
+
+
 # -- killed and run again ------------------------------------------------------------------------------------
 
 
