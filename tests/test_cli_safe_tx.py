@@ -151,6 +151,7 @@ def test_owners_in_separate_data_folders_sign_an_exported_import_and_the_last_on
     export = tmp_path / "remote.safe.json"
     out = cli.run("me", "import", str(path), "--safe", "ops", "--account", "dev1", "--export", str(export)).out
     assert "2 Safe transactions" in out and "nothing sent" in out
+    cli.fails("me", "import", str(path), "--safe", "ops", "--export", str(export), contains="the file exists")
     assert not [n for n in me_names(cli) if n.startswith("remote-")]
     dev13, dev14 = owner_machine(cli, tmp_path, "dev13-machine"), owner_machine(cli, tmp_path, "dev14-machine")
     before = head(cli)

@@ -188,7 +188,12 @@ class Session:
         if export and not safe:
             raise InputError("--export writes Safe transactions: give --safe too")
         if safe and export:
+            from pathlib import Path
+
             from ledger.services import safe_tx, safes
+
+            if Path(export).exists():  # it may hold owners' signatures already: never overwritten
+                raise InputError(f"--export {export}: the file exists; give a new name (or remove it first)")
 
             found = safes.resolve(self.chain, safes.SafeStore(self.settings.data_dir), safe)
             context = click.get_current_context(silent=True)
