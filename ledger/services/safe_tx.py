@@ -278,9 +278,11 @@ def check(chain, record, f: SafeTxFile, safe) -> None:
 def executed(chain, f: SafeTxFile) -> set[bytes]:
     """The ``safeTxHash`` of every transaction of ``f`` the Safe has run (its ``ExecutionSuccess`` logs)."""
     mine = ["0x" + h.hex() for h in f.hashes()]
+    head = int(chain.rpc.request("eth_blockNumber"), 16)
+    start = min(f.block, head)  # the file's block is a hint: never past the chain's head
     logs = chain.rpc.request(
         "eth_getLogs",
-        [{"address": f.safe, "topics": [EXECUTION_SUCCESS, mine], "fromBlock": hex(f.block), "toBlock": "latest"}],
+        [{"address": f.safe, "topics": [EXECUTION_SUCCESS, mine], "fromBlock": hex(start), "toBlock": hex(head)}],
     )
     ran = set()
     for log in logs:
