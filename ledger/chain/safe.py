@@ -108,6 +108,11 @@ class SafeTx:
         )
         return _signable(chain_id, safe, struct_hash)
 
+    def hash(self, chain_id: int, safe: str) -> bytes:
+        """The ``safeTxHash`` (what the Safe's ``getTransactionHash`` returns and owners sign)."""
+        m = self.message(chain_id, safe)
+        return keccak(b"\x19" + m.version + m.header + m.body)
+
     def exec_args(self, signatures: bytes) -> tuple:
         """The arguments of ``execTransaction``."""
         return (self.to, self.value, self.data, self.operation, 0, 0, 0, ZERO, ZERO, signatures)

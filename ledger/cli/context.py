@@ -7,7 +7,7 @@ Nothing here imports Ape at module level: ``ledger --help`` stays fast.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -171,12 +171,28 @@ class Session:
             return self.account(ROLE_DEFAULTS_LOCAL[role], signing=signing)
         raise LedgerError(f"give --account: the account that holds the {role} role")
 
-    def role_actor(self, role: str, aliases: tuple[str, ...], safe: str | None):
+    def role_actor(self, role: str, aliases: tuple[str, ...], safe: str | None, export: str | None = None):
         """Who acts for ``role``: with ``--safe``, the Safe through the owners given with ``--account``
-        (they sign the Safe transaction, the last one sends it); else the one ``--account`` (or the
-        recorded role account)."""
+        (they sign the Safe transaction, the last one sends it); with ``--export FILE`` too, the Safe
+        transactions are written to FILE for owners elsewhere to sign (:mod:`ledger.services.safe_tx`);
+        else the one ``--account`` (or the recorded role account)."""
         from ledger.errors import InputError
 
+        if export and not safe:
+            raise InputError("--export writes Safe transactions: give --safe too")
+        if safe and export:
+            from pathlib import Path
+
+            from ledger.services import safe_tx, safes
+
+            if Path(export).exists():  # it may hold owners' signatures already: never overwritten
+                raise InputError(f"--export {export}: the file exists; give a new name (or remove it first)")
+
+            found = safes.resolve(self.chain, safes.SafeStore(self.settings.data_dir), safe)
+            context = click.get_current_context(silent=True)
+            command = context.command_path if context else "ledger"
+            owners = [self.account(a) for a in aliases]
+            return safe_tx.SafeExporter(self.chain, self.record, found, owners, export, command)
         if safe:
             from ledger.services import safes
 
@@ -234,6 +250,44 @@ def account_option(role: str | None = None, help_text: str | None = None):
                 f"deployment; {ROLE_DEFAULTS_LOCAL[role]} on the local chain)."
             )
     return click.option("--account", "account_alias", metavar="ACCOUNT", help=help_text)
+
+
+@contextmanager
+def exporting(actor):
+    """Around a command's sending: when ``actor`` writes Safe transactions to a file (``--export``), write
+    it once the command has made its calls, say what is next, and end the command there."""
+    from ledger.services.safe_tx import Exported, SafeExporter
+
+    if not isinstance(actor, SafeExporter):
+        yield
+        return
+    with suppress(Exported):  # a single call, recorded: the command stops there
+        yield
+    if not actor.calls:
+        click.echo("nothing to send: no Safe transaction written")
+        raise click.exceptions.Exit(0)
+    f = actor.write()
+    first, last = f.transactions[0].tx.nonce, f.transactions[-1].tx.nonce
+    nonces = f"nonce {first}" if first == last else f"nonces {first}-{last}"
+    count = len(f.transactions)
+    click.echo(
+        f"wrote {actor.path}: {count} Safe transaction{'s' if count != 1 else ''} of {actor.safe.label()} "
+        f"({nonces}), signed by {len(actor.owners)} of the {actor.safe.threshold} owners it needs; nothing sent"
+    )
+    click.echo(
+        f"next: each owner `ledger safe sign {actor.path} --account OWNER` on their machine, then "
+        f"`ledger safe exec {actor.path} --account ACCOUNT` (or `safe sign ... --exec` by the last one)"
+    )
+    raise click.exceptions.Exit(0)
+
+
+def export_option(func):
+    """``--export FILE`` beside ``--safe``: write the Safe transactions for owners on other machines."""
+    return click.option(
+        "--export", "export", metavar="FILE", type=click.Path(dir_okay=False),
+        help="With --safe: write the Safe transaction(s) to FILE instead of sending, signed by the owners given "
+        "with --account (none is fine); owners elsewhere add theirs with `ledger safe sign FILE`.",
+    )(func)  # fmt: skip
 
 
 def role_options(role: str):

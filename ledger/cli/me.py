@@ -6,7 +6,7 @@ import click
 
 from ledger import words
 
-from .context import App, account_option, pass_app, role_options
+from .context import App, export_option, exporting, pass_app, role_options
 
 
 @click.group()
@@ -29,8 +29,9 @@ def me():
 @click.option("--payout", metavar="ADDRESS", help="Where withdrawals go (alias or address; default: the signer).")
 @click.option("--parent", metavar="NAME", help="The ME or platform this ME was spawned from.")
 @role_options("platform")
+@export_option
 @pass_app
-def register(app: App, name, signer, payout, parent, account_alias, safe):
+def register(app: App, name, signer, payout, parent, account_alias, safe, export):
     """Register ME NAME with its signer key and payout address (platform role).
 
     NAME is printable text of at most 32 bytes (UTF-8), stored in Unicode NFC form: no control or
@@ -42,6 +43,7 @@ def register(app: App, name, signer, payout, parent, account_alias, safe):
       ledger me register kitchen-platform --signer dev1
       ledger me register fridge --signer dev3 --parent kitchen-platform
       ledger me register oven --signer oven-team --safe platform-safe --account dev1 --account dev12
+      ledger me register oven --signer dev6 --safe platform-safe --account dev1 --export oven.safe.json
     """
     from ledger.names import shown
     from ledger.services.registration import register_me
@@ -51,14 +53,9 @@ def register(app: App, name, signer, payout, parent, account_alias, safe):
         signer_address = s.address(signer, "--signer")
         payout_address = s.address(payout, "--payout") if payout else signer_address
         parent_id = s.chain.me_id_by_name(parent) if parent else 0
-        me_id, name = register_me(
-            s.chain,
-            name,
-            payout_address,
-            signer_address,
-            parent_id,
-            sender=s.role_actor("platform", account_alias, safe),
-        )
+        actor = s.role_actor("platform", account_alias, safe, export)
+        with exporting(actor):
+            me_id, name = register_me(s.chain, name, payout_address, signer_address, parent_id, sender=actor)
     shown_name = shown(name, quote=True)
     click.echo(f"registered ME {shown_name} as id {me_id}: signer {signer_address}, payout {payout_address}")
 
@@ -223,8 +220,9 @@ def consent(app: App, name, payout, signer, account_alias):
               help="Sign the consent here with this account (the ME's current signer; when that signer is a "
                    "Safe, repeat it for owners up to its threshold), then send.")  # fmt: skip
 @role_options("platform")
+@export_option
 @pass_app
-def update(app: App, name, payout, signer, consent_hex, consent_by, account_alias, safe):
+def update(app: App, name, payout, signer, consent_hex, consent_by, account_alias, safe, export):
     """Change ME NAME's payout address and/or signer (platform role), with the consent of its current
     signer: `--consent` as `ledger me consent` printed it, `--consent-by` its account when one operator
     holds both keys, or else a consent kept here by `ledger me consent`. The consent is checked against
@@ -246,15 +244,18 @@ def update(app: App, name, payout, signer, consent_hex, consent_by, account_alia
         signature = mes.parse_consent(consent_hex) if consent_hex else None
         for alias in consent_by:  # kept in the store, which submit reads (and packs, for a Safe signer)
             mes.consent(s.chain, store, change, s.account(alias))
-        mes.submit(s.chain, store, change, signature=signature, sender=s.role_actor("platform", account_alias, safe))
+        actor = s.role_actor("platform", account_alias, safe, export)
+        with exporting(actor):
+            mes.submit(s.chain, store, change, signature=signature, sender=actor)
     click.echo(f"updated {change.describe()}")
 
 
 @me.command()
 @click.argument("name")
 @role_options("platform")
+@export_option
 @pass_app
-def dissolve(app: App, name, account_alias, safe):
+def dissolve(app: App, name, account_alias, safe, export):
     """Dissolve ME NAME (platform role). Its balance stays withdrawable; alliances naming it must be
     amended before they settle again.
 
@@ -264,16 +265,19 @@ def dissolve(app: App, name, account_alias, safe):
     """
     with app.session() as s:
         me_id = s.chain.me_id_by_name(name)
-        s.chain.dissolve_me(me_id, sender=s.role_actor("platform", account_alias, safe))
+        actor = s.role_actor("platform", account_alias, safe, export)
+        with exporting(actor):
+            s.chain.dissolve_me(me_id, sender=actor)
     click.echo(f"dissolved ME {name!r} (id {me_id})")
 
 
 @me.command(name="import")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--dry-run", is_flag=True, help="Check the file against the chain and say what would be registered.")
-@account_option("platform")
+@role_options("platform")
+@export_option
 @pass_app
-def import_(app: App, file, dry_run, account_alias):
+def import_(app: App, file, dry_run, account_alias, safe, export):
     """Register every ME of FILE (platform role): CSV with the header `name,signer,payout,parent`, or JSON
     lines with those keys. `payout` empty: the signer; `parent` empty, or an ME registered before or in an
     earlier row. The whole file is checked first and every problem printed by row; nothing is sent
@@ -284,14 +288,17 @@ def import_(app: App, file, dry_run, account_alias):
     Example:
       ledger me import mes.csv --dry-run
       ledger me import mes.csv
+      ledger me import mes.csv --safe platform-safe --account dev1 --account dev12
+      ledger me import mes.csv --safe platform-safe --account dev1 --export mes.safe.json
     """
     from pathlib import Path
 
     from ledger.services.imports import import_mes
 
     with app.session() as s:
-        sender = None if dry_run else s.role_account("platform", account_alias)
-        summary = import_mes(s.chain, Path(file), sender=sender, dry_run=dry_run)
+        sender = None if dry_run else s.role_actor("platform", account_alias, safe, export)
+        with exporting(sender):
+            summary = import_mes(s.chain, Path(file), sender=sender, dry_run=dry_run)
     new = summary.rows - summary.skipped
     if dry_run:
         click.echo(

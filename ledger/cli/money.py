@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .context import App, account_option, pass_app, role_options
+from .context import App, account_option, export_option, exporting, pass_app, role_options
 
 
 @click.group()
@@ -24,8 +24,9 @@ def period():
 @click.argument("period_number", metavar="PERIOD", type=click.IntRange(1, 2**32 - 1))
 @click.option("--force", is_flag=True, help="Close it even though no revenue was settled into it (closing is final).")
 @role_options("finance")
+@export_option
 @pass_app
-def close(app: App, alliance, period_number, account_alias, force, safe):
+def close(app: App, alliance, period_number, account_alias, force, safe, export):
     """Close PERIOD of ALLIANCE (finance role). Closing is final: no revenue can be settled into the
     period afterwards. A period with no settled revenue (a typo such as 202701 for 202612, or a period
     whose revenue is still to come) is refused unless `--force`.
@@ -57,7 +58,9 @@ def close(app: App, alliance, period_number, account_alias, force, safe):
                 f"period {period_number} of alliance {alliance!r} has no settled revenue: {why}; closing is final, "
                 f"so settle its revenue first, or give --force to close it empty"
             )
-        s.chain.close_period(agreement.id, period_number, sender=s.role_actor("finance", account_alias, safe))
+        actor = s.role_actor("finance", account_alias, safe, export)
+        with exporting(actor):  # --export: the Safe transaction is written for owners elsewhere, not sent
+            s.chain.close_period(agreement.id, period_number, sender=actor)
         shown = s.units(revenue, agreement.token)
         click.echo(f"closed period {period_number} of {alliance!r}: revenue {shown} {s.symbol(agreement.token)}")
 

@@ -6,7 +6,7 @@ import click
 
 from ledger import words
 
-from .context import App, account_option, pass_app
+from .context import App, export_option, exporting, pass_app
 
 
 @click.group()
@@ -28,9 +28,15 @@ def payout():
 @click.option("--batch-size", default=100, show_default=True, type=int, help="MEs per transaction.")
 @click.option("--dry-run", is_flag=True, help="Show what each ME would receive; send nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@account_option(help_text="Ape account alias that sends the run: any account (default: the finance account).")
+@click.option("--account", "account_alias", multiple=True, metavar="ACCOUNT",
+              help="Ape account alias that sends the run: any account (default: the finance account); with "
+                   "--safe, an owner who signs (repeat it).")  # fmt: skip
+@click.option("--safe", "safe", metavar="ADDRESS|NAME",
+              help="Send the run from this Safe (the finance role held by a Safe): the owners given with --account "
+                   "sign one Safe transaction per batch and the last of them sends it.")  # fmt: skip
+@export_option
 @pass_app
-def run_(app: App, alliance, me_names, minimum, token, batch_size, dry_run, as_json, account_alias):
+def run_(app: App, alliance, me_names, minimum, token, batch_size, dry_run, as_json, account_alias, safe, export):
     """Pay every selected ME's whole balance to its registered payout address, in batches, from any
     account. Nobody can redirect money: the contract pays only the ME's own payout address. An ME whose
     payout address refuses the transfer (a contract that reverts, a token's blocklist) is skipped, keeps
@@ -41,6 +47,7 @@ def run_(app: App, alliance, me_names, minimum, token, batch_size, dry_run, as_j
       ledger payout run --dry-run
       ledger payout run --alliance smart-kitchen --min 10 --account dev5
       ledger payout run --me fridge --me oven
+      ledger payout run --safe finance-safe --account dev2 --account dev13
     """
     from ledger.errors import LedgerError
     from ledger.services import payout_run
@@ -60,8 +67,9 @@ def run_(app: App, alliance, me_names, minimum, token, batch_size, dry_run, as_j
             return
         outcome = None
         if lines:
-            sender = s.role_account("finance", account_alias)
-            outcome = payout_run.run(s.chain, sender, token_address, lines, batch_size=batch_size)
+            sender = s.role_actor("finance", account_alias, safe, export)
+            with exporting(sender):
+                outcome = payout_run.run(s.chain, sender, token_address, lines, batch_size=batch_size)
         _show_outcome(s, lines, outcome, token_address, symbol, as_json)
         if outcome and (outcome.skipped or outcome.failed):
             raise click.exceptions.Exit(1)

@@ -187,7 +187,8 @@ def _send_batches(chain, sender, items, progress, summary: ImportSummary, total:
 
 def _send_all(chain, sender, items: Sequence[tuple[object, bytes, int]], progress=None) -> list[tuple[object, str]]:
     """Send ``(key, calldata, gas)`` to the ledger in order through one pipeline; the keys that failed."""
-    pipeline = chain.pipeline(sender)
+    # A role held by a Safe (or written to a file for its owners): one Safe transaction per batch.
+    pipeline = sender.pipeline(chain) if hasattr(sender, "pipeline") else chain.pipeline(sender)
     failed: list[tuple[object, str]] = []
 
     def landed(done_list) -> None:
@@ -312,7 +313,8 @@ def import_mes(chain, path: Path, *, sender, dry_run: bool = False, progress=Non
     if dry_run or not new:
         return summary
     if not chain.has_role("PLATFORM_ROLE", sender.address):
-        raise LedgerError(f"account {sender.address} does not hold the platform role; only it registers MEs")
+        who = sender.safe.label() if hasattr(sender, "safe") else f"account {sender.address}"
+        raise LedgerError(f"{who} does not hold the platform role; only it registers MEs")
     register = chain.abi["registerMEs"]
     ids_known: dict[str, int] = {}
     parents = [r.parent for r in new if r.parent]

@@ -94,7 +94,10 @@ def run(chain, sender, token: str, lines: Sequence[Line], *, batch_size: int = D
     gas = {}
     for batch in queue:
         gas[tuple(batch)] = int(chain.estimate_gas(sender.address, chain.payout_data(token, batch)) * GAS_MARGIN)
-    pipeline = chain.pipeline(sender, window)
+    # A Safe (or a file for its owners): one Safe transaction per batch.
+    # In sequence: a reverted execTransaction leaves its Safe nonce unused, and the batches signed for the
+    # nonces after it would fail too and be taken for failed payouts.
+    pipeline = sender.pipeline(chain, 1) if hasattr(sender, "pipeline") else chain.pipeline(sender, window)
     hashes: list[str] = []
     blocks: list[int] = []
 
