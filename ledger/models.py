@@ -72,6 +72,7 @@ class Agreement(Model):
     active_version: int
     latest_version: int
     next_seq: int
+    recouped: int = 0  # revenue split by a recoup table so far, across all periods and versions
 
     @property
     def current_version(self) -> int | None:

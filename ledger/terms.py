@@ -429,3 +429,29 @@ def nested_credit(args: dict) -> NestedCredit:
         inner_seq=int(args["innerSeq"]),
         amount=int(args["amount"]),
     )
+
+
+# How tiers read in reports and statements (the names are what the payouts carry).
+TIER_LABELS = {
+    "recoup": "recoup (investment paid back)",
+    "base": "up to target",
+    "excess": "above target",
+    "reversal": "reversal (debited)",
+}
+
+
+def tier_label(tier: str) -> str:
+    """The words for a tier: ``band 2`` reads "band 2 (above target 2)"."""
+    if tier in TIER_LABELS:
+        return TIER_LABELS[tier]
+    if tier.startswith("band "):
+        return f"{tier} (above target {tier[5:]})"
+    return tier
+
+
+def tier_order(tier: str) -> tuple:
+    """Sort key of tier names: recoup, base, excess / band 1, band 2, ..., reversal."""
+    rank = {"recoup": 0, "base": 1, "excess": 2, "reversal": 9}
+    if tier.startswith("band "):
+        return (2, int(tier[5:]))
+    return (rank.get(tier, 8), 0)

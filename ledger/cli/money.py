@@ -159,7 +159,7 @@ def _count(statements) -> str:
     return f"{len(statements)} payout statement{'' if len(statements) == 1 else 's'}"
 
 
-TIER_LABELS = {"base": "up to target", "excess": "above target", "reversal": "reversal (debited)"}
+from ledger.terms import TIER_LABELS, tier_label  # noqa: E402,F401 - the tier words have one owner
 CSV_COLUMNS = ["alliance", "period", "me_id", "me", "tier", "token", "symbol", "amount", "amount_base_units"]
 
 
@@ -176,7 +176,7 @@ def _render(fmt: str, rows: list[dict], me_totals: list[dict], grand: dict) -> s
         return "no payouts yet\n"
     body = table(
         ["alliance", "period", "ME", "tier", "amount", "token"],
-        [[r["alliance"], r["period"], r["me"], TIER_LABELS.get(r["tier"], r["tier"]),
+        [[r["alliance"], r["period"], r["me"], tier_label(r["tier"]),
           r["amount"], r["symbol"]] for r in rows],
         right={1, 4},
     )  # fmt: skip
