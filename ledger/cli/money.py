@@ -35,6 +35,7 @@ def close(app: App, alliance, period_number, account_alias, force, safe):
       ledger period close smart-kitchen 202611
     """
     from ledger.errors import LedgerError
+    from ledger.terms import CREDIT_EVENTS
 
     with app.session() as s:
         agreement = s.chain.agreement(alliance)
@@ -44,7 +45,7 @@ def close(app: App, alliance, period_number, account_alias, force, safe):
         if revenue == 0 and not force:
             settled = {
                 int(log.args["period"])
-                for log in s.chain.logs(["PartiesCredited"], from_block=s.record.block, topic1=[agreement.id])
+                for log in s.chain.logs(list(CREDIT_EVENTS), from_block=s.record.block, topic1=[agreement.id])
             }
             latest = max(settled, default=None)
             if latest is None:
