@@ -29,12 +29,21 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
     uint256 public constant MAX_PARTIES = 64;
     uint256 public constant MAX_NAME_BYTES = 64;
 
+    /// @notice At most this many bands per version (the base table is not a band).
+    uint256 public constant MAX_BANDS = 4;
+    /// @notice At most this many levels of inner alliances below any agreement.
+    uint256 public constant MAX_NESTING_DEPTH = 2;
+
+    bytes32 public constant BAND_TYPEHASH = keccak256("Band(uint128 target,uint16[] shares)");
     bytes32 public constant TERMS_TYPEHASH = keccak256(
-        "Terms(address token,uint32[] parties,uint16[] shares,uint128 target,uint16[] excessShares)"
+        "Terms(address token,uint32[] parties,uint16[] shares,Band[] bands,uint128 recoup,uint16[] recoupShares,"
+        "bytes32[] nested)Band(uint128 target,uint16[] shares)"
     );
+    /// @dev EIP-712 encodeType: the primary type, then the referenced types sorted by name (Band, Terms).
     bytes32 public constant APPROVAL_TYPEHASH = keccak256(
-        "Approval(bytes32 agreementId,uint32 version,Terms terms)"
-        "Terms(address token,uint32[] parties,uint16[] shares,uint128 target,uint16[] excessShares)"
+        "Approval(bytes32 agreementId,uint32 version,Terms terms)Band(uint128 target,uint16[] shares)"
+        "Terms(address token,uint32[] parties,uint16[] shares,Band[] bands,uint128 recoup,uint16[] recoupShares,"
+        "bytes32[] nested)"
     );
     bytes32 public constant TERMINATION_TYPEHASH = keccak256("Termination(bytes32 agreementId,uint32 version)");
     bytes32 public constant ME_UPDATE_TYPEHASH =
@@ -57,7 +66,7 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
     struct Batch {
         bytes32 agreementId;
         uint32 version;
-        uint256 target;
+        uint256 target; // band 1's target (0 without a band)
         uint256[] prefixBase; // S_1..S_(n-1) of the base table
         uint256[] prefixExcess; // S_1..S_(n-1) of the excess table
         uint256[] sumsBase; // Q_1..Q_(n-1) of the current run's base parts
@@ -66,7 +75,8 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
         uint256 runExcess; // the current run's excess parts, summed
         uint32 period; // the current run's period
         uint64 runFirstSeq;
-        uint256 revenue; // the period's revenue so far, including the current run
+        uint256 revenue; // the period's banded revenue so far (revenue - recouped), including the current run
+        uint256 recouped; // the period's recouped part (not banded; constant on this path)
         uint256 netted; // settle: the parties' debts repaid from this batch's credits (not paid in)
         uint256 incurred; // settleReversals: the debits the parties' balances did not cover (new debt)
     }
@@ -86,6 +96,9 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
     mapping(bytes32 agreementId => Agreement) private _agreements;
     mapping(bytes32 agreementId => mapping(uint32 version => bytes32 termsHash)) private _termsHash;
     mapping(bytes32 agreementId => mapping(uint32 period => Period)) private _periods;
+    /// @dev The distinct non-zero nested agreement ids of the version in force (written at activation,
+    /// only when they change).
+    mapping(bytes32 agreementId => bytes32[]) private _innerOf;
 
     mapping(uint32 meId => mapping(address token => Account)) private _accounts;
     mapping(address token => uint256) private _totalOwed;
@@ -205,14 +218,14 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
         if (version == active) revert AgreementVersionAlreadyActive(agreementId, version);
         if (version < active) revert AgreementVersionSuperseded(agreementId, version, active);
         bytes32 termsHash = _checkTerms(agreementId, version, terms);
-        _activate(agreement, agreementId, version, termsHash, terms.parties, signatures);
+        _activate(agreement, agreementId, version, termsHash, terms, signatures);
     }
 
     /// @inheritdoc IAllianceLedger
     function createAgreement(bytes32 agreementId, Terms calldata terms, bytes[] calldata signatures) external {
         if (_agreements[agreementId].status != AgreementStatus.None) revert AgreementExists(agreementId);
         (uint32 version, bytes32 termsHash) = _propose(agreementId, terms);
-        _activate(_agreements[agreementId], agreementId, version, termsHash, terms.parties, signatures);
+        _activate(_agreements[agreementId], agreementId, version, termsHash, terms, signatures);
     }
 
     /// @inheritdoc IAllianceLedger
@@ -244,6 +257,8 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
         uint256[] calldata entries
     ) external onlyRole(FINANCE_ROLE) nonReentrant returns (uint256 paidIn) {
         Agreement storage agreement = _checkBatch(agreementId, version, firstSeq, terms, refs, entries.length);
+        if (terms.nested.length != 0) revert AgreementNestedTermsRequired(agreementId);
+        if (!_isClassic(terms)) revert("TODO: bands and recoup (issue 18)");
 
         // Effects. A batch has far fewer than 2**64 - firstSeq events (calldata bounds it).
         agreement.nextSeq = firstSeq + uint64(entries.length);
@@ -282,6 +297,8 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
         for (uint256 k; k < originals.length; ++k) {
             if (originals[k] == bytes32(0)) revert ReversalOriginalEmpty(agreementId, firstSeq + uint64(k));
         }
+        if (terms.nested.length != 0) revert ReversalNestedUnsupported(agreementId);
+        if (!_isClassic(terms)) revert("TODO: bands and recoup (issue 18)");
 
         // Effects. A batch has far fewer than 2**64 - firstSeq events (calldata bounds it).
         agreement.nextSeq = firstSeq + uint64(entries.length);
@@ -297,6 +314,22 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
 
         // Interaction.
         if (returned != 0) IERC20(token).safeTransfer(msg.sender, returned);
+    }
+
+    /// @inheritdoc IAllianceLedger
+    function settleNested(
+        bytes32 agreementId,
+        uint32 version,
+        uint64 firstSeq,
+        Terms calldata terms,
+        bytes32[] calldata refs,
+        uint256[] calldata entries,
+        InnerTerms[] calldata inner
+    ) external onlyRole(FINANCE_ROLE) nonReentrant returns (uint256 paidIn) {
+        _checkBatch(agreementId, version, firstSeq, terms, refs, entries.length);
+        inner;
+        paidIn;
+        revert("TODO: nested settlement (issue 18)");
     }
 
     /// @inheritdoc IAllianceLedger
@@ -391,6 +424,10 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
         return _periods[agreementId][period];
     }
 
+    function nestedOf(bytes32 agreementId) external view returns (bytes32[] memory) {
+        return _innerOf[agreementId];
+    }
+
     function balanceOf(uint32 meId, address token) external view returns (uint256) {
         return _accounts[meId][token].balance;
     }
@@ -408,14 +445,22 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
     }
 
     function hashTerms(Terms calldata terms) public pure returns (bytes32) {
+        Band[] calldata bands = terms.bands;
+        bytes32[] memory bandHashes = new bytes32[](bands.length);
+        for (uint256 j; j < bands.length; ++j) {
+            bandHashes[j] =
+                keccak256(abi.encode(BAND_TYPEHASH, bands[j].target, keccak256(abi.encodePacked(bands[j].shares))));
+        }
         return keccak256(
             abi.encode(
                 TERMS_TYPEHASH,
                 terms.token,
                 keccak256(abi.encodePacked(terms.parties)),
                 keccak256(abi.encodePacked(terms.shares)),
-                terms.target,
-                keccak256(abi.encodePacked(terms.excessShares))
+                keccak256(abi.encodePacked(bandHashes)),
+                terms.recoup,
+                keccak256(abi.encodePacked(terms.recoupShares)),
+                keccak256(abi.encodePacked(terms.nested))
             )
         );
     }
@@ -467,7 +512,7 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
         Agreement storage agreement = _agreements[agreementId];
         AgreementStatus status = agreement.status;
         if (status == AgreementStatus.Terminated) revert AgreementTerminated(agreementId);
-        _validateTerms(terms);
+        _validateTerms(agreementId, terms);
         if (status == AgreementStatus.None) {
             agreement.token = terms.token;
             agreement.status = AgreementStatus.Proposed;
@@ -486,13 +531,78 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
         bytes32 agreementId,
         uint32 version,
         bytes32 termsHash,
-        uint32[] calldata parties,
+        Terms calldata terms,
         bytes[] calldata signatures
     ) private {
-        _checkSignatures(agreementId, version, approvalDigest(agreementId, version, termsHash), parties, signatures, true);
+        _checkSignatures(
+            agreementId, version, approvalDigest(agreementId, version, termsHash), terms.parties, signatures, true
+        );
+        bool wasActive = agreement.activeVersion != 0;
+        if (terms.nested.length != 0) {
+            // Inner alliances may have been re-nested since the proposal: walk again.
+            _checkNesting(agreementId, terms.nested);
+            _setInner(agreementId, terms.nested);
+        } else if (wasActive && _innerOf[agreementId].length != 0) {
+            delete _innerOf[agreementId];
+        }
         agreement.status = AgreementStatus.Active;
         agreement.activeVersion = version;
         emit AgreementActivated(agreementId, version, signatures);
+    }
+
+    /// @dev Records the distinct non-zero ids of `nested` as the inner alliances in force, writing only
+    /// when they differ from the stored ones.
+    function _setInner(bytes32 agreementId, bytes32[] calldata nested) private {
+        bytes32[] memory ids = new bytes32[](nested.length);
+        uint256 count;
+        for (uint256 i; i < nested.length; ++i) {
+            bytes32 id = nested[i];
+            if (id == bytes32(0)) continue;
+            bool seen;
+            for (uint256 j; j < count; ++j) {
+                if (ids[j] == id) {
+                    seen = true;
+                    break;
+                }
+            }
+            if (!seen) ids[count++] = id;
+        }
+        bytes32[] storage stored = _innerOf[agreementId];
+        bool same = stored.length == count;
+        for (uint256 j; same && j < count; ++j) {
+            same = stored[j] == ids[j];
+        }
+        if (same) return;
+        delete _innerOf[agreementId];
+        for (uint256 j; j < count; ++j) {
+            stored.push(ids[j]);
+        }
+    }
+
+    /// @dev No cycle and at most MAX_NESTING_DEPTH levels below `agreementId` when it nests `nested`
+    /// (the other agreements' inner alliances as in force now). The graph of the versions in force is
+    /// acyclic (each activation checks the cycles through the agreement it activates), so the walk ends.
+    function _checkNesting(bytes32 agreementId, bytes32[] calldata nested) private view {
+        for (uint256 i; i < nested.length; ++i) {
+            bytes32 inner = nested[i];
+            if (inner == bytes32(0)) continue;
+            if (inner == agreementId) revert AgreementNestingCycle(agreementId, inner);
+            _walkNesting(agreementId, inner, inner, 1);
+        }
+    }
+
+    /// @dev `id` sits `level` levels below `root` (reached through root's nested `inner`).
+    function _walkNesting(bytes32 root, bytes32 inner, bytes32 id, uint256 level) private view {
+        bytes32[] storage below = _innerOf[id];
+        uint256 count = below.length;
+        if (count == 0) return;
+        for (uint256 j; j < count; ++j) {
+            if (below[j] == root) revert AgreementNestingCycle(root, inner);
+        }
+        if (level + 1 > MAX_NESTING_DEPTH) revert AgreementNestingTooDeep(root, level + 1);
+        for (uint256 j; j < count; ++j) {
+            _walkNesting(root, inner, below[j], level + 1);
+        }
     }
 
     /// @dev Every party's current signer signed `digest`, in party order. For an approval every party
@@ -558,18 +668,24 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
         if (termsHash != _termsHash[agreementId][version]) revert AgreementTermsMismatch(agreementId, version);
     }
 
-    function _validateTerms(Terms calldata terms) private view {
+    /// @dev The terms rules (the Python layer mirrors them in one module).
+    function _validateTerms(bytes32 agreementId, Terms calldata terms) private view {
         if (terms.token == address(0)) revert LedgerZeroAddress("token");
         uint32[] calldata parties = terms.parties;
         uint256 n = parties.length;
         if (n < MIN_PARTIES || n > MAX_PARTIES) revert AgreementPartyCount(n, MIN_PARTIES, MAX_PARTIES);
         if (terms.shares.length != n) revert AgreementTableLength(n, terms.shares.length);
-        _checkSum(terms.shares, false);
-        if (terms.target == 0) {
-            if (terms.excessShares.length != 0) revert AgreementTierInvalid(0, terms.excessShares.length);
-        } else {
-            if (terms.excessShares.length != n) revert AgreementTableLength(n, terms.excessShares.length);
-            _checkSum(terms.excessShares, true);
+        uint256 sum = _sumOf(terms.shares);
+        if (sum != SplitMath.BPS) revert AgreementSharesSum(false, sum);
+        _validateBands(terms.bands, n);
+        uint128 recoup = terms.recoup;
+        uint256 recoupLength = terms.recoupShares.length;
+        if (recoup > type(uint120).max || (recoup == 0 ? recoupLength != 0 : recoupLength != n)) {
+            revert AgreementRecoupInvalid(recoup, recoupLength);
+        }
+        if (recoup != 0) {
+            sum = _sumOf(terms.recoupShares);
+            if (sum != SplitMath.BPS) revert AgreementRecoupSharesSum(sum);
         }
         uint32 previous; // slither uninitialized-local (accepted): starts at 0, below every ME id
         for (uint256 i; i < n; ++i) {
@@ -581,14 +697,39 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
             if (status == MEStatus.None) revert MEUnknown(meId);
             if (status != MEStatus.Active) revert MENotActive(meId, status);
         }
+        bytes32[] calldata nested = terms.nested;
+        if (nested.length != 0) {
+            if (nested.length != n) revert AgreementNestedLength(n, nested.length);
+            for (uint256 i; i < n; ++i) {
+                bytes32 inner = nested[i];
+                if (inner == bytes32(0)) continue;
+                Agreement storage x = _agreements[inner];
+                if (x.status == AgreementStatus.None) revert AgreementNestedUnknown(inner);
+                if (x.token != terms.token) revert AgreementNestedToken(inner, x.token);
+            }
+            _checkNesting(agreementId, nested);
+        }
     }
 
-    function _checkSum(uint16[] calldata shares, bool excessTable) private pure {
-        uint256 sum; // slither uninitialized-local (accepted): the sum starts at 0
+    function _validateBands(Band[] calldata bands, uint256 n) private pure {
+        uint256 k = bands.length;
+        if (k > MAX_BANDS) revert AgreementBandCount(k, MAX_BANDS);
+        uint128 previous; // slither uninitialized-local (accepted): band 1's target must be above 0
+        for (uint256 j; j < k; ++j) {
+            Band calldata band = bands[j];
+            uint128 target = band.target;
+            if (target <= previous) revert AgreementBandTarget(j + 1, previous, target);
+            previous = target;
+            if (band.shares.length != n) revert AgreementBandTableLength(j + 1, n, band.shares.length);
+            uint256 sum = _sumOf(band.shares);
+            if (sum != SplitMath.BPS) revert AgreementBandSharesSum(j + 1, sum);
+        }
+    }
+
+    function _sumOf(uint16[] calldata shares) private pure returns (uint256 sum) {
         for (uint256 i; i < shares.length; ++i) {
             sum += shares[i];
         }
-        if (sum != SplitMath.BPS) revert AgreementSharesSum(excessTable, sum);
     }
 
     /// @dev The version whose parties speak for an existing agreement: the one in force, or the latest
@@ -649,6 +790,11 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
         }
     }
 
+    /// @dev Terms that settle on the classic path (today's loop and events): at most one band, no recoup.
+    function _isClassic(Terms calldata terms) private pure returns (bool) {
+        return terms.bands.length <= 1 && terms.recoup == 0;
+    }
+
     function _newBatch(bytes32 agreementId, uint32 version, Terms calldata terms)
         private
         pure
@@ -657,9 +803,14 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
         uint256 m = terms.parties.length - 1;
         batch.agreementId = agreementId;
         batch.version = version;
-        batch.target = terms.target;
         batch.prefixBase = _prefixSums(terms.shares);
-        batch.prefixExcess = batch.target == 0 ? batch.prefixBase : _prefixSums(terms.excessShares);
+        if (terms.bands.length == 0) {
+            batch.prefixExcess = batch.prefixBase;
+        } else {
+            Band calldata band = terms.bands[0];
+            batch.target = band.target;
+            batch.prefixExcess = _prefixSums(band.shares);
+        }
         batch.sumsBase = new uint256[](m);
         batch.sumsExcess = new uint256[](m);
     }
@@ -727,10 +878,16 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
     function _startRun(Batch memory batch, uint32 period, uint64 seq) private view {
         if (period == 0) revert PeriodInvalid(batch.agreementId, seq);
         Period storage p = _periods[batch.agreementId][period];
-        if (p.closed) revert PeriodAlreadyClosed(batch.agreementId, period);
+        (uint256 revenue, bool closed, uint256 recouped) = (p.revenue, p.closed, p.recouped);
+        if (closed) revert PeriodAlreadyClosed(batch.agreementId, period);
         batch.period = period;
         batch.runFirstSeq = seq;
-        batch.revenue = p.revenue;
+        // The recouped part of a period (from an earlier version with a recoup) does not count toward
+        // its bands; it is at most the period's revenue.
+        unchecked {
+            batch.revenue = revenue - recouped;
+        }
+        batch.recouped = recouped;
     }
 
     /// @dev Books a run of `count` events: the period's revenue, each party's balance, the
@@ -738,7 +895,11 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
     /// Returns the run's total and clears the run's sums.
     function _endRun(Batch memory batch, Terms calldata terms, uint64 count) private returns (uint256 runTotal) {
         bytes32 agreementId = batch.agreementId;
-        uint256 revenue = batch.revenue;
+        // Banded revenue below 2**192 plus a recouped part below 2**120 (see `_scanRun`).
+        uint256 revenue;
+        unchecked {
+            revenue = batch.revenue + batch.recouped;
+        }
         if (revenue > type(uint128).max) revert RevenueAmountInvalid(agreementId, batch.runFirstSeq, revenue);
         _periods[agreementId][batch.period].revenue = uint128(revenue);
 
@@ -906,7 +1067,7 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
     {
         bytes32 agreementId = batch.agreementId;
         // Revenue only fell from a stored uint128 value.
-        _periods[agreementId][batch.period].revenue = uint128(batch.revenue);
+        _periods[agreementId][batch.period].revenue = uint128(batch.revenue + batch.recouped);
 
         uint256[] memory base = SplitMath.creditsOf(batch.sumsBase, batch.runBase);
         uint256[] memory excess = SplitMath.creditsOf(batch.sumsExcess, batch.runExcess);
