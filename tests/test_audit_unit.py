@@ -53,8 +53,12 @@ LEDGER = to_checksum_address("0x" + "1e" * 20)
 USDC = to_checksum_address("0x" + "70" * 20)  # 6 decimals
 EURT = to_checksum_address("0x" + "e2" * 20)  # 2 decimals
 TOKENS = {USDC: (6, "USDC"), EURT: (2, "EURT")}
-TERMS_TYPE = "Terms(address token,uint32[] parties,uint16[] shares,uint128 target,uint16[] excessShares)"
-APPROVAL_TYPE = "Approval(bytes32 agreementId,uint32 version,Terms terms)" + TERMS_TYPE
+BAND_TYPE = "Band(uint128 target,uint16[] shares)"
+TERMS_TYPE = (
+    "Terms(address token,uint32[] parties,uint16[] shares,Band[] bands,uint128 recoup,uint16[] recoupShares,"
+    "bytes32[] nested)"
+)
+APPROVAL_TYPE = "Approval(bytes32 agreementId,uint32 version,Terms terms)" + BAND_TYPE + TERMS_TYPE
 
 
 def key(label: str) -> bytes:
@@ -85,18 +89,26 @@ def packed_array(kind: str, values) -> bytes:
     return abi_encode([f"{kind}[]"], [list(values)])[64:]
 
 
-def hand_terms_hash(token: str, parties, shares, target: int, excess) -> bytes:
-    """``hashTerms`` of the contract, written out independently of the auditor."""
+def hand_terms_hash(token: str, parties, shares, target: int, excess, recoup=0, recoup_shares=(), nested=()) -> bytes:
+    """``hashTerms`` of the contract, written out independently of the auditor (``target``/``excess``: one
+    band, or a list of (target, shares) bands when ``excess`` is None)."""
+    bands = [] if not target and not excess else ([(target, excess)] if excess is not None else target)
+    band_hashes = b"".join(
+        keccak(abi_encode(["bytes32", "uint128", "bytes32"], [keccak(text=BAND_TYPE), t, keccak(packed_array("uint16", x))]))
+        for t, x in bands
+    )
     return keccak(
         abi_encode(
-            ["bytes32", "address", "bytes32", "bytes32", "uint128", "bytes32"],
+            ["bytes32", "address", "bytes32", "bytes32", "bytes32", "uint128", "bytes32", "bytes32"],
             [
-                keccak(text=TERMS_TYPE),
+                keccak(text=TERMS_TYPE + BAND_TYPE),
                 token,
                 keccak(packed_array("uint32", parties)),
                 keccak(packed_array("uint16", shares)),
-                target,
-                keccak(packed_array("uint16", excess)),
+                keccak(band_hashes),
+                recoup,
+                keccak(packed_array("uint16", recoup_shares)),
+                keccak(b"".join(nested)),
             ],
         )
     )
@@ -200,50 +212,69 @@ TERMS_TYPES = {
         {"name": "token", "type": "address"},
         {"name": "parties", "type": "uint32[]"},
         {"name": "shares", "type": "uint16[]"},
-        {"name": "target", "type": "uint128"},
-        {"name": "excessShares", "type": "uint16[]"},
-    ]
+        {"name": "bands", "type": "Band[]"},
+        {"name": "recoup", "type": "uint128"},
+        {"name": "recoupShares", "type": "uint16[]"},
+        {"name": "nested", "type": "bytes32[]"},
+    ],
+    "Band": [{"name": "target", "type": "uint128"}, {"name": "shares", "type": "uint16[]"}],
 }
 
 
 def test_terms_typehash_is_the_contracts():
-    spelled = b"Terms(address token,uint32[] parties,uint16[] shares,uint128 target,uint16[] excessShares)"
+    spelled = (
+        b"Terms(address token,uint32[] parties,uint16[] shares,Band[] bands,uint128 recoup,uint16[] recoupShares,"
+        b"bytes32[] nested)Band(uint128 target,uint16[] shares)"
+    )
     assert keccak(spelled) == TERMS_TYPEHASH
 
 
 @settings(max_examples=15)
 @given(terms=random_terms())
 def test_terms_hash_matches_a_hand_computation_and_eth_account(terms):
-    ours = terms_hash(terms.token, terms.parties, terms.shares, terms.target, terms.excess_shares)
+    ours = terms_hash(terms)
     assert ours == hand_terms_hash(terms.token, terms.parties, terms.shares, terms.target, terms.excess_shares)
     data = {
         "token": terms.token,
         "parties": list(terms.parties),
         "shares": list(terms.shares),
-        "target": terms.target,
-        "excessShares": list(terms.excess_shares),
+        "bands": [{"target": terms.target, "shares": list(terms.excess_shares)}] if terms.target else [],
+        "recoup": 0,
+        "recoupShares": [],
+        "nested": [],
     }
     assert ours == hash_struct("Terms", TERMS_TYPES, data)
 
 
 def test_terms_hash_fixed_example_and_sensitivity():
     parties, shares, excess = (1, 2, 3), (5000, 3000, 2000), (2000, 3000, 5000)
-    base = terms_hash(USDC, parties, shares, 1_000_000, excess)
+
+    def th(token=USDC, p=parties, s=shares, target=1_000_000, x=excess, **more):
+        return terms_hash(_Terms(token, tuple(p), tuple(s), target, tuple(x), **more))
+
+    base = th()
     assert base == hand_terms_hash(USDC, parties, shares, 1_000_000, excess)
     assert len(base) == 32
     # Every field counts.
-    assert terms_hash(EURT, parties, shares, 1_000_000, excess) != base
-    assert terms_hash(USDC, (1, 2, 4), shares, 1_000_000, excess) != base
-    assert terms_hash(USDC, parties, (5000, 2000, 3000), 1_000_000, excess) != base
-    assert terms_hash(USDC, parties, shares, 1_000_001, excess) != base
-    assert terms_hash(USDC, parties, shares, 1_000_000, (2000, 5000, 3000)) != base
-    # Empty excess table: keccak of nothing.
-    no_tier = terms_hash(USDC, parties, shares, 0, ())
+    assert th(token=EURT) != base
+    assert th(p=(1, 2, 4)) != base
+    assert th(s=(5000, 2000, 3000)) != base
+    assert th(target=1_000_001) != base
+    assert th(x=(2000, 5000, 3000)) != base
+    assert th(recoup=5, recoup_shares=(10_000, 0, 0)) == hand_terms_hash(
+        USDC, parties, shares, 1_000_000, excess, 5, (10_000, 0, 0)
+    ) != base
+    nested = (b"\0" * 32, b32("inner"), b"\0" * 32)
+    assert th(nested=nested) == hand_terms_hash(USDC, parties, shares, 1_000_000, excess, nested=nested) != base
+    two = ((1_000_000, excess), (2_000_000, (0, 0, 10_000)))
+    assert th(target=0, x=(), bands=two) == hand_terms_hash(USDC, parties, shares, list(two), None) != base
+    # No band: keccak of nothing for the bands.
+    no_tier = th(target=0, x=())
     assert no_tier == keccak(
         abi_encode(
-            ["bytes32", "address", "bytes32", "bytes32", "uint128", "bytes32"],
+            ["bytes32", "address", "bytes32", "bytes32", "bytes32", "uint128", "bytes32", "bytes32"],
             [TERMS_TYPEHASH, USDC, keccak(packed_array("uint32", parties)),
-             keccak(packed_array("uint16", shares)), 0, keccak(b"")],
+             keccak(packed_array("uint16", shares)), keccak(b""), 0, keccak(b""), keccak(b"")],
         )
     )  # fmt: skip
 
@@ -264,34 +295,35 @@ def test_approval_digest_commits_to_the_terms_hash_as_the_contract_does():
             ],
         )
     )
-    th = terms_hash(terms.token, terms.parties, terms.shares, terms.target, terms.excess_shares)
+    th = terms_hash(_Terms(terms.token, terms.parties, terms.shares, terms.target, terms.excess_shares))
     struct = keccak(abi_encode(["bytes32", "bytes32", "uint32", "bytes32"], [keccak(text=APPROVAL_TYPE), aid, 2, th]))
     message = eip712.approval_message(CHAIN_ID, LEDGER, aid, 2, terms)
     assert eip712.digest(message) == keccak(b"\x19\x01" + domain + struct)
 
 
-def _t(parties, shares, target=0, excess=()):
-    return _Terms(USDC, tuple(parties), tuple(shares), target, tuple(excess))
+def _t(parties, shares, target=0, excess=(), **more):
+    return _Terms(USDC, tuple(parties), tuple(shares), target, tuple(excess), **more)
 
 
 @pytest.mark.parametrize(
     ("terms", "problem"),
     [
-        (_t([1], [10_000]), "1 parties (allowed 2 to 64)"),
-        (_t(range(1, 66), [100] * 64 + [3600]), "65 parties (allowed 2 to 64)"),
-        (_t([2, 1], [5000, 5000]), "parties not in strictly ascending order"),
-        (_t([1, 1], [5000, 5000]), "parties not in strictly ascending order"),
-        (_t([1, 3, 2], [4000, 3000, 3000]), "parties not in strictly ascending order"),
-        (_t([1, 2], [5000, 4999]), "shares [5000, 4999] do not give 2 parties 10000 basis points"),
-        (_t([1, 2], [10_000]), "shares [10000] do not give 2 parties 10000 basis points"),
-        (_t([1, 2], [5000, 5000, 0]), "shares [5000, 5000, 0] do not give 2 parties 10000 basis points"),
-        (_t([1, 2], [5000, 5000], 0, [5000, 5000]), "excess shares without a target"),
-        (_t([1, 2], [5000, 5000], 7, []), "excess shares [] do not give 2 parties 10000 basis points"),
-        (_t([1, 2], [5000, 5000], 7, [10_000]), "excess shares [10000] do not give 2 parties 10000 basis points"),
-        (
-            _t([1, 2], [5000, 5000], 7, [5000, 5001]),
-            "excess shares [5000, 5001] do not give 2 parties 10000 basis points",
-        ),
+        (_t([1], [10_000]), "parties: an alliance needs 2 to 64 parties, got 1"),
+        (_t(range(1, 66), [100] * 64 + [3600]), "parties: an alliance needs 2 to 64 parties, got 65"),
+        (_t([2, 1], [5000, 5000]), "parties: not in strictly ascending ME id order (or a party appears twice)"),
+        (_t([1, 1], [5000, 5000]), "parties: not in strictly ascending ME id order (or a party appears twice)"),
+        (_t([1, 3, 2], [4000, 3000, 3000]), "parties: not in strictly ascending ME id order (or a party appears twice)"),
+        (_t([1, 2], [5000, 4999]), "shares sums to 9999 basis points; it must sum to 10000"),
+        (_t([1, 2], [10_000]), "shares has 1 entries for 2 parties"),
+        (_t([1, 2], [5000, 5000, 0]), "shares has 3 entries for 2 parties"),
+        (_t([1, 2], [5000, 5000], 0, [5000, 5000]), "band 1: the target must be above 0 and at most " + str(2**128 - 1)),
+        (_t([1, 2], [5000, 5000], 7, []), "band 1 shares has 0 entries for 2 parties"),
+        (_t([1, 2], [5000, 5000], 7, [10_000]), "band 1 shares has 1 entries for 2 parties"),
+        (_t([1, 2], [5000, 5000], 7, [5000, 5001]), "band 1 shares sums to 10001 basis points; it must sum to 10000"),
+        (_t([1, 2], [5000, 5000], bands=((7, (5000, 5000)), (7, (0, 10_000)))),
+         "band 2: targets must be strictly ascending (7 after 7)"),
+        (_t([1, 2], [5000, 5000], recoup=9), "recoup shares has 0 entries for 2 parties"),
+        (_t([1, 2], [5000, 5000], nested=(b"\0" * 32,)), "nested: 1 entries for 2 parties"),
     ],
 )
 def test_validate_terms_names_each_problem(terms, problem):
@@ -330,14 +362,17 @@ CANONICAL = {
     "MERegistered": "MERegistered(uint32,string,address,address,uint32)",
     "MEUpdated": "MEUpdated(uint32,address,address,uint32)",
     "MEDissolved": "MEDissolved(uint32)",
-    "AgreementProposed": "AgreementProposed(bytes32,uint32,bytes32,(address,uint32[],uint16[],uint128,uint16[]),"
-    "address)",
+    "AgreementProposed": "AgreementProposed(bytes32,uint32,bytes32,(address,uint32[],uint16[],(uint128,uint16[])[],"
+    "uint128,uint16[],bytes32[]),address)",
     "AgreementActivated": "AgreementActivated(bytes32,uint32,bytes[])",
     "AgreementEnded": "AgreementEnded(bytes32,uint32,bytes[])",
     "RevenueSettled": "RevenueSettled(bytes32,uint32,uint64,bytes32[],uint256[])",
     "PartiesCredited": "PartiesCredited(bytes32,uint32,uint32,uint64,uint64,uint256[],uint256[])",
+    "PartiesCreditedByTier": "PartiesCreditedByTier(bytes32,uint32,uint32,uint64,uint64,uint256[])",
+    "NestedSettled": "NestedSettled(bytes32,uint64,uint32,bytes32,uint64,uint256)",
     "RevenueReversed": "RevenueReversed(bytes32,uint32,uint64,bytes32[],uint256[],bytes32[])",
     "PartiesDebited": "PartiesDebited(bytes32,uint32,uint32,uint64,uint64,uint256[],uint256[])",
+    "PartiesDebitedByTier": "PartiesDebitedByTier(bytes32,uint32,uint32,uint64,uint64,uint256[])",
     "DebtIncurred": "DebtIncurred(uint32,address,uint256)",
     "DebtNetted": "DebtNetted(uint32,address,uint256)",
     "PeriodClosed": "PeriodClosed(bytes32,uint32,uint128)",
@@ -358,7 +393,7 @@ def test_event_abi_parses_every_signature():
         {"type": "bytes32", "name": "agreementId", "indexed": True},
         {"type": "uint32", "name": "version", "indexed": True},
         {"type": "bytes32", "name": "termsHash", "indexed": False},
-        {"type": "(address,uint32[],uint16[],uint128,uint16[])", "name": "terms", "indexed": False},
+        {"type": "(address,uint32[],uint16[],(uint128,uint16[])[],uint128,uint16[],bytes32[])", "name": "terms", "indexed": False},
         {"type": "address", "name": "proposer", "indexed": False},
     ]
     assert [(i["name"], i["indexed"]) for i in by_name["PartiesCredited"]["inputs"]] == [
@@ -379,7 +414,7 @@ def test_event_topics_are_the_keccak_of_the_canonical_signatures():
         assert reader.topic(name) == keccak(text=signature), name
     spec = EventSpec.from_abi(next(e for e in event_abi() if e["name"] == "AgreementProposed"))
     assert spec.indexed == [("agreementId", "bytes32"), ("version", "uint32")]
-    assert [k for _, k in spec.data] == ["bytes32", "(address,uint32[],uint16[],uint128,uint16[])", "address"]
+    assert [k for _, k in spec.data] == ["bytes32", "(address,uint32[],uint16[],(uint128,uint16[])[],uint128,uint16[],bytes32[])", "address"]
 
 
 def test_event_abi_matches_the_compiled_contract_if_built():
@@ -406,7 +441,7 @@ FAKE_EVENTS = {
     "MEUpdated": [("meId", "uint32", 1), ("payout", "address", 0), ("signer", "address", 0), ("nonce", "uint32", 0)],
     "MEDissolved": [("meId", "uint32", 1)],
     "AgreementProposed": [("agreementId", "bytes32", 1), ("version", "uint32", 1), ("termsHash", "bytes32", 0),
-                          ("terms", "(address,uint32[],uint16[],uint128,uint16[])", 0), ("proposer", "address", 0)],
+                          ("terms", "(address,uint32[],uint16[],(uint128,uint16[])[],uint128,uint16[],bytes32[])", 0), ("proposer", "address", 0)],
     "AgreementActivated": [("agreementId", "bytes32", 1), ("version", "uint32", 1), ("signatures", "bytes[]", 0)],
     "AgreementEnded": [("agreementId", "bytes32", 1), ("version", "uint32", 1), ("signatures", "bytes[]", 0)],
     "RevenueSettled": [("agreementId", "bytes32", 1), ("version", "uint32", 1), ("firstSeq", "uint64", 0),
@@ -1092,7 +1127,7 @@ def test_report_as_dict_and_findings_by_kind():
 def test_every_finding_kind_is_documented():
     assert set(FINDING_KINDS) == {
         "signature", "terms", "credit", "duplicate", "closed-period", "settlement", "withdrawal", "conservation",
-        "statement-differs", "statement-missing", "statement-extra", "debit", "reversal", "debt",
+        "statement-differs", "statement-missing", "statement-extra", "debit", "reversal", "debt", "nested",
     }  # fmt: skip
 
 
@@ -1263,7 +1298,7 @@ def test_a_line_in_another_token_differs(tmp_path):
         ("kitchen,1,9,fridge,base,,,1,1000000", "ME id 9 does not exist on the chain"),
         ("kitchen,1,1,oven,base,,,1,1000000", "me_id 1 is 'fridge' on the chain, the line says 'oven'"),
         ("kitchen,1,,ghost,base,,,1,1000000", "ME 'ghost' does not exist on the chain"),
-        ("kitchen,1,1,fridge,bonus,,,1,1000000", "tier 'bonus' is not 'base', 'excess' or 'reversal'"),
+        ("kitchen,1,1,fridge,bonus,,,1,1000000", "tier 'bonus' is not 'recoup', 'base', 'excess', 'band N' or 'reversal'"),
         ("pantry,1,1,fridge,base,,,1,1000000", "alliance 'pantry' does not exist on the chain"),
     ],
 )

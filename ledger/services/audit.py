@@ -52,6 +52,7 @@ from ledger.chain.rpc import RpcError
 from ledger.errors import ChainUnavailable, LedgerError
 from ledger.models import bytes32_to_text
 from ledger.money import BPS, MAX_EVENT_AMOUNT, ROUNDING_STRIDE, format_amount
+from ledger.terms import TERMS_TYPEHASH as TERMS_TYPEHASH  # noqa: F401 - re-exported for the tests
 from ledger.terms import NOT_NESTED, credit_run, nested_credit, nested_reference, terms_problem, terms_struct_hash
 
 # The ledger's events, written out so the audit depends on the chain alone (tests compare them with
@@ -276,6 +277,10 @@ class _Terms:
     recoup: int = 0
     recoup_shares: tuple[int, ...] = ()
     nested: tuple = ()  # bytes32 per party, or empty
+
+    def __post_init__(self) -> None:
+        if not self.bands and (self.target or self.excess_shares):  # built as the one band of before
+            self.bands = ((self.target, tuple(self.excess_shares)),)
 
     @classmethod
     def logged(cls, value) -> _Terms:
