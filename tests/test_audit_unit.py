@@ -29,7 +29,8 @@ from ledger.chain import eip712
 from ledger.chain.logs import EventSpec, LogReader, canonical_type
 from ledger.chain.rpc import HttpRpc, RpcError
 from ledger.errors import ChainUnavailable
-from ledger.models import Terms
+from ledger.models import Band, Terms, bytes32_to_text
+from ledger.terms import nested_reference
 from ledger.services.audit import (
     EVENT_SIGNATURES,
     FINDING_KINDS,
@@ -449,6 +450,10 @@ FAKE_EVENTS = {
     "PartiesCredited": [("agreementId", "bytes32", 1), ("period", "uint32", 1), ("version", "uint32", 0),
                         ("firstSeq", "uint64", 0), ("count", "uint64", 0), ("baseCredits", "uint256[]", 0),
                         ("excessCredits", "uint256[]", 0)],
+    "PartiesCreditedByTier": [("agreementId", "bytes32", 1), ("period", "uint32", 1), ("version", "uint32", 0),
+                              ("firstSeq", "uint64", 0), ("count", "uint64", 0), ("credits", "uint256[]", 0)],
+    "NestedSettled": [("agreementId", "bytes32", 1), ("firstSeq", "uint64", 0), ("meId", "uint32", 1),
+                      ("inner", "bytes32", 1), ("innerSeq", "uint64", 0), ("amount", "uint256", 0)],
     "PeriodClosed": [("agreementId", "bytes32", 1), ("period", "uint32", 1), ("revenue", "uint128", 0)],
     "Withdrawn": [("meId", "uint32", 1), ("token", "address", 1), ("to", "address", 0), ("amount", "uint256", 0)],
     "PayoutSkipped": [("meId", "uint32", 1), ("token", "address", 1), ("payout", "address", 0),
@@ -483,6 +488,7 @@ class FakeChain:
         self.withdrawn: dict[str, int] = defaultdict(int)
         self.payouts: dict[tuple[str, int, int, str], int] = defaultdict(int)
         self.credit_hook = None  # (alliance, first seq, base, excess) -> (base, excess), or None to drop the run
+        self.book = money.NestedBook()  # the state of the shaped settlements (settle_shaped)
         self.code = "0x6080604052"
         self.me_count_extra = 0
         self.refuse_over: int | None = None  # refuse eth_getLogs ranges of more blocks than this
@@ -604,6 +610,75 @@ class FakeChain:
                 for tier, value in (("base", b), ("excess", x)):
                     if value:
                         self.payouts[(name, period, me_id, tier)] += value
+        return tx
+
+    def propose_terms(self, name: str, terms: Terms, *, logged_hash: bytes | None = None) -> int:
+        """Propose terms of any shape (bands, recoup, nested parties)."""
+        aid = b32(name)
+        version = self.latest[aid] = self.latest[aid] + 1
+        self.terms[(aid, version)] = terms
+        real = hand_terms_hash(terms.token, terms.parties, terms.shares, [(b.target, b.shares) for b in terms.bands],
+                               None, terms.recoup, terms.recoup_shares, terms.nested)  # fmt: skip
+        self._emit(self._tx(), "AgreementProposed", agreementId=aid, version=version, termsHash=logged_hash or real,
+                   terms=terms.as_tuple(), proposer=PLATFORM)  # fmt: skip
+        return version
+
+    def settle_shaped(self, name: str, events: list[tuple[str, int, int]], *, tamper=None) -> str:
+        """``settleNested`` (or ``settle``) as the contract does it, from the reference book of ledger/money.py:
+        per run the credited event of the terms' shape, and each nested party's credit passed on as one event
+        of its inner alliance (its RevenueSettled, its credited event, then NestedSettled). ``tamper(kind,
+        args)`` may change the logged arguments."""
+        tamper = tamper or (lambda kind, args: args)
+        aid = b32(name)
+        book = self.book
+        for (agreement, version), terms in self.terms.items():
+            if self.active.get(agreement) == version:
+                book.terms[agreement] = terms
+        for agreement, seq in self.next_seq.items():
+            book.next_seq[agreement] = seq
+        tx = self._tx()
+        out = book.settle(aid, [(a, p) for _, a, p in events])
+        token = book.terms[aid].token
+        self.settled[token] += sum(a for _, a, _ in events)
+        first = self.next_seq[aid]
+        self._emit(tx, "RevenueSettled", **tamper("outer", dict(agreementId=aid, version=self.active[aid],
+                   firstSeq=first, refs=[b32(r) for r, _, _ in events],
+                   entries=[a << 32 | p for _, a, p in events])))  # fmt: skip
+        by_inner_seq = {(e.inner, e.inner_seq): e for e in out.nested}
+        for run in out.runs:
+            terms = book.terms[run.agreement_id]
+            version = self.active[run.agreement_id]
+            nested_event = by_inner_seq.get((run.agreement_id, run.first_seq))
+            if nested_event is not None:
+                ref = nested_reference(nested_event.outer, nested_event.run_first_seq, nested_event.me_id)
+                self._emit(tx, "RevenueSettled", **tamper("inner", dict(agreementId=run.agreement_id,
+                           version=version, firstSeq=run.first_seq, refs=[ref],
+                           entries=[nested_event.amount << 32 | run.period])))  # fmt: skip
+            common = dict(agreementId=run.agreement_id, period=run.period, version=version, firstSeq=run.first_seq,
+                          count=run.count)  # fmt: skip
+            tiers = [list(t) for t in run.tiers]
+            if terms.by_tier:
+                self._emit(tx, "PartiesCreditedByTier", **tamper("credits", {**common, "credits": [
+                    c for tier in tiers for c in tier]}))  # fmt: skip
+            else:
+                excess = tiers[1] if len(tiers) > 1 else [0] * len(terms.parties)
+                self._emit(tx, "PartiesCredited", **tamper("credits", {**common, "baseCredits": tiers[0],
+                           "excessCredits": excess}))  # fmt: skip
+            if nested_event is not None:
+                e = nested_event
+                self._emit(tx, "NestedSettled", **tamper("nested", dict(agreementId=e.outer, firstSeq=e.run_first_seq,
+                           meId=e.me_id, inner=e.inner, innerSeq=e.inner_seq, amount=e.amount)))  # fmt: skip
+            alliance = bytes32_to_text(run.agreement_id)
+            for t, tier in enumerate(terms.tier_names):
+                for i, me_id in enumerate(terms.parties):
+                    if tiers[t][i] and me_id not in terms.nested_parties:
+                        self.payouts[(alliance, run.period, me_id, tier)] += tiers[t][i]
+        for me_id, credit in out.accounts.items():
+            self.balances[(me_id, token)] += credit
+            self.owed[token] += credit
+            self.held[token] += credit
+        for agreement, seq in book.next_seq.items():
+            self.next_seq[agreement] = seq
         return tx
 
     def close(self, name: str, period: int) -> None:
@@ -1571,3 +1646,82 @@ def test_a_skipped_payout_with_another_amount_or_address_is_a_withdrawal_finding
     report = run_audit(chain)
     assert [f.kind for f in report.findings] == ["withdrawal"]
     assert ("its balance is" if tamper == "amount" else "its payout address is") in report.findings[0].message
+
+
+# =====================================================================================================
+# 6. Bands, recoup and nested alliances, from the logs alone
+# =====================================================================================================
+
+PLATFORM_ME, NODE_A, NODE_B = 5, 6, 7
+
+
+def shaped_history(tamper=None) -> FakeChain:
+    """An outer alliance with two bands and a recoup whose party PLATFORM_ME is the inner alliance "nodes"
+    (itself banded), settled across two periods; the recoup is reached inside the second batch."""
+    chain = FakeChain()
+    for role, account in (("admin", ADMIN), ("platform", PLATFORM), ("finance", FINANCE)):
+        chain.grant(role, account)
+    for name in ("fridge", "oven", "recipe-app", "logistics", "platform-me", "node-a", "node-b"):
+        chain.register(name)
+    nodes = Terms.build(USDC, {NODE_A: 5000, NODE_B: 5000}, 300_000, {NODE_A: 9000, NODE_B: 1000})
+    chain.propose_terms("nodes", nodes)
+    chain.activate("nodes", 1)
+    outer = Terms(
+        token=USDC, parties=(FRIDGE, OVEN, PLATFORM_ME), shares=(5000, 3000, 2000),
+        bands=(Band(target=500_000, shares=(2000, 3000, 5000)), Band(target=900_000, shares=(0, 5000, 5000))),
+        recoup=1_000_000, recoup_shares=(10_000, 0, 0), nested=(b"\0" * 32, b"\0" * 32, b32("nodes")),
+    )  # fmt: skip
+    chain.propose_terms("outer", outer)
+    chain.activate("outer", 1)
+    chain.settle_shaped("outer", [("o-1", 600_000, 1), ("o-2", 300_000, 1), ("o-3", 77_777, 2)], tamper=tamper)
+    chain.settle_shaped("outer", [("o-4", 400_000, 1), ("o-5", 950_001, 1), ("o-6", 3, 2)], tamper=tamper)
+    return chain
+
+
+def test_the_audit_recomputes_bands_recoup_and_nested_alliances_from_the_logs_alone():
+    chain = shaped_history()
+    report = run_audit(chain)
+    assert report.findings == []
+    # The first batch all goes to the recoup (to fridge): the platform ME is credited, and passes on, only
+    # in the second batch's two runs.
+    assert report.counts["nested_events"] == 2
+    assert report.payouts == dict(chain.payouts)
+    assert {t for (a, *_, t) in report.payouts if a == "outer"} == {"recoup", "base", "band 1", "band 2"}
+    (usdc,) = report.tokens
+    total = 600_000 + 300_000 + 77_777 + 400_000 + 950_001 + 3
+    assert usdc.settled == usdc.credited == usdc.owed == usdc.held == usdc.balances == total  # paid in once
+    assert all(me_id != PLATFORM_ME for (_, _, me_id, _) in report.payouts)  # an alliance is not paid as an ME
+
+
+def test_a_nested_credit_not_passed_on_in_full_is_a_finding():
+    def tamper(kind, args):
+        if kind == "nested" and args["firstSeq"] == 3:
+            return {**args, "amount": args["amount"] - 1}
+        return args
+
+    report = run_audit(shaped_history(tamper))
+    assert "nested" in report.findings_by_kind()
+    assert any("passed on, the run credited" in f.message for f in report.findings)
+
+
+def test_an_inner_event_with_another_reference_is_a_finding():
+    def tamper(kind, args):
+        if kind == "inner" and args["firstSeq"] == 0:  # the inner alliance's first event
+            return {**args, "refs": [b32("not derived")]}
+        return args
+
+    report = run_audit(shaped_history(tamper))
+    assert any(f.kind == "nested" and "not the derived reference" in f.message for f in report.findings)
+
+
+def test_tier_credits_that_differ_from_the_recomputed_recoup_split_are_a_finding():
+    def tamper(kind, args):
+        if kind == "credits" and "credits" in args and args["agreementId"] == b32("outer") and args["firstSeq"] == 0:
+            credits = list(args["credits"])
+            credits[0], credits[1] = credits[0] - 1, credits[1] + 1  # one unit of the recoup to the wrong ME
+            return {**args, "credits": credits}
+        return args
+
+    report = run_audit(shaped_history(tamper))
+    assert [f.kind for f in report.findings if f.kind == "credit"] == ["credit"]
+    assert "fridge recoup" in next(f.message for f in report.findings if f.kind == "credit")
