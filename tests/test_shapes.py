@@ -1,0 +1,163 @@
+"""Bands, recoup first and nested alliances on the contract, against the reference book of ledger/money.py
+(issue 18): exact credits per tier and party, the recoup reached once across periods, the inner alliance
+credited by its own terms in the same transaction, finance paying in the outer total once, and the nesting
+limits and errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from ledger import money
+from ledger.chain.ledger import LedgerChain
+from ledger.errors import InputError
+from ledger.models import Band, Terms, text_to_bytes32
+from ledger.services.alliances import check_nested
+from ledger.terms import NOT_NESTED, credit_run, nested_credit, nested_reference
+
+from .helpers import revert_of, sign_all
+
+PERIOD = 202611
+
+
+def create(ledger, name: str, terms: Terms, signers, kitchen, sender) -> bytes:
+    """Create and activate ``terms`` (every party's signer signs)."""
+    aid = LedgerChain.agreement_id(name)
+    by_id = {me_id: signers[i] for i, me_id in enumerate(kitchen.values())}
+    ledger.create(aid, terms, sign_all(ledger, [by_id[p] for p in terms.parties], aid, 1, terms), sender=sender)
+    return aid
+
+
+def refs(prefix: str, count: int) -> list[bytes]:
+    return [text_to_bytes32(f"{prefix}-{k}") for k in range(count)]
+
+
+def balances(ledger, token, ids) -> dict[int, int]:
+    return {me_id: ledger.balance_of(me_id, token) for me_id in ids}
+
+
+def test_three_bands_and_a_recoup_reached_across_periods_credit_exactly_the_reference_split(
+    ledger, kitchen, signers, platform, funded, token
+):
+    f, o, r = kitchen["fridge"], kitchen["oven"], kitchen["recipe-app"]
+    terms = Terms(
+        token=token, parties=(f, o, r), shares=(5000, 3000, 2000),
+        bands=(Band(target=1_000, shares=(2000, 3000, 5000)), Band(target=2_500, shares=(0, 5000, 5000)),
+               Band(target=4_000, shares=(3334, 3333, 3333))),
+        recoup=3_000, recoup_shares=(7000, 3000, 0),
+    )  # fmt: skip
+    aid = create(ledger, "shapes-bands", terms, signers, kitchen, funded)
+    book = money.SplitState()
+    before = balances(ledger, token, terms.parties)
+    batches = [[(1_700, PERIOD), (999, PERIOD), (2_111, PERIOD + 1)], [(5_000, PERIOD), (3, PERIOD), (7_777, PERIOD + 1)]]
+    seq = 0
+    expected = dict.fromkeys(terms.parties, 0)
+    for b, batch in enumerate(batches):
+        receipt = ledger.settle(aid, 1, seq, terms, refs(f"band-{b}", len(batch)), [a << 32 | p for a, p in batch],
+                                sender=funded)  # fmt: skip
+        logged = [credit_run(log.event, log.args) for log in ledger.logs(["PartiesCreditedByTier"],
+                                                                         from_block=receipt.block_number)]  # fmt: skip
+        runs, k = [], 0
+        while k < len(batch):  # the reference, run by run of same-period events
+            period, first, tiers = batch[k][1], seq + k, [[0] * 3 for _ in terms.tier_names]
+            while k < len(batch) and batch[k][1] == period:
+                split = book.settle(terms, seq + k, batch[k][0], period)
+                tiers = [[a + c for a, c in zip(t, s, strict=True)] for t, s in zip(tiers, split.tiers, strict=True)]
+                k += 1
+            runs.append((period, first, tiers))
+        assert [(r.period, r.first_seq, [list(v) for v in r.tiers(terms).values()]) for r in logged] == runs
+        for _, _, tiers in runs:
+            for i, me_id in enumerate(terms.parties):
+                expected[me_id] += sum(t[i] for t in tiers)
+        seq += len(batch)
+    after = balances(ledger, token, terms.parties)
+    assert {p: after[p] - before[p] for p in terms.parties} == expected
+    assert sum(expected.values()) == sum(a for batch in batches for a, _ in batch)
+    assert ledger.agreement(aid).recouped == book.recouped == 3_000  # reached once, in the second batch
+    for period in (PERIOD, PERIOD + 1):
+        revenue, _, recouped = ledger.period_states([(aid, period)])[0]
+        assert (revenue, recouped) == (book.revenue[period], book.period_recouped.get(period, 0))
+
+
+def test_a_nested_party_s_credit_is_split_by_the_inner_terms_in_the_same_transaction_and_paid_in_once(
+    ledger, kitchen, signers, platform, funded, token, finance
+):
+    f, o, r, lg = (kitchen[n] for n in ("fridge", "oven", "recipe-app", "logistics"))
+    inner = Terms.build(token, {o: 6000, lg: 4000}, 500, {o: 1000, lg: 9000})
+    inner_id = create(ledger, "shapes-inner", inner, signers, kitchen, funded)
+    outer = Terms.build(token, {f: 5000, r: 5000}, recoup=100, recoup_shares={f: 10_000}, nested={r: inner_id})
+    outer_id = create(ledger, "shapes-outer", outer, signers, kitchen, funded)
+    batch = [(333, PERIOD), (1_000, PERIOD), (77, PERIOD + 1)]
+    owed, held = ledger.total_owed(token), ledger.token_balance(token, finance.address)
+    before = balances(ledger, token, (f, o, r, lg))
+    receipt = ledger.settle_nested(outer_id, 1, 0, outer, refs("nest", 3), [a << 32 | p for a, p in batch],
+                                   [(inner_id, 1, inner)], sender=funded)  # fmt: skip
+    total = sum(a for a, _ in batch)
+    assert ledger.total_owed(token) - owed == total == held - ledger.token_balance(token, finance.address)
+    reference = money.NestedBook({outer_id: outer, inner_id: inner})
+    out = reference.settle(outer_id, batch)
+    after = balances(ledger, token, (f, o, r, lg))
+    assert {p: after[p] - before[p] for p in (f, o, lg)} == {p: out.accounts.get(p, 0) for p in (f, o, lg)}
+    assert after[r] == before[r]  # an alliance is not paid as an ME
+    logs = list(ledger.logs(["NestedSettled", "RevenueSettled"], from_block=receipt.block_number))
+    nested = [nested_credit(log.args) for log in logs if log.event == "NestedSettled"]
+    assert [(n.first_seq, n.me_id, n.inner, n.inner_seq, n.amount) for n in nested] == [
+        (e.run_first_seq, e.me_id, e.inner, e.inner_seq, e.amount) for e in out.nested
+    ]
+    inner_settled = [log.args for log in logs if log.event == "RevenueSettled" and log.args["agreementId"] == inner_id]
+    assert [(a["firstSeq"], [bytes(x) for x in a["refs"]], list(a["entries"])) for a in inner_settled] == [
+        (e.inner_seq, [nested_reference(outer_id, e.run_first_seq, r)], [e.amount << 32 | e.period]) for e in out.nested
+    ]
+    assert ledger.agreement(inner_id).next_seq == len(out.nested)
+
+
+def test_settle_refuses_nested_terms_and_reversals_of_them_are_refused(ledger, kitchen, signers, funded, token):
+    f, o, r = kitchen["fridge"], kitchen["oven"], kitchen["recipe-app"]
+    inner_id = create(ledger, "shapes-inner-2", Terms.build(token, {o: 5000, f: 5000}), signers, kitchen, funded)
+    outer = Terms.build(token, {f: 5000, r: 5000}, nested={r: inner_id})
+    outer_id = create(ledger, "shapes-outer-2", outer, signers, kitchen, funded)
+    err = revert_of(lambda: ledger.settle(outer_id, 1, 0, outer, refs("x", 1), [10 << 32 | PERIOD], sender=funded))
+    assert (err.name, bytes(err.args_["agreementId"])) == ("AgreementNestedTermsRequired", outer_id)
+    err = revert_of(lambda: ledger.settle_nested(outer_id, 1, 0, outer, refs("y", 1), [10 << 32 | PERIOD], [],
+                                                 sender=funded))  # fmt: skip
+    assert (err.name, bytes(err.args_["innerId"])) == ("SettlementInnerTermsMissing", inner_id)
+    ledger.settle_nested(outer_id, 1, 0, outer, refs("z", 1), [10 << 32 | PERIOD], ledger.inner_terms(outer),
+                         sender=funded)  # fmt: skip
+    err = revert_of(lambda: ledger.reverse(outer_id, 1, 1, outer, refs("r", 1), [5 << 32 | PERIOD], refs("z", 1),
+                                           sender=funded))  # fmt: skip
+    assert (err.name, bytes(err.args_["agreementId"])) == ("ReversalNestedUnsupported", outer_id)
+
+
+def test_a_dissolved_party_of_the_inner_alliance_blocks_the_outer_settlement_naming_it(
+    ledger, kitchen, signers, platform, funded, token
+):
+    f, o, r, lg = (kitchen[n] for n in ("fridge", "oven", "recipe-app", "logistics"))
+    inner_id = create(ledger, "shapes-inner-3", Terms.build(token, {o: 5000, lg: 5000}), signers, kitchen, funded)
+    outer = Terms.build(token, {f: 5000, r: 5000}, nested={r: inner_id})
+    outer_id = create(ledger, "shapes-outer-3", outer, signers, kitchen, funded)
+    ledger.dissolve_me(lg, sender=platform)
+    err = revert_of(lambda: ledger.settle_nested(outer_id, 1, 0, outer, refs("d", 1), [10 << 32 | PERIOD],
+                                                 ledger.inner_terms(outer), sender=funded))  # fmt: skip
+    assert (err.name, bytes(err.args_["agreementId"]), err.args_["meId"]) == ("AgreementPartyDissolved", inner_id, lg)
+
+
+def test_cycles_and_nesting_deeper_than_two_levels_are_refused_at_proposal(ledger, kitchen, signers, funded, token,
+                                                                           platform):  # fmt: skip
+    f, o, r, lg = (kitchen[n] for n in ("fridge", "oven", "recipe-app", "logistics"))
+    c_id = create(ledger, "shapes-c", Terms.build(token, {o: 5000, lg: 5000}), signers, kitchen, funded)
+    b_id = create(ledger, "shapes-b", Terms.build(token, {f: 5000, o: 5000}, nested={o: c_id}), signers, kitchen,
+                  funded)  # fmt: skip
+    a_terms = Terms.build(token, {f: 5000, r: 5000}, nested={r: b_id})
+    a_id = create(ledger, "shapes-a", a_terms, signers, kitchen, funded)  # two levels below: allowed
+    too_deep = Terms.build(token, {f: 5000, lg: 5000}, nested={lg: a_id})
+    d_id = LedgerChain.agreement_id("shapes-d")
+    err = revert_of(lambda: ledger.propose(d_id, too_deep, sender=platform))
+    assert (err.name, bytes(err.args_["agreementId"]), err.args_["depth"]) == ("AgreementNestingTooDeep", d_id, 3)
+    with pytest.raises(InputError, match="3 levels below it; at most 2"):
+        check_nested(ledger, d_id, too_deep)
+    # c's next version nesting a (which reaches c through b): a cycle.
+    cycle = Terms.build(token, {o: 5000, lg: 5000}, nested={lg: a_id})
+    err = revert_of(lambda: ledger.propose(c_id, cycle, sender=platform))
+    assert (err.name, bytes(err.args_["agreementId"]), bytes(err.args_["inner"])) == ("AgreementNestingCycle", c_id, a_id)
+    with pytest.raises(InputError, match="a cycle"):
+        check_nested(ledger, c_id, cycle)
+    assert NOT_NESTED not in Terms.build(token, {f: 5000, r: 5000}, nested={r: b_id}).nested_parties.values()
