@@ -10,6 +10,7 @@ interface Vm {
     function startPrank(address msgSender) external;
     function stopPrank() external;
     function assume(bool condition) external pure;
+    function cool(address target) external;
     function expectRevert(bytes calldata revertData) external;
     function label(address account, string calldata newLabel) external;
     function toString(uint256 value) external pure returns (string memory);
