@@ -16,7 +16,6 @@ from ledger.money import MAX_EVENT_AMOUNT, MAX_PERIOD
 from ledger.terms import MAX_PARTIES, MIN_PARTIES, Band, Terms  # noqa: F401 - re-exported: the terms live in ledger.terms
 
 
-
 class Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 

@@ -215,7 +215,9 @@ class TierSplit:
 def split_parts(seq: int, parts: Sequence[int], tables: Sequence[Sequence[int]], n: int) -> TierSplit:
     offset = offset_of(seq)
     zeros = (0,) * n
-    tiers = tuple(tuple(split(part, table, offset)) if part else zeros for part, table in zip(parts, tables, strict=True))
+    tiers = tuple(
+        tuple(split(part, table, offset)) if part else zeros for part, table in zip(parts, tables, strict=True)
+    )
     return TierSplit(seq=seq, parts=tuple(parts), tiers=tiers)
 
 

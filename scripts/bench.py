@@ -325,7 +325,9 @@ def measure_shapes(bench: Bench) -> dict[str, Any]:
     w, m = sum(e.amount for e in warmup), sum(e.amount for e in measured)
     tables = [dict(zip(ids5, t, strict=True)) for t in ([4000, 3000, 1000, 1000, 1000], [0, 2500, 2500, 2500, 2500],
                                                          list(reversed(equal_shares(5))))]  # fmt: skip
-    terms = Terms.build(bench.token, shares5, bands=list(zip((w // 2, w + m // 3, w + 2 * m // 3), tables, strict=True)))
+    terms = Terms.build(
+        bench.token, shares5, bands=list(zip((w // 2, w + m // 3, w + 2 * m // 3), tables, strict=True))
+    )
     aid, _ = create_agreement(bench, "bench-n5-b3", terms)
     settle_any(bench, aid, terms, 0, warmup, ids5)
     out["n5_b3_k1000"] = round(settle_any(bench, aid, terms, WARMUP_EVENTS, measured, ids5).gas_used / 1000, 1)
@@ -572,19 +574,34 @@ def print_table(sections: dict[str, Any], info: dict[str, float]) -> None:
     for key, value in per_event.items():
         row(key, value, verdict(value, TARGET_GAS_PER_EVENT_N5_K1000) if key == "n5_k1000" else "")
     base = per_event["n5_k1000"]
-    print(f"  {'n5_k1000 against ' + f'{BASELINE_N5_K1000:,}' + ' before issue 18':<46} {base / BASELINE_N5_K1000 - 1:>+11.2%}"
-          f"  target <= +2% {'OK' if base <= BASELINE_N5_K1000 * 1.02 else 'MISSED'}")
+    print(
+        f"  {f'n5_k1000 against {BASELINE_N5_K1000:,} before issue 18':<46} "
+        f"{base / BASELINE_N5_K1000 - 1:>+11.2%}"
+        f"  target <= +2% {'OK' if base <= BASELINE_N5_K1000 * 1.02 else 'MISSED'}"
+    )
     shapes = sections["shapes_gas"]
     print("\nagreement shapes (issue 18; one batch of 1,000 after a warm-up, whole tx gas / events)")
-    row("n5_b3_k1000 (3 bands, two edges crossed)", shapes["n5_b3_k1000"], verdict(shapes["n5_b3_k1000"], TARGET_BANDS_N5_B3))
-    row("n5_recoup_k1000 (recoup reached in the batch)", shapes["n5_recoup_k1000"],
-        verdict(shapes["n5_recoup_k1000"], TARGET_RECOUP))
+    row(
+        "n5_b3_k1000 (3 bands, two edges crossed)",
+        shapes["n5_b3_k1000"],
+        verdict(shapes["n5_b3_k1000"], TARGET_BANDS_N5_B3),
+    )
+    row(
+        "n5_recoup_k1000 (recoup reached in the batch)",
+        shapes["n5_recoup_k1000"],
+        verdict(shapes["n5_recoup_k1000"], TARGET_RECOUP),
+    )
     row("nested_n5_i4_k1000 (outer 5, inner 4)", shapes["nested_n5_i4_k1000"])
     row("n8_k1000 (flat 8 parties)", shapes["n8_k1000"])
-    print(f"  {'nested_ratio (nested / flat 8)':<46} {shapes['nested_ratio']:>11.3f}x  "
-          f"{verdict(shapes['nested_ratio'], TARGET_NESTED_RATIO)}")
-    row("create_n5_b3 (createAgreement, 5 parties, 3 bands)", shapes["create_n5_b3"],
-        verdict(shapes["create_n5_b3"], TARGET_CREATE_N5_B3))
+    print(
+        f"  {'nested_ratio (nested / flat 8)':<46} {shapes['nested_ratio']:>11.3f}x  "
+        f"{verdict(shapes['nested_ratio'], TARGET_NESTED_RATIO)}"
+    )
+    row(
+        "create_n5_b3 (createAgreement, 5 parties, 3 bands)",
+        shapes["create_n5_b3"],
+        verdict(shapes["create_n5_b3"], TARGET_CREATE_N5_B3),
+    )
     reversal = sections["gas_per_reversal"]
     print("\ngas per reversal (one settleReversals batch of 1,000 after the events, whole tx gas / reversals)")
     row("n5_k1000", reversal["n5_k1000"])

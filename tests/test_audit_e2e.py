@@ -20,8 +20,8 @@ from eth_utils import keccak
 from ledger.chain import eip712
 from ledger.chain.node import dev_rpc
 from ledger.models import text_to_bytes32
-from ledger.terms import TERMS_ABI_TYPE
 from ledger.services.audit import EVENT_SIGNATURES, event_abi
+from ledger.terms import TERMS_ABI_TYPE
 
 from .cli_support import InProcessCLI, LedgerCLI, RpcProxy, free_port, write_csv
 

@@ -30,7 +30,6 @@ from ledger.chain.logs import EventSpec, LogReader, canonical_type
 from ledger.chain.rpc import HttpRpc, RpcError
 from ledger.errors import ChainUnavailable
 from ledger.models import Band, Terms, bytes32_to_text
-from ledger.terms import nested_reference
 from ledger.services.audit import (
     EVENT_SIGNATURES,
     FINDING_KINDS,
@@ -47,6 +46,7 @@ from ledger.services.audit import (
     validate_terms,
 )
 from ledger.services.statement import Scope, StatementUnreadable, read_statement, reconcile
+from ledger.terms import nested_reference
 
 BPS = 10_000
 CHAIN_ID = 31337
@@ -95,7 +95,11 @@ def hand_terms_hash(token: str, parties, shares, target: int, excess, recoup=0, 
     band, or a list of (target, shares) bands when ``excess`` is None)."""
     bands = [] if not target and not excess else ([(target, excess)] if excess is not None else target)
     band_hashes = b"".join(
-        keccak(abi_encode(["bytes32", "uint128", "bytes32"], [keccak(text=BAND_TYPE), t, keccak(packed_array("uint16", x))]))
+        keccak(
+            abi_encode(
+                ["bytes32", "uint128", "bytes32"], [keccak(text=BAND_TYPE), t, keccak(packed_array("uint16", x))]
+            )
+        )
         for t, x in bands
     )
     return keccak(
@@ -262,9 +266,11 @@ def test_terms_hash_fixed_example_and_sensitivity():
     assert th(s=(5000, 2000, 3000)) != base
     assert th(target=1_000_001) != base
     assert th(x=(2000, 5000, 3000)) != base
-    assert th(recoup=5, recoup_shares=(10_000, 0, 0)) == hand_terms_hash(
-        USDC, parties, shares, 1_000_000, excess, 5, (10_000, 0, 0)
-    ) != base
+    assert (
+        th(recoup=5, recoup_shares=(10_000, 0, 0))
+        == hand_terms_hash(USDC, parties, shares, 1_000_000, excess, 5, (10_000, 0, 0))
+        != base
+    )
     nested = (b"\0" * 32, b32("inner"), b"\0" * 32)
     assert th(nested=nested) == hand_terms_hash(USDC, parties, shares, 1_000_000, excess, nested=nested) != base
     two = ((1_000_000, excess), (2_000_000, (0, 0, 10_000)))
@@ -313,16 +319,24 @@ def _t(parties, shares, target=0, excess=(), **more):
         (_t(range(1, 66), [100] * 64 + [3600]), "parties: an alliance needs 2 to 64 parties, got 65"),
         (_t([2, 1], [5000, 5000]), "parties: not in strictly ascending ME id order (or a party appears twice)"),
         (_t([1, 1], [5000, 5000]), "parties: not in strictly ascending ME id order (or a party appears twice)"),
-        (_t([1, 3, 2], [4000, 3000, 3000]), "parties: not in strictly ascending ME id order (or a party appears twice)"),
+        (
+            _t([1, 3, 2], [4000, 3000, 3000]),
+            "parties: not in strictly ascending ME id order (or a party appears twice)",
+        ),
         (_t([1, 2], [5000, 4999]), "shares sums to 9999 basis points; it must sum to 10000"),
         (_t([1, 2], [10_000]), "shares has 1 entries for 2 parties"),
         (_t([1, 2], [5000, 5000, 0]), "shares has 3 entries for 2 parties"),
-        (_t([1, 2], [5000, 5000], 0, [5000, 5000]), "band 1: the target must be above 0 and at most " + str(2**128 - 1)),
+        (
+            _t([1, 2], [5000, 5000], 0, [5000, 5000]),
+            "band 1: the target must be above 0 and at most " + str(2**128 - 1),
+        ),
         (_t([1, 2], [5000, 5000], 7, []), "band 1 shares has 0 entries for 2 parties"),
         (_t([1, 2], [5000, 5000], 7, [10_000]), "band 1 shares has 1 entries for 2 parties"),
         (_t([1, 2], [5000, 5000], 7, [5000, 5001]), "band 1 shares sums to 10001 basis points; it must sum to 10000"),
-        (_t([1, 2], [5000, 5000], bands=((7, (5000, 5000)), (7, (0, 10_000)))),
-         "band 2: targets must be strictly ascending (7 after 7)"),
+        (
+            _t([1, 2], [5000, 5000], bands=((7, (5000, 5000)), (7, (0, 10_000)))),
+            "band 2: targets must be strictly ascending (7 after 7)",
+        ),
         (_t([1, 2], [5000, 5000], recoup=9), "recoup shares has 0 entries for 2 parties"),
         (_t([1, 2], [5000, 5000], nested=(b"\0" * 32,)), "nested: 1 entries for 2 parties"),
     ],
@@ -394,7 +408,11 @@ def test_event_abi_parses_every_signature():
         {"type": "bytes32", "name": "agreementId", "indexed": True},
         {"type": "uint32", "name": "version", "indexed": True},
         {"type": "bytes32", "name": "termsHash", "indexed": False},
-        {"type": "(address,uint32[],uint16[],(uint128,uint16[])[],uint128,uint16[],bytes32[])", "name": "terms", "indexed": False},
+        {
+            "type": "(address,uint32[],uint16[],(uint128,uint16[])[],uint128,uint16[],bytes32[])",
+            "name": "terms",
+            "indexed": False,
+        },
         {"type": "address", "name": "proposer", "indexed": False},
     ]
     assert [(i["name"], i["indexed"]) for i in by_name["PartiesCredited"]["inputs"]] == [
@@ -415,7 +433,11 @@ def test_event_topics_are_the_keccak_of_the_canonical_signatures():
         assert reader.topic(name) == keccak(text=signature), name
     spec = EventSpec.from_abi(next(e for e in event_abi() if e["name"] == "AgreementProposed"))
     assert spec.indexed == [("agreementId", "bytes32"), ("version", "uint32")]
-    assert [k for _, k in spec.data] == ["bytes32", "(address,uint32[],uint16[],(uint128,uint16[])[],uint128,uint16[],bytes32[])", "address"]
+    assert [k for _, k in spec.data] == [
+        "bytes32",
+        "(address,uint32[],uint16[],(uint128,uint16[])[],uint128,uint16[],bytes32[])",
+        "address",
+    ]
 
 
 def test_event_abi_matches_the_compiled_contract_if_built():
@@ -442,7 +464,8 @@ FAKE_EVENTS = {
     "MEUpdated": [("meId", "uint32", 1), ("payout", "address", 0), ("signer", "address", 0), ("nonce", "uint32", 0)],
     "MEDissolved": [("meId", "uint32", 1)],
     "AgreementProposed": [("agreementId", "bytes32", 1), ("version", "uint32", 1), ("termsHash", "bytes32", 0),
-                          ("terms", "(address,uint32[],uint16[],(uint128,uint16[])[],uint128,uint16[],bytes32[])", 0), ("proposer", "address", 0)],
+                          ("terms", "(address,uint32[],uint16[],(uint128,uint16[])[],uint128,uint16[],bytes32[])", 0),
+                          ("proposer", "address", 0)],
     "AgreementActivated": [("agreementId", "bytes32", 1), ("version", "uint32", 1), ("signatures", "bytes[]", 0)],
     "AgreementEnded": [("agreementId", "bytes32", 1), ("version", "uint32", 1), ("signatures", "bytes[]", 0)],
     "RevenueSettled": [("agreementId", "bytes32", 1), ("version", "uint32", 1), ("firstSeq", "uint64", 0),
@@ -1373,7 +1396,10 @@ def test_a_line_in_another_token_differs(tmp_path):
         ("kitchen,1,9,fridge,base,,,1,1000000", "ME id 9 does not exist on the chain"),
         ("kitchen,1,1,oven,base,,,1,1000000", "me_id 1 is 'fridge' on the chain, the line says 'oven'"),
         ("kitchen,1,,ghost,base,,,1,1000000", "ME 'ghost' does not exist on the chain"),
-        ("kitchen,1,1,fridge,bonus,,,1,1000000", "tier 'bonus' is not 'recoup', 'base', 'excess', 'band N' or 'reversal'"),
+        (
+            "kitchen,1,1,fridge,bonus,,,1,1000000",
+            "tier 'bonus' is not 'recoup', 'base', 'excess', 'band N' or 'reversal'",
+        ),
         ("pantry,1,1,fridge,base,,,1,1000000", "alliance 'pantry' does not exist on the chain"),
     ],
 )

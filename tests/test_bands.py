@@ -159,9 +159,7 @@ OUTER, INNER, DEEP = (name.encode().ljust(32, b"\0") for name in ("outer", "inne
 
 
 def _nested_book(inner_terms: Terms, deep_terms: Terms) -> money.NestedBook:
-    outer = Terms(
-        token=TOKEN, parties=(1, 2, 3), shares=(5000, 3000, 2000), nested=(NOT_NESTED, INNER, NOT_NESTED)
-    )
+    outer = Terms(token=TOKEN, parties=(1, 2, 3), shares=(5000, 3000, 2000), nested=(NOT_NESTED, INNER, NOT_NESTED))
     return money.NestedBook({OUTER: outer, INNER: inner_terms, DEEP: deep_terms})
 
 

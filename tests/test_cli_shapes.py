@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections import defaultdict
 import urllib.request
+from collections import defaultdict
 from decimal import Decimal
 
 import pytest
@@ -93,8 +93,15 @@ def test_three_bands_and_a_recoup_from_proposal_to_payouts_and_a_clean_audit(cli
     version = json.loads(cli.run("alliance", "show", "bands", "--json").out)["versions"][0]
     assert version["bands"] == ["1000.000000", "2000.000000", "3000.000000"] and version["recoup"] == "500.000000"
     # 400 all to the recoup; 1,900: 100 recoup then 1,800 banded (base 1000, band 1 800); next period from zero.
-    path = write_csv(tmp_path / "bands.csv", [("B-1", "bands", "400", 202611), ("B-2", "bands", "1900", 202611),
-                                              ("B-3", "bands", "2500.5", 202611), ("B-4", "bands", "1200", 202612)])
+    path = write_csv(
+        tmp_path / "bands.csv",
+        [
+            ("B-1", "bands", "400", 202611),
+            ("B-2", "bands", "1900", 202611),
+            ("B-3", "bands", "2500.5", 202611),
+            ("B-4", "bands", "1200", 202612),
+        ],
+    )
     predicted = preview(cli, path)
     cli.run("settle", str(path))
     paid = payouts(cli, "bands")
@@ -168,8 +175,10 @@ def test_the_dashboard_shows_every_band_the_recoup_progress_and_which_parties_ar
     [
         (("--band", "0:fridge=5000,oven=5000"), "--band 1 '0:fridge=5000,oven=5000': the target must be above 0"),
         (("--band", "100"), "--band 1 '100': expected TARGET:ME=BPS,ME=BPS,..."),
-        (("--band", "200:fridge=5000,oven=5000", "--band", "100:fridge=5000,oven=5000"),
-         "--band 2: the targets must be above 0 and ascending (100000000 after 200000000)"),
+        (
+            ("--band", "200:fridge=5000,oven=5000", "--band", "100:fridge=5000,oven=5000"),
+            "--band 2: the targets must be above 0 and ascending (100000000 after 200000000)",
+        ),
         (("--band", "100:fridge=5000,oven=4000"), "--band 1: shares sum to 9000 basis points"),
         (("--recoup", "10"), "--recoup needs --recoup-share"),
         (("--recoup-share", "fridge=10000"), "--recoup-share needs --recoup"),

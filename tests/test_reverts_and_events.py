@@ -101,7 +101,13 @@ def test_agreement_events_carry_terms_proposer_and_signatures(ledger, platform, 
     assert proposed.args["proposer"] == signers[1].address
     assert proposed.args["termsHash"] == ledger.hash_terms(terms) == ledger.terms_hash(aid, 1)
     assert proposed.args["terms"] == (
-        token, (kitchen["fridge"], kitchen["oven"]), (6000, 4000), ((500, (1000, 9000)),), 0, (), ()
+        token,
+        (kitchen["fridge"], kitchen["oven"]),
+        (6000, 4000),
+        ((500, (1000, 9000)),),
+        0,
+        (),
+        (),
     )
     assert [bytes(s) for s in activated.args["signatures"]] == approvals
     assert ended.args["version"] == 1 and [bytes(s) for s in ended.args["signatures"]] == ends

@@ -48,7 +48,10 @@ def test_three_bands_and_a_recoup_reached_across_periods_credit_exactly_the_refe
     aid = create(ledger, "shapes-bands", terms, signers, kitchen, funded)
     book = money.SplitState()
     before = balances(ledger, token, terms.parties)
-    batches = [[(1_700, PERIOD), (999, PERIOD), (2_111, PERIOD + 1)], [(5_000, PERIOD), (3, PERIOD), (7_777, PERIOD + 1)]]
+    batches = [
+        [(1_700, PERIOD), (999, PERIOD), (2_111, PERIOD + 1)],
+        [(5_000, PERIOD), (3, PERIOD), (7_777, PERIOD + 1)],
+    ]
     seq = 0
     expected = dict.fromkeys(terms.parties, 0)
     for b, batch in enumerate(batches):
@@ -157,7 +160,11 @@ def test_cycles_and_nesting_deeper_than_two_levels_are_refused_at_proposal(ledge
     # c's next version nesting a (which reaches c through b): a cycle.
     cycle = Terms.build(token, {o: 5000, lg: 5000}, nested={lg: a_id})
     err = revert_of(lambda: ledger.propose(c_id, cycle, sender=platform))
-    assert (err.name, bytes(err.args_["agreementId"]), bytes(err.args_["inner"])) == ("AgreementNestingCycle", c_id, a_id)
+    assert (err.name, bytes(err.args_["agreementId"]), bytes(err.args_["inner"])) == (
+        "AgreementNestingCycle",
+        c_id,
+        a_id,
+    )
     with pytest.raises(InputError, match="a cycle"):
         check_nested(ledger, c_id, cycle)
     assert NOT_NESTED not in Terms.build(token, {f: 5000, r: 5000}, nested={r: b_id}).nested_parties.values()

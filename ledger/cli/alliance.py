@@ -308,8 +308,10 @@ def _terms_lines(s, terms, names) -> list[str]:
         if terms.recoup:
             text += f", {pct(terms.recoup_shares[i])} of the recoup"
         if me_id in nested:
-            text += f" (an alliance: goes on to alliance {shown(bytes32_to_text(nested[me_id]), quote=True)}, " \
-                    "split by its own terms)"
+            text += (
+                f" (an alliance: goes on to alliance {shown(bytes32_to_text(nested[me_id]), quote=True)}, "
+                "split by its own terms)"
+            )
         lines.append(f"  party {names[me_id]}: {text}")
     return lines
 

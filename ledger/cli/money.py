@@ -161,6 +161,7 @@ def _count(statements) -> str:
 
 
 from ledger.terms import TIER_LABELS, tier_label  # noqa: E402,F401 - the tier words have one owner
+
 CSV_COLUMNS = ["alliance", "period", "me_id", "me", "tier", "token", "symbol", "amount", "amount_base_units"]
 
 

@@ -24,8 +24,8 @@ from ledger.chain import safe as safe_lib
 from ledger.errors import InputError, LedgerError
 from ledger.models import Agreement, AgreementStatus, MEStatus, Terms, bytes32_to_text
 from ledger.money import BPS
-from ledger.terms import MAX_BANDS, MAX_NESTING_DEPTH, MAX_PARTIES, MAX_RECOUP
 from ledger.names import check_new, shown
+from ledger.terms import MAX_BANDS, MAX_NESTING_DEPTH, MAX_PARTIES, MAX_RECOUP
 
 APPROVAL = "approval"
 TERMINATION = "termination"
@@ -243,7 +243,7 @@ def check_nested(chain, agreement_id: bytes, terms: Terms) -> None:
             deepest = max(deepest, 1 + depth_below(deeper, (*path, deeper)))
         return deepest
 
-    for me_id, inner_id in terms.nested_parties.items():
+    for inner_id in terms.nested_parties.values():
         name = bytes32_to_text(inner_id)
         if inner_id == agreement_id:
             problems.append(f"--nested: alliance {name!r} cannot be its own party")
@@ -258,9 +258,7 @@ def check_nested(chain, agreement_id: bytes, terms: Terms) -> None:
         try:
             depth = 1 + depth_below(inner_id, (inner_id,))
         except _Cycle as cycle:
-            problems.append(
-                f"--nested: alliance {name!r} leads back to {bytes32_to_text(cycle.args[0])!r} (a cycle)"
-            )
+            problems.append(f"--nested: alliance {name!r} leads back to {bytes32_to_text(cycle.args[0])!r} (a cycle)")
             continue
         if depth > MAX_NESTING_DEPTH:
             problems.append(

@@ -52,8 +52,8 @@ from ledger.chain.rpc import RpcError
 from ledger.errors import ChainUnavailable, LedgerError
 from ledger.models import bytes32_to_text
 from ledger.money import BPS, MAX_EVENT_AMOUNT, ROUNDING_STRIDE, format_amount
-from ledger.terms import TERMS_TYPEHASH as TERMS_TYPEHASH  # noqa: F401 - re-exported for the tests
 from ledger.terms import NOT_NESTED, credit_run, nested_credit, nested_reference, terms_problem, terms_struct_hash
+from ledger.terms import TERMS_TYPEHASH as TERMS_TYPEHASH  # noqa: F401 - re-exported for the tests
 
 # The ledger's events, written out so the audit depends on the chain alone (tests compare them with
 # the compiled ABI). Tuple types are spelled as ``(...)``.
@@ -1095,7 +1095,11 @@ class Auditor:
             return None
         expected = None
         for i, pending in enumerate(self.pending):
-            if pending.agreement_id == run.agreement_id and pending.first_seq == run.first_seq and pending.debit == debit:
+            if (
+                pending.agreement_id == run.agreement_id
+                and pending.first_seq == run.first_seq
+                and pending.debit == debit
+            ):
                 expected = self.pending.pop(i)
                 break
         if expected is None and terms.problem:
@@ -1110,7 +1114,8 @@ class Auditor:
             recomputed = expected.logged_tiers()
             differing = [
                 f"{self._me_name(p)} {tier} {logged[t][i]} (recomputed {recomputed[t][i]})"
-                for t, tier in enumerate(terms.tier_names) for i, p in enumerate(terms.parties)
+                for t, tier in enumerate(terms.tier_names)
+                for i, p in enumerate(terms.parties)
                 if t < len(recomputed) and logged[t][i] != recomputed[t][i]
             ]
             verb = "debited" if debit else "credited"
@@ -1174,8 +1179,9 @@ class Auditor:
             if expected is None:
                 self._find("nested", f"{what}: {item.amount} passed on, but the run credited that party nothing", log)
             elif (expected[0], expected[2]) != (item.amount, item.inner):
-                self._find("nested", f"{what}: {item.amount} passed on, the run credited {expected[0]} for alliance "
-                           f"{bytes32_to_text(expected[2])!r}", log, logged=item.amount, credited=expected[0])  # fmt: skip
+                self._find("nested", f"{what}: {item.amount} passed on, the run credited {expected[0]} for "
+                           f"alliance {bytes32_to_text(expected[2])!r}", log, logged=item.amount,
+                           credited=expected[0])  # fmt: skip
             if batch is None or len(batch[1]) != 1:
                 self._find("nested", f"{what}: no single revenue event of the inner alliance at that sequence", log)
             else:
@@ -1185,7 +1191,8 @@ class Auditor:
                     item.amount << 32 | period
                 ):  # fmt: skip
                     self._find("nested", f"{what}: the inner event has reference 0x{bytes(ref).hex()} and entry "
-                               f"{entry}, not the derived reference and {item.amount} in period {period}", log)  # fmt: skip
+                               f"{entry}, not the derived reference and {item.amount} in period {period}",
+                               log)  # fmt: skip
                 agreement = self.agreements.get(item.inner)
                 if agreement is not None:
                     self._token(agreement.token).settled -= item.amount  # paid in once, by the outer batch

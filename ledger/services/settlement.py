@@ -395,7 +395,8 @@ class Settler:
                 for me in self.chain.mes_by_id(list(reached[inner_id][1].parties)):
                     if me.status != MEStatus.ACTIVE:
                         problems.append(f"{_rows(todo[name][2])}: alliance {name!r} passes credits on to alliance "
-                                        f"{inner_name!r}, which names dissolved ME {me.name!r}; amend it first")  # fmt: skip
+                                        f"{inner_name!r}, which names dissolved ME {me.name!r}; amend it "
+                                        f"first")  # fmt: skip
             reversal_rows = [r[0] for r in _records(source, name) if r[4] is not None and r[3] not in settled_of[name]]
             if reversal_rows:
                 problems.append(f"{_rows(reversal_rows[:6])}: alliance {name!r} has nested parties (alliances); "
@@ -410,8 +411,15 @@ class Settler:
         if problems:
             raise InputError(sorted(problems, key=problem_row))
         return [
-            AllianceWork(agreements[name], terms[name], source, settled_of[name], todo[name][0], todo[name][1],
-                         inner_of.get(name, []))
+            AllianceWork(
+                agreements[name],
+                terms[name],
+                source,
+                settled_of[name],
+                todo[name][0],
+                todo[name][1],
+                inner_of.get(name, []),
+            )
             for name in live
         ], skipped
 
@@ -842,9 +850,11 @@ def preview(chain, work: list[AllianceWork]) -> list[dict]:
         while k < len(events):
             kind = events[k].reverses is None
             chunk = [events[k]]
-            while k + len(chunk) < len(events) and len(chunk) < batch_size and (
-                events[k + len(chunk)].reverses is None
-            ) == kind:
+            while (
+                k + len(chunk) < len(events)
+                and len(chunk) < batch_size
+                and (events[k + len(chunk)].reverses is None) == kind
+            ):
                 chunk.append(events[k + len(chunk)])
             k += len(chunk)
             if not kind:  # reversals: debits, shown negative

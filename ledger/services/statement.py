@@ -124,8 +124,11 @@ def reconcile(path: Path, report: AuditReport, scope: Scope = Scope()) -> dict[s
             continue
         me = report.me_names[me_id]
         if not _known_tier(tier):
-            finding("statement-extra", line, f"tier {row.get('tier')!r} is not 'recoup', 'base', 'excess', "
-                    f"'band N' or 'reversal'")
+            finding(
+                "statement-extra",
+                line,
+                f"tier {row.get('tier')!r} is not 'recoup', 'base', 'excess', 'band N' or 'reversal'",
+            )
             continue
         if alliance not in report.alliance_tokens:
             finding("statement-extra", line, f"alliance {alliance!r} does not exist on the chain")

@@ -18,10 +18,10 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from ledger.money import format_amount
 from ledger.names import shown
 from ledger.services.overview import grouped
+from ledger.terms import tier_label  # noqa: E402 - the tier words have one owner
 from ledger.web import html_name
 from ledger.web.charts import axis_label, bar_chart
 
-from ledger.terms import tier_label  # noqa: E402 - the tier words have one owner
 SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
