@@ -584,7 +584,8 @@ def test_a_reversal_debited_wrongly(chain):
     # A tiered alliance: 150 settled against a target of 100; someone lowers the period's revenue in
     # storage to 60, so the contract debits a reversal by the base table where the rule says excess.
     parties = ["logistics", "recipe-app"]
-    terms = (node.token, [ME_IDS[p] for p in sorted(parties, key=ME_IDS.get)], [5000, 5000], 100_000_000, [9000, 1000])
+    ids = [ME_IDS[p] for p in sorted(parties, key=ME_IDS.get)]
+    terms = (node.token, ids, [5000, 5000], [(100_000_000, [9000, 1000])], 0, [], [])  # one band
     aid = text_to_bytes32("tiered")
     chain_id = int(node.call("eth_chainId"), 16)
     message = eip712.approval_message(chain_id, node.ledger, aid, 1, _terms_obj(terms))

@@ -570,6 +570,7 @@ class Auditor:
         self.withdrawn: dict[tuple[int, str], int] = defaultdict(int)
         self.accounts: dict[tuple[int, str], list[int]] = defaultdict(lambda: [0, 0])  # -> [balance, debt]
         self.logged_debt: dict[tuple[str, int, str], int] = defaultdict(int)  # (kind, me, token) -> logged
+        self.expected_debt: dict[tuple[str, int, str], int] = defaultdict(int)  # (kind, me, token) -> by the rule
         self.payouts: dict[tuple[str, int, int, str], int] = defaultdict(int)
         self.roles: dict[str, set[str]] = defaultdict(set)
         self.consents: list[tuple[Log, int, str, str, int, str]] = []
@@ -1232,20 +1233,28 @@ class Auditor:
         self.logged_debt[(kind, log.args["meId"], log.args["token"])] += log.args["amount"]
 
     def _check_debt_log(self, kind: str, me_id: int, token: str, expected: int, log: Log) -> None:
-        """The ``DebtIncurred``/``DebtNetted`` logged for this ME in this run against the rule."""
-        logged = self.logged_debt.pop((kind, me_id, token), 0)
-        if logged != expected:
-            self._find("debt", f"ME {self._me_name(me_id)!r}: debt {kind} {logged} base units, the rule gives "
-                       f"{expected}", log, me_id=me_id, token=token, logged=logged, expected=expected)  # fmt: skip
+        """What the rule says this run incurs or nets for this ME; compared with the ``DebtIncurred`` /
+        ``DebtNetted`` logs of the transaction when it ends (the contract may log them before or after
+        the run's credit or debit event)."""
+        if expected:
+            self.expected_debt[(kind, me_id, token)] += expected
 
     def _flush_pending(self) -> None:
         self._check_nested()
-        for (kind, me_id, token), amount in self.logged_debt.items():
-            if amount:
-                self.findings.append(Finding("debt", f"ME {self._me_name(me_id)!r}: debt {kind} {amount} base units "
-                                             f"that no run explains", self.pending_block, self.pending_tx,
-                                             {"me_id": me_id, "token": token, "logged": amount}))  # fmt: skip
+        for key in list(dict.fromkeys([*self.expected_debt, *self.logged_debt])):
+            kind, me_id, token = key
+            logged, expected = self.logged_debt.get(key, 0), self.expected_debt.get(key, 0)
+            if logged == expected:
+                continue
+            if expected:
+                message = f"ME {self._me_name(me_id)!r}: debt {kind} {logged} base units, the rule gives {expected}"
+            else:
+                message = f"ME {self._me_name(me_id)!r}: debt {kind} {logged} base units that no run explains"
+            self.findings.append(Finding("debt", message, self.pending_block, self.pending_tx,
+                                         {"me_id": me_id, "token": token, "logged": logged,
+                                          "expected": expected}))  # fmt: skip
         self.logged_debt.clear()
+        self.expected_debt.clear()
         for run in self.pending:
             name = bytes32_to_text(run.agreement_id)
             last = run.first_seq + run.count - 1
