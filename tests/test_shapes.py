@@ -168,3 +168,43 @@ def test_cycles_and_nesting_deeper_than_two_levels_are_refused_at_proposal(ledge
     with pytest.raises(InputError, match="a cycle"):
         check_nested(ledger, c_id, cycle)
     assert NOT_NESTED not in Terms.build(token, {f: 5000, r: 5000}, nested={r: b_id}).nested_parties.values()
+
+
+def test_the_settler_sends_nested_alliances_through_settle_nested_and_a_concurrent_inner_run_retries(
+    ledger, kitchen, signers, funded, token
+):
+    from ledger.models import RevenueEvent
+    from ledger.services.settlement import Settler, Summary
+
+    f, o, r, lg = (kitchen[n] for n in ("fridge", "oven", "recipe-app", "logistics"))
+    inner = Terms.build(token, {o: 5000, lg: 5000})
+    inner_id = create(ledger, "settler-inner", inner, signers, kitchen, funded)
+    outer = Terms.build(token, {f: 6000, r: 4000}, nested={r: inner_id})
+    create(ledger, "settler-outer", outer, signers, kitchen, funded)
+
+    def events(alliance: str, n: int, prefix: str) -> list[RevenueEvent]:
+        return [RevenueEvent(reference=f"{prefix}-{i}", alliance=alliance, amount=1_000 + i, period=PERIOD, row=i + 2)
+                for i in range(n)]  # fmt: skip
+
+    direct = events("settler-inner", 5, "direct")
+    inner_settler = Settler(ledger, funded)
+    work, _ = inner_settler.prepare(direct)  # planned at the inner cursor 0
+    before = balances(ledger, token, (f, o, r, lg))
+    owed = ledger.total_owed(token)
+    outer_events = events("settler-outer", 7, "outer")
+    summary = Settler(ledger, funded, batch_size=3).run(outer_events)  # three batches: three inner events
+    assert (summary.settled, summary.batches) == (7, 3)
+    assert ledger.agreement(inner_id).next_seq == 3
+    late = Summary()
+    inner_settler._send(work, late, None, [])  # out of sequence once, re-read, then settled exactly once
+    assert (late.retries, late.settled) == (1, 5)
+    assert ledger.agreement(inner_id).next_seq == 8
+    total = sum(e.amount for e in outer_events + direct)
+    assert ledger.total_owed(token) - owed == total
+    after = balances(ledger, token, (f, o, r, lg))
+    assert sum(after.values()) - sum(before.values()) == total and after[r] == before[r]
+    # The reversal of a nested alliance's event is refused before anything is sent.
+    reversal = RevenueEvent(reference="outer-r", alliance="settler-outer", amount=1, period=PERIOD, row=2,
+                            reverses="outer-0")  # fmt: skip
+    with pytest.raises(InputError, match="has nested parties"):
+        Settler(ledger, funded).prepare([reversal])
