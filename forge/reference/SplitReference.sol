@@ -155,6 +155,19 @@ library ShapesReference {
         }
     }
 
+    /// @notice Debits the banded interval [bottom, top) tier by tier, each part by its tier's table.
+    function _unwindBanded(Shape memory s, uint256[] memory debits, uint256 bottom, uint256 top, uint256 offset)
+        private
+        pure
+    {
+        for (uint256 j = 0; j <= s.targets.length; j++) {
+            (uint256 low, uint256 high) = tierInterval(s, j);
+            uint256 start = _max(bottom, low);
+            uint256 end = _min(top, high);
+            if (end > start) _add(debits, end - start, tierTable(s, j), offset);
+        }
+    }
+
     /// @notice What one reversal debits each party: the period's banded revenue from the top, then its
     /// recouped part (by the recoup table, or the base table when the version has none), then what exceeds
     /// the period's revenue by the base table.
@@ -167,13 +180,7 @@ library ShapesReference {
         debits = new uint256[](s.shares.length);
         uint256 banded = st.periodRevenue - st.periodRecouped;
         uint256 fromBanded = _min(amount, banded);
-        uint256 bottom = banded - fromBanded; // the banded interval [bottom, banded) is unwound
-        for (uint256 j = 0; j <= s.targets.length; j++) {
-            (uint256 low, uint256 high) = tierInterval(s, j);
-            uint256 start = _max(bottom, low);
-            uint256 end = _min(banded, high);
-            if (end > start) _add(debits, end - start, tierTable(s, j), offset);
-        }
+        _unwindBanded(s, debits, banded - fromBanded, banded, offset);
         uint256 rest = amount - fromBanded;
         uint256 fromRecouped = _min(rest, st.periodRecouped);
         _add(debits, fromRecouped, s.recoup != 0 ? s.recoupShares : s.shares, offset);
