@@ -205,6 +205,26 @@ abstract contract ShapesFixture is Test {
     mapping(bytes32 id => mapping(uint32 period => uint256)) internal refPeriodRecouped;
     mapping(bytes32 id => uint256) internal refRecouped;
     mapping(uint256 meId => uint256) internal expected;
+    mapping(uint256 meId => uint256) internal expectedDebt;
+
+    /// @dev A credit in the reference: it repays the ME's debt first (as `_creditAccount` does).
+    function _refCredit(uint256 meId, uint256 credit) internal {
+        uint256 debt = expectedDebt[meId];
+        uint256 netted = credit < debt ? credit : debt;
+        expectedDebt[meId] = debt - netted;
+        expected[meId] += credit - netted;
+    }
+
+    /// @dev A debit in the reference: from the balance, the rest becomes debt.
+    function _refDebit(uint256 meId, uint256 debit) internal {
+        uint256 balance = expected[meId];
+        if (balance >= debit) {
+            expected[meId] = balance - debit;
+        } else {
+            expected[meId] = 0;
+            expectedDebt[meId] += debit - balance;
+        }
+    }
 
     function _shape(IAllianceLedger.Terms memory terms) internal pure returns (ShapesReference.Shape memory s) {
         s.shares = terms.shares;
@@ -241,7 +261,7 @@ abstract contract ShapesFixture is Test {
         (credits, next) = ShapesReference.splitEvent(_shape(terms), _refState(id, period), seq, entry >> 32);
         _refStore(id, period, next);
         for (uint256 i; i < credits.length; ++i) {
-            expected[terms.parties[i]] += credits[i];
+            _refCredit(terms.parties[i], credits[i]);
         }
     }
 
@@ -255,7 +275,7 @@ abstract contract ShapesFixture is Test {
         (debits, next) = ShapesReference.splitReversal(_shape(terms), _refState(id, period), seq, entry >> 32);
         _refStore(id, period, next);
         for (uint256 i; i < debits.length; ++i) {
-            expected[terms.parties[i]] -= debits[i];
+            _refDebit(terms.parties[i], debits[i]);
         }
     }
 
@@ -280,6 +300,7 @@ abstract contract ShapesFixture is Test {
     function _assertMatchesReference(bytes32 id, uint32[] memory periods) internal view {
         for (uint256 i = 1; i <= ME_COUNT; ++i) {
             vm.assertEq(ledger.balanceOf(uint32(i), address(token)), expected[i], "balance == reference");
+            vm.assertEq(ledger.debtOf(uint32(i), address(token)), expectedDebt[i], "debt == reference");
         }
         for (uint256 p; p < periods.length; ++p) {
             IAllianceLedger.Period memory period = ledger.periodOf(id, periods[p]);
