@@ -112,7 +112,9 @@ class Terms(Model):
 
     def as_tuple(self) -> tuple:
         """The ABI tuple for the contract's ``Terms`` struct."""
-        return (self.token, list(self.parties), list(self.shares), self.target, list(self.excess_shares))
+        # Bench shim (temporary, p18 owns this file): the issue-18 struct with the old target as one band.
+        bands = [(self.target, list(self.excess_shares))] if self.target else []
+        return (self.token, list(self.parties), list(self.shares), bands, 0, [], [])
 
 
 class ME(Model):

@@ -14,12 +14,19 @@ from ledger.models import Terms
 DOMAIN_NAME = "MEAllianceLedger"
 DOMAIN_VERSION = "1"
 
+# Bench shim (temporary, p18 owns this file): the issue-18 Terms type.
 _TERMS_FIELDS = [
     {"name": "token", "type": "address"},
     {"name": "parties", "type": "uint32[]"},
     {"name": "shares", "type": "uint16[]"},
+    {"name": "bands", "type": "Band[]"},
+    {"name": "recoup", "type": "uint128"},
+    {"name": "recoupShares", "type": "uint16[]"},
+    {"name": "nested", "type": "bytes32[]"},
+]
+_BAND_FIELDS = [
     {"name": "target", "type": "uint128"},
-    {"name": "excessShares", "type": "uint16[]"},
+    {"name": "shares", "type": "uint16[]"},
 ]
 _DOMAIN_FIELDS = [
     {"name": "name", "type": "string"},
@@ -38,8 +45,10 @@ def _terms_message(terms: Terms) -> dict:
         "token": terms.token,
         "parties": list(terms.parties),
         "shares": list(terms.shares),
-        "target": terms.target,
-        "excessShares": list(terms.excess_shares),
+        "bands": [{"target": terms.target, "shares": list(terms.excess_shares)}] if terms.target else [],
+        "recoup": 0,
+        "recoupShares": [],
+        "nested": [],
     }
 
 
@@ -55,6 +64,7 @@ def approval_message(chain_id: int, ledger: str, agreement_id: bytes, version: i
                     {"name": "terms", "type": "Terms"},
                 ],
                 "Terms": _TERMS_FIELDS,
+                "Band": _BAND_FIELDS,
             },
             "primaryType": "Approval",
             "domain": _domain(chain_id, ledger),

@@ -56,7 +56,7 @@ def _error_registry() -> dict[bytes, dict]:
 
 _ERRORS: dict[bytes, dict] | None = None
 # The empty ``Terms`` tuple: what a proposal passes as the current terms when it has none to show.
-EMPTY_TERMS = ("0x" + "00" * 20, [], [], 0, [])
+EMPTY_TERMS = ("0x" + "00" * 20, [], [], [], 0, [], [])  # bench shim (temporary, p18 owns this file)
 _LEADING_HEX = re.compile(r"0x([0-9a-fA-F]*)")
 
 
