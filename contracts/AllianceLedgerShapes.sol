@@ -135,7 +135,8 @@ contract AllianceLedgerShapes is AllianceLedgerState {
         Totals memory totals;
         totals.rootId = agreementId;
         uint256 total = _reverseRuns(t, terms, firstSeq, entries, totals);
-        if (t.recoup != 0) agreement.recouped = uint128(t.recouped);
+        // Reversals may lower the recouped total under any terms (see `_addReversal`); same slot as nextSeq.
+        agreement.recouped = uint128(t.recouped);
         address token = terms.token;
         uint256 incurred = totals.incurred;
         returned = total - incurred;
@@ -639,8 +640,9 @@ contract AllianceLedgerShapes is AllianceLedgerState {
     }
 
     /// @dev Cuts one reversal into parts: the period's banded revenue from the top (highest band
-    /// first), then its recouped part (recoup table, lowering the recouped totals), then what exceeds
-    /// the period's revenue (base table); accumulates each with the reversal's offset.
+    /// first), then its recouped part (recoup table, or base table without one; lowering the recouped
+    /// totals, so a period's recouped part never exceeds its revenue), then what exceeds the period's
+    /// revenue (base table); accumulates each with the reversal's offset.
     function _addReversal(Tiers memory t, uint256 amount, uint256 offset) private pure {
         uint256 banded = t.banded;
         uint256 baseTier = t.baseTier;
@@ -659,9 +661,11 @@ contract AllianceLedgerShapes is AllianceLedgerState {
                 if (tier == baseTier) break;
             }
             t.banded = banded;
-            if (amount != 0 && baseTier == 1) {
+            if (amount != 0) {
                 uint256 recouped = t.periodRecouped;
                 if (recouped != 0) {
+                    // The recouped part goes by the recoup table (tier 0), or by the base table when
+                    // this version has none (the recoup was an earlier version's).
                     uint256 part = recouped < amount ? recouped : amount;
                     SplitMath.accumulate(part, offset, t.prefix[0], t.sums[0]);
                     t.parts[0] += part;

@@ -41,10 +41,11 @@ pragma solidity ^0.8.24;
 /// Reversals (`settleReversals`). A reversal has a reference of its own and takes the next sequence
 /// number of the same cursor, a positive amount `x` and the period it is booked in (open). It un-books
 /// the top `x` of the period's revenue: first the period's banded revenue from the top (the part above
-/// band k's target by band k's table, then band k-1's, ..., then the base table), then, when the version
-/// has a recoup amount, the period's recouped part by the recoup table (lowering the period's and the
-/// agreement's recouped totals), and what exceeds the period's revenue by the base table; each part split
-/// by the same rotating rounding with the reversal's own sequence number. The period's revenue becomes
+/// band k's target by band k's table, then band k-1's, ..., then the base table), then the period's
+/// recouped part by the recoup table (by the base table when the version has no recoup; either way
+/// lowering the period's and the agreement's recouped totals, so a recoup can be earned again), and what
+/// exceeds the period's revenue by the base table; each part split by the same rotating rounding with
+/// the reversal's own sequence number. The period's revenue becomes
 /// `R - min(x, R)`. The debits add up to `x` exactly. A party's debit comes out of its
 /// balance; what the balance does not cover becomes the party's debt (`DebtIncurred`). Debts are netted
 /// from the party's next credits before they become withdrawable (`DebtNetted`): finance pays in only

@@ -4,6 +4,7 @@ pragma solidity 0.8.30;
 import {AllianceLedger} from "../../contracts/AllianceLedger.sol";
 import {IAllianceLedger} from "../../contracts/interfaces/IAllianceLedger.sol";
 import {LedgerTestToken} from "../../contracts/tokens/LedgerTestToken.sol";
+import {ShapesReference} from "../reference/SplitReference.sol";
 import {Test, vm} from "./Test.sol";
 
 /// @title ShapesFixture
@@ -194,6 +195,120 @@ abstract contract ShapesFixture is Test {
         for (uint256 i = 1; i <= ME_COUNT; ++i) {
             balances[i] = ledger.balanceOf(uint32(i), address(token));
         }
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // The reference book: expected balances and period state, one event at a time (ShapesReference)
+    // ------------------------------------------------------------------------------------------------
+
+    mapping(bytes32 id => mapping(uint32 period => uint256)) internal refRevenue;
+    mapping(bytes32 id => mapping(uint32 period => uint256)) internal refPeriodRecouped;
+    mapping(bytes32 id => uint256) internal refRecouped;
+    mapping(uint256 meId => uint256) internal expected;
+    mapping(uint256 meId => uint256) internal expectedDebt;
+
+    /// @dev A credit in the reference: it repays the ME's debt first (as `_creditAccount` does).
+    function _refCredit(uint256 meId, uint256 credit) internal {
+        uint256 debt = expectedDebt[meId];
+        uint256 netted = credit < debt ? credit : debt;
+        expectedDebt[meId] = debt - netted;
+        expected[meId] += credit - netted;
+    }
+
+    /// @dev A debit in the reference: from the balance, the rest becomes debt.
+    function _refDebit(uint256 meId, uint256 debit) internal {
+        uint256 balance = expected[meId];
+        if (balance >= debit) {
+            expected[meId] = balance - debit;
+        } else {
+            expected[meId] = 0;
+            expectedDebt[meId] += debit - balance;
+        }
+    }
+
+    function _shape(IAllianceLedger.Terms memory terms) internal pure returns (ShapesReference.Shape memory s) {
+        s.shares = terms.shares;
+        uint256 k = terms.bands.length;
+        s.targets = new uint128[](k);
+        s.bandShares = new uint16[][](k);
+        for (uint256 j; j < k; ++j) {
+            s.targets[j] = terms.bands[j].target;
+            s.bandShares[j] = terms.bands[j].shares;
+        }
+        s.recoup = terms.recoup;
+        s.recoupShares = terms.recoupShares;
+    }
+
+    function _refState(bytes32 id, uint32 period) internal view returns (ShapesReference.State memory st) {
+        st.periodRevenue = refRevenue[id][period];
+        st.periodRecouped = refPeriodRecouped[id][period];
+        st.recouped = refRecouped[id];
+    }
+
+    function _refStore(bytes32 id, uint32 period, ShapesReference.State memory st) internal {
+        refRevenue[id][period] = st.periodRevenue;
+        refPeriodRecouped[id][period] = st.periodRecouped;
+        refRecouped[id] = st.recouped;
+    }
+
+    /// @dev Books one event of `id` (sequence number `seq`) in the reference; returns each party's credit.
+    function _refEvent(bytes32 id, IAllianceLedger.Terms memory terms, uint64 seq, uint256 entry)
+        internal
+        returns (uint256[] memory credits)
+    {
+        uint32 period = uint32(entry);
+        ShapesReference.State memory next;
+        (credits, next) = ShapesReference.splitEvent(_shape(terms), _refState(id, period), seq, entry >> 32);
+        _refStore(id, period, next);
+        for (uint256 i; i < credits.length; ++i) {
+            _refCredit(terms.parties[i], credits[i]);
+        }
+    }
+
+    /// @dev Books one reversal in the reference (balances cover the debits in these tests).
+    function _refReversal(bytes32 id, IAllianceLedger.Terms memory terms, uint64 seq, uint256 entry)
+        internal
+        returns (uint256[] memory debits)
+    {
+        uint32 period = uint32(entry);
+        ShapesReference.State memory next;
+        (debits, next) = ShapesReference.splitReversal(_shape(terms), _refState(id, period), seq, entry >> 32);
+        _refStore(id, period, next);
+        for (uint256 i; i < debits.length; ++i) {
+            _refDebit(terms.parties[i], debits[i]);
+        }
+    }
+
+    /// @dev Settles `entries` on the ledger and books them in the reference.
+    function _settleBoth(bytes32 id, IAllianceLedger.Terms memory terms, uint256[] memory entries) internal {
+        uint64 seq = ledger.agreementOf(id).nextSeq;
+        _settle(id, terms, entries);
+        for (uint256 k; k < entries.length; ++k) {
+            _refEvent(id, terms, seq + uint64(k), entries[k]);
+        }
+    }
+
+    function _reverseBoth(bytes32 id, IAllianceLedger.Terms memory terms, uint256[] memory entries) internal {
+        uint64 seq = ledger.agreementOf(id).nextSeq;
+        _reverse(id, terms, entries);
+        for (uint256 k; k < entries.length; ++k) {
+            _refReversal(id, terms, seq + uint64(k), entries[k]);
+        }
+    }
+
+    /// @dev The ledger's balances, period state and recouped total equal the reference's.
+    function _assertMatchesReference(bytes32 id, uint32[] memory periods) internal view {
+        for (uint256 i = 1; i <= ME_COUNT; ++i) {
+            vm.assertEq(ledger.balanceOf(uint32(i), address(token)), expected[i], "balance == reference");
+            vm.assertEq(ledger.debtOf(uint32(i), address(token)), expectedDebt[i], "debt == reference");
+        }
+        for (uint256 p; p < periods.length; ++p) {
+            IAllianceLedger.Period memory period = ledger.periodOf(id, periods[p]);
+            vm.assertEq(period.revenue, refRevenue[id][periods[p]], "period revenue == reference");
+            vm.assertEq(period.recouped, refPeriodRecouped[id][periods[p]], "period recouped == reference");
+        }
+        vm.assertEq(ledger.agreementOf(id).recouped, refRecouped[id], "agreement recouped == reference");
+        _assertConservation();
     }
 
     /// @dev The ledger holds exactly what it owes (no donations in these tests).

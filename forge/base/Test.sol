@@ -4,6 +4,14 @@ pragma solidity 0.8.30;
 /// @notice The few Foundry cheatcodes the suite uses (the address is forge's fixed cheatcode address).
 /// forge-std is not used: its npm copy does not build, and this is all the suite needs.
 interface Vm {
+    struct Log {
+        bytes32[] topics;
+        bytes data;
+        address emitter;
+    }
+
+    function recordLogs() external;
+    function getRecordedLogs() external returns (Log[] memory);
     function addr(uint256 privateKey) external pure returns (address);
     function sign(uint256 privateKey, bytes32 digest) external pure returns (uint8 v, bytes32 r, bytes32 s);
     function prank(address msgSender) external;
