@@ -178,16 +178,23 @@ def event_parts(amount: int, banded: int, recouped: int, terms) -> list[int]:
     return head + band_parts(amount, banded, [b.target for b in terms.bands])
 
 
+def reversal_unrecouped(amount: int, banded: int, period_recouped: int) -> int:
+    """The part of a reversal that unwinds the period's recouped part (after its banded revenue): it
+    lowers the period's and the agreement's recouped totals, whatever the terms in force."""
+    return min(max(0, amount - banded), period_recouped)
+
+
 def reversal_tier_parts(amount: int, banded: int, period_recouped: int, terms) -> list[int]:
     """The parts of a reversal in ``terms.tier_names`` order: it unwinds the period's banded revenue from
-    the top (highest band first), then the period's recouped part; what is left (a reversal above the
+    the top (highest band first), then the period's recouped part (by the recoup table, or by the base
+    table when the terms have no recoup: an earlier version's); what is left (a reversal above the
     period's revenue) is debited by the base table."""
     from_bands = min(amount, banded)
     parts = band_parts(from_bands, banded - from_bands, [b.target for b in terms.bands])
     rest = amount - from_bands
     head = []
     if terms.recoup:
-        part = min(rest, period_recouped)
+        part = reversal_unrecouped(amount, banded, period_recouped)
         head.append(part)
         rest -= part
     parts[0] += rest
@@ -248,9 +255,10 @@ class SplitState:
         recouped_here = self.period_recouped.get(period, 0)
         parts = reversal_tier_parts(amount, self.banded(period), recouped_here, terms)
         result = split_parts(seq, parts, terms.tier_tables, len(terms.parties))
-        if terms.recoup and parts[0]:
-            self.recouped -= parts[0]
-            self.period_recouped[period] = recouped_here - parts[0]
+        unrecouped = reversal_unrecouped(amount, self.banded(period), recouped_here)
+        if unrecouped:
+            self.recouped -= unrecouped
+            self.period_recouped[period] = recouped_here - unrecouped
         self.revenue[period] = revenue_after_reversal(self.revenue.get(period, 0), amount)
         return result
 

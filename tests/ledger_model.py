@@ -30,6 +30,7 @@ from ledger.money import (
     event_parts,
     revenue_after_reversal,
     reversal_tier_parts,
+    reversal_unrecouped,
     split_parts,
 )
 
@@ -497,9 +498,9 @@ class LedgerModel:
                     return refused("RevenueAmountInvalid")
                 parts = reversal_tier_parts(amount, running - in_period, in_period, terms)
                 split = split_parts(first_seq + k, parts, terms.tier_tables, len(terms.parties))
-                if terms.recoup:
-                    recouped -= parts[0]
-                    in_period -= parts[0]
+                unrecouped = reversal_unrecouped(amount, running - in_period, in_period)
+                recouped -= unrecouped
+                in_period -= unrecouped
                 assert sum(split.credits) == amount, "the debits must add up to the reversal's amount"
                 debits = [d + s for d, s in zip(debits, split.credits, strict=True)]
                 run_debits = [d + s for d, s in zip(run_debits, split.credits, strict=True)]

@@ -23,8 +23,8 @@ def tables(draw, n):
 
 
 @st.composite
-def shaped_terms(draw, max_parties=6, max_target=10**6, recoup=None):
-    n = draw(st.integers(2, max_parties))
+def shaped_terms(draw, max_parties=6, max_target=10**6, recoup=None, min_parties=2):
+    n = draw(st.integers(min_parties, max_parties))
     k = draw(st.integers(0, MAX_BANDS))
     targets = sorted(draw(st.sets(st.integers(1, max_target), min_size=k, max_size=k)))
     bands = tuple(Band(target=t, shares=draw(tables(n))) for t in targets)
@@ -232,3 +232,17 @@ def test_the_terms_hash_is_the_eip712_struct_hash_every_wallet_signs(terms):
     body = keccak(approval + OUTER + (3).to_bytes(32, "big") + terms.struct_hash())
     assert message.body == body
     assert Terms.from_abi(terms.as_tuple()) == terms
+
+
+@given(terms=shaped_terms(min_parties=3, max_parties=3, max_target=5000, recoup=4000), batch=events, later=tables(3))
+@settings(max_examples=100)
+def test_a_reversal_under_terms_without_recoup_still_unwinds_an_earlier_version_s_recouped_part(terms, batch, later):
+    state = money.SplitState()
+    for seq, (amount, period) in enumerate(batch):
+        state.settle(terms, seq, amount, period)
+    plain = Terms(token=TOKEN, parties=terms.parties, shares=later)  # a later version: no recoup, no bands
+    for seq, (amount, period) in enumerate(reversed(batch), start=len(batch)):
+        result = state.reverse(plain, seq, amount, period)
+        assert sum(result.credits) == amount and result.parts == (amount,)  # all by the base table
+        assert 0 <= state.period_recouped.get(period, 0) <= state.revenue[period]
+    assert state.recouped == 0 and all(v == 0 for v in state.period_recouped.values())

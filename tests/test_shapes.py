@@ -208,3 +208,30 @@ def test_the_settler_sends_nested_alliances_through_settle_nested_and_a_concurre
                             reverses="outer-0")  # fmt: skip
     with pytest.raises(InputError, match="has nested parties"):
         Settler(ledger, funded).prepare([reversal])
+
+
+def test_a_reversal_after_a_version_without_recoup_unwinds_the_recouped_part_as_the_reference_does(
+    ledger, kitchen, signers, platform, funded, token
+):
+    f, o = kitchen["fridge"], kitchen["oven"]
+    v1 = Terms.build(token, {f: 5000, o: 5000}, 100, {f: 1000, o: 9000}, recoup=300, recoup_shares={f: 10_000})
+    aid = create(ledger, "shapes-recoup-then-plain", v1, signers, kitchen, funded)
+    book = money.SplitState()
+    batch = [(250, PERIOD), (200, PERIOD)]
+    ledger.settle(aid, 1, 0, v1, refs("rp", 2), [a << 32 | p for a, p in batch], sender=funded)
+    for seq, (amount, period) in enumerate(batch):
+        book.settle(v1, seq, amount, period)
+    v2 = Terms.build(token, {f: 2000, o: 8000})
+    ledger.propose(aid, v2, sender=platform)
+    ledger.activate(aid, 2, v2, sign_all(ledger, signers[:2], aid, 2, v2), sender=platform)
+
+    def net(me_id: int) -> int:  # balance less debt: a debit the balance does not cover becomes debt
+        return ledger.balance_of(me_id, token) - ledger.debt_of(me_id, token)
+
+    before = {p: net(p) for p in (f, o)}
+    ledger.reverse(aid, 2, 2, v2, refs("rp-r", 1), [200 << 32 | PERIOD], [refs("rp", 2)[1]], sender=funded)
+    expected = book.reverse(v2, 2, 200, PERIOD)  # banded 150 from the top, then 50 of the recouped part
+    assert (before[f] - net(f), before[o] - net(o)) == expected.credits
+    revenue, _, recouped = ledger.period_states([(aid, PERIOD)])[0]
+    assert (revenue, recouped, ledger.agreement(aid).recouped) == (250, 250, 250)
+    assert (revenue, recouped) == (book.revenue[PERIOD], book.period_recouped[PERIOD]) and book.recouped == 250

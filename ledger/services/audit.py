@@ -417,7 +417,7 @@ def _reversal_parts(amount: int, banded: int, period_recouped: int, terms: _Term
         left -= take
         top -= take
     head = []
-    if terms.recoup:
+    if terms.recoup:  # else the recouped part (an earlier version's recoup) goes by the base table
         take = min(left, period_recouped)
         head.append(take)
         left -= take
@@ -504,13 +504,13 @@ def recompute_batch(
                     tier_floors = floors[t]
                     for i, s in enumerate(prefixes[t]):
                         tier_floors[i] += (offset + part * s) // BPS
-            if terms.recoup:
-                if reversal:
-                    rec -= parts[0]
-                    recouped -= parts[0]
-                else:
-                    rec += parts[0]
-                    recouped += parts[0]
+            if reversal:  # the recouped part unwound lowers the recouped totals, whatever the terms
+                unwound = min(max(0, amount - (rev - rec)), rec)
+                rec -= unwound
+                recouped -= unwound
+            elif terms.recoup:
+                rec += parts[0]
+                recouped += parts[0]
             rev = rev - min(amount, rev) if reversal else rev + amount
             k += 1
         revenue[period], period_recouped[period] = rev, rec
