@@ -1061,12 +1061,12 @@ def test_chain_matches_the_model_over_10k_random_sequences(env):
 def test_the_machine_catches_a_wrong_rounding_offset(env, monkeypatch):
     """The machine can fail: with the model's rounding offset one sequence number off, some ME's balance
     differs from the chain's within a few sequences."""
-    real = ledger_model.split_event
+    real = ledger_model.split_parts
 
     def shifted(seq, *args, **kwargs):
         return real(seq + 1, *args, **kwargs)
 
-    monkeypatch.setattr(ledger_model, "split_event", shifted)
+    monkeypatch.setattr(ledger_model, "split_parts", shifted)
     with pytest.raises(AssertionError, match="balance of ME .*: the chain has"):
         run_machine(
             env,
