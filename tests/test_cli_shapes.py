@@ -103,8 +103,11 @@ def test_three_bands_and_a_recoup_from_proposal_to_payouts_and_a_clean_audit(cli
         ],
     )
     predicted = preview(cli, path)
+    table = cli.run("settle", str(path), "--dry-run").out
+    assert "recoup (investment paid back)" in table and "band 3 (above target 3)" in table
     cli.run("settle", str(path))
     paid = payouts(cli, "bands")
+    assert "band 2 (above target 2)" in cli.run("payouts", "--alliance", "bands").out
     assert {(me, tier): v for (_, me, tier), v in predicted.items()} == paid
     assert sum(paid.values()) == Decimal("6000.5")
     assert paid[("fridge", "recoup")] == Decimal("350") and paid[("oven", "recoup")] == Decimal("150")
@@ -126,6 +129,8 @@ def test_a_nested_alliance_passes_its_credit_on_in_the_same_settlement_and_the_a
     assert [p["alliance"] for p in parties] == [None, "nodes"]
     path = write_csv(tmp_path / "nested.csv", [("P-1", "platform", "80", 202611), ("P-2", "platform", "70", 202611)])
     predicted = preview(cli, path)
+    table = cli.run("settle", str(path), "--dry-run").out
+    assert "recipe-app -> nodes" in table and "nodes (via platform)" in table
     before = head(cli)
     out = cli.run("settle", str(path)).out
     assert head(cli) == before + 2  # one approval, one settlement transaction (the inner split inside it)
