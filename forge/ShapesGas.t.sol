@@ -104,7 +104,6 @@ abstract contract ShapesGasBase is ShapesFixture {
     }
 
     function _noInner() internal pure returns (IAllianceLedger.InnerTerms[] memory) {}
-
 }
 
 /// @title ShapesGas

@@ -19,7 +19,8 @@ contract ShapesGasReversal is ShapesGasBase {
         }
         IAllianceLedger.Agreement memory a = ledger.agreementOf(id);
         bytes memory data = abi.encodeCall(
-            ledger.settleReversals, (id, a.activeVersion, a.nextSeq, terms, _benchRefs(EVENTS), entries, _benchRefs(EVENTS))
+            ledger.settleReversals,
+            (id, a.activeVersion, a.nextSeq, terms, _benchRefs(EVENTS), entries, _benchRefs(EVENTS))
         );
         vm.cool(address(ledger));
         vm.cool(address(token));
@@ -28,7 +29,9 @@ contract ShapesGasReversal is ShapesGasBase {
         uint256 exec = before - gasleft();
         vm.assertTrue(ok, "reversed");
         emit log_named_uint(string.concat(key, " reversal exec/event"), exec / EVENTS);
-        emit log_named_uint(string.concat(key, " reversal bench-equivalent/event"), (exec + _intrinsic(data)) / EVENTS - METHOD_OFFSET);
+        emit log_named_uint(
+            string.concat(key, " reversal bench-equivalent/event"), (exec + _intrinsic(data)) / EVENTS - METHOD_OFFSET
+        );
     }
 
     function test_gas_reversal_n5_k1000_classic() public {
