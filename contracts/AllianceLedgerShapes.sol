@@ -121,10 +121,15 @@ contract AllianceLedgerShapes is AllianceLedgerState {
         uint256[] calldata entries,
         bytes32[] calldata originals
     ) external onlyDelegated returns (uint256 returned) {
-        IAllianceLedger.Agreement storage agreement = _checkBatch(agreementId, version, firstSeq, terms, refs, entries.length);
-        if (originals.length != refs.length) revert IAllianceLedger.ReversalBatchInvalid(agreementId, refs.length, originals.length);
+        IAllianceLedger.Agreement storage agreement =
+            _checkBatch(agreementId, version, firstSeq, terms, refs, entries.length);
+        if (originals.length != refs.length) {
+            revert IAllianceLedger.ReversalBatchInvalid(agreementId, refs.length, originals.length);
+        }
         for (uint256 j; j < originals.length; ++j) {
-            if (originals[j] == bytes32(0)) revert IAllianceLedger.ReversalOriginalEmpty(agreementId, firstSeq + uint64(j));
+            if (originals[j] == bytes32(0)) {
+                revert IAllianceLedger.ReversalOriginalEmpty(agreementId, firstSeq + uint64(j));
+            }
         }
         if (terms.nested.length != 0) revert IAllianceLedger.ReversalNestedUnsupported(agreementId);
 
@@ -160,7 +165,9 @@ contract AllianceLedgerShapes is AllianceLedgerState {
                 bytes32 inner = nested[i];
                 if (inner == bytes32(0)) continue;
                 IAllianceLedger.Agreement storage x = _agreements[inner];
-                if (x.status == IAllianceLedger.AgreementStatus.None) revert IAllianceLedger.AgreementNestedUnknown(inner);
+                if (x.status == IAllianceLedger.AgreementStatus.None) {
+                    revert IAllianceLedger.AgreementNestedUnknown(inner);
+                }
                 if (x.token != terms.token) revert IAllianceLedger.AgreementNestedToken(inner, x.token);
             }
         }
@@ -467,7 +474,9 @@ contract AllianceLedgerShapes is AllianceLedgerState {
                 credits.length > 1 ? credits[1] : new uint256[](perParty.length)
             );
         } else {
-            emit IAllianceLedger.PartiesCreditedByTier(t.agreementId, t.period, t.version, t.runFirstSeq, count, _flatten(credits));
+            emit IAllianceLedger.PartiesCreditedByTier(
+                t.agreementId, t.period, t.version, t.runFirstSeq, count, _flatten(credits)
+            );
         }
         _pay(t, terms, perParty, inner, totals, depth);
     }
@@ -515,7 +524,9 @@ contract AllianceLedgerShapes is AllianceLedgerState {
     function _storePeriod(Tiers memory t) private {
         uint256 recouped = t.periodRecouped;
         uint256 revenue = t.banded + recouped;
-        if (revenue > type(uint128).max) revert IAllianceLedger.RevenueAmountInvalid(t.agreementId, t.runFirstSeq, revenue);
+        if (revenue > type(uint128).max) {
+            revert IAllianceLedger.RevenueAmountInvalid(t.agreementId, t.runFirstSeq, revenue);
+        }
         // recouped <= the agreement's recouped total <= a recoup amount < 2**120; the period is open.
         _periods[t.agreementId][t.period] =
             IAllianceLedger.Period({revenue: uint128(revenue), closed: false, recouped: uint120(recouped)});
@@ -559,9 +570,7 @@ contract AllianceLedgerShapes is AllianceLedgerState {
 
     /// @dev Settles a nested party's credit as one event of its inner alliance `f.inner`: next sequence
     /// number, derived reference, the inner alliance's active terms (recursively).
-    function _settleInner(Forward memory f, IAllianceLedger.InnerTerms[] calldata inner, Totals memory totals)
-        private
-    {
+    function _settleInner(Forward memory f, IAllianceLedger.InnerTerms[] calldata inner, Totals memory totals) private {
         if (f.depth > MAX_NESTING_DEPTH) revert IAllianceLedger.SettlementNestingTooDeep(totals.rootId);
         IAllianceLedger.InnerTerms calldata it = _innerTermsOf(inner, f.inner);
         Tiers memory t = _openInner(f, it);
@@ -589,7 +598,11 @@ contract AllianceLedgerShapes is AllianceLedgerState {
     }
 
     /// @dev The `InnerTerms` for `innerId` (the first with that id).
-    function _innerTermsOf(IAllianceLedger.InnerTerms[] calldata inner, bytes32 innerId) private pure returns (IAllianceLedger.InnerTerms calldata) {
+    function _innerTermsOf(IAllianceLedger.InnerTerms[] calldata inner, bytes32 innerId)
+        private
+        pure
+        returns (IAllianceLedger.InnerTerms calldata)
+    {
         for (uint256 j; j < inner.length; ++j) {
             if (inner[j].agreementId == innerId) return inner[j];
         }
@@ -604,13 +617,17 @@ contract AllianceLedgerShapes is AllianceLedgerState {
         returns (IAllianceLedger.Agreement storage agreement)
     {
         agreement = _agreements[innerId];
-        if (agreement.status != IAllianceLedger.AgreementStatus.Active) revert IAllianceLedger.AgreementNotActive(innerId, agreement.status);
+        if (agreement.status != IAllianceLedger.AgreementStatus.Active) {
+            revert IAllianceLedger.AgreementNotActive(innerId, agreement.status);
+        }
         uint32 active = agreement.activeVersion;
         if (version != active) revert IAllianceLedger.AgreementVersionNotActive(innerId, version, active);
         _checkTerms(innerId, version, terms);
         uint32[] calldata parties = terms.parties;
         for (uint256 i; i < parties.length; ++i) {
-            if (_mes[parties[i]].status != IAllianceLedger.MEStatus.Active) revert IAllianceLedger.AgreementPartyDissolved(innerId, parties[i]);
+            if (_mes[parties[i]].status != IAllianceLedger.MEStatus.Active) {
+                revert IAllianceLedger.AgreementPartyDissolved(innerId, parties[i]);
+            }
         }
     }
 
@@ -702,7 +719,9 @@ contract AllianceLedgerShapes is AllianceLedgerState {
                 debits.length > 1 ? debits[1] : new uint256[](perParty.length)
             );
         } else {
-            emit IAllianceLedger.PartiesDebitedByTier(t.agreementId, t.period, t.version, t.runFirstSeq, count, _flatten(debits));
+            emit IAllianceLedger.PartiesDebitedByTier(
+                t.agreementId, t.period, t.version, t.runFirstSeq, count, _flatten(debits)
+            );
         }
         address token = terms.token;
         uint32[] calldata parties = terms.parties;

@@ -30,6 +30,7 @@ abstract contract AllianceLedgerState {
         "Terms(address token,uint32[] parties,uint16[] shares,Band[] bands,uint128 recoup,uint16[] recoupShares,"
         "bytes32[] nested)"
     );
+
     /// @dev Slot 0 holds what settlement and activation read (signer, status); slot 1 the payout.
     struct MERecord {
         address signer;
@@ -90,7 +91,9 @@ abstract contract AllianceLedgerState {
         returns (bytes32 termsHash)
     {
         termsHash = _hashTerms(terms);
-        if (termsHash != _termsHash[agreementId][version]) revert IAllianceLedger.AgreementTermsMismatch(agreementId, version);
+        if (termsHash != _termsHash[agreementId][version]) {
+            revert IAllianceLedger.AgreementTermsMismatch(agreementId, version);
+        }
     }
 
     /// @dev The checks of a settlement that do not depend on the events themselves.
@@ -104,11 +107,15 @@ abstract contract AllianceLedgerState {
     ) internal view returns (IAllianceLedger.Agreement storage agreement) {
         uint256 refCount = refs.length;
         agreement = _agreements[agreementId];
-        if (agreement.status != IAllianceLedger.AgreementStatus.Active) revert IAllianceLedger.AgreementNotActive(agreementId, agreement.status);
+        if (agreement.status != IAllianceLedger.AgreementStatus.Active) {
+            revert IAllianceLedger.AgreementNotActive(agreementId, agreement.status);
+        }
         uint32 active = agreement.activeVersion;
         if (version != active) revert IAllianceLedger.AgreementVersionNotActive(agreementId, version, active);
         _checkTerms(agreementId, version, terms);
-        if (entryCount == 0 || refCount != entryCount) revert IAllianceLedger.SettlementBatchInvalid(agreementId, refCount, entryCount);
+        if (entryCount == 0 || refCount != entryCount) {
+            revert IAllianceLedger.SettlementBatchInvalid(agreementId, refCount, entryCount);
+        }
         uint64 expected = agreement.nextSeq;
         if (firstSeq != expected) revert IAllianceLedger.SettlementOutOfSequence(agreementId, expected, firstSeq);
         for (uint256 k; k < refCount; ++k) {
@@ -116,7 +123,9 @@ abstract contract AllianceLedgerState {
         }
         uint32[] calldata parties = terms.parties;
         for (uint256 i; i < parties.length; ++i) {
-            if (_mes[parties[i]].status != IAllianceLedger.MEStatus.Active) revert IAllianceLedger.AgreementPartyDissolved(agreementId, parties[i]);
+            if (_mes[parties[i]].status != IAllianceLedger.MEStatus.Active) {
+                revert IAllianceLedger.AgreementPartyDissolved(agreementId, parties[i]);
+            }
         }
     }
 

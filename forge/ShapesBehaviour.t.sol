@@ -257,7 +257,7 @@ contract ShapesBehaviour is ShapesFixture {
 
         uint256[] memory entries = new uint256[](4);
         (entries[0], entries[1], entries[2], entries[3]) =
-            (_entry(1_001, P1), _entry(1_777, P1), _entry(333, P2), _entry(4_999, P2));
+        (_entry(1_001, P1), _entry(1_777, P1), _entry(333, P2), _entry(4_999, P2));
         uint256 total = 1_001 + 1_777 + 333 + 4_999;
         vm.recordLogs();
         uint256 paidIn = _settleNested("outer", outer, entries, list);

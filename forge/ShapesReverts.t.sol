@@ -154,9 +154,7 @@ contract ShapesReverts is ShapesFixture {
         innerTerms.token = address(other);
         _create("inner", innerTerms);
         IAllianceLedger.Terms memory terms = _nest(_flat(1, 2), 1, "inner");
-        _expect(
-            abi.encodeWithSelector(IAllianceLedger.AgreementNestedToken.selector, bytes32("inner"), address(other))
-        );
+        _expect(abi.encodeWithSelector(IAllianceLedger.AgreementNestedToken.selector, bytes32("inner"), address(other)));
         _propose("a", terms);
     }
 
@@ -240,7 +238,8 @@ contract ShapesReverts is ShapesFixture {
     ) internal returns (bytes memory) {
         IAllianceLedger.Agreement memory a = ledger.agreementOf("outer");
         return abi.encodeCall(
-            ledger.settleNested, (bytes32("outer"), a.activeVersion, a.nextSeq, outer, _refs(1), _one(amount, period), list)
+            ledger.settleNested,
+            (bytes32("outer"), a.activeVersion, a.nextSeq, outer, _refs(1), _one(amount, period), list)
         );
     }
 
@@ -323,7 +322,9 @@ contract ShapesReverts is ShapesFixture {
         _callExpecting(
             _settleCall(outer, 1_000, PERIOD, _innerList(innerTerms)),
             abi.encodeWithSelector(
-                IAllianceLedger.AgreementNotActive.selector, bytes32("inner"), IAllianceLedger.AgreementStatus.Terminated
+                IAllianceLedger.AgreementNotActive.selector,
+                bytes32("inner"),
+                IAllianceLedger.AgreementStatus.Terminated
             )
         );
     }

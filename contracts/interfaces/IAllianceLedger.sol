@@ -306,7 +306,8 @@ interface IAllianceLedger {
     /// @notice Every party of the version in force agreed to end the agreement.
     event AgreementEnded(bytes32 indexed agreementId, uint32 indexed version, bytes[] signatures);
 
-    /// @notice A batch of revenue events was settled (or one event of a nested alliance, see `NestedSettled`). Event `k` has sequence number `firstSeq + k`,
+    /// @notice A batch of revenue events was settled (or one event of a nested alliance, see
+    /// `NestedSettled`). Event `k` has sequence number `firstSeq + k`,
     /// reference `refs[k]` and `entries[k] = amount << 32 | period`.
     event RevenueSettled(
         bytes32 indexed agreementId, uint32 indexed version, uint64 firstSeq, bytes32[] refs, uint256[] entries
@@ -338,7 +339,12 @@ interface IAllianceLedger {
     /// `inner`: its credit `amount` was settled as `inner`'s event `innerSeq` (reference
     /// `keccak256(abi.encode(agreementId, firstSeq, meId))`) instead of reaching the ME's balance.
     event NestedSettled(
-        bytes32 indexed agreementId, uint64 firstSeq, uint32 indexed meId, bytes32 indexed inner, uint64 innerSeq, uint256 amount
+        bytes32 indexed agreementId,
+        uint64 firstSeq,
+        uint32 indexed meId,
+        bytes32 indexed inner,
+        uint64 innerSeq,
+        uint256 amount
     );
     /// @notice A batch of reversals was settled. Reversal `k` has sequence number `firstSeq + k`, its own
     /// reference `refs[k]`, `entries[k] = amount << 32 | period` (the period it is booked in) and reverses

@@ -178,7 +178,8 @@ abstract contract ShapesFixture is Test {
     {
         IAllianceLedger.Agreement memory a = ledger.agreementOf(id);
         bytes32[] memory originals = _refs(entries.length);
-        returned = ledger.settleReversals(id, a.activeVersion, a.nextSeq, terms, _refs(entries.length), entries, originals);
+        returned =
+            ledger.settleReversals(id, a.activeVersion, a.nextSeq, terms, _refs(entries.length), entries, originals);
     }
 
     function _inner(bytes32 id, IAllianceLedger.Terms memory terms)
@@ -186,7 +187,8 @@ abstract contract ShapesFixture is Test {
         view
         returns (IAllianceLedger.InnerTerms memory)
     {
-        return IAllianceLedger.InnerTerms({agreementId: id, version: ledger.agreementOf(id).activeVersion, terms: terms});
+        return
+            IAllianceLedger.InnerTerms({agreementId: id, version: ledger.agreementOf(id).activeVersion, terms: terms});
     }
 
     /// @dev Every ME's balance in the token, indexed by ME id (0 unused).
