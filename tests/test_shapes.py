@@ -235,3 +235,26 @@ def test_a_reversal_after_a_version_without_recoup_unwinds_the_recouped_part_as_
     revenue, _, recouped = ledger.period_states([(aid, PERIOD)])[0]
     assert (revenue, recouped, ledger.agreement(aid).recouped) == (250, 250, 250)
     assert (revenue, recouped) == (book.revenue[PERIOD], book.period_recouped[PERIOD]) and book.recouped == 250
+
+
+def test_a_classic_reversal_beyond_the_period_s_revenue_is_one_base_part_as_before(
+    ledger, kitchen, signers, funded, token
+):
+    """The base table's part of a reversal is one part (its banded piece and the piece beyond the period's
+    revenue together), split once with the reversal's offset: the rule of before issue 18. (Split in two
+    pieces, the 989/8365 parties would end one unit apart at this sequence number.)"""
+    f, o, r, lg = (kitchen[n] for n in ("fridge", "oven", "recipe-app", "logistics"))
+    terms = Terms.build(token, {f: 371, o: 275, r: 989, lg: 8365})
+    aid = create(ledger, "shapes-beyond", terms, signers, kitchen, funded)
+    big = 10_203_623_751_552_236
+    entries = [big << 32 | PERIOD, 1 << 32 | (PERIOD + 1), 1 << 32 | (PERIOD + 1)]
+    ledger.settle(aid, 1, 0, terms, refs("bb", 3), entries, sender=funded)
+
+    def net(me_id: int) -> int:
+        return ledger.balance_of(me_id, token) - ledger.debt_of(me_id, token)
+
+    before = {p: net(p) for p in terms.parties}
+    # seq 3: booked in PERIOD + 1 (revenue 2), so all but 2 of it lies beyond the period's revenue
+    ledger.reverse(aid, 1, 3, terms, refs("bb-r", 1), [big << 32 | (PERIOD + 1)], [refs("bb", 3)[0]], sender=funded)
+    expected = money.split_reversal(3, big, 2, terms.shares)
+    assert tuple(before[p] - net(p) for p in terms.parties) == expected.credits
