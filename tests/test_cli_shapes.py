@@ -127,6 +127,8 @@ def test_a_nested_alliance_passes_its_credit_on_in_the_same_settlement_and_the_a
     assert "(an alliance: goes on to alliance 'nodes', split by its own terms)" in shown
     parties = json.loads(cli.run("alliance", "show", "platform", "--json").out)["versions"][0]["parties"]
     assert [p["alliance"] for p in parties] == [None, "nodes"]
+    text = cli.run("alliance", "show", "platform").out
+    assert "an alliance: goes on to" in text and "nodes" in text
     path = write_csv(tmp_path / "nested.csv", [("P-1", "platform", "80", 202611), ("P-2", "platform", "70", 202611)])
     predicted = preview(cli, path)
     table = cli.run("settle", str(path), "--dry-run").out
