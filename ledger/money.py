@@ -346,8 +346,8 @@ class NestedBook:
                 if credit == 0:
                     continue
                 event = NestedEvent(agreement_id, first, me_id, inner, self.next_seq.get(inner, 0), period, credit)
-                out.nested.append(event)
                 self.settle(inner, [(credit, period)], out)
+                out.nested.append(event)  # after the inner split (and any deeper one), as NestedSettled is logged
         return out
 
 

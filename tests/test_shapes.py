@@ -258,3 +258,30 @@ def test_a_classic_reversal_beyond_the_period_s_revenue_is_one_base_part_as_befo
     ledger.reverse(aid, 1, 3, terms, refs("bb-r", 1), [big << 32 | (PERIOD + 1)], [refs("bb", 3)[0]], sender=funded)
     expected = money.split_reversal(3, big, 2, terms.shares)
     assert tuple(before[p] - net(p) for p in terms.parties) == expected.credits
+
+
+def test_two_levels_of_nesting_settle_in_one_transaction_as_the_reference_book_does(
+    ledger, kitchen, signers, funded, token
+):
+    f, o, r, lg = (kitchen[n] for n in ("fridge", "oven", "recipe-app", "logistics"))
+    c = Terms.build(token, {o: 3000, lg: 7000}, recoup=50, recoup_shares={lg: 10_000})
+    c_id = create(ledger, "deep-c", c, signers, kitchen, funded)
+    b = Terms.build(token, {f: 5000, o: 5000}, nested={o: c_id})
+    b_id = create(ledger, "deep-b", b, signers, kitchen, funded)
+    a = Terms.build(token, {f: 2500, r: 7500}, 400, {f: 5000, r: 5000}, nested={r: b_id})
+    a_id = create(ledger, "deep-a", a, signers, kitchen, funded)
+    inner = ledger.inner_terms(a)
+    assert {aid for aid, _, _ in inner} == {b_id, c_id}
+    batch = [(333, PERIOD), (333, PERIOD), (91, PERIOD + 1)]
+    before = balances(ledger, token, (f, o, r, lg))
+    receipt = ledger.settle_nested(a_id, 1, 0, a, refs("deep", 3), [x << 32 | p for x, p in batch], inner,
+                                   sender=funded)  # fmt: skip
+    out = money.NestedBook({a_id: a, b_id: b, c_id: c}).settle(a_id, batch)
+    after = balances(ledger, token, (f, o, r, lg))
+    assert {p: after[p] - before[p] for p in (f, o, r, lg)} == {p: out.accounts.get(p, 0) for p in (f, o, r, lg)}
+    assert sum(out.accounts.values()) == sum(x for x, _ in batch)
+    logged = [nested_credit(log.args) for log in ledger.logs(["NestedSettled"], from_block=receipt.block_number)]
+    assert [(n.agreement_id, n.me_id, n.inner, n.inner_seq, n.amount) for n in logged] == [
+        (e.outer, e.me_id, e.inner, e.inner_seq, e.amount) for e in out.nested
+    ]
+    assert {n.inner for n in logged} == {b_id, c_id}
