@@ -238,6 +238,30 @@ contract ShapesBehaviour is ShapesFixture {
         _assertMatchesReference("a", _periods());
     }
 
+    function test_a_reversal_beyond_the_period_revenue_splits_the_base_table_once() public {
+        // Classic terms: the banded piece (1) and the piece beyond the revenue are one base part, as before
+        // issue 18; split separately they would round differently (found by tests/test_stateful.py).
+        IAllianceLedger.Terms memory terms = _flat(1, 3);
+        (terms.shares[0], terms.shares[1], terms.shares[2]) = (989, 4_011, 5_000);
+        _create("a", terms);
+        _settle("a", terms, _one(1, P1));
+        uint256 x = 10_203_623_751_552_236;
+        vm.recordLogs();
+        _reverse("a", terms, _one(x, P1));
+        Vm.Log[] memory logs = _logs();
+        uint256[] memory expectedDebits = SplitReference.split(x, terms.shares, SplitReference.offsetOf(1));
+        for (uint256 i; i < logs.length; ++i) {
+            if (logs[i].topics[0] == IAllianceLedger.PartiesDebited.selector) {
+                (,,, uint256[] memory base,) = abi.decode(logs[i].data, (uint32, uint64, uint64, uint256[], uint256[]));
+                for (uint256 p; p < 3; ++p) {
+                    vm.assertEq(base[p], expectedDebits[p], "one base part");
+                }
+                return;
+            }
+        }
+        revert("no PartiesDebited");
+    }
+
     // ------------------------------------------------------------------------------------------------
     // Nested alliances
     // ------------------------------------------------------------------------------------------------
