@@ -659,13 +659,14 @@ contract AllianceLedgerShapes is AllianceLedgerState {
     /// @dev Cuts one reversal into parts: the period's banded revenue from the top (highest band
     /// first), then its recouped part (recoup table, or base table without one; lowering the recouped
     /// totals, so a period's recouped part never exceeds its revenue), then what exceeds the period's
-    /// revenue (base table); accumulates each with the reversal's offset.
+    /// revenue (base table). One part per tier: the base table's pieces are added up first and split
+    /// once, like every other tier's; each part is accumulated with the reversal's offset.
     function _addReversal(Tiers memory t, uint256 amount, uint256 offset) private pure {
         uint256 banded = t.banded;
         uint256 baseTier = t.baseTier;
-        // Each part is at most what is left of the amount and of the quantity it is taken from.
+        // Each piece is at most what is left of the amount and of the quantity it is taken from.
         unchecked {
-            for (uint256 tier = t.top; amount != 0 && banded != 0; --tier) {
+            for (uint256 tier = t.top; tier > baseTier && amount != 0 && banded != 0; --tier) {
                 uint256 low = t.lows[tier];
                 if (banded > low) {
                     uint256 part = banded - low;
@@ -675,26 +676,33 @@ contract AllianceLedgerShapes is AllianceLedgerState {
                     banded -= part;
                     amount -= part;
                 }
-                if (tier == baseTier) break;
             }
-            t.banded = banded;
+            // The banded revenue left is below band 1's target: the base table's piece.
+            uint256 basePart = banded < amount ? banded : amount;
+            t.banded = banded - basePart;
+            amount -= basePart;
             if (amount != 0) {
                 uint256 recouped = t.periodRecouped;
                 if (recouped != 0) {
-                    // The recouped part goes by the recoup table (tier 0), or by the base table when
-                    // this version has none (the recoup was an earlier version's).
                     uint256 part = recouped < amount ? recouped : amount;
-                    SplitMath.accumulate(part, offset, t.prefix[0], t.sums[0]);
-                    t.parts[0] += part;
                     t.periodRecouped = recouped - part;
                     // The agreement's recouped total is the sum of its periods' recouped parts.
                     t.recouped -= part;
                     amount -= part;
+                    if (baseTier == 1) {
+                        SplitMath.accumulate(part, offset, t.prefix[0], t.sums[0]);
+                        t.parts[0] += part;
+                    } else {
+                        // No recoup table in this version (the recoup was an earlier version's).
+                        basePart += part;
+                    }
                 }
             }
-            if (amount != 0) {
-                SplitMath.accumulate(amount, offset, t.prefix[baseTier], t.sums[baseTier]);
-                t.parts[baseTier] += amount;
+            // What exceeds the period's revenue goes by the base table too.
+            basePart += amount;
+            if (basePart != 0) {
+                SplitMath.accumulate(basePart, offset, t.prefix[baseTier], t.sums[baseTier]);
+                t.parts[baseTier] += basePart;
             }
         }
     }

@@ -238,6 +238,30 @@ contract ShapesBehaviour is ShapesFixture {
         _assertMatchesReference("a", _periods());
     }
 
+    function test_a_reversal_beyond_the_period_revenue_splits_the_base_table_once() public {
+        // Classic terms: the banded piece (1) and the piece beyond the revenue are one base part, as before
+        // issue 18; split separately they would round differently (found by tests/test_stateful.py).
+        IAllianceLedger.Terms memory terms = _flat(1, 3);
+        (terms.shares[0], terms.shares[1], terms.shares[2]) = (989, 4_011, 5_000);
+        _create("a", terms);
+        _settle("a", terms, _one(1, P1));
+        uint256 x = 10_203_623_751_552_236;
+        vm.recordLogs();
+        _reverse("a", terms, _one(x, P1));
+        Vm.Log[] memory logs = _logs();
+        uint256[] memory expectedDebits = SplitReference.split(x, terms.shares, SplitReference.offsetOf(1));
+        for (uint256 i; i < logs.length; ++i) {
+            if (logs[i].topics[0] == IAllianceLedger.PartiesDebited.selector) {
+                (,,, uint256[] memory base,) = abi.decode(logs[i].data, (uint32, uint64, uint64, uint256[], uint256[]));
+                for (uint256 p; p < 3; ++p) {
+                    vm.assertEq(base[p], expectedDebits[p], "one base part");
+                }
+                return;
+            }
+        }
+        revert("no PartiesDebited");
+    }
+
     // ------------------------------------------------------------------------------------------------
     // Nested alliances
     // ------------------------------------------------------------------------------------------------
@@ -317,6 +341,33 @@ contract ShapesBehaviour is ShapesFixture {
         vm.assertEq(ledger.debtOf(9, address(token)) + ledger.debtOf(10, address(token)), 0, "debts repaid");
         vm.assertEq(ledger.totalDebt(address(token)), 0, "total debt");
         vm.assertEq(ledger.balanceOf(1, address(token)), 1_000, "the outer party is paid");
+        _assertConservation();
+    }
+
+    function test_two_levels_of_nesting_settle_in_one_transaction_down_to_the_innermost_alliance() public {
+        // outer (MEs 1, 2) -> middle (MEs 3, 4) through ME 2 -> inner (MEs 5, 6) through ME 4: the limit.
+        IAllianceLedger.Terms memory innerTerms = _flat(5, 2);
+        _create("inner", innerTerms);
+        IAllianceLedger.Terms memory middle = _flat(3, 2);
+        middle.nested = new bytes32[](2);
+        middle.nested[1] = "inner";
+        _create("middle", middle);
+        IAllianceLedger.Terms memory outer = _flat(1, 2);
+        outer.nested = new bytes32[](2);
+        outer.nested[1] = "middle";
+        _create("outer", outer);
+        IAllianceLedger.InnerTerms[] memory list = new IAllianceLedger.InnerTerms[](2);
+        list[0] = _inner("inner", innerTerms); // any order
+        list[1] = _inner("middle", middle);
+        vm.recordLogs();
+        uint256 paidIn = _settleNested("outer", outer, _one(4_000, P1), list);
+        vm.assertEq(paidIn, 4_000, "paid in once");
+        vm.assertEq(_count(_logs(), IAllianceLedger.NestedSettled.selector), 2, "two forwarded credits");
+        vm.assertEq(ledger.balanceOf(1, address(token)), 2_000, "outer party");
+        vm.assertEq(ledger.balanceOf(3, address(token)), 1_000, "middle party");
+        vm.assertEq(ledger.balanceOf(5, address(token)) + ledger.balanceOf(6, address(token)), 1_000, "inner");
+        vm.assertEq(ledger.balanceOf(2, address(token)) + ledger.balanceOf(4, address(token)), 0, "alliance MEs");
+        vm.assertEq(ledger.agreementOf("inner").nextSeq, 1, "the innermost alliance booked one event");
         _assertConservation();
     }
 }

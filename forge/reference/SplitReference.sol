@@ -155,39 +155,48 @@ library ShapesReference {
         }
     }
 
-    /// @notice Debits the banded interval [bottom, top) tier by tier, each part by its tier's table.
-    function _unwindBanded(Shape memory s, uint256[] memory debits, uint256 bottom, uint256 top, uint256 offset)
-        private
+    /// @notice Each tier's part of one reversal (index 0: recoup tier; 1 + j: banded tier j): the banded
+    /// interval [banded - min(amount, banded), banded) per tier, the recouped part (recoup tier, or the base
+    /// tier without a recoup table), what exceeds the revenue (base tier). One part per tier.
+    function reversalParts(Shape memory s, State memory st, uint256 amount)
+        internal
         pure
+        returns (uint256[] memory parts, State memory next)
     {
+        parts = new uint256[](s.targets.length + 2);
+        uint256 banded = st.periodRevenue - st.periodRecouped;
+        uint256 fromBanded = _min(amount, banded);
         for (uint256 j = 0; j <= s.targets.length; j++) {
             (uint256 low, uint256 high) = tierInterval(s, j);
-            uint256 start = _max(bottom, low);
-            uint256 end = _min(top, high);
-            if (end > start) _add(debits, end - start, tierTable(s, j), offset);
+            uint256 start = _max(banded - fromBanded, low);
+            uint256 end = _min(banded, high);
+            if (end > start) parts[1 + j] = end - start;
         }
+        uint256 rest = amount - fromBanded;
+        uint256 fromRecouped = _min(rest, st.periodRecouped);
+        if (s.recoup != 0) parts[0] = fromRecouped;
+        else parts[1] += fromRecouped;
+        parts[1] += rest - fromRecouped;
+        next.periodRecouped = st.periodRecouped - fromRecouped;
+        next.recouped = st.recouped - fromRecouped;
+        next.periodRevenue = st.periodRevenue - _min(amount, st.periodRevenue);
     }
 
     /// @notice What one reversal debits each party: the period's banded revenue from the top, then its
     /// recouped part (by the recoup table, or the base table when the version has none), then what exceeds
-    /// the period's revenue by the base table.
+    /// the period's revenue by the base table; one part per tier, each split with the reversal's offset.
     function splitReversal(Shape memory s, State memory st, uint256 seq, uint256 amount)
         internal
         pure
         returns (uint256[] memory debits, State memory next)
     {
+        uint256[] memory parts;
+        (parts, next) = reversalParts(s, st, amount);
         uint256 offset = SplitReference.offsetOf(seq);
         debits = new uint256[](s.shares.length);
-        uint256 banded = st.periodRevenue - st.periodRecouped;
-        uint256 fromBanded = _min(amount, banded);
-        _unwindBanded(s, debits, banded - fromBanded, banded, offset);
-        uint256 rest = amount - fromBanded;
-        uint256 fromRecouped = _min(rest, st.periodRecouped);
-        _add(debits, fromRecouped, s.recoup != 0 ? s.recoupShares : s.shares, offset);
-        rest -= fromRecouped;
-        _add(debits, rest, s.shares, offset);
-        next.periodRecouped = st.periodRecouped - fromRecouped;
-        next.recouped = st.recouped - fromRecouped;
-        next.periodRevenue = st.periodRevenue - _min(amount, st.periodRevenue);
+        _add(debits, parts[0], s.recoupShares, offset);
+        for (uint256 j = 0; j <= s.targets.length; j++) {
+            _add(debits, parts[1 + j], tierTable(s, j), offset);
+        }
     }
 }
