@@ -6,6 +6,8 @@ limits and errors."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ledger import money
 from ledger.chain.ledger import LedgerChain
@@ -285,3 +287,61 @@ def test_two_levels_of_nesting_settle_in_one_transaction_as_the_reference_book_d
         (e.outer, e.me_id, e.inner, e.inner_seq, e.amount) for e in out.nested
     ]
     assert {n.inner for n in logged} == {b_id, c_id}
+
+
+@st.composite
+def _table(draw, n: int) -> list[int]:
+    cuts = sorted(draw(st.lists(st.integers(0, money.BPS), min_size=n - 1, max_size=n - 1)))
+    edges = [0, *cuts, money.BPS]
+    return [edges[i + 1] - edges[i] for i in range(n)]
+
+
+@st.composite
+def _shaped(draw, parties: list[int], token: str) -> Terms:
+    n = len(parties)
+    k = draw(st.integers(0, 3))
+    targets = sorted(draw(st.sets(st.integers(1, 10**6), min_size=k, max_size=k)))
+    recoup = draw(st.one_of(st.just(0), st.integers(1, 2 * 10**6)))
+    return Terms(
+        token=token, parties=tuple(parties), shares=tuple(draw(_table(n))),
+        bands=tuple(Band(target=t, shares=tuple(draw(_table(n)))) for t in targets),
+        recoup=recoup, recoup_shares=tuple(draw(_table(n))) if recoup else (),
+    )  # fmt: skip
+
+
+@settings(max_examples=10, deadline=None)
+@given(data=st.data())
+def test_random_shapes_and_a_nested_party_credit_exactly_what_the_reference_book_says(
+    chain, ledger, kitchen, signers, funded, token, data
+):
+    f, o, r, lg = (kitchen[n] for n in ("fridge", "oven", "recipe-app", "logistics"))
+    inner = data.draw(_shaped([o, lg], token), label="inner terms")
+    outer = data.draw(_shaped([f, o, r], token), label="outer terms").model_copy(
+        update={"nested": (NOT_NESTED, NOT_NESTED, LedgerChain.agreement_id("prop-inner"))}
+    )
+    batches = data.draw(
+        st.lists(st.lists(st.tuples(st.integers(1, 10**6), st.sampled_from([1, 2])), min_size=1, max_size=8),
+                 min_size=1, max_size=3),
+        label="batches",
+    )  # fmt: skip
+    with chain.isolate():
+        inner_id = create(ledger, "prop-inner", inner, signers, kitchen, funded)
+        outer_id = create(ledger, "prop-outer", outer, signers, kitchen, funded)
+        book = money.NestedBook({outer_id: outer, inner_id: inner})
+        ids = (f, o, r, lg)
+        before = balances(ledger, token, ids)
+        expected = dict.fromkeys(ids, 0)
+        seq = 0
+        for b, batch in enumerate(batches):
+            entries = [a << 32 | p for a, p in batch]
+            ledger.settle_nested(outer_id, 1, seq, outer, refs(f"prop-{b}", len(batch)), entries,
+                                 [(inner_id, 1, inner)], sender=funded)  # fmt: skip
+            for me_id, credit in book.settle(outer_id, batch).accounts.items():
+                expected[me_id] += credit
+            seq += len(batch)
+        after = balances(ledger, token, ids)
+        assert {p: after[p] - before[p] for p in ids} == expected
+        assert sum(expected.values()) == sum(a for batch in batches for a, _ in batch)
+        assert ledger.agreement(outer_id).recouped == book.state(outer_id).recouped
+        assert ledger.agreement(inner_id).recouped == book.state(inner_id).recouped
+        assert ledger.agreement(inner_id).next_seq == book.next_seq[inner_id]
