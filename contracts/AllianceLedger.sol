@@ -9,6 +9,8 @@ import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {SignatureChecker} from "@openzeppelin/contracts/utils/cryptography/SignatureChecker.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 
+import {AllianceLedgerShapes} from "./AllianceLedgerShapes.sol";
+import {AllianceLedgerState} from "./AllianceLedgerState.sol";
 import {IAllianceLedger} from "./interfaces/IAllianceLedger.sol";
 import {SplitMath} from "./libraries/SplitMath.sol";
 
@@ -18,36 +20,15 @@ import {SplitMath} from "./libraries/SplitMath.sol";
 /// party's signature is their authorisation.
 /// @dev Storage keeps a commitment (the EIP-712 struct hash) to each version's terms; the full terms are
 /// in the `AgreementProposed` log and are passed back in calldata, checked against the commitment.
-contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGuardTransient {
+contract AllianceLedger is AllianceLedgerState, IAllianceLedger, AccessControl, EIP712, ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
 
     bytes32 public constant PLATFORM_ROLE = keccak256("PLATFORM_ROLE");
     bytes32 public constant FINANCE_ROLE = keccak256("FINANCE_ROLE");
 
-    uint256 public constant MIN_PARTIES = 2;
-    /// @notice The party cap keeps the worst-case settlement and activation far below a block's gas.
-    uint256 public constant MAX_PARTIES = 64;
-    uint256 public constant MAX_NAME_BYTES = 64;
-
-    bytes32 public constant TERMS_TYPEHASH = keccak256(
-        "Terms(address token,uint32[] parties,uint16[] shares,uint128 target,uint16[] excessShares)"
-    );
-    bytes32 public constant APPROVAL_TYPEHASH = keccak256(
-        "Approval(bytes32 agreementId,uint32 version,Terms terms)"
-        "Terms(address token,uint32[] parties,uint16[] shares,uint128 target,uint16[] excessShares)"
-    );
     bytes32 public constant TERMINATION_TYPEHASH = keccak256("Termination(bytes32 agreementId,uint32 version)");
     bytes32 public constant ME_UPDATE_TYPEHASH =
         keccak256("MEUpdate(uint32 meId,address payout,address signer,uint32 nonce)");
-
-    /// @dev Slot 0 holds what settlement and activation read (signer, status); slot 1 the payout.
-    struct MERecord {
-        address signer;
-        MEStatus status;
-        uint32 nonce;
-        uint32 parent;
-        address payout;
-    }
 
     /// @dev Working state of one settlement batch. The split of a part `a` gives party i
     /// floor((o + a*S_i)/BPS) - floor((o + a*S_(i-1))/BPS) (see SplitMath). Summed over a run of events,
@@ -57,7 +38,7 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
     struct Batch {
         bytes32 agreementId;
         uint32 version;
-        uint256 target;
+        uint256 target; // band 1's target (0 without a band)
         uint256[] prefixBase; // S_1..S_(n-1) of the base table
         uint256[] prefixExcess; // S_1..S_(n-1) of the excess table
         uint256[] sumsBase; // Q_1..Q_(n-1) of the current run's base parts
@@ -66,32 +47,16 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
         uint256 runExcess; // the current run's excess parts, summed
         uint32 period; // the current run's period
         uint64 runFirstSeq;
-        uint256 revenue; // the period's revenue so far, including the current run
+        uint256 revenue; // the period's banded revenue so far (revenue - recouped), including the current run
+        uint256 recouped; // the period's recouped part (not banded; constant on this path)
         uint256 netted; // settle: the parties' debts repaid from this batch's credits (not paid in)
-        uint256 incurred; // settleReversals: the debits the parties' balances did not cover (new debt)
     }
 
-    /// @dev One slot per ME and token, read and written once per run: what the ledger owes the ME
-    /// (withdrawable) and what the ME owes finance (from reversals). Never both non-zero.
-    struct Account {
-        uint128 balance;
-        uint128 debt;
-    }
-
-    uint32 private _meCount;
-    mapping(uint32 meId => MERecord) private _mes;
-    mapping(uint32 meId => string) private _names;
-    mapping(bytes32 nameHash => uint32 meId) private _meIdByName;
-
-    mapping(bytes32 agreementId => Agreement) private _agreements;
-    mapping(bytes32 agreementId => mapping(uint32 version => bytes32 termsHash)) private _termsHash;
-    mapping(bytes32 agreementId => mapping(uint32 period => Period)) private _periods;
-
-    mapping(uint32 meId => mapping(address token => Account)) private _accounts;
-    mapping(address token => uint256) private _totalOwed;
-    mapping(address token => uint256) private _totalDebt;
+    /// @dev The settlement module for bands, recoup and nesting (deployed here, run by delegatecall).
+    AllianceLedgerShapes private immutable _shapes;
 
     constructor(address admin, address platform, address finance) EIP712("MEAllianceLedger", "1") {
+        _shapes = new AllianceLedgerShapes();
         if (admin == address(0)) revert LedgerZeroAddress("admin");
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
         if (platform != address(0)) _grantRole(PLATFORM_ROLE, platform);
@@ -205,14 +170,14 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
         if (version == active) revert AgreementVersionAlreadyActive(agreementId, version);
         if (version < active) revert AgreementVersionSuperseded(agreementId, version, active);
         bytes32 termsHash = _checkTerms(agreementId, version, terms);
-        _activate(agreement, agreementId, version, termsHash, terms.parties, signatures);
+        _activate(agreement, agreementId, version, termsHash, terms, signatures);
     }
 
     /// @inheritdoc IAllianceLedger
     function createAgreement(bytes32 agreementId, Terms calldata terms, bytes[] calldata signatures) external {
         if (_agreements[agreementId].status != AgreementStatus.None) revert AgreementExists(agreementId);
         (uint32 version, bytes32 termsHash) = _propose(agreementId, terms);
-        _activate(_agreements[agreementId], agreementId, version, termsHash, terms.parties, signatures);
+        _activate(_agreements[agreementId], agreementId, version, termsHash, terms, signatures);
     }
 
     /// @inheritdoc IAllianceLedger
@@ -243,6 +208,7 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
         bytes32[] calldata refs,
         uint256[] calldata entries
     ) external onlyRole(FINANCE_ROLE) nonReentrant returns (uint256 paidIn) {
+        if (!_isClassic(terms)) return _delegateToShapes();
         Agreement storage agreement = _checkBatch(agreementId, version, firstSeq, terms, refs, entries.length);
 
         // Effects. A batch has far fewer than 2**64 - firstSeq events (calldata bounds it).
@@ -277,26 +243,24 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
         uint256[] calldata entries,
         bytes32[] calldata originals
     ) external onlyRole(FINANCE_ROLE) nonReentrant returns (uint256 returned) {
-        Agreement storage agreement = _checkBatch(agreementId, version, firstSeq, terms, refs, entries.length);
-        if (originals.length != refs.length) revert ReversalBatchInvalid(agreementId, refs.length, originals.length);
-        for (uint256 k; k < originals.length; ++k) {
-            if (originals[k] == bytes32(0)) revert ReversalOriginalEmpty(agreementId, firstSeq + uint64(k));
-        }
+        // Reversals of every shape run in the settlement module (reading this call's calldata).
+        (agreementId, version, firstSeq, terms, refs, entries, originals);
+        return _delegateToShapes();
+    }
 
-        // Effects. A batch has far fewer than 2**64 - firstSeq events (calldata bounds it).
-        agreement.nextSeq = firstSeq + uint64(entries.length);
-        emit RevenueReversed(agreementId, version, firstSeq, refs, entries, originals);
-        Batch memory batch = _newBatch(agreementId, version, terms);
-        uint256 total = _debit(batch, firstSeq, terms, entries);
-        address token = agreement.token;
-        // What the balances covered leaves the ledger for finance now; the rest is the parties' new debt.
-        uint256 incurred = batch.incurred;
-        returned = total - incurred;
-        _totalOwed[token] -= returned;
-        if (incurred != 0) _totalDebt[token] += incurred;
-
-        // Interaction.
-        if (returned != 0) IERC20(token).safeTransfer(msg.sender, returned);
+    /// @inheritdoc IAllianceLedger
+    function settleNested(
+        bytes32 agreementId,
+        uint32 version,
+        uint64 firstSeq,
+        Terms calldata terms,
+        bytes32[] calldata refs,
+        uint256[] calldata entries,
+        InnerTerms[] calldata inner
+    ) external onlyRole(FINANCE_ROLE) nonReentrant returns (uint256 paidIn) {
+        // The module reads every argument from this call's calldata.
+        (agreementId, version, firstSeq, terms, refs, entries, inner);
+        return _delegateToShapes();
     }
 
     /// @inheritdoc IAllianceLedger
@@ -391,6 +355,10 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
         return _periods[agreementId][period];
     }
 
+    function nestedOf(bytes32 agreementId) external view returns (bytes32[] memory) {
+        return _innerOf[agreementId];
+    }
+
     function balanceOf(uint32 meId, address token) external view returns (uint256) {
         return _accounts[meId][token].balance;
     }
@@ -408,16 +376,7 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
     }
 
     function hashTerms(Terms calldata terms) public pure returns (bytes32) {
-        return keccak256(
-            abi.encode(
-                TERMS_TYPEHASH,
-                terms.token,
-                keccak256(abi.encodePacked(terms.parties)),
-                keccak256(abi.encodePacked(terms.shares)),
-                terms.target,
-                keccak256(abi.encodePacked(terms.excessShares))
-            )
-        );
+        return _hashTerms(terms);
     }
 
     function approvalDigest(bytes32 agreementId, uint32 version, bytes32 termsHash) public view returns (bytes32) {
@@ -467,7 +426,7 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
         Agreement storage agreement = _agreements[agreementId];
         AgreementStatus status = agreement.status;
         if (status == AgreementStatus.Terminated) revert AgreementTerminated(agreementId);
-        _validateTerms(terms);
+        _validateTerms(agreementId, terms);
         if (status == AgreementStatus.None) {
             agreement.token = terms.token;
             agreement.status = AgreementStatus.Proposed;
@@ -486,10 +445,18 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
         bytes32 agreementId,
         uint32 version,
         bytes32 termsHash,
-        uint32[] calldata parties,
+        Terms calldata terms,
         bytes[] calldata signatures
     ) private {
-        _checkSignatures(agreementId, version, approvalDigest(agreementId, version, termsHash), parties, signatures, true);
+        _checkSignatures(
+            agreementId, version, approvalDigest(agreementId, version, termsHash), terms.parties, signatures, true
+        );
+        if (terms.nested.length != 0) {
+            // Inner alliances may have been re-nested since the proposal: walk again, then record.
+            _delegateCall(abi.encodeCall(AllianceLedgerShapes.checkNesting, (agreementId, terms, true)));
+        } else if (agreement.activeVersion != 0 && _innerOf[agreementId].length != 0) {
+            delete _innerOf[agreementId];
+        }
         agreement.status = AgreementStatus.Active;
         agreement.activeVersion = version;
         emit AgreementActivated(agreementId, version, signatures);
@@ -548,28 +515,24 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
         (recovered,,) = ECDSA.tryRecover(digest, signature);
     }
 
-    /// @dev The terms passed in calldata are the ones committed for `version`.
-    function _checkTerms(bytes32 agreementId, uint32 version, Terms calldata terms)
-        private
-        view
-        returns (bytes32 termsHash)
-    {
-        termsHash = hashTerms(terms);
-        if (termsHash != _termsHash[agreementId][version]) revert AgreementTermsMismatch(agreementId, version);
-    }
-
-    function _validateTerms(Terms calldata terms) private view {
+    /// @dev The terms rules (the Python layer mirrors them in one module).
+    function _validateTerms(bytes32 agreementId, Terms calldata terms) private {
         if (terms.token == address(0)) revert LedgerZeroAddress("token");
         uint32[] calldata parties = terms.parties;
         uint256 n = parties.length;
         if (n < MIN_PARTIES || n > MAX_PARTIES) revert AgreementPartyCount(n, MIN_PARTIES, MAX_PARTIES);
         if (terms.shares.length != n) revert AgreementTableLength(n, terms.shares.length);
-        _checkSum(terms.shares, false);
-        if (terms.target == 0) {
-            if (terms.excessShares.length != 0) revert AgreementTierInvalid(0, terms.excessShares.length);
-        } else {
-            if (terms.excessShares.length != n) revert AgreementTableLength(n, terms.excessShares.length);
-            _checkSum(terms.excessShares, true);
+        uint256 sum = _sumOf(terms.shares);
+        if (sum != SplitMath.BPS) revert AgreementSharesSum(false, sum);
+        _validateBands(terms.bands, n);
+        uint128 recoup = terms.recoup;
+        uint256 recoupLength = terms.recoupShares.length;
+        if (recoup > type(uint120).max || (recoup == 0 ? recoupLength != 0 : recoupLength != n)) {
+            revert AgreementRecoupInvalid(recoup, recoupLength);
+        }
+        if (recoup != 0) {
+            sum = _sumOf(terms.recoupShares);
+            if (sum != SplitMath.BPS) revert AgreementRecoupSharesSum(sum);
         }
         uint32 previous; // slither uninitialized-local (accepted): starts at 0, below every ME id
         for (uint256 i; i < n; ++i) {
@@ -581,14 +544,32 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
             if (status == MEStatus.None) revert MEUnknown(meId);
             if (status != MEStatus.Active) revert MENotActive(meId, status);
         }
+        uint256 nested = terms.nested.length;
+        if (nested != 0) {
+            if (nested != n) revert AgreementNestedLength(n, nested);
+            _delegateCall(abi.encodeCall(AllianceLedgerShapes.checkNesting, (agreementId, terms, false)));
+        }
     }
 
-    function _checkSum(uint16[] calldata shares, bool excessTable) private pure {
-        uint256 sum; // slither uninitialized-local (accepted): the sum starts at 0
+    function _validateBands(Band[] calldata bands, uint256 n) private pure {
+        uint256 k = bands.length;
+        if (k > MAX_BANDS) revert AgreementBandCount(k, MAX_BANDS);
+        uint128 previous; // slither uninitialized-local (accepted): band 1's target must be above 0
+        for (uint256 j; j < k; ++j) {
+            Band calldata band = bands[j];
+            uint128 target = band.target;
+            if (target <= previous) revert AgreementBandTarget(j + 1, previous, target);
+            previous = target;
+            if (band.shares.length != n) revert AgreementBandTableLength(j + 1, n, band.shares.length);
+            uint256 sum = _sumOf(band.shares);
+            if (sum != SplitMath.BPS) revert AgreementBandSharesSum(j + 1, sum);
+        }
+    }
+
+    function _sumOf(uint16[] calldata shares) private pure returns (uint256 sum) {
         for (uint256 i; i < shares.length; ++i) {
             sum += shares[i];
         }
-        if (sum != SplitMath.BPS) revert AgreementSharesSum(excessTable, sum);
     }
 
     /// @dev The version whose parties speak for an existing agreement: the one in force, or the latest
@@ -622,30 +603,26 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
         return false;
     }
 
-    /// @dev The checks of a settlement that do not depend on the events themselves.
-    function _checkBatch(
-        bytes32 agreementId,
-        uint32 version,
-        uint64 firstSeq,
-        Terms calldata terms,
-        bytes32[] calldata refs,
-        uint256 entryCount
-    ) private view returns (Agreement storage agreement) {
-        uint256 refCount = refs.length;
-        agreement = _agreements[agreementId];
-        if (agreement.status != AgreementStatus.Active) revert AgreementNotActive(agreementId, agreement.status);
-        uint32 active = agreement.activeVersion;
-        if (version != active) revert AgreementVersionNotActive(agreementId, version, active);
-        _checkTerms(agreementId, version, terms);
-        if (entryCount == 0 || refCount != entryCount) revert SettlementBatchInvalid(agreementId, refCount, entryCount);
-        uint64 expected = agreement.nextSeq;
-        if (firstSeq != expected) revert SettlementOutOfSequence(agreementId, expected, firstSeq);
-        for (uint256 k; k < refCount; ++k) {
-            if (refs[k] == bytes32(0)) revert RevenueReferenceEmpty(agreementId, firstSeq + uint64(k));
-        }
-        uint32[] calldata parties = terms.parties;
-        for (uint256 i; i < parties.length; ++i) {
-            if (_mes[parties[i]].status != MEStatus.Active) revert AgreementPartyDissolved(agreementId, parties[i]);
+    /// @dev Terms that settle on the classic path (today's loop and events): at most one band, no
+    /// recoup, no nested party. The others go to the module.
+    function _isClassic(Terms calldata terms) private pure returns (bool) {
+        return terms.bands.length <= 1 && terms.recoup == 0 && terms.nested.length == 0;
+    }
+
+    /// @dev Runs this call (its calldata as is) in the settlement module, in this contract's storage, after
+    /// the caller's role and reentrancy checks; returns its result or re-raises its revert data.
+    function _delegateToShapes() private returns (uint256 result) {
+        result = abi.decode(_delegateCall(msg.data), (uint256));
+    }
+
+    /// @dev Runs `data` in the settlement module (in this contract's storage); re-raises its revert data.
+    function _delegateCall(bytes memory data) private returns (bytes memory result) {
+        bool ok;
+        (ok, result) = address(_shapes).delegatecall(data);
+        if (!ok) {
+            assembly ("memory-safe") {
+                revert(add(result, 0x20), mload(result))
+            }
         }
     }
 
@@ -657,9 +634,14 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
         uint256 m = terms.parties.length - 1;
         batch.agreementId = agreementId;
         batch.version = version;
-        batch.target = terms.target;
         batch.prefixBase = _prefixSums(terms.shares);
-        batch.prefixExcess = batch.target == 0 ? batch.prefixBase : _prefixSums(terms.excessShares);
+        if (terms.bands.length == 0) {
+            batch.prefixExcess = batch.prefixBase;
+        } else {
+            Band calldata band = terms.bands[0];
+            batch.target = band.target;
+            batch.prefixExcess = _prefixSums(band.shares);
+        }
         batch.sumsBase = new uint256[](m);
         batch.sumsExcess = new uint256[](m);
     }
@@ -727,10 +709,16 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
     function _startRun(Batch memory batch, uint32 period, uint64 seq) private view {
         if (period == 0) revert PeriodInvalid(batch.agreementId, seq);
         Period storage p = _periods[batch.agreementId][period];
-        if (p.closed) revert PeriodAlreadyClosed(batch.agreementId, period);
+        (uint256 revenue, bool closed, uint256 recouped) = (p.revenue, p.closed, p.recouped);
+        if (closed) revert PeriodAlreadyClosed(batch.agreementId, period);
         batch.period = period;
         batch.runFirstSeq = seq;
-        batch.revenue = p.revenue;
+        // The recouped part of a period (from an earlier version with a recoup) does not count toward
+        // its bands; it is at most the period's revenue.
+        unchecked {
+            batch.revenue = revenue - recouped;
+        }
+        batch.recouped = recouped;
     }
 
     /// @dev Books a run of `count` events: the period's revenue, each party's balance, the
@@ -738,7 +726,11 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
     /// Returns the run's total and clears the run's sums.
     function _endRun(Batch memory batch, Terms calldata terms, uint64 count) private returns (uint256 runTotal) {
         bytes32 agreementId = batch.agreementId;
-        uint256 revenue = batch.revenue;
+        // Banded revenue below 2**192 plus a recouped part below 2**120 (see `_scanRun`).
+        uint256 revenue;
+        unchecked {
+            revenue = batch.revenue + batch.recouped;
+        }
         if (revenue > type(uint128).max) revert RevenueAmountInvalid(agreementId, batch.runFirstSeq, revenue);
         _periods[agreementId][batch.period].revenue = uint128(revenue);
 
@@ -748,189 +740,12 @@ contract AllianceLedger is IAllianceLedger, AccessControl, EIP712, ReentrancyGua
         uint32[] calldata parties = terms.parties;
         for (uint256 i; i < parties.length; ++i) {
             uint256 credit = base[i] + excess[i];
-            if (credit != 0) _creditAccount(batch, parties[i], token, credit);
+            if (credit != 0) batch.netted += _creditAccount(parties[i], token, credit);
         }
         emit PartiesCredited(agreementId, batch.period, batch.version, batch.runFirstSeq, count, base, excess);
         runTotal = batch.runBase + batch.runExcess;
         batch.runBase = 0;
         batch.runExcess = 0;
-    }
-
-    /// @dev An ME's withdrawable balance in `token`: the one place payouts read it.
-    function _balanceOf(uint32 meId, address token) private view returns (uint256 balance) {
-        (balance,) = _load(_accounts[meId][token]);
-    }
-
-    /// @dev Sets an ME's withdrawable balance in `token`, keeping its debt (`totalOwed` is the caller's
-    /// business). `amount` never exceeds the balance read by `_balanceOf`, so it stays below 2**128.
-    function _setBalance(uint32 meId, address token, uint256 amount) private {
-        Account storage account = _accounts[meId][token];
-        (, uint256 debt) = _load(account);
-        _store(account, amount, debt);
-    }
-
-    /// @dev Adds `credit` to an ME's account: first to its debt (netted, never paid in by finance), the
-    /// rest to its balance. One slot read and one written.
-    function _creditAccount(Batch memory batch, uint32 meId, address token, uint256 credit) private {
-        Account storage account = _accounts[meId][token];
-        (uint256 balance, uint256 debt) = _load(account);
-        if (debt != 0) {
-            uint256 netted = credit < debt ? credit : debt;
-            // netted <= debt and netted <= credit.
-            unchecked {
-                debt -= netted;
-                credit -= netted;
-            }
-            batch.netted += netted;
-            emit DebtNetted(meId, token, netted);
-        }
-        balance += credit;
-        if (balance > type(uint128).max) revert AccountOverflow(meId, token);
-        _store(account, balance, debt);
-    }
-
-    /// @dev Takes `debit` from an ME's account: from its balance, and what the balance does not cover
-    /// becomes its debt (`DebtIncurred`). One slot read and one written.
-    function _debitAccount(Batch memory batch, uint32 meId, address token, uint256 debit) private {
-        Account storage account = _accounts[meId][token];
-        (uint256 balance, uint256 debt) = _load(account);
-        if (balance >= debit) {
-            // Checked just above.
-            unchecked {
-                balance -= debit;
-            }
-        } else {
-            uint256 owed;
-            // balance < debit; debt < 2**128 and owed < 2**128 (amounts are below 2**128), no overflow.
-            unchecked {
-                owed = debit - balance;
-                debt += owed;
-            }
-            if (debt > type(uint128).max) revert AccountOverflow(meId, token);
-            balance = 0;
-            batch.incurred += owed;
-            emit DebtIncurred(meId, token, owed);
-        }
-        _store(account, balance, debt);
-    }
-
-    /// @dev An account's balance and debt with one SLOAD (the struct is exactly one slot).
-    function _load(Account storage account) private view returns (uint256 balance, uint256 debt) {
-        uint256 packed;
-        assembly ("memory-safe") {
-            packed := sload(account.slot)
-        }
-        balance = uint128(packed);
-        debt = packed >> 128;
-    }
-
-    /// @dev Writes an account with one SSTORE; both values are checked below 2**128 by the callers.
-    function _store(Account storage account, uint256 balance, uint256 debt) private {
-        uint256 packed = balance | (debt << 128);
-        assembly ("memory-safe") {
-            sstore(account.slot, packed)
-        }
-    }
-
-    /// @dev Splits every reversal of the batch and debits the parties, one run of consecutive
-    /// same-period reversals at a time. Returns the batch total.
-    function _debit(Batch memory batch, uint64 firstSeq, Terms calldata terms, uint256[] calldata entries)
-        private
-        returns (uint256 total)
-    {
-        uint256 count = entries.length;
-        uint256 k;
-        while (k < count) {
-            uint64 seq = firstSeq + uint64(k);
-            _startRun(batch, uint32(entries[k]), seq);
-            k = _scanReversalRun(batch, firstSeq, k, entries);
-            total += _endReversalRun(batch, terms, uint64(k) + firstSeq - seq);
-        }
-    }
-
-    /// @dev Accumulates the reversals from index `k` while they stay in the current run's period. Each
-    /// un-books the top of the period's revenue: the part above the target (excess table) first.
-    function _scanReversalRun(Batch memory batch, uint64 firstSeq, uint256 k, uint256[] calldata entries)
-        private
-        pure
-        returns (uint256)
-    {
-        uint256 period = batch.period;
-        uint256 revenue = batch.revenue;
-        // Amounts are checked below 2**128 and revenue only falls; k < 2**64.
-        unchecked {
-            for (; k < entries.length; ++k) {
-                uint256 entry = entries[k];
-                if (uint32(entry) != period) break;
-                uint256 amount = entry >> 32;
-                if (amount == 0 || amount > type(uint128).max) {
-                    revert RevenueAmountInvalid(batch.agreementId, firstSeq + uint64(k), amount);
-                }
-                _addReversal(batch, amount, SplitMath.offsetOf(firstSeq + k), revenue);
-                revenue -= amount < revenue ? amount : revenue;
-            }
-        }
-        batch.revenue = revenue;
-        return k;
-    }
-
-    /// @dev Splits one reversal: the part above the target (while the period's revenue is above it) by
-    /// the excess table, the rest by the base table; accumulates both parts.
-    function _addReversal(Batch memory batch, uint256 amount, uint256 offset, uint256 revenue) private pure {
-        uint256 target = batch.target;
-        uint256 above = 0;
-        // revenue > target is checked before the subtraction; above <= amount; the run's parts sum to
-        // less than 2**192 (amounts below 2**128, far fewer than 2**64 per batch).
-        unchecked {
-            if (target != 0 && revenue > target) {
-                above = revenue - target;
-                if (above > amount) above = amount;
-            }
-            uint256 below = amount - above;
-            if (below != 0) {
-                SplitMath.accumulate(below, offset, batch.prefixBase, batch.sumsBase);
-                batch.runBase += below;
-            }
-            if (above != 0) {
-                SplitMath.accumulate(above, offset, batch.prefixExcess, batch.sumsExcess);
-                batch.runExcess += above;
-            }
-        }
-    }
-
-    /// @dev Books a run of `count` reversals: the period's revenue, each party's debit, the
-    /// `PartiesDebited` event. Returns the run's total and clears the run's sums.
-    function _endReversalRun(Batch memory batch, Terms calldata terms, uint64 count)
-        private
-        returns (uint256 runTotal)
-    {
-        bytes32 agreementId = batch.agreementId;
-        // Revenue only fell from a stored uint128 value.
-        _periods[agreementId][batch.period].revenue = uint128(batch.revenue);
-
-        uint256[] memory base = SplitMath.creditsOf(batch.sumsBase, batch.runBase);
-        uint256[] memory excess = SplitMath.creditsOf(batch.sumsExcess, batch.runExcess);
-        address token = terms.token;
-        uint32[] calldata parties = terms.parties;
-        for (uint256 i; i < parties.length; ++i) {
-            uint256 debit = base[i] + excess[i];
-            if (debit != 0) _debitAccount(batch, parties[i], token, debit);
-        }
-        emit PartiesDebited(agreementId, batch.period, batch.version, batch.runFirstSeq, count, base, excess);
-        runTotal = batch.runBase + batch.runExcess;
-        batch.runBase = 0;
-        batch.runExcess = 0;
-    }
-
-    /// @dev S_1..S_(n-1): the running sums of a share table, without the last (which is BPS).
-    function _prefixSums(uint16[] calldata shares) private pure returns (uint256[] memory prefix) {
-        uint256 m = shares.length - 1;
-        prefix = new uint256[](m);
-        uint256 running; // slither uninitialized-local (accepted): the running sum starts at 0
-        for (uint256 i; i < m; ++i) {
-            running += shares[i];
-            prefix[i] = running;
-        }
     }
 
 }

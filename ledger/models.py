@@ -10,12 +10,10 @@ from __future__ import annotations
 import unicodedata
 from enum import IntEnum
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ledger.money import BPS, MAX_EVENT_AMOUNT, MAX_PERIOD
-
-MIN_PARTIES = 2
-MAX_PARTIES = 64
+from ledger.money import MAX_EVENT_AMOUNT, MAX_PERIOD
+from ledger.terms import MAX_PARTIES, MIN_PARTIES, Band, Terms  # noqa: F401 - re-exported: the terms live in ledger.terms
 
 
 class Model(BaseModel):
@@ -55,66 +53,6 @@ def bytes32_to_text(value: bytes) -> str:
         return "0x" + bytes(value).hex()
 
 
-class Terms(Model):
-    """One agreement version's terms, as the contract commits to them (parties ascending)."""
-
-    token: str
-    parties: tuple[int, ...]
-    shares: tuple[int, ...]
-    target: int = 0
-    excess_shares: tuple[int, ...] = ()
-
-    @model_validator(mode="after")
-    def _check(self) -> Terms:
-        n = len(self.parties)
-        if not MIN_PARTIES <= n <= MAX_PARTIES:
-            raise ValueError(f"an alliance needs {MIN_PARTIES} to {MAX_PARTIES} parties, got {n}")
-        if len(set(self.parties)) != n:
-            raise ValueError("a party appears twice")
-        if list(self.parties) != sorted(self.parties):
-            raise ValueError("parties must be in ascending ME id order")
-        if len(self.shares) != n:
-            raise ValueError(f"{len(self.shares)} shares for {n} parties")
-        if any(s < 0 for s in self.shares) or sum(self.shares) != BPS:
-            raise ValueError(f"shares must sum to {BPS} basis points, got {sum(self.shares)}")
-        if self.target < 0 or self.target > MAX_EVENT_AMOUNT:
-            raise ValueError("target out of range")
-        if self.target == 0 and self.excess_shares:
-            raise ValueError("excess shares need a target above 0")
-        if self.target:
-            if len(self.excess_shares) != n:
-                raise ValueError(f"{len(self.excess_shares)} excess shares for {n} parties")
-            if any(s < 0 for s in self.excess_shares) or sum(self.excess_shares) != BPS:
-                raise ValueError(f"excess shares must sum to {BPS} basis points, got {sum(self.excess_shares)}")
-        return self
-
-    @classmethod
-    def build(
-        cls,
-        token: str,
-        shares: dict[int, int],
-        target: int = 0,
-        excess: dict[int, int] | None = None,
-    ) -> Terms:
-        """Terms from ``{me_id: bps}`` tables in any order (sorted here, as the contract requires)."""
-        parties = tuple(sorted(shares))
-        excess = excess or {}
-        unknown = set(excess) - set(shares)
-        if unknown:
-            raise ValueError(f"excess shares name MEs that are not parties: {sorted(unknown)}")
-        return cls(
-            token=token,
-            parties=parties,
-            shares=tuple(shares[p] for p in parties),
-            target=target,
-            excess_shares=tuple(excess.get(p, 0) for p in parties) if target else (),
-        )
-
-    def as_tuple(self) -> tuple:
-        """The ABI tuple for the contract's ``Terms`` struct."""
-        return (self.token, list(self.parties), list(self.shares), self.target, list(self.excess_shares))
-
-
 class ME(Model):
     id: int
     name: str
@@ -133,6 +71,7 @@ class Agreement(Model):
     active_version: int
     latest_version: int
     next_seq: int
+    recouped: int = 0  # revenue split by a recoup table so far, across all periods and versions
 
     @property
     def current_version(self) -> int | None:

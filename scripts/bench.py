@@ -25,6 +25,20 @@ warm-up of the same kind, so the slots it writes are already non-zero, as they a
     Every settled batch (warm-ups included) is checked: the ledger's ``totalOwed`` and the sum of the
     parties' balances must both grow by exactly the batch total, or the script fails.
 
+``shapes_gas`` (issue 18: bands, recoup first, nested alliances)
+    Measured like ``gas_per_event`` (a warm-up batch of ``WARMUP_EVENTS`` events, then ONE batch of 1,000,
+    whole tx gas / 1,000), with the same event data generator. ``n5_b3_k1000``: 5 parties, 3 bands whose
+    first target the warm-up passes and whose second and third targets fall at a third and two thirds of
+    the measured batch's revenue (the batch crosses two band edges; ``PartiesCreditedByTier``).
+    ``n5_recoup_k1000``: 5 parties, a recoup amount (100% to the first party) reached halfway through the
+    measured batch (its events split by the recoup table, one by both, the rest by the shares).
+    ``nested_n5_i4_k1000``: an outer 5-party alliance whose fifth party is an inner 4-party alliance
+    (``settleNested``: each run's credit of that party becomes one event of the inner alliance, split
+    there in the same transaction); ``n8_k1000`` is a flat 8-party alliance (``settle``) and
+    ``nested_ratio`` = nested / n8 (target <= 2). ``create_n5_b3``: ``createAgreement`` of 5 parties with
+    3 bands (target <= 200,000). Checked: ``totalOwed`` and the balances of every ME credited (inner parties
+    included) grow by exactly the batch total.
+
 ``gas_per_reversal``
     ``n5_k1000``: an agreement of 5 parties settles a warm-up batch and a batch of 1,000 events (as
     above), then ONE ``settleReversals`` batch of 1,000 reversals, each of one of those events (a third
@@ -129,6 +143,11 @@ TARGET_AGREEMENT_N5 = 150_000
 TARGET_PAYOUT_PER_ME = 20_000
 PAYOUT_BATCH = 100
 TARGET_REVERSAL_RATIO = 2.5
+TARGET_BANDS_N5_B3 = 2_750
+TARGET_RECOUP = 2_800
+TARGET_NESTED_RATIO = 2.0
+TARGET_CREATE_N5_B3 = 200_000
+BASELINE_N5_K1000 = 2_414.7  # before issue 18: the hot path may rise by at most 2%
 
 
 class BenchError(RuntimeError):
@@ -270,6 +289,79 @@ def measure_gas_per_event(bench: Bench, key: str, parties: int, count: int, tier
     settle(bench, agreement_id, terms, 0, warmup)
     receipt = settle(bench, agreement_id, terms, WARMUP_EVENTS, measured)
     return receipt.gas_used / count
+
+
+def settle_any(
+    bench: Bench, agreement_id: bytes, terms: Terms, first_seq: int, batch: Sequence[Event], credited: Sequence[int],
+    inner: Sequence[tuple[bytes, int, Terms]] = (),
+) -> ReceiptAPI:  # fmt: skip
+    """``settle`` or ``settleNested``; checks that ``totalOwed`` and the balances of the MEs ``credited``
+    (inner alliances' parties included) grow by exactly the batch total."""
+    ledger, token = bench.ledger, bench.token
+    owed_before = ledger.total_owed(token)
+    balances_before = [ledger.balance_of(p, token) for p in credited]
+    refs, entries = [e.ref for e in batch], [e.entry for e in batch]
+    if terms.nested:
+        receipt = ledger.settle_nested(agreement_id, 1, first_seq, terms, refs, entries, inner, sender=bench.finance)
+    else:
+        receipt = ledger.settle(agreement_id, 1, first_seq, terms, refs, entries, sender=bench.finance)
+    total = sum(e.amount for e in batch)
+    owed_delta = ledger.total_owed(token) - owed_before
+    got = sum(ledger.balance_of(p, token) for p in credited) - sum(balances_before)
+    if not owed_delta == got == total:
+        raise BenchError(f"batch of {len(batch)} from seq {first_seq}: total {total}, totalOwed +{owed_delta}, "
+                         f"balances +{got}")  # fmt: skip
+    return receipt
+
+
+def measure_shapes(bench: Bench) -> dict[str, Any]:
+    """The issue-18 cases (module docs)."""
+    out: dict[str, Any] = {}
+    ids5 = [me.me_id for me in bench.mes[:5]]
+    shares5 = dict(zip(ids5, equal_shares(5), strict=True))
+
+    rng = data_source("n5_b3_k1000")
+    warmup, measured = events(rng, 0, WARMUP_EVENTS), events(rng, WARMUP_EVENTS, 1000)
+    w, m = sum(e.amount for e in warmup), sum(e.amount for e in measured)
+    tables = [dict(zip(ids5, t, strict=True)) for t in ([4000, 3000, 1000, 1000, 1000], [0, 2500, 2500, 2500, 2500],
+                                                         list(reversed(equal_shares(5))))]  # fmt: skip
+    terms = Terms.build(
+        bench.token, shares5, bands=list(zip((w // 2, w + m // 3, w + 2 * m // 3), tables, strict=True))
+    )
+    aid, _ = create_agreement(bench, "bench-n5-b3", terms)
+    settle_any(bench, aid, terms, 0, warmup, ids5)
+    out["n5_b3_k1000"] = round(settle_any(bench, aid, terms, WARMUP_EVENTS, measured, ids5).gas_used / 1000, 1)
+
+    rng = data_source("n5_recoup_k1000")
+    warmup, measured = events(rng, 0, WARMUP_EVENTS), events(rng, WARMUP_EVENTS, 1000)
+    recoup = sum(e.amount for e in warmup) + sum(e.amount for e in measured) // 2
+    terms = Terms.build(bench.token, shares5, recoup=recoup, recoup_shares={ids5[0]: BPS})
+    aid, _ = create_agreement(bench, "bench-n5-recoup", terms)
+    settle_any(bench, aid, terms, 0, warmup, ids5)
+    out["n5_recoup_k1000"] = round(settle_any(bench, aid, terms, WARMUP_EVENTS, measured, ids5).gas_used / 1000, 1)
+    if bench.ledger.agreement(aid).recouped != recoup:
+        raise BenchError("the recoup was not reached inside the measured batch")
+
+    ids4 = [me.me_id for me in bench.mes[5:9]]
+    inner_terms = Terms.build(bench.token, dict(zip(ids4, equal_shares(4), strict=True)))
+    inner_id, _ = create_agreement(bench, "bench-inner-i4", inner_terms)
+    outer_terms = Terms.build(bench.token, shares5, nested={ids5[4]: inner_id})
+    aid, _ = create_agreement(bench, "bench-nested-n5-i4", outer_terms)
+    inner = [(inner_id, 1, inner_terms)]
+    rng = data_source("nested_n5_i4_k1000")
+    warmup, measured = events(rng, 0, WARMUP_EVENTS), events(rng, WARMUP_EVENTS, 1000)
+    credited = ids5[:4] + ids4
+    settle_any(bench, aid, outer_terms, 0, warmup, credited, inner)
+    nested = settle_any(bench, aid, outer_terms, WARMUP_EVENTS, measured, credited, inner).gas_used / 1000
+    flat = measure_gas_per_event(bench, "n8_k1000", 8, 1000, False)
+    out["nested_n5_i4_k1000"] = round(nested, 1)
+    out["n8_k1000"] = round(flat, 1)
+    out["nested_ratio"] = round(nested / flat, 3)
+
+    terms = Terms.build(bench.token, shares5, bands=[(10**9 * (j + 1), t) for j, t in enumerate(tables)])
+    _, created = create_agreement(bench, "bench-create-n5-b3", terms)
+    out["create_n5_b3"] = created.gas_used
+    return out
 
 
 def measure_gas_per_reversal(bench: Bench, parties: int = 5, count: int = 1000) -> float:
@@ -481,6 +573,35 @@ def print_table(sections: dict[str, Any], info: dict[str, float]) -> None:
     print("\ngas per settled event (one batch after a warm-up batch, whole tx gas / events)")
     for key, value in per_event.items():
         row(key, value, verdict(value, TARGET_GAS_PER_EVENT_N5_K1000) if key == "n5_k1000" else "")
+    base = per_event["n5_k1000"]
+    print(
+        f"  {f'n5_k1000 against {BASELINE_N5_K1000:,} before issue 18':<46} "
+        f"{base / BASELINE_N5_K1000 - 1:>+11.2%}"
+        f"  target <= +2% {'OK' if base <= BASELINE_N5_K1000 * 1.02 else 'MISSED'}"
+    )
+    shapes = sections["shapes_gas"]
+    print("\nagreement shapes (issue 18; one batch of 1,000 after a warm-up, whole tx gas / events)")
+    row(
+        "n5_b3_k1000 (3 bands, two edges crossed)",
+        shapes["n5_b3_k1000"],
+        verdict(shapes["n5_b3_k1000"], TARGET_BANDS_N5_B3),
+    )
+    row(
+        "n5_recoup_k1000 (recoup reached in the batch)",
+        shapes["n5_recoup_k1000"],
+        verdict(shapes["n5_recoup_k1000"], TARGET_RECOUP),
+    )
+    row("nested_n5_i4_k1000 (outer 5, inner 4)", shapes["nested_n5_i4_k1000"])
+    row("n8_k1000 (flat 8 parties)", shapes["n8_k1000"])
+    print(
+        f"  {'nested_ratio (nested / flat 8)':<46} {shapes['nested_ratio']:>11.3f}x  "
+        f"{verdict(shapes['nested_ratio'], TARGET_NESTED_RATIO)}"
+    )
+    row(
+        "create_n5_b3 (createAgreement, 5 parties, 3 bands)",
+        shapes["create_n5_b3"],
+        verdict(shapes["create_n5_b3"], TARGET_CREATE_N5_B3),
+    )
     reversal = sections["gas_per_reversal"]
     print("\ngas per reversal (one settleReversals batch of 1,000 after the events, whole tx gas / reversals)")
     row("n5_k1000", reversal["n5_k1000"])
@@ -527,6 +648,7 @@ def main() -> int:
             key: timed(f"settle {key}", lambda c=case, k=key: measure_gas_per_event(bench, k, *c))
             for key, case in SETTLE_CASES.items()
         }
+        shapes = timed("bands, recoup, nested", lambda: measure_shapes(bench))
         per_reversal = timed("reverse n5_k1000", lambda: measure_gas_per_reversal(bench))
         agreement_gas = timed("agreements", lambda: measure_agreement_gas(bench))
         withdraw_gas, withdraw_first = timed("withdraw", lambda: measure_withdraw_gas(bench))
@@ -545,6 +667,7 @@ def main() -> int:
                 "n5_k1000_ratio": round(per_reversal / gas_per_event["n5_k1000"], 3),
             },
             "agreement_gas": agreement_gas,
+            "shapes_gas": shapes,
             "withdraw_gas": withdraw_gas,
             "payout_gas": payout_gas,
             "oz_payment_splitter": {key: round(value, 1) for key, value in splitter.items()},

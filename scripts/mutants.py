@@ -29,6 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 LEDGER = "contracts/AllianceLedger.sol"
 SPLIT = "contracts/libraries/SplitMath.sol"
+STATE = "contracts/AllianceLedgerState.sol"  # storage and internals shared with the settlement module
+SHAPES = "contracts/AllianceLedgerShapes.sol"  # bands, recoup, nested alliances, reversals
 FORGE = ROOT / "node_modules/@foundry-rs/forge-linux-amd64/bin/forge"
 # The pytest subset run when forge misses a mutant: the contract-level tests (reverts and their
 # arguments, the access matrix, the adversaries, settlement and the Python model's stateful check).
@@ -76,7 +78,7 @@ MUTANTS = [
     ),
     Mutant(
         "prefix-sum-shifted",
-        LEDGER,
+        STATE,
         "running += shares[i];\n            prefix[i] = running;",
         "prefix[i] = running;\n            running += shares[i];",
         "the prefix sums are taken one share late (S_(i-1) for S_i)",
@@ -84,7 +86,7 @@ MUTANTS = [
     Mutant(
         "excess-split-by-base-table",
         LEDGER,
-        "batch.prefixExcess = batch.target == 0 ? batch.prefixBase : _prefixSums(terms.excessShares);",
+        "batch.prefixExcess = _prefixSums(band.shares);",
         "batch.prefixExcess = batch.prefixBase;",
         "revenue above the target is split by the base table",
     ),
@@ -161,7 +163,7 @@ MUTANTS = [
     Mutant(
         "period-closed-check-dropped",
         LEDGER,
-        "if (p.closed) revert PeriodAlreadyClosed(batch.agreementId, period);",
+        "if (closed) revert PeriodAlreadyClosed(batch.agreementId, period);",
         "",
         "settle accepts events for a closed period",
     ),
@@ -188,8 +190,10 @@ MUTANTS = [
     ),
     Mutant(
         "settle-dissolved-party-check-dropped",
-        LEDGER,
-        "if (_mes[parties[i]].status != MEStatus.Active) revert AgreementPartyDissolved(agreementId, parties[i]);",
+        STATE,
+        "if (_mes[parties[i]].status != IAllianceLedger.MEStatus.Active) {\n"
+        "                revert IAllianceLedger.AgreementPartyDissolved(agreementId, parties[i]);\n"
+        "            }",
         "",
         "settle credits an agreement with a dissolved party",
     ),
@@ -230,8 +234,8 @@ MUTANTS = [
     ),
     Mutant(
         "empty-reference-accepted",
-        LEDGER,
-        "if (refs[k] == bytes32(0)) revert RevenueReferenceEmpty(agreementId, firstSeq + uint64(k));",
+        STATE,
+        "if (refs[k] == bytes32(0)) revert IAllianceLedger.RevenueReferenceEmpty(agreementId, firstSeq + uint64(k));",
         "",
         "an event without a reference is settled",
     ),
@@ -249,6 +253,27 @@ MUTANTS = [
         "agreement.status = AgreementStatus.Terminated;",
         "",
         "a terminated agreement stays active",
+    ),
+    Mutant(
+        "recouped-part-not-kept-per-period",
+        SHAPES,
+        "t.periodRecouped += part;",
+        "",
+        "the recoup part is not recorded in the period, so it counts toward the period's bands",
+    ),
+    Mutant(
+        "reversal-band-edge-off-by-one",
+        SHAPES,
+        "if (banded > low) {",
+        "if (banded > low + 1) {",
+        "a reversal leaves the last unit above a band edge in the wrong tier",
+    ),
+    Mutant(
+        "inner-reference-not-derived-from-the-run",
+        SHAPES,
+        "keccak256(abi.encode(f.outerId, f.runFirstSeq, f.meId))",
+        "keccak256(abi.encode(f.outerId, f.meId))",
+        "the inner alliance's event reference does not name the outer run",
     ),
 ]
 

@@ -7,8 +7,11 @@ changes nothing and returns ``Outcome(error)`` with the name of the custom error
 revert with. The checks run in the contract's order, so when several would fail the model names the
 same one the contract does.
 
-Splits come from :func:`ledger.money.split_event`, event by event (the contract accumulates the same
-per-event floors over a run of events; the sums are equal).
+Splits come from :mod:`ledger.money` (:func:`ledger.money.event_parts` and
+:func:`ledger.money.reversal_tier_parts` cut an event into its recoup, base and band parts,
+:func:`ledger.money.split_parts` splits each), event by event (the contract accumulates the same per-event
+floors over a run of events; the sums are equal). Each period keeps its recouped part and each agreement
+its recouped total, as the contract does.
 
 Signatures are modelled by who made them: a list of signer addresses, one per party, each over the
 right EIP-712 message (the state machine signs exactly these).
@@ -24,9 +27,11 @@ from ledger.money import (
     MAX_EVENT_AMOUNT,
     credit_account,
     debit_account,
+    event_parts,
     revenue_after_reversal,
-    split_event,
-    split_reversal,
+    reversal_tier_parts,
+    reversal_unrecouped,
+    split_parts,
 )
 
 MAX_NAME_BYTES = 64
@@ -71,6 +76,7 @@ class AgreementState:
     latest_version: int = 0
     next_seq: int = 0
     versions: dict[int, Terms] = field(default_factory=dict)
+    recouped: int = 0  # revenue split by a recoup table, across all periods and versions
 
     @property
     def version_in_force(self) -> int:
@@ -83,6 +89,7 @@ class AgreementState:
 class PeriodState:
     revenue: int = 0
     closed: bool = False
+    recouped: int = 0  # the part of the revenue split by the recoup table
     revenue_at_close: int | None = None
 
 
@@ -351,6 +358,8 @@ class LedgerModel:
         # Runs of consecutive events in the same period, as the contract books them (each run credits
         # the parties before the next run is looked at).
         revenue: dict[int, int] = {}
+        recouped_in: dict[int, int] = {}
+        recouped = agreement.recouped
         credits = [0] * len(terms.parties)
         accounts = [[self.balances[(p, terms.token)], self.debts[(p, terms.token)]] for p in terms.parties]
         total = 0
@@ -364,11 +373,16 @@ class LedgerModel:
             if self.period(agreement_id, period).closed:
                 return refused("PeriodAlreadyClosed")
             running = revenue.get(period, self.period(agreement_id, period).revenue)
+            in_period = recouped_in.get(period, self.period(agreement_id, period).recouped)
             while k < len(entries) and entries[k] & PERIOD_MASK == period:
                 amount = entries[k] >> 32
                 if amount == 0 or amount > MAX_EVENT_AMOUNT:
                     return refused("RevenueAmountInvalid")
-                split = split_event(first_seq + k, amount, running, terms.shares, terms.target, terms.excess_shares)
+                parts = event_parts(amount, running - in_period, recouped, terms)
+                split = split_parts(first_seq + k, parts, terms.tier_tables, len(terms.parties))
+                if terms.recoup:
+                    recouped += parts[0]
+                    in_period += parts[0]
                 assert sum(split.credits) == amount, "a split must add up to the event's amount"
                 credits = [c + s for c, s in zip(credits, split.credits, strict=True)]
                 run_credits = [c + s for c, s in zip(run_credits, split.credits, strict=True)]
@@ -378,6 +392,7 @@ class LedgerModel:
                 k += 1
             if running > MAX_PERIOD_REVENUE:
                 return refused("RevenueAmountInvalid")
+            recouped_in[period] = in_period
             for account, credit in zip(accounts, run_credits, strict=True):
                 if credit:
                     account[0], account[1], netted = credit_account(account[0], account[1], credit)
@@ -393,8 +408,10 @@ class LedgerModel:
             assert ref not in self.credited, "the model itself would credit a reference twice"
             self.credited[ref] = Credit(agreement_id, first_seq + k, entry >> 32, entry & PERIOD_MASK)
         agreement.next_seq = first_seq + len(entries)
+        agreement.recouped = recouped
         for period, running in revenue.items():
-            self.periods.setdefault((agreement_id, period), PeriodState()).revenue = running
+            state = self.periods.setdefault((agreement_id, period), PeriodState())
+            state.revenue, state.recouped = running, recouped_in[period]
         netted_total = 0
         for me_id, credit in zip(terms.parties, credits, strict=True):
             key = (me_id, terms.token)
@@ -461,6 +478,8 @@ class LedgerModel:
         if any(ref == ZERO_REF for ref in originals):
             return refused("ReversalOriginalEmpty")
         revenue: dict[int, int] = {}
+        recouped_in: dict[int, int] = {}
+        recouped = agreement.recouped
         debits = [0] * len(terms.parties)
         accounts = [[self.balances[(p, terms.token)], self.debts[(p, terms.token)]] for p in terms.parties]
         k = 0
@@ -472,17 +491,23 @@ class LedgerModel:
             if self.period(agreement_id, period).closed:
                 return refused("PeriodAlreadyClosed")
             running = revenue.get(period, self.period(agreement_id, period).revenue)
+            in_period = recouped_in.get(period, self.period(agreement_id, period).recouped)
             while k < len(entries) and entries[k] & PERIOD_MASK == period:
                 amount = entries[k] >> 32
                 if amount == 0 or amount > MAX_EVENT_AMOUNT:
                     return refused("RevenueAmountInvalid")
-                split = split_reversal(first_seq + k, amount, running, terms.shares, terms.target, terms.excess_shares)
+                parts = reversal_tier_parts(amount, running - in_period, in_period, terms)
+                split = split_parts(first_seq + k, parts, terms.tier_tables, len(terms.parties))
+                unrecouped = reversal_unrecouped(amount, running - in_period, in_period)
+                recouped -= unrecouped
+                in_period -= unrecouped
                 assert sum(split.credits) == amount, "the debits must add up to the reversal's amount"
                 debits = [d + s for d, s in zip(debits, split.credits, strict=True)]
                 run_debits = [d + s for d, s in zip(run_debits, split.credits, strict=True)]
                 running = revenue_after_reversal(running, amount)
                 k += 1
             revenue[period] = running
+            recouped_in[period] = in_period
             for account, debit in zip(accounts, run_debits, strict=True):
                 if debit:
                     account[0], account[1], _ = debit_account(account[0], account[1], debit)
@@ -495,8 +520,10 @@ class LedgerModel:
             self.credited[ref] = Credit(agreement_id, first_seq + k, entry >> 32, entry & PERIOD_MASK)
             self.reversed[original] += entry >> 32
         agreement.next_seq = first_seq + len(entries)
+        agreement.recouped = recouped
         for period, running in revenue.items():
-            self.periods.setdefault((agreement_id, period), PeriodState()).revenue = running
+            state = self.periods.setdefault((agreement_id, period), PeriodState())
+            state.revenue, state.recouped = running, recouped_in[period]
         returned = 0
         for me_id, debit in zip(terms.parties, debits, strict=True):
             key = (me_id, terms.token)

@@ -34,6 +34,7 @@ from .helpers import sign_all
 PERIOD = 202611
 ACTIVE = LedgerChain.agreement_id("matrix-active")  # fridge + oven, active, one batch settled
 PROPOSED = LedgerChain.agreement_id("matrix-proposed")  # fridge + oven, version 1 proposed only
+NESTED = LedgerChain.agreement_id("matrix-nested")  # fridge + recipe-app, whose half goes on to ACTIVE
 FRESH = LedgerChain.agreement_id("matrix-fresh")  # does not exist yet
 
 OK = "ok"
@@ -68,6 +69,7 @@ MATRIX = {
     "terminateAgreement": (OK,     OK,      OK,      OK,      OK,      OK,      OK,      OK),
     "settle":             (ROLE,   ROLE,    OK,      ROLE,    ROLE,    ROLE,    ROLE,    ROLE),
     "settleReversals":    (ROLE,   ROLE,    OK,      ROLE,    ROLE,    ROLE,    ROLE,    ROLE),
+    "settleNested":       (ROLE,   ROLE,    OK,      ROLE,    ROLE,    ROLE,    ROLE,    ROLE),
     "closePeriod":        (ROLE,   ROLE,    OK,      ROLE,    ROLE,    ROLE,    ROLE,    ROLE),
     "withdraw":           (PAYOUT, PAYOUT,  PAYOUT,  PAYOUT,  PAYOUT,  OK,      PAYOUT,  PAYOUT),
     # payout(token, [fridge]): anyone may send a payout run; the money goes to fridge's payout address only.
@@ -252,6 +254,24 @@ def row_of(function: str, w: World) -> Row:
                 led.token_balance(w.token, led.address),
             ),
             lambda before: (before[0] + 1, before[1] + 10, before[2] + 10, before[3] + 10),
+            "FINANCE_ROLE",
+        )
+    if function == "settleNested":
+        # recipe-app is an alliance: its half goes on to the active agreement (fridge and oven).
+        outer = Terms.build(w.token, {w.fridge: 5000, w.recipe_app: 5000}, nested={w.recipe_app: ACTIVE})
+        led.create(NESTED, outer, sign_all(led, [w.signers[0], w.signers[2]], NESTED, 1, outer),
+                   sender=w.callers["platform"])  # fmt: skip
+        refs, entries = [text_to_bytes32("n-1")], [(10 << 32) | PERIOD]
+        return Row(
+            lambda s: led.settle_nested(NESTED, 1, 0, outer, refs, entries, [(ACTIVE, 1, w.terms)], sender=s),
+            lambda: (
+                led.agreement(NESTED).next_seq,
+                led.agreement(ACTIVE).next_seq,
+                led.balance_of(w.fridge, w.token) + led.balance_of(w.oven, w.token),
+                led.balance_of(w.recipe_app, w.token),
+                led.total_owed(w.token),
+            ),
+            lambda before: (before[0] + 1, before[1] + 1, before[2] + 10, before[3], before[4] + 10),
             "FINANCE_ROLE",
         )
     if function == "settleReversals":

@@ -6,7 +6,7 @@ import pytest
 
 from ledger.chain import eip712
 from ledger.chain.ledger import LedgerChain
-from ledger.models import AgreementStatus, Terms
+from ledger.models import AgreementStatus, Band, Terms
 
 from .helpers import revert_of, sign_all
 
@@ -21,9 +21,11 @@ def terms(token, kitchen) -> Terms:
 
 
 def raw_terms(token, parties, shares, target=0, excess=()):
-    """Terms that skip the Python-side validation, to reach the contract's own checks."""
+    """Terms that skip the Python-side validation, to reach the contract's own checks (``target`` and
+    ``excess`` as one band, when either is given)."""
+    bands = (Band.model_construct(target=target, shares=tuple(excess)),) if target or excess else ()
     return Terms.model_construct(
-        token=token, parties=tuple(parties), shares=tuple(shares), target=target, excess_shares=tuple(excess)
+        token=token, parties=tuple(parties), shares=tuple(shares), bands=bands, recoup=0, recoup_shares=(), nested=()
     )
 
 
@@ -65,8 +67,8 @@ def test_a_non_party_cannot_propose(ledger, terms, attacker):
         ("duplicate", "AgreementDuplicateParty"),
         ("unordered", "AgreementPartiesUnordered"),
         ("unknown me", "MEUnknown"),
-        ("excess without target", "AgreementTierInvalid"),
-        ("excess sum", "AgreementSharesSum"),
+        ("excess without target", "AgreementBandTarget"),
+        ("excess sum", "AgreementBandSharesSum"),
         ("zero token", "LedgerZeroAddress"),
     ],
 )

@@ -21,6 +21,7 @@ from ledger.chain import eip712
 from ledger.chain.node import dev_rpc
 from ledger.models import text_to_bytes32
 from ledger.services.audit import EVENT_SIGNATURES, event_abi
+from ledger.terms import TERMS_ABI_TYPE
 
 from .cli_support import InProcessCLI, LedgerCLI, RpcProxy, free_port, write_csv
 
@@ -34,7 +35,7 @@ DEV = [Account.from_mnemonic(MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}") for i
 FINANCE, PLATFORM = DEV[2], DEV[1]
 ME_IDS = {"kitchen-platform": 1, "fridge": 2, "oven": 3, "recipe-app": 4, "logistics": 5, "bakery": 6}
 SIGNERS = {"kitchen-platform": 1, "fridge": 3, "oven": 4, "recipe-app": 5, "logistics": 6, "bakery": 7}
-TERMS_TYPE = "(address,uint32[],uint16[],uint128,uint16[])"
+TERMS_TYPE = TERMS_ABI_TYPE
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -82,7 +83,7 @@ def sign(account, message) -> bytes:
 def create_agreement(node: Node, name: str, shares: dict[str, int], signers: dict[str, Account]) -> tuple:
     """createAgreement sent directly, with approvals from ``signers`` (by ME name)."""
     parties = sorted(shares, key=ME_IDS.get)
-    terms = (node.token, [ME_IDS[p] for p in parties], [shares[p] for p in parties], 0, [])
+    terms = (node.token, [ME_IDS[p] for p in parties], [shares[p] for p in parties], [], 0, [], [])
     aid = text_to_bytes32(name)
     chain_id = int(node.call("eth_chainId"), 16)
     message = eip712.approval_message(chain_id, node.ledger, aid, 1, _terms_obj(terms))
@@ -95,8 +96,7 @@ def create_agreement(node: Node, name: str, shares: dict[str, int], signers: dic
 def _terms_obj(terms):
     from ledger.models import Terms
 
-    return Terms(token=terms[0], parties=tuple(terms[1]), shares=tuple(terms[2]), target=terms[3],
-                 excess_shares=tuple(terms[4]))  # fmt: skip
+    return Terms.from_abi(terms)
 
 
 def settle_direct(node: Node, aid: bytes, version: int, first_seq: int, terms: tuple, events: list[tuple]) -> None:
@@ -459,7 +459,7 @@ def test_revenue_settled_into_a_closed_period_is_impossible_and_a_closed_period_
             break
     assert closed_slot is not None
     node.set_storage(node.ledger, closed_slot, node.storage(node.ledger, closed_slot) & (2**128 - 1))
-    terms = (node.token, [2, 3, 4, 5], [2500] * 4, 0, [])
+    terms = (node.token, [2, 3, 4, 5], [2500] * 4, [], 0, [], [])
     settle_direct(node, aid, 2, next_seq(node, aid), terms, [("LATE-1", 5_000_000, 202611)])
     report = audit(cli, code=1)
     assert kinds(report) == {"closed-period": 1}, report["findings"]
@@ -492,7 +492,7 @@ def test_the_audit_cannot_run(history, tmp_path):
 
 
 def kitchen_v2(node: Node) -> tuple:
-    return (node.token, [2, 3, 4, 5], [2500] * 4, 0, [])
+    return (node.token, [2, 3, 4, 5], [2500] * 4, [], 0, [], [])
 
 
 def reverse_direct(node: Node, aid: bytes, version: int, first_seq: int, terms: tuple, items: list[tuple]) -> dict:
@@ -584,7 +584,8 @@ def test_a_reversal_debited_wrongly(chain):
     # A tiered alliance: 150 settled against a target of 100; someone lowers the period's revenue in
     # storage to 60, so the contract debits a reversal by the base table where the rule says excess.
     parties = ["logistics", "recipe-app"]
-    terms = (node.token, [ME_IDS[p] for p in sorted(parties, key=ME_IDS.get)], [5000, 5000], 100_000_000, [9000, 1000])
+    ids = [ME_IDS[p] for p in sorted(parties, key=ME_IDS.get)]
+    terms = (node.token, ids, [5000, 5000], [(100_000_000, [9000, 1000])], 0, [], [])  # one band
     aid = text_to_bytes32("tiered")
     chain_id = int(node.call("eth_chainId"), 16)
     message = eip712.approval_message(chain_id, node.ledger, aid, 1, _terms_obj(terms))

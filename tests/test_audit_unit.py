@@ -29,7 +29,7 @@ from ledger.chain import eip712
 from ledger.chain.logs import EventSpec, LogReader, canonical_type
 from ledger.chain.rpc import HttpRpc, RpcError
 from ledger.errors import ChainUnavailable
-from ledger.models import Terms
+from ledger.models import Band, Terms, bytes32_to_text
 from ledger.services.audit import (
     EVENT_SIGNATURES,
     FINDING_KINDS,
@@ -46,6 +46,7 @@ from ledger.services.audit import (
     validate_terms,
 )
 from ledger.services.statement import Scope, StatementUnreadable, read_statement, reconcile
+from ledger.terms import nested_reference
 
 BPS = 10_000
 CHAIN_ID = 31337
@@ -53,8 +54,12 @@ LEDGER = to_checksum_address("0x" + "1e" * 20)
 USDC = to_checksum_address("0x" + "70" * 20)  # 6 decimals
 EURT = to_checksum_address("0x" + "e2" * 20)  # 2 decimals
 TOKENS = {USDC: (6, "USDC"), EURT: (2, "EURT")}
-TERMS_TYPE = "Terms(address token,uint32[] parties,uint16[] shares,uint128 target,uint16[] excessShares)"
-APPROVAL_TYPE = "Approval(bytes32 agreementId,uint32 version,Terms terms)" + TERMS_TYPE
+BAND_TYPE = "Band(uint128 target,uint16[] shares)"
+TERMS_TYPE = (
+    "Terms(address token,uint32[] parties,uint16[] shares,Band[] bands,uint128 recoup,uint16[] recoupShares,"
+    "bytes32[] nested)"
+)
+APPROVAL_TYPE = "Approval(bytes32 agreementId,uint32 version,Terms terms)" + BAND_TYPE + TERMS_TYPE
 
 
 def key(label: str) -> bytes:
@@ -85,18 +90,30 @@ def packed_array(kind: str, values) -> bytes:
     return abi_encode([f"{kind}[]"], [list(values)])[64:]
 
 
-def hand_terms_hash(token: str, parties, shares, target: int, excess) -> bytes:
-    """``hashTerms`` of the contract, written out independently of the auditor."""
+def hand_terms_hash(token: str, parties, shares, target: int, excess, recoup=0, recoup_shares=(), nested=()) -> bytes:
+    """``hashTerms`` of the contract, written out independently of the auditor (``target``/``excess``: one
+    band, or a list of (target, shares) bands when ``excess`` is None)."""
+    bands = [] if not target and not excess else ([(target, excess)] if excess is not None else target)
+    band_hashes = b"".join(
+        keccak(
+            abi_encode(
+                ["bytes32", "uint128", "bytes32"], [keccak(text=BAND_TYPE), t, keccak(packed_array("uint16", x))]
+            )
+        )
+        for t, x in bands
+    )
     return keccak(
         abi_encode(
-            ["bytes32", "address", "bytes32", "bytes32", "uint128", "bytes32"],
+            ["bytes32", "address", "bytes32", "bytes32", "bytes32", "uint128", "bytes32", "bytes32"],
             [
-                keccak(text=TERMS_TYPE),
+                keccak(text=TERMS_TYPE + BAND_TYPE),
                 token,
                 keccak(packed_array("uint32", parties)),
                 keccak(packed_array("uint16", shares)),
-                target,
-                keccak(packed_array("uint16", excess)),
+                keccak(band_hashes),
+                recoup,
+                keccak(packed_array("uint16", recoup_shares)),
+                keccak(b"".join(nested)),
             ],
         )
     )
@@ -200,50 +217,71 @@ TERMS_TYPES = {
         {"name": "token", "type": "address"},
         {"name": "parties", "type": "uint32[]"},
         {"name": "shares", "type": "uint16[]"},
-        {"name": "target", "type": "uint128"},
-        {"name": "excessShares", "type": "uint16[]"},
-    ]
+        {"name": "bands", "type": "Band[]"},
+        {"name": "recoup", "type": "uint128"},
+        {"name": "recoupShares", "type": "uint16[]"},
+        {"name": "nested", "type": "bytes32[]"},
+    ],
+    "Band": [{"name": "target", "type": "uint128"}, {"name": "shares", "type": "uint16[]"}],
 }
 
 
 def test_terms_typehash_is_the_contracts():
-    spelled = b"Terms(address token,uint32[] parties,uint16[] shares,uint128 target,uint16[] excessShares)"
+    spelled = (
+        b"Terms(address token,uint32[] parties,uint16[] shares,Band[] bands,uint128 recoup,uint16[] recoupShares,"
+        b"bytes32[] nested)Band(uint128 target,uint16[] shares)"
+    )
     assert keccak(spelled) == TERMS_TYPEHASH
 
 
 @settings(max_examples=15)
 @given(terms=random_terms())
 def test_terms_hash_matches_a_hand_computation_and_eth_account(terms):
-    ours = terms_hash(terms.token, terms.parties, terms.shares, terms.target, terms.excess_shares)
+    ours = terms_hash(terms)
     assert ours == hand_terms_hash(terms.token, terms.parties, terms.shares, terms.target, terms.excess_shares)
     data = {
         "token": terms.token,
         "parties": list(terms.parties),
         "shares": list(terms.shares),
-        "target": terms.target,
-        "excessShares": list(terms.excess_shares),
+        "bands": [{"target": terms.target, "shares": list(terms.excess_shares)}] if terms.target else [],
+        "recoup": 0,
+        "recoupShares": [],
+        "nested": [],
     }
     assert ours == hash_struct("Terms", TERMS_TYPES, data)
 
 
 def test_terms_hash_fixed_example_and_sensitivity():
     parties, shares, excess = (1, 2, 3), (5000, 3000, 2000), (2000, 3000, 5000)
-    base = terms_hash(USDC, parties, shares, 1_000_000, excess)
+
+    def th(token=USDC, p=parties, s=shares, target=1_000_000, x=excess, **more):
+        return terms_hash(_Terms(token, tuple(p), tuple(s), target, tuple(x), **more))
+
+    base = th()
     assert base == hand_terms_hash(USDC, parties, shares, 1_000_000, excess)
     assert len(base) == 32
     # Every field counts.
-    assert terms_hash(EURT, parties, shares, 1_000_000, excess) != base
-    assert terms_hash(USDC, (1, 2, 4), shares, 1_000_000, excess) != base
-    assert terms_hash(USDC, parties, (5000, 2000, 3000), 1_000_000, excess) != base
-    assert terms_hash(USDC, parties, shares, 1_000_001, excess) != base
-    assert terms_hash(USDC, parties, shares, 1_000_000, (2000, 5000, 3000)) != base
-    # Empty excess table: keccak of nothing.
-    no_tier = terms_hash(USDC, parties, shares, 0, ())
+    assert th(token=EURT) != base
+    assert th(p=(1, 2, 4)) != base
+    assert th(s=(5000, 2000, 3000)) != base
+    assert th(target=1_000_001) != base
+    assert th(x=(2000, 5000, 3000)) != base
+    assert (
+        th(recoup=5, recoup_shares=(10_000, 0, 0))
+        == hand_terms_hash(USDC, parties, shares, 1_000_000, excess, 5, (10_000, 0, 0))
+        != base
+    )
+    nested = (b"\0" * 32, b32("inner"), b"\0" * 32)
+    assert th(nested=nested) == hand_terms_hash(USDC, parties, shares, 1_000_000, excess, nested=nested) != base
+    two = ((1_000_000, excess), (2_000_000, (0, 0, 10_000)))
+    assert th(target=0, x=(), bands=two) == hand_terms_hash(USDC, parties, shares, list(two), None) != base
+    # No band: keccak of nothing for the bands.
+    no_tier = th(target=0, x=())
     assert no_tier == keccak(
         abi_encode(
-            ["bytes32", "address", "bytes32", "bytes32", "uint128", "bytes32"],
+            ["bytes32", "address", "bytes32", "bytes32", "bytes32", "uint128", "bytes32", "bytes32"],
             [TERMS_TYPEHASH, USDC, keccak(packed_array("uint32", parties)),
-             keccak(packed_array("uint16", shares)), 0, keccak(b"")],
+             keccak(packed_array("uint16", shares)), keccak(b""), 0, keccak(b""), keccak(b"")],
         )
     )  # fmt: skip
 
@@ -264,34 +302,43 @@ def test_approval_digest_commits_to_the_terms_hash_as_the_contract_does():
             ],
         )
     )
-    th = terms_hash(terms.token, terms.parties, terms.shares, terms.target, terms.excess_shares)
+    th = terms_hash(_Terms(terms.token, terms.parties, terms.shares, terms.target, terms.excess_shares))
     struct = keccak(abi_encode(["bytes32", "bytes32", "uint32", "bytes32"], [keccak(text=APPROVAL_TYPE), aid, 2, th]))
     message = eip712.approval_message(CHAIN_ID, LEDGER, aid, 2, terms)
     assert eip712.digest(message) == keccak(b"\x19\x01" + domain + struct)
 
 
-def _t(parties, shares, target=0, excess=()):
-    return _Terms(USDC, tuple(parties), tuple(shares), target, tuple(excess))
+def _t(parties, shares, target=0, excess=(), **more):
+    return _Terms(USDC, tuple(parties), tuple(shares), target, tuple(excess), **more)
 
 
 @pytest.mark.parametrize(
     ("terms", "problem"),
     [
-        (_t([1], [10_000]), "1 parties (allowed 2 to 64)"),
-        (_t(range(1, 66), [100] * 64 + [3600]), "65 parties (allowed 2 to 64)"),
-        (_t([2, 1], [5000, 5000]), "parties not in strictly ascending order"),
-        (_t([1, 1], [5000, 5000]), "parties not in strictly ascending order"),
-        (_t([1, 3, 2], [4000, 3000, 3000]), "parties not in strictly ascending order"),
-        (_t([1, 2], [5000, 4999]), "shares [5000, 4999] do not give 2 parties 10000 basis points"),
-        (_t([1, 2], [10_000]), "shares [10000] do not give 2 parties 10000 basis points"),
-        (_t([1, 2], [5000, 5000, 0]), "shares [5000, 5000, 0] do not give 2 parties 10000 basis points"),
-        (_t([1, 2], [5000, 5000], 0, [5000, 5000]), "excess shares without a target"),
-        (_t([1, 2], [5000, 5000], 7, []), "excess shares [] do not give 2 parties 10000 basis points"),
-        (_t([1, 2], [5000, 5000], 7, [10_000]), "excess shares [10000] do not give 2 parties 10000 basis points"),
+        (_t([1], [10_000]), "parties: an alliance needs 2 to 64 parties, got 1"),
+        (_t(range(1, 66), [100] * 64 + [3600]), "parties: an alliance needs 2 to 64 parties, got 65"),
+        (_t([2, 1], [5000, 5000]), "parties: not in strictly ascending ME id order (or a party appears twice)"),
+        (_t([1, 1], [5000, 5000]), "parties: not in strictly ascending ME id order (or a party appears twice)"),
         (
-            _t([1, 2], [5000, 5000], 7, [5000, 5001]),
-            "excess shares [5000, 5001] do not give 2 parties 10000 basis points",
+            _t([1, 3, 2], [4000, 3000, 3000]),
+            "parties: not in strictly ascending ME id order (or a party appears twice)",
         ),
+        (_t([1, 2], [5000, 4999]), "shares sums to 9999 basis points; it must sum to 10000"),
+        (_t([1, 2], [10_000]), "shares has 1 entries for 2 parties"),
+        (_t([1, 2], [5000, 5000, 0]), "shares has 3 entries for 2 parties"),
+        (
+            _t([1, 2], [5000, 5000], 0, [5000, 5000]),
+            "band 1: the target must be above 0 and at most " + str(2**128 - 1),
+        ),
+        (_t([1, 2], [5000, 5000], 7, []), "band 1 shares has 0 entries for 2 parties"),
+        (_t([1, 2], [5000, 5000], 7, [10_000]), "band 1 shares has 1 entries for 2 parties"),
+        (_t([1, 2], [5000, 5000], 7, [5000, 5001]), "band 1 shares sums to 10001 basis points; it must sum to 10000"),
+        (
+            _t([1, 2], [5000, 5000], bands=((7, (5000, 5000)), (7, (0, 10_000)))),
+            "band 2: targets must be strictly ascending (7 after 7)",
+        ),
+        (_t([1, 2], [5000, 5000], recoup=9), "recoup shares has 0 entries for 2 parties"),
+        (_t([1, 2], [5000, 5000], nested=(b"\0" * 32,)), "nested: 1 entries for 2 parties"),
     ],
 )
 def test_validate_terms_names_each_problem(terms, problem):
@@ -330,14 +377,17 @@ CANONICAL = {
     "MERegistered": "MERegistered(uint32,string,address,address,uint32)",
     "MEUpdated": "MEUpdated(uint32,address,address,uint32)",
     "MEDissolved": "MEDissolved(uint32)",
-    "AgreementProposed": "AgreementProposed(bytes32,uint32,bytes32,(address,uint32[],uint16[],uint128,uint16[]),"
-    "address)",
+    "AgreementProposed": "AgreementProposed(bytes32,uint32,bytes32,(address,uint32[],uint16[],(uint128,uint16[])[],"
+    "uint128,uint16[],bytes32[]),address)",
     "AgreementActivated": "AgreementActivated(bytes32,uint32,bytes[])",
     "AgreementEnded": "AgreementEnded(bytes32,uint32,bytes[])",
     "RevenueSettled": "RevenueSettled(bytes32,uint32,uint64,bytes32[],uint256[])",
     "PartiesCredited": "PartiesCredited(bytes32,uint32,uint32,uint64,uint64,uint256[],uint256[])",
+    "PartiesCreditedByTier": "PartiesCreditedByTier(bytes32,uint32,uint32,uint64,uint64,uint256[])",
+    "NestedSettled": "NestedSettled(bytes32,uint64,uint32,bytes32,uint64,uint256)",
     "RevenueReversed": "RevenueReversed(bytes32,uint32,uint64,bytes32[],uint256[],bytes32[])",
     "PartiesDebited": "PartiesDebited(bytes32,uint32,uint32,uint64,uint64,uint256[],uint256[])",
+    "PartiesDebitedByTier": "PartiesDebitedByTier(bytes32,uint32,uint32,uint64,uint64,uint256[])",
     "DebtIncurred": "DebtIncurred(uint32,address,uint256)",
     "DebtNetted": "DebtNetted(uint32,address,uint256)",
     "PeriodClosed": "PeriodClosed(bytes32,uint32,uint128)",
@@ -358,7 +408,11 @@ def test_event_abi_parses_every_signature():
         {"type": "bytes32", "name": "agreementId", "indexed": True},
         {"type": "uint32", "name": "version", "indexed": True},
         {"type": "bytes32", "name": "termsHash", "indexed": False},
-        {"type": "(address,uint32[],uint16[],uint128,uint16[])", "name": "terms", "indexed": False},
+        {
+            "type": "(address,uint32[],uint16[],(uint128,uint16[])[],uint128,uint16[],bytes32[])",
+            "name": "terms",
+            "indexed": False,
+        },
         {"type": "address", "name": "proposer", "indexed": False},
     ]
     assert [(i["name"], i["indexed"]) for i in by_name["PartiesCredited"]["inputs"]] == [
@@ -379,7 +433,11 @@ def test_event_topics_are_the_keccak_of_the_canonical_signatures():
         assert reader.topic(name) == keccak(text=signature), name
     spec = EventSpec.from_abi(next(e for e in event_abi() if e["name"] == "AgreementProposed"))
     assert spec.indexed == [("agreementId", "bytes32"), ("version", "uint32")]
-    assert [k for _, k in spec.data] == ["bytes32", "(address,uint32[],uint16[],uint128,uint16[])", "address"]
+    assert [k for _, k in spec.data] == [
+        "bytes32",
+        "(address,uint32[],uint16[],(uint128,uint16[])[],uint128,uint16[],bytes32[])",
+        "address",
+    ]
 
 
 def test_event_abi_matches_the_compiled_contract_if_built():
@@ -406,7 +464,8 @@ FAKE_EVENTS = {
     "MEUpdated": [("meId", "uint32", 1), ("payout", "address", 0), ("signer", "address", 0), ("nonce", "uint32", 0)],
     "MEDissolved": [("meId", "uint32", 1)],
     "AgreementProposed": [("agreementId", "bytes32", 1), ("version", "uint32", 1), ("termsHash", "bytes32", 0),
-                          ("terms", "(address,uint32[],uint16[],uint128,uint16[])", 0), ("proposer", "address", 0)],
+                          ("terms", "(address,uint32[],uint16[],(uint128,uint16[])[],uint128,uint16[],bytes32[])", 0),
+                          ("proposer", "address", 0)],
     "AgreementActivated": [("agreementId", "bytes32", 1), ("version", "uint32", 1), ("signatures", "bytes[]", 0)],
     "AgreementEnded": [("agreementId", "bytes32", 1), ("version", "uint32", 1), ("signatures", "bytes[]", 0)],
     "RevenueSettled": [("agreementId", "bytes32", 1), ("version", "uint32", 1), ("firstSeq", "uint64", 0),
@@ -414,6 +473,10 @@ FAKE_EVENTS = {
     "PartiesCredited": [("agreementId", "bytes32", 1), ("period", "uint32", 1), ("version", "uint32", 0),
                         ("firstSeq", "uint64", 0), ("count", "uint64", 0), ("baseCredits", "uint256[]", 0),
                         ("excessCredits", "uint256[]", 0)],
+    "PartiesCreditedByTier": [("agreementId", "bytes32", 1), ("period", "uint32", 1), ("version", "uint32", 0),
+                              ("firstSeq", "uint64", 0), ("count", "uint64", 0), ("credits", "uint256[]", 0)],
+    "NestedSettled": [("agreementId", "bytes32", 1), ("firstSeq", "uint64", 0), ("meId", "uint32", 1),
+                      ("inner", "bytes32", 1), ("innerSeq", "uint64", 0), ("amount", "uint256", 0)],
     "PeriodClosed": [("agreementId", "bytes32", 1), ("period", "uint32", 1), ("revenue", "uint128", 0)],
     "Withdrawn": [("meId", "uint32", 1), ("token", "address", 1), ("to", "address", 0), ("amount", "uint256", 0)],
     "PayoutSkipped": [("meId", "uint32", 1), ("token", "address", 1), ("payout", "address", 0),
@@ -448,6 +511,7 @@ class FakeChain:
         self.withdrawn: dict[str, int] = defaultdict(int)
         self.payouts: dict[tuple[str, int, int, str], int] = defaultdict(int)
         self.credit_hook = None  # (alliance, first seq, base, excess) -> (base, excess), or None to drop the run
+        self.book = money.NestedBook()  # the state of the shaped settlements (settle_shaped)
         self.code = "0x6080604052"
         self.me_count_extra = 0
         self.refuse_over: int | None = None  # refuse eth_getLogs ranges of more blocks than this
@@ -569,6 +633,75 @@ class FakeChain:
                 for tier, value in (("base", b), ("excess", x)):
                     if value:
                         self.payouts[(name, period, me_id, tier)] += value
+        return tx
+
+    def propose_terms(self, name: str, terms: Terms, *, logged_hash: bytes | None = None) -> int:
+        """Propose terms of any shape (bands, recoup, nested parties)."""
+        aid = b32(name)
+        version = self.latest[aid] = self.latest[aid] + 1
+        self.terms[(aid, version)] = terms
+        real = hand_terms_hash(terms.token, terms.parties, terms.shares, [(b.target, b.shares) for b in terms.bands],
+                               None, terms.recoup, terms.recoup_shares, terms.nested)  # fmt: skip
+        self._emit(self._tx(), "AgreementProposed", agreementId=aid, version=version, termsHash=logged_hash or real,
+                   terms=terms.as_tuple(), proposer=PLATFORM)  # fmt: skip
+        return version
+
+    def settle_shaped(self, name: str, events: list[tuple[str, int, int]], *, tamper=None) -> str:
+        """``settleNested`` (or ``settle``) as the contract does it, from the reference book of ledger/money.py:
+        per run the credited event of the terms' shape, and each nested party's credit passed on as one event
+        of its inner alliance (its RevenueSettled, its credited event, then NestedSettled). ``tamper(kind,
+        args)`` may change the logged arguments."""
+        tamper = tamper or (lambda kind, args: args)
+        aid = b32(name)
+        book = self.book
+        for (agreement, version), terms in self.terms.items():
+            if self.active.get(agreement) == version:
+                book.terms[agreement] = terms
+        for agreement, seq in self.next_seq.items():
+            book.next_seq[agreement] = seq
+        tx = self._tx()
+        out = book.settle(aid, [(a, p) for _, a, p in events])
+        token = book.terms[aid].token
+        self.settled[token] += sum(a for _, a, _ in events)
+        first = self.next_seq[aid]
+        self._emit(tx, "RevenueSettled", **tamper("outer", dict(agreementId=aid, version=self.active[aid],
+                   firstSeq=first, refs=[b32(r) for r, _, _ in events],
+                   entries=[a << 32 | p for _, a, p in events])))  # fmt: skip
+        by_inner_seq = {(e.inner, e.inner_seq): e for e in out.nested}
+        for run in out.runs:
+            terms = book.terms[run.agreement_id]
+            version = self.active[run.agreement_id]
+            nested_event = by_inner_seq.get((run.agreement_id, run.first_seq))
+            if nested_event is not None:
+                ref = nested_reference(nested_event.outer, nested_event.run_first_seq, nested_event.me_id)
+                self._emit(tx, "RevenueSettled", **tamper("inner", dict(agreementId=run.agreement_id,
+                           version=version, firstSeq=run.first_seq, refs=[ref],
+                           entries=[nested_event.amount << 32 | run.period])))  # fmt: skip
+            common = dict(agreementId=run.agreement_id, period=run.period, version=version, firstSeq=run.first_seq,
+                          count=run.count)  # fmt: skip
+            tiers = [list(t) for t in run.tiers]
+            if terms.by_tier:
+                self._emit(tx, "PartiesCreditedByTier", **tamper("credits", {**common, "credits": [
+                    c for tier in tiers for c in tier]}))  # fmt: skip
+            else:
+                excess = tiers[1] if len(tiers) > 1 else [0] * len(terms.parties)
+                self._emit(tx, "PartiesCredited", **tamper("credits", {**common, "baseCredits": tiers[0],
+                           "excessCredits": excess}))  # fmt: skip
+            if nested_event is not None:
+                e = nested_event
+                self._emit(tx, "NestedSettled", **tamper("nested", dict(agreementId=e.outer, firstSeq=e.run_first_seq,
+                           meId=e.me_id, inner=e.inner, innerSeq=e.inner_seq, amount=e.amount)))  # fmt: skip
+            alliance = bytes32_to_text(run.agreement_id)
+            for t, tier in enumerate(terms.tier_names):
+                for i, me_id in enumerate(terms.parties):
+                    if tiers[t][i] and me_id not in terms.nested_parties:
+                        self.payouts[(alliance, run.period, me_id, tier)] += tiers[t][i]
+        for me_id, credit in out.accounts.items():
+            self.balances[(me_id, token)] += credit
+            self.owed[token] += credit
+            self.held[token] += credit
+        for agreement, seq in book.next_seq.items():
+            self.next_seq[agreement] = seq
         return tx
 
     def close(self, name: str, period: int) -> None:
@@ -1092,7 +1225,7 @@ def test_report_as_dict_and_findings_by_kind():
 def test_every_finding_kind_is_documented():
     assert set(FINDING_KINDS) == {
         "signature", "terms", "credit", "duplicate", "closed-period", "settlement", "withdrawal", "conservation",
-        "statement-differs", "statement-missing", "statement-extra", "debit", "reversal", "debt",
+        "statement-differs", "statement-missing", "statement-extra", "debit", "reversal", "debt", "nested",
     }  # fmt: skip
 
 
@@ -1263,7 +1396,10 @@ def test_a_line_in_another_token_differs(tmp_path):
         ("kitchen,1,9,fridge,base,,,1,1000000", "ME id 9 does not exist on the chain"),
         ("kitchen,1,1,oven,base,,,1,1000000", "me_id 1 is 'fridge' on the chain, the line says 'oven'"),
         ("kitchen,1,,ghost,base,,,1,1000000", "ME 'ghost' does not exist on the chain"),
-        ("kitchen,1,1,fridge,bonus,,,1,1000000", "tier 'bonus' is not 'base', 'excess' or 'reversal'"),
+        (
+            "kitchen,1,1,fridge,bonus,,,1,1000000",
+            "tier 'bonus' is not 'recoup', 'base', 'excess', 'band N' or 'reversal'",
+        ),
         ("pantry,1,1,fridge,base,,,1,1000000", "alliance 'pantry' does not exist on the chain"),
     ],
 )
@@ -1536,3 +1672,82 @@ def test_a_skipped_payout_with_another_amount_or_address_is_a_withdrawal_finding
     report = run_audit(chain)
     assert [f.kind for f in report.findings] == ["withdrawal"]
     assert ("its balance is" if tamper == "amount" else "its payout address is") in report.findings[0].message
+
+
+# =====================================================================================================
+# 6. Bands, recoup and nested alliances, from the logs alone
+# =====================================================================================================
+
+PLATFORM_ME, NODE_A, NODE_B = 5, 6, 7
+
+
+def shaped_history(tamper=None) -> FakeChain:
+    """An outer alliance with two bands and a recoup whose party PLATFORM_ME is the inner alliance "nodes"
+    (itself banded), settled across two periods; the recoup is reached inside the second batch."""
+    chain = FakeChain()
+    for role, account in (("admin", ADMIN), ("platform", PLATFORM), ("finance", FINANCE)):
+        chain.grant(role, account)
+    for name in ("fridge", "oven", "recipe-app", "logistics", "platform-me", "node-a", "node-b"):
+        chain.register(name)
+    nodes = Terms.build(USDC, {NODE_A: 5000, NODE_B: 5000}, 300_000, {NODE_A: 9000, NODE_B: 1000})
+    chain.propose_terms("nodes", nodes)
+    chain.activate("nodes", 1)
+    outer = Terms(
+        token=USDC, parties=(FRIDGE, OVEN, PLATFORM_ME), shares=(5000, 3000, 2000),
+        bands=(Band(target=500_000, shares=(2000, 3000, 5000)), Band(target=900_000, shares=(0, 5000, 5000))),
+        recoup=1_000_000, recoup_shares=(10_000, 0, 0), nested=(b"\0" * 32, b"\0" * 32, b32("nodes")),
+    )  # fmt: skip
+    chain.propose_terms("outer", outer)
+    chain.activate("outer", 1)
+    chain.settle_shaped("outer", [("o-1", 600_000, 1), ("o-2", 300_000, 1), ("o-3", 77_777, 2)], tamper=tamper)
+    chain.settle_shaped("outer", [("o-4", 400_000, 1), ("o-5", 950_001, 1), ("o-6", 3, 2)], tamper=tamper)
+    return chain
+
+
+def test_the_audit_recomputes_bands_recoup_and_nested_alliances_from_the_logs_alone():
+    chain = shaped_history()
+    report = run_audit(chain)
+    assert report.findings == []
+    # The first batch all goes to the recoup (to fridge): the platform ME is credited, and passes on, only
+    # in the second batch's two runs.
+    assert report.counts["nested_events"] == 2
+    assert report.payouts == dict(chain.payouts)
+    assert {t for (a, *_, t) in report.payouts if a == "outer"} == {"recoup", "base", "band 1", "band 2"}
+    (usdc,) = report.tokens
+    total = 600_000 + 300_000 + 77_777 + 400_000 + 950_001 + 3
+    assert usdc.settled == usdc.credited == usdc.owed == usdc.held == usdc.balances == total  # paid in once
+    assert all(me_id != PLATFORM_ME for (_, _, me_id, _) in report.payouts)  # an alliance is not paid as an ME
+
+
+def test_a_nested_credit_not_passed_on_in_full_is_a_finding():
+    def tamper(kind, args):
+        if kind == "nested" and args["firstSeq"] == 3:
+            return {**args, "amount": args["amount"] - 1}
+        return args
+
+    report = run_audit(shaped_history(tamper))
+    assert "nested" in report.findings_by_kind()
+    assert any("passed on, the run credited" in f.message for f in report.findings)
+
+
+def test_an_inner_event_with_another_reference_is_a_finding():
+    def tamper(kind, args):
+        if kind == "inner" and args["firstSeq"] == 0:  # the inner alliance's first event
+            return {**args, "refs": [b32("not derived")]}
+        return args
+
+    report = run_audit(shaped_history(tamper))
+    assert any(f.kind == "nested" and "not the derived reference" in f.message for f in report.findings)
+
+
+def test_tier_credits_that_differ_from_the_recomputed_recoup_split_are_a_finding():
+    def tamper(kind, args):
+        if kind == "credits" and "credits" in args and args["agreementId"] == b32("outer") and args["firstSeq"] == 0:
+            credits = list(args["credits"])
+            credits[0], credits[1] = credits[0] - 1, credits[1] + 1  # one unit of the recoup to the wrong ME
+            return {**args, "credits": credits}
+        return args
+
+    report = run_audit(shaped_history(tamper))
+    assert [f.kind for f in report.findings if f.kind == "credit"] == ["credit"]
+    assert "fridge recoup" in next(f.message for f in report.findings if f.kind == "credit")

@@ -32,6 +32,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ledger.chain.node import rpc
+from ledger.terms import TERMS_ABI_TYPE
 
 from .cli_support import InProcessCLI, LedgerCLI, Result, free_port
 
@@ -458,9 +459,9 @@ def test_names_put_on_chain_past_the_rules_are_escaped_on_every_terminal_output(
                               "uint32"], [name, account, account, 0])  # fmt: skip
         ids = {m["name"]: m["id"] for m in json.loads(cli.run("me", "list", "--json").out)}
         token = json.loads(next((Path(cli.data_dir) / "deployments").glob("*.json")).read_text())["token"]
-        terms = (token, [ids[evil], ids[rlo]], [5000, 5000], 0, [])
-        terms_type = "(address,uint32[],uint16[],uint128,uint16[])"
-        no_terms = ("0x" + "00" * 20, [], [], 0, [])  # the platform passes no current terms
+        terms = (token, [ids[evil], ids[rlo]], [5000, 5000], [], 0, [], [])
+        terms_type = TERMS_ABI_TYPE
+        no_terms = ("0x" + "00" * 20, [], [], [], 0, [], [])  # the platform passes no current terms
         _send_as_platform(cli, f"proposeAgreement(bytes32,{terms_type},{terms_type})",
                           ["bytes32", terms_type, terms_type],
                           [alliance.encode().ljust(32, b"\0"), terms, no_terms])  # fmt: skip

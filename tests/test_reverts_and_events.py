@@ -100,7 +100,15 @@ def test_agreement_events_carry_terms_proposer_and_signatures(ledger, platform, 
     assert proposed.args["agreementId"] == aid and proposed.args["version"] == 1
     assert proposed.args["proposer"] == signers[1].address
     assert proposed.args["termsHash"] == ledger.hash_terms(terms) == ledger.terms_hash(aid, 1)
-    assert proposed.args["terms"] == (token, (kitchen["fridge"], kitchen["oven"]), (6000, 4000), 500, (1000, 9000))
+    assert proposed.args["terms"] == (
+        token,
+        (kitchen["fridge"], kitchen["oven"]),
+        (6000, 4000),
+        ((500, (1000, 9000)),),
+        0,
+        (),
+        (),
+    )
     assert [bytes(s) for s in activated.args["signatures"]] == approvals
     assert ended.args["version"] == 1 and [bytes(s) for s in ended.args["signatures"]] == ends
     # The signatures in the logs recover, off-chain, to the parties' signers.

@@ -63,7 +63,7 @@ from ledger.chain import eip712
 from ledger.chain.ledger import EMPTY_TERMS, LedgerChain, project
 from ledger.chain.logs import EventSpec, canonical_type
 from ledger.chain.rpc import revert_data
-from ledger.models import AgreementStatus, MEStatus, Terms, text_to_bytes32
+from ledger.models import AgreementStatus, Band, MEStatus, Terms, text_to_bytes32
 
 from . import ledger_model
 from .ledger_model import ZERO_REF, LedgerModel, Outcome
@@ -382,13 +382,21 @@ class LedgerMachine(RuleBasedStateMachine):
         if kind == "unknown ME":
             parties[-1] = len(ids) + 1
         shares = data.draw(share_table(n), label="shares")
-        target = data.draw(TARGETS, label="target")
-        excess = data.draw(share_table(n), label="excess shares") if target else []
+        # The shapes: none, one band (the classic target), up to MAX_BANDS bands, and a recoup first.
+        band_count = data.draw(st.sampled_from((0, 0, 1, 1, 2, 3)), label="bands")
+        targets = sorted(data.draw(st.sets(TARGETS.filter(bool), min_size=band_count, max_size=band_count),
+                                   label="band targets"))  # fmt: skip
+        bands = tuple(Band(target=t, shares=tuple(data.draw(share_table(n), label=f"band {j + 1} shares")))
+                      for j, t in enumerate(targets))  # fmt: skip
+        recoup = data.draw(st.one_of(st.just(0), st.just(0), st.integers(1, 10**7), st.integers(1, 10**12)),
+                           label="recoup")  # fmt: skip
+        recoup_shares = tuple(data.draw(share_table(n), label="recoup shares")) if recoup else ()
         if token is None or kind == "other token":
             token = data.draw(st.sampled_from(self.env.token_addresses), label="token")
         return Terms(
-            token=token, parties=tuple(parties), shares=tuple(shares), target=target, excess_shares=tuple(excess)
-        )
+            token=token, parties=tuple(parties), shares=tuple(shares), bands=bands, recoup=recoup,
+            recoup_shares=recoup_shares,
+        )  # fmt: skip
 
     def sign(self, data, message, parties, *, mistakes: bool = True) -> tuple[list[bytes], list[str]]:
         """Every party's current signer signs ``message``; rarely one is from the wrong account or missing.
@@ -889,13 +897,13 @@ class LedgerMachine(RuleBasedStateMachine):
         for name in AGREEMENT_NAMES:
             agreement_id = LedgerChain.agreement_id(name)
             a = model.agreements.get(agreement_id)
-            want = (a.token, a.status, a.active_version, a.latest_version, a.next_seq) if a else None
+            want = (a.token, a.status, a.active_version, a.latest_version, a.next_seq, a.recouped) if a else None
             read(("agreement", name), ledger, "agreementOf", ["bytes32"], [agreement_id], _agreement, want)
             if a:
                 for period in PERIODS:
                     state = model.period(agreement_id, period)
                     read(("period", name, period), ledger, "periodOf", ["bytes32", "uint32"], [agreement_id, period],
-                         _period, (state.revenue, state.closed))  # fmt: skip
+                         _period, (state.revenue, state.closed, state.recouped))  # fmt: skip
         calls.append(("eth_getLogs", [self._settled_filter()]))
 
         results = env.rpc.batch(calls)
@@ -958,15 +966,17 @@ def _me(raw: str):
 
 @lru_cache(maxsize=4096)
 def _agreement(raw: str):
-    token, status, active, latest, next_seq = abi_decode(["address", "uint8", "uint32", "uint32", "uint64"], _hex(raw))
+    token, status, active, latest, next_seq, recouped = abi_decode(
+        ["address", "uint8", "uint32", "uint32", "uint64", "uint128"], _hex(raw)
+    )
     if status == 0:
         return None
-    return (to_checksum_address(token), AgreementStatus(status), active, latest, next_seq)
+    return (to_checksum_address(token), AgreementStatus(status), active, latest, next_seq, recouped)
 
 
 def _period(raw: str):
-    revenue, closed = abi_decode(["uint128", "bool"], _hex(raw))
-    return (revenue, closed)
+    revenue, closed, recouped = abi_decode(["uint128", "bool", "uint120"], _hex(raw))
+    return (revenue, closed, recouped)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -1051,12 +1061,12 @@ def test_chain_matches_the_model_over_10k_random_sequences(env):
 def test_the_machine_catches_a_wrong_rounding_offset(env, monkeypatch):
     """The machine can fail: with the model's rounding offset one sequence number off, some ME's balance
     differs from the chain's within a few sequences."""
-    real = ledger_model.split_event
+    real = ledger_model.split_parts
 
     def shifted(seq, *args, **kwargs):
         return real(seq + 1, *args, **kwargs)
 
-    monkeypatch.setattr(ledger_model, "split_event", shifted)
+    monkeypatch.setattr(ledger_model, "split_parts", shifted)
     with pytest.raises(AssertionError, match="balance of ME .*: the chain has"):
         run_machine(
             env,

@@ -9,9 +9,8 @@ pragma solidity ^0.8.24;
 /// one token (equality with the holdings unless someone sends tokens to the ledger without settling
 /// them). Debts are what MEs owe finance, not tokens the ledger owes: they never lower the holdings.
 ///
-/// Rounding rule ("rotating systematic rounding"). A part `a` of a revenue event (the part below the
-/// period target, or the part above it) is split over a share table s_1..s_n (basis points, sum 10,000)
-/// by cumulative floors shifted by an offset:
+/// Rounding rule ("rotating systematic rounding"). A part `a` of a revenue event is split over a share
+/// table s_1..s_n (basis points, sum 10,000) by cumulative floors shifted by an offset:
 ///     credit_i = floor((o + a * S_i) / 10_000) - floor((o + a * S_(i-1)) / 10_000),  S_i = s_1 + ... + s_i
 ///     o        = (seq * 6_181) mod 10_000,  seq = the event's sequence number in its agreement
 /// The credits add up to `a` exactly (S_n = 10,000 and o < 10,000); each party receives
@@ -23,6 +22,16 @@ pragma solidity ^0.8.24;
 /// rounding unit of each event, less than one base unit per event; finance is trusted to report revenue
 /// as it happened.
 ///
+/// Parts (tiers). An event of amount `a` is cut into parts, in this order: first the recoup part
+/// min(a, R - recouped) when the version has a recoup amount R not yet reached (`recouped` = the
+/// agreement's recouped total across all periods and versions), split by the recoup table; then the rest
+/// across the tiers base, band 1, ..., band k by the period's banded revenue before the event (the
+/// period's revenue less its recouped part): the part below band 1's target by the base table, the part
+/// between band j's and band j+1's targets by band j's table, the part above band k's target by band k's
+/// table. Bands restart from zero every period; the recouped total never resets. Every part is split by
+/// the rule above with the same offset `o`; each part's credits add up to the part and the parts add up
+/// to `a`, so an event's credits add up to its amount to the last unit.
+///
 /// Exactly-once. Each agreement has a sequence cursor. A batch names the sequence number of its first
 /// event and is accepted only if it equals the cursor, which then advances by the batch size. A retried,
 /// re-submitted or concurrently submitted batch therefore reverts with `SettlementOutOfSequence`; a
@@ -30,17 +39,33 @@ pragma solidity ^0.8.24;
 /// can never credit a reference twice, because any batch settled in between moves the cursor.
 ///
 /// Reversals (`settleReversals`). A reversal has a reference of its own and takes the next sequence
-/// number of the same cursor, a positive amount `x` and the period it is booked in (open). With the
-/// period's revenue so far `R` and target `T`, it un-books the top `x` of the period's revenue: the part
-/// above the target, `min(x, max(0, R - T))`, is debited by the excess table, the rest by the base table,
-/// each part split by the same rotating rounding with the reversal's own sequence number; the period's
-/// revenue becomes `R - min(x, R)`. The debits add up to `x` exactly. A party's debit comes out of its
+/// number of the same cursor, a positive amount `x` and the period it is booked in (open). It un-books
+/// the top `x` of the period's revenue: first the period's banded revenue from the top (the part above
+/// band k's target by band k's table, then band k-1's, ..., then the base table), then the period's
+/// recouped part by the recoup table (by the base table when the version has no recoup; either way
+/// lowering the period's and the agreement's recouped totals, so a recoup can be earned again), and what
+/// exceeds the period's revenue by the base table; each part split by the same rotating rounding with
+/// the reversal's own sequence number. The period's revenue becomes
+/// `R - min(x, R)`. The debits add up to `x` exactly. A party's debit comes out of its
 /// balance; what the balance does not cover becomes the party's debt (`DebtIncurred`). Debts are netted
 /// from the party's next credits before they become withdrawable (`DebtNetted`): finance pays in only
-/// the credits not netted. What balances cover goes back to the caller (finance) at once.
+/// the credits not netted. What balances cover goes back to the caller (finance) at once. Reversals of
+/// an agreement whose version in force has nested parties are refused (`ReversalNestedUnsupported`):
+/// reverse in the inner alliance directly.
 /// The link to the reversed event (it exists, belongs to the same agreement, and the reversals of it
 /// together never exceed it) is not stored on chain: the client checks it from the logs before sending,
 /// and `ledger audit` checks it from the logs (`RevenueReversed` carries every original reference).
+///
+/// Nested alliances. A party of an agreement may be an alliance itself: `terms.nested[i]` names the
+/// agreement (the inner alliance) whose own active terms split what party i is credited. Such agreements
+/// settle through `settleNested` (`settle` refuses them). At the end of each run of the outer batch
+/// (consecutive same-period events), a nested party's credit c > 0 (all tiers) is not credited to its ME:
+/// it becomes one revenue event of the inner alliance, in the same period, with the inner alliance's next
+/// sequence number and the derived reference `keccak256(abi.encode(outerId, runFirstSeq, meId))`, split
+/// by the inner alliance's terms (its bands, recoup and nesting apply) in the same transaction
+/// (`RevenueSettled` and the credited event of the inner alliance, then `NestedSettled`). Finance pays in
+/// the outer total once. Nesting is acyclic and at most MAX_NESTING_DEPTH levels deep below any
+/// agreement (checked at proposal and activation; at settlement for inner alliances re-nested later).
 interface IAllianceLedger {
     // ------------------------------------------------------------------------------------------------
     // Types
@@ -59,19 +84,44 @@ interface IAllianceLedger {
         Terminated
     }
 
+    /// @notice A band of the period's banded revenue: from `target` up to the next band's target (or
+    /// without limit for the last band), revenue is split by `shares`.
+    /// @param target the band's lower edge in token base units, > 0; targets strictly ascending
+    /// @param shares basis points per party (in the order of `Terms.parties`); sum 10,000
+    struct Band {
+        uint128 target;
+        uint16[] shares;
+    }
+
     /// @notice The terms of one agreement version. Parties are ME ids in strictly ascending order.
+    /// EIP-712 type: `Terms(address token,uint32[] parties,uint16[] shares,Band[] bands,uint128 recoup,
+    /// uint16[] recoupShares,bytes32[] nested)Band(uint128 target,uint16[] shares)`.
     /// @param token the ERC-20 settlement token (the same for every version of an agreement)
-    /// @param parties ME ids, strictly ascending, 2 to MAX_PARTIES of them
-    /// @param shares basis points per party for revenue up to the period target; sum 10,000
-    /// @param target per-period revenue target in token base units; 0 when the agreement has no tier
-    /// @param excessShares basis points per party for revenue above the target; sum 10,000, or empty
-    /// when target is 0
+    /// @param parties ME ids, strictly ascending, MIN_PARTIES to MAX_PARTIES of them
+    /// @param shares the base table: basis points per party for the period's banded revenue below the
+    /// first band's target (all of it without bands); sum 10,000
+    /// @param bands 0 to MAX_BANDS bands, targets > 0 and strictly ascending, each table n entries summing
+    /// to 10,000 (one band is the classic target with its excess table)
+    /// @param recoup 0 for none; else the amount (at most 2**120 - 1) paid back first, by `recoupShares`,
+    /// until the agreement's recouped total (all periods and versions) reaches it
+    /// @param recoupShares empty when `recoup` is 0; else n entries summing to 10,000
+    /// @param nested empty, or n entries: bytes32(0) for a party credited itself, else the id of the
+    /// agreement (same token) whose own active terms split what this party is credited
     struct Terms {
         address token;
         uint32[] parties;
         uint16[] shares;
-        uint128 target;
-        uint16[] excessShares;
+        Band[] bands;
+        uint128 recoup;
+        uint16[] recoupShares;
+        bytes32[] nested;
+    }
+
+    /// @notice The active version and terms of an inner alliance, passed to `settleNested`.
+    struct InnerTerms {
+        bytes32 agreementId;
+        uint32 version;
+        Terms terms;
     }
 
     struct ME {
@@ -89,71 +139,152 @@ interface IAllianceLedger {
         uint32 activeVersion;
         uint32 latestVersion;
         uint64 nextSeq;
+        /// the agreement's recouped total across all periods and versions (revenue split by a recoup table)
+        uint128 recouped;
     }
 
+    /// @notice A period of an agreement. Its banded revenue (what bands measure) is `revenue - recouped`.
     struct Period {
+        /// the period's whole revenue settled (less reversals)
         uint128 revenue;
         bool closed;
+        /// the part of `revenue` that went by the recoup table
+        uint120 recouped;
     }
 
     // ------------------------------------------------------------------------------------------------
     // Errors
     // ------------------------------------------------------------------------------------------------
 
+    /// @notice A required address (`field`: admin, payout, signer, token) is the zero address.
     error LedgerZeroAddress(string field);
 
+    /// @notice An ME name is empty or longer than MAX_NAME_BYTES bytes.
     error MENameInvalid(string name);
+    /// @notice The name is already registered, by ME `meId`.
     error MENameTaken(string name, uint32 meId);
+    /// @notice No ME has id `meId`.
     error MEUnknown(uint32 meId);
+    /// @notice The ME is not active (it was dissolved).
     error MENotActive(uint32 meId, MEStatus status);
     /// @notice A key signer's consent does not recover to it (`recovered`: the key that did sign, or 0).
     error MEConsentInvalid(uint32 meId, address recovered, address signer);
+    /// @notice `registerMEs` got empty arrays or arrays of unequal length (their lengths).
     error MEBatchInvalid(uint256 names, uint256 payouts, uint256 signers, uint256 parents);
     /// @notice The ME's signer is a contract (a Safe) and its ERC-1271 `isValidSignature` refused the
     /// consent now (no key can be recovered from a contract signature, so none is named).
     error MEConsentRefused(uint32 meId, address signer);
 
+    /// @notice The agreement id is zero.
     error AgreementIdInvalid();
+    /// @notice `proposeAgreements` got empty arrays or arrays of unequal length.
     error AgreementBatchInvalid(uint256 agreementIds, uint256 terms);
+    /// @notice `createAgreement` names an agreement that already exists.
     error AgreementExists(bytes32 agreementId);
+    /// @notice No agreement has this id.
     error AgreementUnknown(bytes32 agreementId);
+    /// @notice The agreement has no version in force (`status`: Proposed or Terminated).
     error AgreementNotActive(bytes32 agreementId, AgreementStatus status);
+    /// @notice The agreement was terminated; nothing can change it any more.
     error AgreementTerminated(bytes32 agreementId);
+    /// @notice The terms name `count` parties, outside [min, max].
     error AgreementPartyCount(uint256 count, uint256 min, uint256 max);
+    /// @notice The base table has `shares` entries for `parties` parties.
     error AgreementTableLength(uint256 parties, uint256 shares);
+    /// @notice The base table (`excessTable` false) sums to `sum`, not 10,000. (`excessTable` is kept
+    /// for compatibility: band tables report `AgreementBandSharesSum`.)
     error AgreementSharesSum(bool excessTable, uint256 sum);
-    error AgreementTierInvalid(uint128 target, uint256 excessShares);
+    /// @notice The terms have `count` bands, more than `max` (MAX_BANDS).
+    error AgreementBandCount(uint256 count, uint256 max);
+    /// @notice Band `band` (1-based) has a target that is zero or not above the previous band's
+    /// (`previous`, 0 for band 1).
+    error AgreementBandTarget(uint256 band, uint128 previous, uint128 target);
+    /// @notice Band `band` (1-based) has a table of `shares` entries for `parties` parties.
+    error AgreementBandTableLength(uint256 band, uint256 parties, uint256 shares);
+    /// @notice Band `band`'s (1-based) table sums to `sum`, not 10,000.
+    error AgreementBandSharesSum(uint256 band, uint256 sum);
+    /// @notice The recoup is invalid: `recoup` above 2**120 - 1, or a recoup table of `recoupShares`
+    /// entries that is not empty while `recoup` is 0 or not one entry per party while it is not.
+    error AgreementRecoupInvalid(uint128 recoup, uint256 recoupShares);
+    /// @notice The recoup table sums to `sum`, not 10,000.
+    error AgreementRecoupSharesSum(uint256 sum);
+    /// @notice `nested` must be empty or have one entry per party.
+    error AgreementNestedLength(uint256 parties, uint256 nested);
+    /// @notice A nested id names no agreement.
+    error AgreementNestedUnknown(bytes32 inner);
+    /// @notice The nested agreement `inner` settles in `token`, not in this agreement's token.
+    error AgreementNestedToken(bytes32 inner, address token);
+    /// @notice Nesting `inner` into `agreementId` would make a cycle (`inner` reaches `agreementId`, or is it).
+    error AgreementNestingCycle(bytes32 agreementId, bytes32 inner);
+    /// @notice The agreement would have alliances `depth` levels below it, more than MAX_NESTING_DEPTH.
+    error AgreementNestingTooDeep(bytes32 agreementId, uint256 depth);
+    /// @notice The agreement's version in force has nested parties: settle it with `settleNested`.
+    error AgreementNestedTermsRequired(bytes32 agreementId);
+    /// @notice The party is listed twice.
     error AgreementDuplicateParty(uint32 meId);
+    /// @notice Parties must be strictly ascending: `meId` follows `previous`.
     error AgreementPartiesUnordered(uint32 previous, uint32 meId);
+    /// @notice An amendment must keep the agreement's token.
     error AgreementTokenChanged(address token, address proposed);
+    /// @notice A caller without the platform role proposed a new agreement without being a party's signer.
     error AgreementProposerNotParty(address caller);
+    /// @notice A caller without the platform role proposed a version without being the signer of a party
+    /// of the current version.
     error AgreementProposerNotCurrentParty(bytes32 agreementId, uint32 currentVersion, address caller);
+    /// @notice Version `version` was never proposed (`latest` is the newest).
     error AgreementVersionUnknown(bytes32 agreementId, uint32 version, uint32 latest);
+    /// @notice Version `version` is older than the version in force `active` and can never be activated.
     error AgreementVersionSuperseded(bytes32 agreementId, uint32 version, uint32 active);
+    /// @notice Settlement must name the version in force `active`.
     error AgreementVersionNotActive(bytes32 agreementId, uint32 version, uint32 active);
+    /// @notice The version is already in force.
     error AgreementVersionAlreadyActive(bytes32 agreementId, uint32 version);
+    /// @notice The terms passed do not hash to the commitment of `version`.
     error AgreementTermsMismatch(bytes32 agreementId, uint32 version);
+    /// @notice One signature per party is required.
     error AgreementSignatureCount(uint256 parties, uint256 signatures);
     /// @notice A key signer's signature does not recover to it (`recovered`: the key that did sign, or 0).
     error AgreementSignatureInvalid(bytes32 agreementId, uint32 version, uint32 meId, address recovered);
     /// @notice The party's signer is a contract (a Safe) and its ERC-1271 `isValidSignature` refused the
     /// signature when this transaction ran.
     error AgreementSignatureRefused(bytes32 agreementId, uint32 version, uint32 meId, address signer);
+    /// @notice A party of the agreement is dissolved: no activation or settlement until a new version
+    /// without it is in force.
     error AgreementPartyDissolved(bytes32 agreementId, uint32 meId);
 
+    /// @notice A batch is empty or its arrays differ in length.
     error SettlementBatchInvalid(bytes32 agreementId, uint256 refs, uint256 entries);
+    /// @notice The batch's first sequence number is not the agreement's cursor `expected`.
     error SettlementOutOfSequence(bytes32 agreementId, uint64 expected, uint64 given);
+    /// @notice `settleNested` got no `InnerTerms` for the nested agreement `innerId`.
+    error SettlementInnerTermsMissing(bytes32 innerId);
+    /// @notice The agreement's nesting (through inner alliances re-nested after its activation) is deeper
+    /// than MAX_NESTING_DEPTH.
+    error SettlementNestingTooDeep(bytes32 agreementId);
+    /// @notice An event's amount is 0 or not below 2**128 (or a period's revenue would pass 2**128 - 1).
     error RevenueAmountInvalid(bytes32 agreementId, uint64 seq, uint256 amount);
+    /// @notice An event's reference is zero.
     error RevenueReferenceEmpty(bytes32 agreementId, uint64 seq);
+    /// @notice An event's period is 0.
     error PeriodInvalid(bytes32 agreementId, uint64 seq);
+    /// @notice The period is closed.
     error PeriodAlreadyClosed(bytes32 agreementId, uint32 period);
+    /// @notice A reversal batch's `originals` differs in length from its `refs`.
     error ReversalBatchInvalid(bytes32 agreementId, uint256 refs, uint256 originals);
+    /// @notice A reversal's original reference is zero.
     error ReversalOriginalEmpty(bytes32 agreementId, uint64 seq);
+    /// @notice The agreement's version in force has nested parties: reverse in the inner alliance.
+    error ReversalNestedUnsupported(bytes32 agreementId);
+    /// @notice An ME's balance or debt would pass 2**128 - 1.
     error AccountOverflow(uint32 meId, address token);
+    /// @notice The token delivered `received`, not `expected` (a fee-on-transfer token).
     error TokenTransferShortfall(address token, uint256 expected, uint256 received);
 
+    /// @notice Only the ME's payout address may withdraw its balance.
     error WithdrawCallerNotPayout(uint32 meId, address caller, address payout);
+    /// @notice The ME has no balance in `token`.
     error NothingToWithdraw(uint32 meId, address token);
+    /// @notice A payout run needs at least one ME.
     error PayoutBatchEmpty(address token);
 
     // ------------------------------------------------------------------------------------------------
@@ -175,13 +306,15 @@ interface IAllianceLedger {
     /// @notice Every party of the version in force agreed to end the agreement.
     event AgreementEnded(bytes32 indexed agreementId, uint32 indexed version, bytes[] signatures);
 
-    /// @notice A batch of revenue events was settled. Event `k` has sequence number `firstSeq + k`,
+    /// @notice A batch of revenue events was settled (or one event of a nested alliance, see
+    /// `NestedSettled`). Event `k` has sequence number `firstSeq + k`,
     /// reference `refs[k]` and `entries[k] = amount << 32 | period`.
     event RevenueSettled(
         bytes32 indexed agreementId, uint32 indexed version, uint64 firstSeq, bytes32[] refs, uint256[] entries
     );
     /// @notice What each party (in the order of the version's `parties`) was credited by the run of
-    /// `count` consecutive events from `firstSeq`, all in `period`: below and above the target.
+    /// `count` consecutive events from `firstSeq`, all in `period`, for a version with at most one band
+    /// and no recoup: by the base table and by band 1's table (zeros without a band).
     event PartiesCredited(
         bytes32 indexed agreementId,
         uint32 indexed period,
@@ -190,6 +323,28 @@ interface IAllianceLedger {
         uint64 count,
         uint256[] baseCredits,
         uint256[] excessCredits
+    );
+    /// @notice What each party was credited by a run of an agreement whose version in force has two or
+    /// more bands or a recoup: `credits[t * n + i]` is party i's credit in tier t, n = number of parties,
+    /// tiers in this order: recoup (only when the terms have a recoup), base, band 1, ..., band k.
+    event PartiesCreditedByTier(
+        bytes32 indexed agreementId,
+        uint32 indexed period,
+        uint32 version,
+        uint64 firstSeq,
+        uint64 count,
+        uint256[] credits
+    );
+    /// @notice Party `meId` of `agreementId` (the run of events from `firstSeq`) is the nested alliance
+    /// `inner`: its credit `amount` was settled as `inner`'s event `innerSeq` (reference
+    /// `keccak256(abi.encode(agreementId, firstSeq, meId))`) instead of reaching the ME's balance.
+    event NestedSettled(
+        bytes32 indexed agreementId,
+        uint64 firstSeq,
+        uint32 indexed meId,
+        bytes32 indexed inner,
+        uint64 innerSeq,
+        uint256 amount
     );
     /// @notice A batch of reversals was settled. Reversal `k` has sequence number `firstSeq + k`, its own
     /// reference `refs[k]`, `entries[k] = amount << 32 | period` (the period it is booked in) and reverses
@@ -203,7 +358,8 @@ interface IAllianceLedger {
         bytes32[] originals
     );
     /// @notice What each party (in the order of the version's `parties`) was debited by the run of
-    /// `count` consecutive reversals from `firstSeq`, all booked in `period`: below and above the target.
+    /// `count` consecutive reversals from `firstSeq`, all booked in `period`: by the base table and by
+    /// band 1's table (versions with at most one band and no recoup).
     event PartiesDebited(
         bytes32 indexed agreementId,
         uint32 indexed period,
@@ -212,6 +368,16 @@ interface IAllianceLedger {
         uint64 count,
         uint256[] baseDebits,
         uint256[] excessDebits
+    );
+    /// @notice `PartiesCredited`'s counterpart for reversals with two or more bands or a recoup: the
+    /// same layout as `PartiesCreditedByTier`.
+    event PartiesDebitedByTier(
+        bytes32 indexed agreementId,
+        uint32 indexed period,
+        uint32 version,
+        uint64 firstSeq,
+        uint64 count,
+        uint256[] debits
     );
     /// @notice A debit larger than the ME's balance: the balance went to 0 and `amount` became debt.
     event DebtIncurred(uint32 indexed meId, address indexed token, uint256 amount);
@@ -322,6 +488,22 @@ interface IAllianceLedger {
         uint256[] calldata entries
     ) external returns (uint256 paidIn);
 
+    /// @notice Settles a batch of revenue events of an agreement whose version in force has nested parties
+    /// (finance role), like `settle`, splitting each nested party's credit by its inner alliance's terms
+    /// in the same transaction (see the contract notes). Finance pays in the outer total (less debts
+    /// repaid at any level) once.
+    /// @param inner the active version and terms of every agreement reachable through `terms.nested`, in
+    /// any order (each checked against its commitment; a missing one reverts `SettlementInnerTermsMissing`)
+    function settleNested(
+        bytes32 agreementId,
+        uint32 version,
+        uint64 firstSeq,
+        Terms calldata terms,
+        bytes32[] calldata refs,
+        uint256[] calldata entries,
+        InnerTerms[] calldata inner
+    ) external returns (uint256 paidIn);
+
     /// @notice Settles a batch of reversals under the active `version` (finance role), on the same
     /// sequence cursor as `settle`. Debits the parties (see the contract notes), and pays back to the
     /// caller what their balances covered. The link to each original is checked off chain (see notes).
@@ -360,18 +542,34 @@ interface IAllianceLedger {
     // Views
     // ------------------------------------------------------------------------------------------------
 
+    /// @notice The number of MEs registered; ids run from 1 to this.
     function meCount() external view returns (uint32);
+    /// @notice The ME's record (status None for an unknown id).
     function meOf(uint32 meId) external view returns (ME memory);
+    /// @notice The id of the ME registered under `name` exactly, or 0.
     function meIdByName(string calldata name) external view returns (uint32);
+    /// @notice The agreement's status, versions, sequence cursor (`nextSeq`) and recouped total.
     function agreementOf(bytes32 agreementId) external view returns (Agreement memory);
+    /// @notice The EIP-712 struct hash of the terms of `version` (0 for an unknown version).
     function termsHashOf(bytes32 agreementId, uint32 version) external view returns (bytes32);
+    /// @notice A period's revenue, recouped part and whether it is closed.
     function periodOf(bytes32 agreementId, uint32 period) external view returns (Period memory);
+    /// @notice The nested agreement ids of the version in force (empty when it has none).
+    function nestedOf(bytes32 agreementId) external view returns (bytes32[] memory);
+    /// @notice What the ledger owes the ME in `token` (withdrawable).
     function balanceOf(uint32 meId, address token) external view returns (uint256);
+    /// @notice The sum of all MEs' balances in `token`; the ledger holds at least this much of it.
     function totalOwed(address token) external view returns (uint256);
+    /// @notice What the ME owes finance in `token` (from reversals its balance did not cover).
     function debtOf(uint32 meId, address token) external view returns (uint256);
+    /// @notice The sum of all MEs' debts in `token`.
     function totalDebt(address token) external view returns (uint256);
+    /// @notice The EIP-712 struct hash of `terms` (the commitment stored per version).
     function hashTerms(Terms calldata terms) external pure returns (bytes32);
+    /// @notice The EIP-712 digest each party's signer signs to approve `version` with terms `termsHash`.
     function approvalDigest(bytes32 agreementId, uint32 version, bytes32 termsHash) external view returns (bytes32);
+    /// @notice The EIP-712 digest each party's signer signs to end the agreement at `version`.
     function terminationDigest(bytes32 agreementId, uint32 version) external view returns (bytes32);
+    /// @notice The EIP-712 digest an ME's current signer signs to consent to a new payout and signer.
     function meUpdateDigest(uint32 meId, address payout, address signer, uint32 nonce) external view returns (bytes32);
 }

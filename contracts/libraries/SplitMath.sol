@@ -4,6 +4,15 @@ pragma solidity ^0.8.24;
 /// @title SplitMath
 /// @notice The ledger's money math: the period tier split and the rotating systematic rounding rule
 /// (stated in {IAllianceLedger}).
+///
+/// Extended rule (bands and recoup, issue 18). An event of amount `a` with offset o = offsetOf(seq) is cut
+/// into parts: first the recoup part min(a, R - recouped) while the version's recoup R is not reached,
+/// then the rest across the tiers base, band 1, ..., band k by the period's banded revenue before the
+/// event (the period's revenue less its recouped part; bands restart every period, the recouped total
+/// never resets): the part below band 1's target by the base table, between band j's and band j+1's
+/// targets by band j's table, above band k's target by band k's table. Every part is split by
+/// `accumulate` with the same offset o, so each part's credits add up to the part and the parts to `a`:
+/// an event's credits add up to its amount to the last unit. `tierParts` is the one-band case.
 /// `ledger/money.py` is the same math in Python (previews and the auditor's independent recomputation);
 /// tests check the two against each other.
 library SplitMath {

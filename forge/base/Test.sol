@@ -4,12 +4,21 @@ pragma solidity 0.8.30;
 /// @notice The few Foundry cheatcodes the suite uses (the address is forge's fixed cheatcode address).
 /// forge-std is not used: its npm copy does not build, and this is all the suite needs.
 interface Vm {
+    struct Log {
+        bytes32[] topics;
+        bytes data;
+        address emitter;
+    }
+
+    function recordLogs() external;
+    function getRecordedLogs() external returns (Log[] memory);
     function addr(uint256 privateKey) external pure returns (address);
     function sign(uint256 privateKey, bytes32 digest) external pure returns (uint8 v, bytes32 r, bytes32 s);
     function prank(address msgSender) external;
     function startPrank(address msgSender) external;
     function stopPrank() external;
     function assume(bool condition) external pure;
+    function cool(address target) external;
     function expectRevert(bytes calldata revertData) external;
     function label(address account, string calldata newLabel) external;
     function toString(uint256 value) external pure returns (string memory);

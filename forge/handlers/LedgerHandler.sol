@@ -69,7 +69,8 @@ contract LedgerHandler {
 
     bytes32[] public agreementIds;
     mapping(bytes32 id => GhostAgreement) internal _agreements;
-    mapping(bytes32 id => mapping(uint32 version => IAllianceLedger.Terms)) internal _terms;
+    /// @dev abi.encode(terms) per version (legacy codegen cannot copy Band[] from memory to storage).
+    mapping(bytes32 id => mapping(uint32 version => bytes)) internal _termsData;
     mapping(bytes32 id => mapping(uint32 period => uint256)) public periodRevenue;
     mapping(bytes32 id => mapping(uint32 period => bool)) public periodClosed;
     mapping(bytes32 id => mapping(bytes32 ref => uint256)) public creditedTimes;
@@ -222,7 +223,7 @@ contract LedgerHandler {
             try ledger.createAgreement(id, terms, sigs) {
                 (ghost.token, ghost.status, ghost.latest, ghost.active) =
                     (terms.token, IAllianceLedger.AgreementStatus.Active, 1, 1);
-                _terms[id][1] = terms;
+                _setTerms(id, 1, terms);
                 accepted["createAgreement"]++;
             } catch (bytes memory err) {
                 agreementIds.pop();
@@ -233,7 +234,7 @@ contract LedgerHandler {
             try ledger.proposeAgreement(id, terms, _noTerms()) returns (uint32 version) {
                 if (version != 1) return _violation("the first proposal was not version 1");
                 (ghost.token, ghost.status, ghost.latest) = (terms.token, IAllianceLedger.AgreementStatus.Proposed, 1);
-                _terms[id][1] = terms;
+                _setTerms(id, 1, terms);
                 accepted["proposeAgreement"]++;
             } catch (bytes memory err) {
                 agreementIds.pop();
@@ -257,7 +258,7 @@ contract LedgerHandler {
             if (mustFail) return _violation("proposeAgreement amended a terminated agreement or changed its token");
             if (version != ghost.latest + 1) return _violation("an amendment skipped a version number");
             ghost.latest = version;
-            _terms[id][version] = terms;
+            _setTerms(id, version, terms);
             accepted["proposeAmendment"]++;
         } catch (bytes memory err) {
             if (!mustFail) return _unexpected("proposeAmendment", err);
@@ -270,7 +271,7 @@ contract LedgerHandler {
         (bytes32 id, GhostAgreement storage ghost) = _pick(agreementSeed);
         if (id == bytes32(0) || ghost.latest == ghost.active) return;
         uint32 version = ghost.latest;
-        IAllianceLedger.Terms memory terms = _terms[id][version];
+        IAllianceLedger.Terms memory terms = _termsOf(id, version);
         uint256 forgedIndex = forgeSeed % 2 == 1 ? (forgeSeed >> 1) % terms.parties.length : type(uint256).max;
         bytes[] memory sigs = _approvals(id, version, terms, forgedIndex);
         bool partyGone = _anyDissolved(terms.parties);
@@ -300,7 +301,7 @@ contract LedgerHandler {
         bool forged = seed % 4 != 0;
         if (forged && seed % 8 < 4) return;
         uint32 version = ghost.status == IAllianceLedger.AgreementStatus.Active ? ghost.active : ghost.latest;
-        IAllianceLedger.Terms memory terms = _terms[id][version];
+        IAllianceLedger.Terms memory terms = _termsOf(id, version);
         bytes32 digest = ledger.terminationDigest(id, version);
         bytes[] memory sigs = new bytes[](terms.parties.length);
         uint256 forgedIndex = forged ? (seed >> 8) % terms.parties.length : type(uint256).max;
@@ -348,7 +349,7 @@ contract LedgerHandler {
     /// cursor has moved, so it must be refused.
     function actRetryLastBatch() external action {
         if (_lastRefs.length == 0) return;
-        IAllianceLedger.Terms memory terms = _terms[_lastId][_lastVersion];
+        IAllianceLedger.Terms memory terms = _termsOf(_lastId, _lastVersion);
         _fund(terms.token, _sum(_lastEntries));
         vm.prank(finance);
         try ledger.settle(_lastId, _lastVersion, _lastFirstSeq, terms, _lastRefs, _lastEntries) {
@@ -380,7 +381,7 @@ contract LedgerHandler {
         refs[0] = _newRef();
         uint256 amount = _amount(amountSeed);
         entries[0] = amount << 32 | 1;
-        IAllianceLedger.Terms memory terms = _terms[id][ghost.active];
+        IAllianceLedger.Terms memory terms = _termsOf(id, ghost.active);
         _fund(terms.token, amount);
         vm.prank(finance);
         try ledger.settle(id, ghost.active, firstSeq, terms, refs, entries) {
@@ -395,7 +396,7 @@ contract LedgerHandler {
     function actSettleMalformed(uint256 agreementSeed, uint256 kind) external action {
         (bytes32 id, GhostAgreement storage ghost) = _pick(agreementSeed);
         if (id == bytes32(0) || ghost.status != IAllianceLedger.AgreementStatus.Active) return;
-        if (_anyDissolved(_terms[id][ghost.active].parties)) return;
+        if (_anyDissolved(_termsOf(id, ghost.active).parties)) return;
         kind = kind % 5;
         uint32 version = ghost.active;
         bytes32[] memory refs = new bytes32[](2);
@@ -423,7 +424,7 @@ contract LedgerHandler {
             version = ghost.latest + 1; // a version that does not exist
             expected = IAllianceLedger.AgreementVersionNotActive.selector;
         }
-        IAllianceLedger.Terms memory terms = _terms[id][ghost.active];
+        IAllianceLedger.Terms memory terms = _termsOf(id, ghost.active);
         _fund(terms.token, 1e30);
         vm.prank(finance);
         try ledger.settle(id, version, ghost.cursor, terms, refs, entries) {
@@ -522,7 +523,7 @@ contract LedgerHandler {
                 if (open == 0) return;
                 entries[0] = uint256(1_000) << 32 | open;
                 vm.prank(caller);
-                try ledger.settle(id, ghost.active, ghost.cursor, _terms[id][ghost.active], refs, entries) {
+                try ledger.settle(id, ghost.active, ghost.cursor, _termsOf(id, ghost.active), refs, entries) {
                     ok = true;
                 } catch {}
             } else {
@@ -555,7 +556,7 @@ contract LedgerHandler {
             // With the current version's real terms, so the refusal is the proposer rule itself.
             uint32 current = ghost.status == IAllianceLedger.AgreementStatus.Active ? ghost.active : ghost.latest;
             vm.prank(attacker);
-            try ledger.proposeAgreement(id, terms, _terms[id][current]) {
+            try ledger.proposeAgreement(id, terms, _termsOf(id, current)) {
                 ok = true;
             } catch {}
         }
@@ -684,7 +685,7 @@ contract LedgerHandler {
         bool closedPeriod
     ) internal {
         uint32 version = ghost.active;
-        IAllianceLedger.Terms memory terms = _terms[id][version];
+        IAllianceLedger.Terms memory terms = _termsOf(id, version);
         bool mustFail = ghost.status != IAllianceLedger.AgreementStatus.Active || closedPeriod
             || _anyDissolved(terms.parties) || (ghost.token == feeToken && total / 100 != 0);
         _fund(ghost.token, total);
@@ -708,21 +709,32 @@ contract LedgerHandler {
 
     /// @dev Books an accepted batch in the ghosts, one event at a time with the reference split.
     function _book(bytes32 id, IAllianceLedger.Terms memory terms, uint64 firstSeq, uint256[] memory entries) internal {
+        uint16[] memory excessShares = _excessShares(terms);
         for (uint256 k; k < entries.length; ++k) {
             uint256 amount = entries[k] >> 32;
             uint32 period = uint32(entries[k]);
             uint256 revenue = periodRevenue[id][period];
             uint256[] memory credits = SplitReference.splitEvent(
-                firstSeq + k, amount, revenue, terms.shares, terms.target, terms.excessShares
+                firstSeq + k, amount, revenue, terms.shares, _target(terms), excessShares
             );
-            (uint256 base, uint256 excess) = SplitReference.tierParts(revenue, amount, terms.target);
-            for (uint256 i; i < terms.parties.length; ++i) {
-                uint32 meId = terms.parties[i];
-                credited[meId][terms.token] += credits[i];
-                _bound(meId, terms.token, base, terms.shares, i);
-                if (excess != 0) _bound(meId, terms.token, excess, terms.excessShares, i);
-            }
+            (uint256 base, uint256 excess) = SplitReference.tierParts(revenue, amount, _target(terms));
+            _bookCredits(terms, credits, base, excess, excessShares);
             periodRevenue[id][period] = revenue + amount;
+        }
+    }
+
+    function _bookCredits(
+        IAllianceLedger.Terms memory terms,
+        uint256[] memory credits,
+        uint256 base,
+        uint256 excess,
+        uint16[] memory excessShares
+    ) internal {
+        for (uint256 i; i < terms.parties.length; ++i) {
+            uint32 meId = terms.parties[i];
+            credited[meId][terms.token] += credits[i];
+            _bound(meId, terms.token, base, terms.shares, i);
+            if (excess != 0) _bound(meId, terms.token, excess, excessShares, i);
         }
     }
 
@@ -784,11 +796,33 @@ contract LedgerHandler {
         terms.parties = parties;
         terms.shares = _shares(uint256(keccak256(abi.encode(seed, "shares"))), n);
         if (seed % 3 != 0) {
-            terms.target = uint128(bound(uint256(keccak256(abi.encode(seed, "target"))), 1, 1e9));
-            terms.excessShares = _shares(uint256(keccak256(abi.encode(seed, "excess"))), n);
-        } else {
-            terms.excessShares = new uint16[](0);
+            // One band: the period target and its excess table.
+            terms.bands = new IAllianceLedger.Band[](1);
+            terms.bands[0] = IAllianceLedger.Band({
+                target: uint128(bound(uint256(keccak256(abi.encode(seed, "target"))), 1, 1e9)),
+                shares: _shares(uint256(keccak256(abi.encode(seed, "excess"))), n)
+            });
         }
+    }
+
+    function _setTerms(bytes32 id, uint32 version, IAllianceLedger.Terms memory terms) internal {
+        _termsData[id][version] = abi.encode(terms);
+    }
+
+    /// @dev The terms of `version` (empty terms when none were recorded).
+    function _termsOf(bytes32 id, uint32 version) internal view returns (IAllianceLedger.Terms memory terms) {
+        bytes memory data = _termsData[id][version];
+        if (data.length != 0) terms = abi.decode(data, (IAllianceLedger.Terms));
+    }
+
+    /// @dev The period target of one-band terms (0 without a band).
+    function _target(IAllianceLedger.Terms memory terms) internal pure returns (uint256) {
+        return terms.bands.length == 0 ? 0 : terms.bands[0].target;
+    }
+
+    /// @dev The excess (band 1) table of one-band terms (empty without a band).
+    function _excessShares(IAllianceLedger.Terms memory terms) internal pure returns (uint16[] memory) {
+        return terms.bands.length == 0 ? new uint16[](0) : terms.bands[0].shares;
     }
 
     function _shares(uint256 seed, uint256 n) internal pure returns (uint16[] memory shares) {

@@ -66,3 +66,137 @@ library SplitReference {
         }
     }
 }
+
+/// @title ShapesReference
+/// @notice An intentionally independent, plain statement of the extended rounding rule of issue 18 (bands,
+/// recoup first), written from {IAllianceLedger}'s NatSpec and not from the contract: each tier's part is
+/// the overlap of the event's interval of banded revenue with the tier's interval (no cursor), one event
+/// at a time, checked arithmetic. The shapes fuzz tests hold the contract to it.
+library ShapesReference {
+    /// @notice The terms as plain arrays: base table, band targets and tables, recoup amount and table.
+    struct Shape {
+        uint16[] shares;
+        uint128[] targets;
+        uint16[][] bandShares;
+        uint256 recoup;
+        uint16[] recoupShares;
+    }
+
+    /// @notice The state the split of an event depends on.
+    struct State {
+        uint256 periodRevenue; // the period's whole revenue before the event
+        uint256 periodRecouped; // the part of it that went by the recoup table
+        uint256 recouped; // the agreement's recouped total (all periods, all versions)
+    }
+
+    function _add(uint256[] memory credits, uint256 part, uint16[] memory shares, uint256 offset) private pure {
+        if (part == 0) return;
+        uint256[] memory split = SplitReference.split(part, shares, offset);
+        for (uint256 i = 0; i < split.length; i++) {
+            credits[i] += split[i];
+        }
+    }
+
+    function _min(uint256 a, uint256 b) private pure returns (uint256) {
+        return a < b ? a : b;
+    }
+
+    function _max(uint256 a, uint256 b) private pure returns (uint256) {
+        return a > b ? a : b;
+    }
+
+    /// @notice Tier j's interval of banded revenue: [low, high) (j = 0: base; j >= 1: band j).
+    function tierInterval(Shape memory s, uint256 j) internal pure returns (uint256 low, uint256 high) {
+        low = j == 0 ? 0 : s.targets[j - 1];
+        high = j < s.targets.length ? s.targets[j] : type(uint256).max;
+    }
+
+    function tierTable(Shape memory s, uint256 j) internal pure returns (uint16[] memory) {
+        return j == 0 ? s.shares : s.bandShares[j - 1];
+    }
+
+    /// @notice Each tier's part of one event (index 0: recoup part; 1 + j: banded tier j), and the new state.
+    function eventParts(Shape memory s, State memory st, uint256 amount)
+        internal
+        pure
+        returns (uint256[] memory parts, State memory next)
+    {
+        parts = new uint256[](s.targets.length + 2);
+        uint256 rest = amount;
+        if (s.recoup > st.recouped) {
+            parts[0] = _min(rest, s.recoup - st.recouped);
+            rest -= parts[0];
+        }
+        uint256 banded = st.periodRevenue - st.periodRecouped;
+        for (uint256 j = 0; j <= s.targets.length; j++) {
+            (uint256 low, uint256 high) = tierInterval(s, j);
+            uint256 start = _max(banded, low);
+            uint256 end = _min(banded + rest, high);
+            if (end > start) parts[1 + j] = end - start;
+        }
+        next.periodRevenue = st.periodRevenue + amount;
+        next.periodRecouped = st.periodRecouped + parts[0];
+        next.recouped = st.recouped + parts[0];
+    }
+
+    /// @notice What one event credits each party: each part split with the event's one offset.
+    function splitEvent(Shape memory s, State memory st, uint256 seq, uint256 amount)
+        internal
+        pure
+        returns (uint256[] memory credits, State memory next)
+    {
+        uint256[] memory parts;
+        (parts, next) = eventParts(s, st, amount);
+        uint256 offset = SplitReference.offsetOf(seq);
+        credits = new uint256[](s.shares.length);
+        _add(credits, parts[0], s.recoupShares, offset);
+        for (uint256 j = 0; j <= s.targets.length; j++) {
+            _add(credits, parts[1 + j], tierTable(s, j), offset);
+        }
+    }
+
+    /// @notice Each tier's part of one reversal (index 0: recoup tier; 1 + j: banded tier j): the banded
+    /// interval [banded - min(amount, banded), banded) per tier, the recouped part (recoup tier, or the base
+    /// tier without a recoup table), what exceeds the revenue (base tier). One part per tier.
+    function reversalParts(Shape memory s, State memory st, uint256 amount)
+        internal
+        pure
+        returns (uint256[] memory parts, State memory next)
+    {
+        parts = new uint256[](s.targets.length + 2);
+        uint256 banded = st.periodRevenue - st.periodRecouped;
+        uint256 fromBanded = _min(amount, banded);
+        for (uint256 j = 0; j <= s.targets.length; j++) {
+            (uint256 low, uint256 high) = tierInterval(s, j);
+            uint256 start = _max(banded - fromBanded, low);
+            uint256 end = _min(banded, high);
+            if (end > start) parts[1 + j] = end - start;
+        }
+        uint256 rest = amount - fromBanded;
+        uint256 fromRecouped = _min(rest, st.periodRecouped);
+        if (s.recoup != 0) parts[0] = fromRecouped;
+        else parts[1] += fromRecouped;
+        parts[1] += rest - fromRecouped;
+        next.periodRecouped = st.periodRecouped - fromRecouped;
+        next.recouped = st.recouped - fromRecouped;
+        next.periodRevenue = st.periodRevenue - _min(amount, st.periodRevenue);
+    }
+
+    /// @notice What one reversal debits each party: the period's banded revenue from the top, then its
+    /// recouped part (by the recoup table, or the base table when the version has none), then what exceeds
+    /// the period's revenue by the base table; one part per tier, each split with the reversal's offset.
+    function splitReversal(Shape memory s, State memory st, uint256 seq, uint256 amount)
+        internal
+        pure
+        returns (uint256[] memory debits, State memory next)
+    {
+        uint256[] memory parts;
+        (parts, next) = reversalParts(s, st, amount);
+        uint256 offset = SplitReference.offsetOf(seq);
+        debits = new uint256[](s.shares.length);
+        _add(debits, parts[0], s.recoupShares, offset);
+        for (uint256 j = 0; j <= s.targets.length; j++) {
+            _add(debits, parts[1 + j], tierTable(s, j), offset);
+        }
+    }
+}

@@ -9,18 +9,11 @@ from __future__ import annotations
 from eth_account import Account
 from eth_account.messages import SignableMessage, encode_typed_data
 
-from ledger.models import Terms
+from ledger.terms import EIP712_TYPES, Terms
 
 DOMAIN_NAME = "MEAllianceLedger"
 DOMAIN_VERSION = "1"
 
-_TERMS_FIELDS = [
-    {"name": "token", "type": "address"},
-    {"name": "parties", "type": "uint32[]"},
-    {"name": "shares", "type": "uint16[]"},
-    {"name": "target", "type": "uint128"},
-    {"name": "excessShares", "type": "uint16[]"},
-]
 _DOMAIN_FIELDS = [
     {"name": "name", "type": "string"},
     {"name": "version", "type": "string"},
@@ -31,16 +24,6 @@ _DOMAIN_FIELDS = [
 
 def _domain(chain_id: int, ledger: str) -> dict:
     return {"name": DOMAIN_NAME, "version": DOMAIN_VERSION, "chainId": chain_id, "verifyingContract": ledger}
-
-
-def _terms_message(terms: Terms) -> dict:
-    return {
-        "token": terms.token,
-        "parties": list(terms.parties),
-        "shares": list(terms.shares),
-        "target": terms.target,
-        "excessShares": list(terms.excess_shares),
-    }
 
 
 def approval_message(chain_id: int, ledger: str, agreement_id: bytes, version: int, terms: Terms) -> SignableMessage:
@@ -54,11 +37,11 @@ def approval_message(chain_id: int, ledger: str, agreement_id: bytes, version: i
                     {"name": "version", "type": "uint32"},
                     {"name": "terms", "type": "Terms"},
                 ],
-                "Terms": _TERMS_FIELDS,
+                **EIP712_TYPES,
             },
             "primaryType": "Approval",
             "domain": _domain(chain_id, ledger),
-            "message": {"agreementId": agreement_id, "version": version, "terms": _terms_message(terms)},
+            "message": {"agreementId": agreement_id, "version": version, "terms": terms.eip712_message()},
         }
     )
 

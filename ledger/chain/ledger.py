@@ -56,8 +56,12 @@ def _error_registry() -> dict[bytes, dict]:
 
 _ERRORS: dict[bytes, dict] | None = None
 # The empty ``Terms`` tuple: what a proposal passes as the current terms when it has none to show.
-EMPTY_TERMS = ("0x" + "00" * 20, [], [], 0, [])
+EMPTY_TERMS = ("0x" + "00" * 20, [], [], [], 0, [], [])
 _LEADING_HEX = re.compile(r"0x([0-9a-fA-F]*)")
+
+
+def _inner_tuples(inner: Sequence[tuple[bytes, int, Terms]]) -> list[tuple]:
+    return [(bytes(aid), int(version), terms.as_tuple()) for aid, version, terms in inner]
 
 
 def _decode_revert_data(data: bytes) -> tuple[str, dict] | None:
@@ -293,6 +297,7 @@ class LedgerChain:
                     active_version=int(raw["activeVersion"]),
                     latest_version=int(raw["latestVersion"]),
                     next_seq=int(raw["nextSeq"]),
+                    recouped=int(raw.get("recouped", 0)),
                 )
             )
         return found
@@ -362,14 +367,7 @@ class LedgerChain:
             for log in self.logs(["AgreementProposed"], from_block=from_block, topic1=topic1[start : start + 100]):
                 key = (log.args["agreementId"], log.args["version"])
                 if key in expected and key not in found and log.args["termsHash"] == expected[key]:
-                    token, parties, shares, target, excess = log.args["terms"]
-                    found[key] = Terms(
-                        token=token,
-                        parties=tuple(parties),
-                        shares=tuple(shares),
-                        target=target,
-                        excess_shares=tuple(excess),
-                    )
+                    found[key] = Terms.from_abi(log.args["terms"])
         for agreement_id, version in keys:
             if (agreement_id, version) not in found:
                 raise LedgerError(f"the terms of version {version} are missing from the chain's logs")
@@ -399,6 +397,54 @@ class LedgerChain:
     ) -> bytes:  # fmt: skip
         """The calldata of ``settle`` (for :class:`ledger.chain.transact.Pipeline`)."""
         return self.abi["settle"].encode(agreement_id, version, first_seq, terms.as_tuple(), list(refs), list(entries))
+
+    def settle_nested(
+        self,
+        agreement_id: bytes,
+        version: int,
+        first_seq: int,
+        terms: Terms,
+        refs: Sequence[bytes],
+        entries: Sequence[int],
+        inner: Sequence[tuple[bytes, int, Terms]],
+        *,
+        sender,
+        confirm: bool = True,
+        **tx_args,
+    ) -> Receipt:
+        """``settleNested``: a batch of an agreement with nested parties, with the active version and terms
+        of every agreement reachable through its nesting (``inner``: (id, version, terms))."""
+        args = (agreement_id, version, first_seq, terms.as_tuple(), list(refs), list(entries), _inner_tuples(inner))
+        return self.transact(self._method("settleNested"), *args, sender=sender, confirm=confirm, **tx_args)
+
+    def settle_nested_data(
+        self, agreement_id: bytes, version: int, first_seq: int, terms: Terms, refs: Sequence[bytes],
+        entries: Sequence[int], inner: Sequence[tuple[bytes, int, Terms]],
+    ) -> bytes:  # fmt: skip
+        """The calldata of ``settleNested``."""
+        return self.abi["settleNested"].encode(
+            agreement_id, version, first_seq, terms.as_tuple(), list(refs), list(entries), _inner_tuples(inner)
+        )
+
+    def inner_terms(self, terms: Terms) -> list[tuple[bytes, int, Terms]]:
+        """The active version and terms of every agreement reachable through ``terms.nested`` (what
+        ``settleNested`` needs), walked breadth-first; an inner alliance with no version in force is
+        included with version 0 so the contract names it in its error."""
+        found: dict[bytes, tuple[bytes, int, Terms]] = {}
+        frontier = list(dict.fromkeys(terms.nested_parties.values()))
+        while frontier:
+            agreements = self.agreements(frontier)
+            wanted = [(a.id, a.active_version) for a in agreements if a is not None and a.active_version]
+            terms_of = self.terms_of_many(wanted) if wanted else {}
+            next_frontier = []
+            for inner_id, agreement in zip(frontier, agreements, strict=True):
+                if inner_id in found or agreement is None or not agreement.active_version:
+                    continue
+                inner = terms_of[(inner_id, agreement.active_version)]
+                found[inner_id] = (inner_id, agreement.active_version, inner)
+                next_frontier += [x for x in inner.nested_parties.values() if x not in found]
+            frontier = list(dict.fromkeys(next_frontier))
+        return list(found.values())
 
     def reverse(
         self, agreement_id: bytes, version: int, first_seq: int, terms: Terms, refs: Sequence[bytes],
@@ -477,6 +523,14 @@ class LedgerChain:
     def periods(self, keys: Sequence[tuple[bytes, int]]) -> list[tuple[int, bool]]:
         """(revenue, closed) of several (agreement, period) pairs in one batched round trip."""
         return [(int(raw["revenue"]), bool(raw["closed"])) for raw in self.views([("periodOf", k) for k in keys])]
+
+    def period_states(self, keys: Sequence[tuple[bytes, int]]) -> list[tuple[int, bool, int]]:
+        """(revenue, closed, recouped) of several (agreement, period) pairs: ``recouped`` is the part of the
+        period's revenue that went by the recoup table (its banded revenue is ``revenue - recouped``)."""
+        return [
+            (int(raw["revenue"]), bool(raw["closed"]), int(raw.get("recouped", 0)))
+            for raw in self.views([("periodOf", k) for k in keys])
+        ]
 
     def has_role(self, role: str, account: str) -> bool:
         """Whether ``account`` holds the ledger's ``role`` (``PLATFORM_ROLE``, ``FINANCE_ROLE``,

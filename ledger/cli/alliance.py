@@ -34,19 +34,42 @@ def _terms_options(func):
         click.option("--target", metavar="AMOUNT",
                      help="Revenue target per period, in token units; above it the --excess table applies."),
         click.option("--excess", multiple=True, metavar="ME=BPS", help="A party's share of revenue above the target."),
+        click.option("--band", "bands", multiple=True, metavar="TARGET:ME=BPS,...",
+                     help="A band: from TARGET (token units per period) up to the next band's target, revenue goes "
+                          "by this table; repeat for up to 4 bands, targets ascending (instead of --target/--excess)."),
+        click.option("--recoup", metavar="AMOUNT",
+                     help="An investment paid back first: revenue goes by the --recoup-share table until AMOUNT "
+                          "(token units, across all periods) is reached; the bands apply from then on."),
+        click.option("--recoup-share", "recoup_shares", multiple=True, metavar="ME=BPS",
+                     help="A party's share of the revenue that pays the --recoup amount back."),
+        click.option("--nested", "nested", multiple=True, metavar="ME=ALLIANCE",
+                     help="Party ME is an alliance: what it is credited goes on to ALLIANCE, split by that "
+                          "alliance's own terms at settlement (same token; at most 2 levels deep, no cycles)."),
     ]  # fmt: skip
     for option in reversed(options):
         func = option(func)
     return func
 
 
-def _terms(s, token: str, parties, target, excess):
-    from ledger.services.alliances import build_terms, parse_table
+def _terms(s, token: str, parties, target, excess, bands=(), recoup=None, recoup_shares=(), nested=()):
+    from ledger.errors import InputError
+    from ledger.services.alliances import build_terms, parse_band, parse_nested, parse_table
 
     shares = parse_table(parties, s.chain, "--party")
     excess_table = parse_table(excess, s.chain, "--excess") if excess else {}
     target_units = s.parse_units(target, token, "--target") if target else 0
-    return build_terms(token, shares, target_units, excess_table)
+    band_list = []
+    for j, item in enumerate(bands, start=1):
+        band_target, table = parse_band(item, s.chain, f"--band {j}")
+        units = s.parse_units(band_target, token, f"--band {j} target")
+        if units <= 0:
+            raise InputError(f"--band {j} {item!r}: the target must be above 0")
+        band_list.append((units, table))
+    recoup_units = s.parse_units(recoup, token, "--recoup") if recoup else 0
+    recoup_table = parse_table(recoup_shares, s.chain, "--recoup-share") if recoup_shares else {}
+    nested_table = parse_nested(nested, s.chain, shares) if nested else {}
+    return build_terms(token, shares, target_units, excess_table, bands=band_list, recoup=recoup_units,
+                       recoup_shares=recoup_table, nested=nested_table)  # fmt: skip
 
 
 def _check_token(s, token: str) -> None:
@@ -80,8 +103,10 @@ def _after_proposal(name: str, version: int, terms, s) -> None:
 @click.option("--token", metavar="ADDRESS", help="Settlement token (default: the local test token).")
 @account_option("platform", "Proposer: the platform account or a party's signer (default: the platform account).")
 @pass_app
-def propose(app: App, name, parties, target, excess, token, account_alias):
-    """Propose alliance NAME: its parties, shares, and optionally a period target with an excess table.
+def propose(app: App, name, parties, target, excess, bands, recoup, recoup_shares, nested, token, account_alias):
+    """Propose alliance NAME: its parties, shares, and optionally a period target with an excess table,
+    several target bands (--band), an investment paid back first (--recoup), and parties that are
+    alliances themselves (--nested). See docs/agreements.md.
 
     NAME follows the rules of ME names: printable text of at most 32 bytes, stored in NFC form, no
     control or invisible characters, no space at either end, and no lookalike of an existing alliance.
@@ -91,6 +116,9 @@ def propose(app: App, name, parties, target, excess, token, account_alias):
       ledger alliance propose smart-kitchen --party fridge=4000 --party oven=3000 \\
           --party recipe-app=1500 --party logistics=1500 \\
           --target 300000 --excess fridge=3000 --excess oven=2500 --excess recipe-app=3000 --excess logistics=1500
+      ledger alliance propose oven-line --party oven=6000 --party platform=4000 \\
+          --band 1000000:oven=5000,platform=5000 --band 2000000:oven=3000,platform=7000 \\
+          --recoup 250000 --recoup-share oven=10000 --nested platform=platform-nodes
     """
     from ledger.errors import LedgerError
     from ledger.services.alliances import propose as propose_terms
@@ -100,7 +128,7 @@ def propose(app: App, name, parties, target, excess, token, account_alias):
         if not token:
             raise LedgerError("give --token: the ERC-20 the alliance settles in")
         _check_token(s, token)
-        terms = _terms(s, token, parties, target, excess)
+        terms = _terms(s, token, parties, target, excess, bands, recoup, recoup_shares, nested)
         version = propose_terms(s.chain, name, terms, sender=s.role_account("platform", account_alias), amend=False,
                                 from_block=s.record.block)  # fmt: skip
         _after_proposal(name, version, terms, s)
@@ -115,7 +143,7 @@ def propose(app: App, name, parties, target, excess, token, account_alias):
     "(of the latest proposal while none ever was); default: the platform account.",
 )
 @pass_app
-def amend(app: App, name, parties, target, excess, account_alias):
+def amend(app: App, name, parties, target, excess, bands, recoup, recoup_shares, nested, account_alias):
     """Propose new terms for alliance NAME (a new version). The version in force stays in force until
     every party of the new version has signed it and it is submitted. Earlier proposals stay valid:
     whichever pending version is fully signed can be submitted (`submit --version N`).
@@ -132,7 +160,7 @@ def amend(app: App, name, parties, target, excess, account_alias):
         agreement = s.chain.agreement(name)
         if agreement.status == AgreementStatus.TERMINATED:
             raise LedgerError(f"alliance {name!r} is terminated; it cannot be amended")
-        terms = _terms(s, agreement.token, parties, target, excess)
+        terms = _terms(s, agreement.token, parties, target, excess, bands, recoup, recoup_shares, nested)
         version = propose_terms(s.chain, name, terms, sender=s.role_account("platform", account_alias), amend=True)
         _after_proposal(name, version, terms, s)
 
@@ -192,12 +220,8 @@ def _what_is_signed(s, agreement, version: int, terms) -> list[str]:
         f"You are signing the approval of version {version} of alliance {shown(agreement.name, quote=True)} "
         f"(ledger {s.chain.address}, chain {s.chain.chain_id}):",
         f"  token: {shown(symbol)} ({terms.token})",
-        f"  target: {target_text(terms)}",
+        *_terms_lines(s, terms, names),
     ]
-    for i, me_id in enumerate(terms.parties):
-        above = f", {pct(terms.excess_shares[i])} above the target" if terms.target else ""
-        share = "up to the target" if terms.target else "of all revenue"
-        lines.append(f"  party {names[me_id]}: {pct(terms.shares[i])} {share}{above}")
     if old is None:
         lines.append("  changes: no version is in force yet; these terms would be the first")
         return lines
@@ -221,8 +245,74 @@ def _what_is_signed(s, agreement, version: int, terms) -> list[str]:
                 changes.append(f"{names[me_id]} above the target {pct(old_ex)} -> {pct(new_ex)}")
     if old.target != terms.target:
         changes.append(f"target {target_text(old)} -> {target_text(terms)}")
+    if old.bands[1:] != terms.bands[1:]:
+        changes.append(f"bands {_bands_text(s, old)} -> {_bands_text(s, terms)}")
+    if (old.recoup, old.recoup_shares) != (terms.recoup, terms.recoup_shares):
+        changes.append("recoup " + _recoup_text(s, old) + " -> " + _recoup_text(s, terms))
+    if old.nested_parties != terms.nested_parties:
+        changes.append(f"alliances among the parties {_nested_text(old, names)} -> {_nested_text(terms, names)}")
     where = f"from version {agreement.active_version} in force"
     lines.append(f"  changes {where}: {'; '.join(changes)}" if changes else f"  changes {where}: none (same terms)")
+    return lines
+
+
+def _bands_text(s, terms) -> str:
+    if not terms.bands:
+        return "none"
+    symbol = s.symbol(terms.token)
+    return ", ".join(f"band {j} from {s.units(b.target, terms.token)} {symbol}" for j, b in
+                     enumerate(terms.bands, start=1))  # fmt: skip
+
+
+def _recoup_text(s, terms) -> str:
+    if not terms.recoup:
+        return "none"
+    return f"{s.units(terms.recoup, terms.token)} {s.symbol(terms.token)}"
+
+
+def _nested_text(terms, names) -> str:
+    from ledger.models import bytes32_to_text
+
+    items = [f"{names.get(me_id, me_id)} = alliance {shown(bytes32_to_text(inner))}"
+             for me_id, inner in terms.nested_parties.items()]  # fmt: skip
+    return ", ".join(items) or "none"
+
+
+def _terms_lines(s, terms, names) -> list[str]:
+    """The terms in words, every band, the recoup and which parties are alliances (what a signer reads)."""
+    from ledger.models import bytes32_to_text
+
+    from .output import pct
+
+    symbol = s.symbol(terms.token)
+    lines = []
+    if len(terms.bands) <= 1:
+        target = f"{s.units(terms.target, terms.token)} {symbol} per period" if terms.target else "none"
+        lines.append(f"  target: {target}")
+    else:
+        lines.append(f"  bands per period (every period starts from zero): base up to "
+                     f"{s.units(terms.bands[0].target, terms.token)} {symbol}, {_bands_text(s, terms)}")  # fmt: skip
+    if terms.recoup:
+        lines.append(f"  recoup first: {_recoup_text(s, terms)} across all periods (by the recoup shares), then the "
+                     f"{'bands' if terms.bands else 'shares'} apply")  # fmt: skip
+    nested = terms.nested_parties
+    for i, me_id in enumerate(terms.parties):
+        if len(terms.bands) <= 1:
+            above = f", {pct(terms.excess_shares[i])} above the target" if terms.target else ""
+            share = "up to the target" if terms.target else "of all revenue"
+            text = f"{pct(terms.shares[i])} {share}{above}"
+        else:
+            text = f"{pct(terms.shares[i])} base, " + ", ".join(
+                f"{pct(b.shares[i])} band {j}" for j, b in enumerate(terms.bands, start=1)
+            )
+        if terms.recoup:
+            text += f", {pct(terms.recoup_shares[i])} of the recoup"
+        if me_id in nested:
+            text += (
+                f" (an alliance: goes on to alliance {shown(bytes32_to_text(nested[me_id]), quote=True)}, "
+                "split by its own terms)"
+            )
+        lines.append(f"  party {names[me_id]}: {text}")
     return lines
 
 
@@ -434,6 +524,7 @@ def show(app: App, name, as_json):
     Example:
       ledger alliance show smart-kitchen
     """
+    from ledger.models import bytes32_to_text
     from ledger.services import alliances
 
     with app.session() as s:
@@ -458,25 +549,34 @@ def show(app: App, name, as_json):
                 )
                 signed = ending if any(r.signed for r in ending) else None
             parties = []
+            nested = terms.nested_parties
             for i, me_id in enumerate(terms.parties):
                 parties.append({
                     "me": s.chain.me(me_id).name, "me_id": me_id, "share_bps": terms.shares[i],
                     "excess_bps": terms.excess_shares[i] if terms.target else None,
+                    "band_bps": [b.shares[i] for b in terms.bands],
+                    "recoup_bps": terms.recoup_shares[i] if terms.recoup else None,
+                    "alliance": bytes32_to_text(nested[me_id]) if me_id in nested else None,
                     "signed": None if signed is None else signed[i].signed,
                 })  # fmt: skip
             versions.append({
                 "version": version, "state": state, "token": terms.token,
-                "target": s.units(terms.target, terms.token) if terms.target else None, "parties": parties,
+                "target": s.units(terms.target, terms.token) if terms.target else None,
+                "bands": [s.units(b.target, terms.token) for b in terms.bands],
+                "recoup": s.units(terms.recoup, terms.token) if terms.recoup else None,
+                "parties": parties,
                 "signatures_for": None if signed is None else ("approval" if state != "in force" else "termination"),
             })  # fmt: skip
         symbol = s.symbol(agreement.token)
+        recouped = s.units(agreement.recouped, agreement.token)
     if as_json:
         from .output import echo_json
 
         echo_json({
             "alliance": agreement.name, "status": agreement.status.name.lower(), "token": agreement.token,
             "active_version": agreement.active_version, "latest_version": agreement.latest_version,
-            "events_settled": agreement.next_seq, "versions": versions,
+            "events_settled": agreement.next_seq, "recouped": s.units(agreement.recouped, agreement.token),
+            "versions": versions,
         })  # fmt: skip
         return
     from .output import pct, table
@@ -486,18 +586,37 @@ def show(app: App, name, as_json):
     click.echo(f"version in force: {agreement.active_version or 'none'}; latest: {agreement.latest_version}; "
                f"revenue events settled: {agreement.next_seq}")  # fmt: skip
     for v in versions:
-        target = f", target {v['target']} {symbol} per period" if v["target"] else ""
+        several = len(v["bands"]) > 1
+        if several:
+            target = ", bands from " + ", ".join(f"{b} {symbol}" for b in v["bands"]) + " per period"
+        else:
+            target = f", target {v['target']} {symbol} per period" if v["target"] else ""
+        if v["recoup"]:
+            target += f", recoup {v['recoup']} {symbol} first"
+            if v["state"] in ("in force", "terminated"):
+                target += f" ({recouped} {symbol} paid back so far)"
         click.echo(f"\nversion {v['version']} ({v['state']}){target}")
-        headers = ["party", "share"] + (["above target"] if v["target"] else [])
+        if several:
+            tiers = ["base"] + [f"band {j} (from {b})" for j, b in enumerate(v["bands"], start=1)]
+        else:
+            tiers = ["share"] + (["above target"] if v["target"] else [])
+        headers = ["party", *(["recoup"] if v["recoup"] else []), *tiers]
+        nested_any = any(p["alliance"] for p in v["parties"])
+        if nested_any:
+            headers.append("an alliance: goes on to")
         if v["signatures_for"]:
             headers.append(f"signed {v['signatures_for']}")
         rows = []
         for p in v["parties"]:
-            row = [p["me"], pct(p["share_bps"])] + ([pct(p["excess_bps"])] if v["target"] else [])
+            row = [p["me"], *([pct(p["recoup_bps"])] if v["recoup"] else []), pct(p["share_bps"]),
+                   *(pct(b) for b in p["band_bps"])]  # fmt: skip
+            if nested_any:
+                row.append(p["alliance"] or "")
             if v["signatures_for"]:
                 row.append("yes" if p["signed"] else "no")
             rows.append(row)
-        click.echo(table(headers, rows, right={1, 2} if v["target"] else {1}))
+        numbers = 1 + (1 if v["recoup"] else 0) + len(tiers)
+        click.echo(table(headers, rows, right=set(range(1, numbers))))
 
 
 @alliance.command(name="import")

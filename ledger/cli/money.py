@@ -36,6 +36,7 @@ def close(app: App, alliance, period_number, account_alias, force, safe, export)
       ledger period close smart-kitchen 202611
     """
     from ledger.errors import LedgerError
+    from ledger.terms import CREDIT_EVENTS
 
     with app.session() as s:
         agreement = s.chain.agreement(alliance)
@@ -45,7 +46,7 @@ def close(app: App, alliance, period_number, account_alias, force, safe, export)
         if revenue == 0 and not force:
             settled = {
                 int(log.args["period"])
-                for log in s.chain.logs(["PartiesCredited"], from_block=s.record.block, topic1=[agreement.id])
+                for log in s.chain.logs(list(CREDIT_EVENTS), from_block=s.record.block, topic1=[agreement.id])
             }
             latest = max(settled, default=None)
             if latest is None:
@@ -162,7 +163,8 @@ def _count(statements) -> str:
     return f"{len(statements)} payout statement{'' if len(statements) == 1 else 's'}"
 
 
-TIER_LABELS = {"base": "up to target", "excess": "above target", "reversal": "reversal (debited)"}
+from ledger.terms import TIER_LABELS, tier_label  # noqa: E402,F401 - the tier words have one owner
+
 CSV_COLUMNS = ["alliance", "period", "me_id", "me", "tier", "token", "symbol", "amount", "amount_base_units"]
 
 
@@ -179,7 +181,7 @@ def _render(fmt: str, rows: list[dict], me_totals: list[dict], grand: dict) -> s
         return "no payouts yet\n"
     body = table(
         ["alliance", "period", "ME", "tier", "amount", "token"],
-        [[r["alliance"], r["period"], r["me"], TIER_LABELS.get(r["tier"], r["tier"]),
+        [[r["alliance"], r["period"], r["me"], tier_label(r["tier"]),
           r["amount"], r["symbol"]] for r in rows],
         right={1, 4},
     )  # fmt: skip

@@ -160,6 +160,8 @@ def _print_blank_rows(blank: tuple[int, list[int]], file: Path) -> None:
 
 
 def _print_preview(s, rows: list[dict], skipped, as_json: bool) -> None:
+    from ledger.terms import tier_label, tier_order
+
     names = {}
     tokens = {}
     for row in rows:
@@ -175,7 +177,8 @@ def _print_preview(s, rows: list[dict], skipped, as_json: bool) -> None:
             "events_skipped_already_settled": skipped,
             "credits": [{**row, "me": names[row["me_id"]],
                          **{k: s.units(row[k], tokens[row["alliance"]])
-                            for k in ("base", "excess", "reversal", "total")}}
+                            for k in ("base", "excess", "reversal", "total")},
+                         "tiers": {t: s.units(v, tokens[row["alliance"]]) for t, v in row["tiers"].items()}}
                         for row in rows],
         })  # fmt: skip
         return
@@ -185,14 +188,24 @@ def _print_preview(s, rows: list[dict], skipped, as_json: bool) -> None:
         before = f"{words.count(skipped, 'event')} {words.plural(skipped, 'was')} settled before"
         click.echo(f"dry run: nothing new to settle ({before})")
         return
+    tiers: list[str] = []
+    for row in rows:
+        tiers += [t for t in row["tiers"] if t not in tiers]
+    tiers.sort(key=tier_order)
+    nested = any(row["via"] or row["passed_to"] for row in rows)
     lines = []
     for row in rows:
         token = tokens[row["alliance"]]
-        lines.append([row["alliance"], row["period"], names[row["me_id"]], s.units(row["base"], token),
-                      s.units(row["excess"], token), s.units(row["reversal"], token),
+        alliance = row["alliance"] + (f" (via {row['via']})" if row["via"] else "")
+        me = names[row["me_id"]] + (f" -> {row['passed_to']}" if row["passed_to"] else "")
+        cells = [s.units(row["tiers"][t], token) if t in row["tiers"] else "" for t in tiers]
+        lines.append([alliance, row["period"], me, *cells, s.units(row["reversal"], token),
                       s.units(row["total"], token)])  # fmt: skip
-    click.echo(table(["alliance", "period", "ME", "up to target", "above target", "reversals", "total"], lines,
-                     right={1, 3, 4, 5, 6}))  # fmt: skip
+    headers = ["alliance", "period", "ME", *(tier_label(t) for t in tiers), "reversals", "total"]
+    click.echo(table(headers, lines, right=set(range(3, len(headers))) | {1}))
+    if nested:
+        click.echo("ME -> ALLIANCE: the party is an alliance; its credit becomes revenue of ALLIANCE, split by "
+                   "ALLIANCE's own terms (rows 'via'), in the same transaction; finance pays in once.")  # fmt: skip
     click.echo(
         f"dry run: nothing was sent. {words.count(skipped, 'event')} skipped as already settled. Each event is "
         f"split by the rotating rounding rule (README), so every event's credits add up to it exactly."

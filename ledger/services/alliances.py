@@ -22,8 +22,10 @@ from pathlib import Path
 from ledger.chain import eip712
 from ledger.chain import safe as safe_lib
 from ledger.errors import InputError, LedgerError
-from ledger.models import MAX_PARTIES, Agreement, AgreementStatus, MEStatus, Terms, bytes32_to_text
+from ledger.models import Agreement, AgreementStatus, MEStatus, Terms, bytes32_to_text
+from ledger.money import BPS
 from ledger.names import check_new, shown
+from ledger.terms import MAX_BANDS, MAX_NESTING_DEPTH, MAX_PARTIES, MAX_RECOUP
 
 APPROVAL = "approval"
 TERMINATION = "termination"
@@ -104,7 +106,7 @@ def parse_table(items: tuple[str, ...] | list[str], chain, option: str) -> dict[
             problems.append(f"{option} {item!r}: ME {name!r} is given twice")
             continue
         seen.add(name)
-        if not bps_text.isdigit() or int(bps_text) > 10_000:
+        if not bps_text.isdigit() or int(bps_text) > BPS:
             problems.append(f"{option} {item!r}: share must be whole basis points from 0 to 10000")
             continue
         try:
@@ -124,25 +126,151 @@ def parse_table(items: tuple[str, ...] | list[str], chain, option: str) -> dict[
     return table
 
 
-def build_terms(token: str, shares: dict[int, int], target: int, excess: dict[int, int]) -> Terms:
+def parse_band(item: str, chain, option: str = "--band") -> tuple[str, dict[int, int]]:
+    """``"1000000:fridge=3000,oven=7000"`` -> ``("1000000", {me_id: bps})`` (the target still in token
+    units, as typed)."""
+    target, sep, table = item.partition(":")
+    if not sep or not target.strip() or not table.strip():
+        raise InputError(f"{option} {item!r}: expected TARGET:ME=BPS,ME=BPS,... e.g. 1000000:fridge=3000,oven=7000")
+    return target.strip(), parse_table([t.strip() for t in table.split(",") if t.strip()], chain, f"{option} {target}:")
+
+
+def parse_nested(items: tuple[str, ...] | list[str], chain, shares: dict[int, int], option: str = "--nested") -> dict:
+    """``("platform=platform-nodes", ...)`` -> ``{me_id: inner agreement id}``: the party ME is an alliance,
+    whose credit goes on to the alliance named."""
+    nested: dict[int, bytes] = {}
     problems = []
-    if sum(shares.values()) != 10_000:
-        problems.append(f"--party shares sum to {sum(shares.values())} basis points; they must sum to 10000")
+    for item in items:
+        me_name, sep, alliance_name = item.partition("=")
+        if not sep or not me_name or not alliance_name:
+            problems.append(f"{option} {item!r}: expected ME=ALLIANCE, e.g. platform=platform-nodes")
+            continue
+        try:
+            me_id = chain.me_id_by_name(me_name)
+            inner = chain.agreement_id(alliance_name)
+        except LedgerError as err:
+            problems.append(f"{option} {item!r}: {err}")
+            continue
+        if me_id not in shares:
+            problems.append(f"{option} {item!r}: ME {me_name!r} is not a --party")
+        elif me_id in nested:
+            problems.append(f"{option} {item!r}: ME {me_name!r} is given twice")
+        else:
+            nested[me_id] = inner
+    if problems:
+        raise InputError(problems)
+    return nested
+
+
+def build_terms(
+    token: str,
+    shares: dict[int, int],
+    target: int,
+    excess: dict[int, int],
+    *,
+    bands: list[tuple[int, dict[int, int]]] = (),
+    recoup: int = 0,
+    recoup_shares: dict[int, int] | None = None,
+    nested: dict[int, bytes] | None = None,
+) -> Terms:
+    """Terms from the CLI's tables, every problem named by its option. ``target``/``excess`` (the one
+    band of before) and ``bands`` (``--band``) are alternatives."""
+    recoup_shares = recoup_shares or {}
+    problems = []
+    if sum(shares.values()) != BPS:
+        problems.append(f"--party shares sum to {sum(shares.values())} basis points; they must sum to {BPS}")
     if excess and not target:
         problems.append("--excess needs --target (the excess table applies above the period target)")
     if target and not excess:
         problems.append("--target needs --excess (who gets what above the target)")
-    if excess and sum(excess.values()) != 10_000:
-        problems.append(f"--excess shares sum to {sum(excess.values())} basis points; they must sum to 10000")
+    if excess and sum(excess.values()) != BPS:
+        problems.append(f"--excess shares sum to {sum(excess.values())} basis points; they must sum to {BPS}")
     if set(excess) - set(shares):
         problems.append("--excess names an ME that is not a --party")
+    if (target or excess) and bands:
+        problems.append("--target/--excess is one band: give it as a --band too, or use --target alone")
+    if len(bands) > MAX_BANDS:
+        problems.append(f"--band: at most {MAX_BANDS} bands, got {len(bands)}")
+    previous = 0
+    for j, (band_target, table) in enumerate(bands, start=1):
+        if band_target <= previous:
+            problems.append(f"--band {j}: the targets must be above 0 and ascending ({band_target} after {previous})")
+        previous = max(previous, band_target)
+        if sum(table.values()) != BPS:
+            problems.append(f"--band {j}: shares sum to {sum(table.values())} basis points; they must sum to {BPS}")
+        if set(table) - set(shares):
+            problems.append(f"--band {j}: names an ME that is not a --party")
+    if recoup and not recoup_shares:
+        problems.append("--recoup needs --recoup-share (who is paid the investment back)")
+    if recoup_shares and not recoup:
+        problems.append("--recoup-share needs --recoup (the amount to pay back first)")
+    if recoup > MAX_RECOUP:
+        problems.append(f"--recoup: at most {MAX_RECOUP} base units")
+    if recoup_shares and sum(recoup_shares.values()) != BPS:
+        problems.append(
+            f"--recoup-share shares sum to {sum(recoup_shares.values())} basis points; they must sum to {BPS}"
+        )
+    if set(recoup_shares) - set(shares):
+        problems.append("--recoup-share names an ME that is not a --party")
     if problems:
         raise InputError(problems)
     try:
-        return Terms.build(token, shares, target, excess)
+        return Terms.build(
+            token, shares, target, excess, bands=list(bands), recoup=recoup, recoup_shares=recoup_shares, nested=nested
+        )
     except ValueError as err:
         message = err.errors()[0]["msg"] if hasattr(err, "errors") else str(err)
         raise InputError(message.removeprefix("Value error, ")) from None
+
+
+def check_nested(chain, agreement_id: bytes, terms: Terms) -> None:
+    """The contract's nesting rules, checked before anything is sent (advisory: the contract checks again
+    at proposal and activation): each inner alliance exists and settles in the same token, no cycle leads
+    back to this alliance, and there are at most MAX_NESTING_DEPTH levels of alliances below it (through
+    the inner alliances' versions in force)."""
+    problems = []
+
+    def depth_below(inner_id: bytes, path: tuple[bytes, ...]) -> int:
+        """Levels of alliances below ``inner_id`` (0: none), or raises on a cycle."""
+        found = chain.agreements([inner_id])[0]
+        if found is None or not found.active_version:
+            return 0
+        inner_terms = chain.terms_of(inner_id, found.active_version)
+        deepest = 0
+        for deeper in dict.fromkeys(inner_terms.nested_parties.values()):
+            if deeper == agreement_id or deeper in path:
+                raise _Cycle(deeper)
+            deepest = max(deepest, 1 + depth_below(deeper, (*path, deeper)))
+        return deepest
+
+    for inner_id in terms.nested_parties.values():
+        name = bytes32_to_text(inner_id)
+        if inner_id == agreement_id:
+            problems.append(f"--nested: alliance {name!r} cannot be its own party")
+            continue
+        found = chain.agreements([inner_id])[0]
+        if found is None:
+            problems.append(f"--nested: no alliance named {name!r}")
+            continue
+        if found.token.lower() != terms.token.lower():
+            problems.append(f"--nested: alliance {name!r} settles in {found.token}, not in {terms.token}")
+            continue
+        try:
+            depth = 1 + depth_below(inner_id, (inner_id,))
+        except _Cycle as cycle:
+            problems.append(f"--nested: alliance {name!r} leads back to {bytes32_to_text(cycle.args[0])!r} (a cycle)")
+            continue
+        if depth > MAX_NESTING_DEPTH:
+            problems.append(
+                f"--nested: through {name!r} the alliance would have alliances {depth} levels below it; "
+                f"at most {MAX_NESTING_DEPTH}"
+            )
+    if problems:
+        raise InputError(problems)
+
+
+class _Cycle(Exception):
+    pass
 
 
 def propose(chain, name: str, terms: Terms, *, sender, amend: bool, from_block: int = 0) -> int:
@@ -170,6 +298,8 @@ def propose(chain, name: str, terms: Terms, *, sender, amend: bool, from_block: 
     else:
         check_new(name, alliance_names(chain, from_block), "alliance")
     current = chain.terms_of(agreement_id, existing.current_version) if existing is not None else None
+    if terms.nested:
+        check_nested(chain, agreement_id, terms)
     if not chain.has_role("PLATFORM_ROLE", sender.address):
         speakers = current.parties if current is not None else terms.parties
         if not any(me.signer.lower() == sender.address.lower() for me in chain.mes_by_id(speakers)):

@@ -50,8 +50,10 @@ from ledger.chain import eip712
 from ledger.chain.logs import AUDIT_PAGE_WEIGHT, DEFAULT_PAGE_SIZE, Log, LogReader
 from ledger.chain.rpc import RpcError
 from ledger.errors import ChainUnavailable, LedgerError
-from ledger.models import MAX_PARTIES, MIN_PARTIES, bytes32_to_text
+from ledger.models import bytes32_to_text
 from ledger.money import BPS, MAX_EVENT_AMOUNT, ROUNDING_STRIDE, format_amount
+from ledger.terms import NOT_NESTED, credit_run, nested_credit, nested_reference, terms_problem, terms_struct_hash
+from ledger.terms import TERMS_TYPEHASH as TERMS_TYPEHASH  # noqa: F401 - re-exported for the tests
 
 # The ledger's events, written out so the audit depends on the chain alone (tests compare them with
 # the compiled ABI). Tuple types are spelled as ``(...)``.
@@ -60,17 +62,23 @@ EVENT_SIGNATURES = [
     "MEUpdated(uint32 indexed meId, address payout, address signer, uint32 nonce)",
     "MEDissolved(uint32 indexed meId)",
     "AgreementProposed(bytes32 indexed agreementId, uint32 indexed version, bytes32 termsHash,"
-    " (address,uint32[],uint16[],uint128,uint16[]) terms, address proposer)",
+    " (address,uint32[],uint16[],(uint128,uint16[])[],uint128,uint16[],bytes32[]) terms, address proposer)",
     "AgreementActivated(bytes32 indexed agreementId, uint32 indexed version, bytes[] signatures)",
     "AgreementEnded(bytes32 indexed agreementId, uint32 indexed version, bytes[] signatures)",
     "RevenueSettled(bytes32 indexed agreementId, uint32 indexed version, uint64 firstSeq, bytes32[] refs,"
     " uint256[] entries)",
     "PartiesCredited(bytes32 indexed agreementId, uint32 indexed period, uint32 version, uint64 firstSeq,"
     " uint64 count, uint256[] baseCredits, uint256[] excessCredits)",
+    "PartiesCreditedByTier(bytes32 indexed agreementId, uint32 indexed period, uint32 version, uint64 firstSeq,"
+    " uint64 count, uint256[] credits)",
+    "NestedSettled(bytes32 indexed agreementId, uint64 firstSeq, uint32 indexed meId, bytes32 indexed inner,"
+    " uint64 innerSeq, uint256 amount)",
     "RevenueReversed(bytes32 indexed agreementId, uint32 indexed version, uint64 firstSeq, bytes32[] refs,"
     " uint256[] entries, bytes32[] originals)",
     "PartiesDebited(bytes32 indexed agreementId, uint32 indexed period, uint32 version, uint64 firstSeq,"
     " uint64 count, uint256[] baseDebits, uint256[] excessDebits)",
+    "PartiesDebitedByTier(bytes32 indexed agreementId, uint32 indexed period, uint32 version, uint64 firstSeq,"
+    " uint64 count, uint256[] debits)",
     "DebtIncurred(uint32 indexed meId, address indexed token, uint256 amount)",
     "DebtNetted(uint32 indexed meId, address indexed token, uint256 amount)",
     "PeriodClosed(bytes32 indexed agreementId, uint32 indexed period, uint128 revenue)",
@@ -80,9 +88,6 @@ EVENT_SIGNATURES = [
     "RoleRevoked(bytes32 indexed role, address indexed account, address indexed sender)",
 ]
 
-TERMS_TYPEHASH = keccak(
-    text="Terms(address token,uint32[] parties,uint16[] shares,uint128 target,uint16[] excessShares)"
-)
 UPDATE_ME_SELECTOR = keccak(text="updateME(uint32,address,address,bytes)")[:4]
 ROLE_NAMES = {
     b"\0" * 32: "admin",
@@ -98,6 +103,10 @@ FINDING_KINDS = {
         "an activation out of order"
     ),
     "credit": "credits that differ from the split recomputed from the terms in force",
+    "nested": (
+        "a nested party's credit not passed on to its inner alliance as one event with the derived reference and "
+        "the same amount, or passed on without such a credit"
+    ),
     "debit": "reversal debits that differ from the split recomputed from the terms in force",
     "reversal": (
         "a reversal of a reference never settled, of another alliance's, of a reversal, or beyond the original's amount"
@@ -261,9 +270,63 @@ class _Terms:
     token: str
     parties: tuple[int, ...]
     shares: tuple[int, ...]
-    target: int
-    excess_shares: tuple[int, ...]
+    target: int = 0  # the first band's target (0: no band)
+    excess_shares: tuple[int, ...] = ()  # the first band's table
     problem: str | None = None
+    bands: tuple = ()  # ((target, shares), ...): every band, the first included
+    recoup: int = 0
+    recoup_shares: tuple[int, ...] = ()
+    nested: tuple = ()  # bytes32 per party, or empty
+
+    def __post_init__(self) -> None:
+        if not self.bands and (self.target or self.excess_shares):  # built as the one band of before
+            self.bands = ((self.target, tuple(self.excess_shares)),)
+
+    @classmethod
+    def logged(cls, value) -> _Terms:
+        token, parties, shares, bands, recoup, recoup_shares, nested = value
+        bands = tuple((int(t), tuple(table)) for t, table in bands)
+        return cls(
+            token, tuple(parties), tuple(shares), bands[0][0] if bands else 0, bands[0][1] if bands else (),
+            bands=bands, recoup=int(recoup), recoup_shares=tuple(recoup_shares), nested=tuple(bytes(x) for x in nested),
+        )  # fmt: skip
+
+    def as_abi(self) -> tuple:
+        return (self.token, list(self.parties), list(self.shares), [(t, list(x)) for t, x in self.bands], self.recoup,
+                list(self.recoup_shares), [bytes(x) for x in self.nested])  # fmt: skip
+
+    @property
+    def by_tier(self) -> bool:
+        """Credited by ``PartiesCreditedByTier`` (two or more bands, or a recoup)."""
+        return len(self.bands) >= 2 or self.recoup > 0
+
+    @property
+    def tier_names(self) -> tuple[str, ...]:
+        if not self.by_tier:
+            return ("base", "excess")  # PartiesCredited: base and band 1 (zeros without a band)
+        head = ("recoup",) if self.recoup else ()
+        if len(self.bands) == 1:
+            return (*head, "base", "excess")
+        return (*head, "base", *(f"band {j}" for j in range(1, len(self.bands) + 1)))
+
+    @property
+    def tier_prefixes(self) -> list[list[int]]:
+        """The running sums of each tier's table, in :attr:`tier_names` order."""
+        if not self.by_tier:
+            return [self.prefix, self.prefix_excess]
+        head = [_prefix(self.recoup_shares)] if self.recoup else []
+        return [*head, self.prefix, *(_prefix(table) for _, table in self.bands)]
+
+    @property
+    def nested_parties(self) -> dict[int, bytes]:
+        return {p: bytes(x) for p, x in zip(self.parties, self.nested, strict=False) if bytes(x) != NOT_NESTED}
+
+    def eip712_message(self) -> dict:
+        return {
+            "token": self.token, "parties": list(self.parties), "shares": list(self.shares),
+            "bands": [{"target": t, "shares": list(x)} for t, x in self.bands], "recoup": self.recoup,
+            "recoupShares": list(self.recoup_shares), "nested": [bytes(x) for x in self.nested],
+        }  # fmt: skip
 
     @property
     def prefix(self) -> list[int]:
@@ -292,6 +355,7 @@ class _Agreement:
     latest: int = 0
     next_seq: int = 0
     versions: dict[int, _Terms] = field(default_factory=dict)
+    recouped: int = 0  # revenue split by a recoup table, all periods and versions (Agreement.recouped)
 
 
 @dataclass
@@ -306,38 +370,61 @@ class _Run:
     base: list[int]
     excess: list[int]
     debit: bool = False  # a run of reversals (PartiesDebited) rather than of revenue
+    tiers: list[list[int]] | None = None  # per tier (the terms' tier_names order), per party
+
+    def logged_tiers(self) -> list[list[int]]:
+        return self.tiers if self.tiers is not None else [self.base, self.excess]
 
 
-def terms_hash(token: str, parties, shares, target: int, excess) -> bytes:
+def terms_hash(terms: _Terms) -> bytes:
     """The EIP-712 struct hash of a ``Terms`` (``hashTerms`` in the contract), computed here."""
-
-    def packed(values) -> bytes:
-        return keccak(b"".join(int(v).to_bytes(32, "big") for v in values))
-
-    return keccak(
-        abi_encode(
-            ["bytes32", "address", "bytes32", "bytes32", "uint128", "bytes32"],
-            [TERMS_TYPEHASH, token, packed(parties), packed(shares), target, packed(excess)],
-        )
-    )
+    return terms_struct_hash(terms.as_abi())
 
 
 def validate_terms(terms: _Terms) -> str | None:
-    """Why these terms could never have been valid, or None."""
-    if int(terms.token, 16) == 0:
-        return "the token is the zero address"
-    n = len(terms.parties)
-    if not MIN_PARTIES <= n <= MAX_PARTIES:
-        return f"{n} parties (allowed {MIN_PARTIES} to {MAX_PARTIES})"
-    if any(b <= a for a, b in zip(terms.parties, terms.parties[1:], strict=False)):
-        return "parties not in strictly ascending order"
-    if len(terms.shares) != n or sum(terms.shares) != BPS:
-        return f"shares {list(terms.shares)} do not give {n} parties {BPS} basis points"
-    if terms.target == 0 and terms.excess_shares:
-        return "excess shares without a target"
-    if terms.target and (len(terms.excess_shares) != n or sum(terms.excess_shares) != BPS):
-        return f"excess shares {list(terms.excess_shares)} do not give {n} parties {BPS} basis points"
-    return None
+    """Why these terms could never have been valid, or None (the rules of ``ledger.terms``)."""
+    return terms_problem(
+        terms.token, terms.parties, terms.shares, terms.bands, terms.recoup, terms.recoup_shares, terms.nested
+    )
+
+
+def _event_parts(amount: int, banded: int, recouped: int, terms: _Terms) -> list[int]:
+    """An event cut into tier parts (``terms.tier_names`` order), written out apart from ``ledger.money``."""
+    parts = []
+    if terms.recoup:
+        part = min(amount, terms.recoup - recouped) if recouped < terms.recoup else 0
+        parts.append(part)
+        amount -= part
+    low, high = banded, banded + amount
+    edges = [0, *(t for t, _ in terms.bands)]
+    for j, start in enumerate(edges):
+        end = edges[j + 1] if j + 1 < len(edges) else high
+        parts.append(max(0, min(high, end) - max(low, start)))
+    if not terms.by_tier and not terms.bands:
+        parts.append(0)  # PartiesCredited always carries an excess vector
+    return parts
+
+
+def _reversal_parts(amount: int, banded: int, period_recouped: int, terms: _Terms) -> list[int]:
+    """A reversal cut into tier parts: the banded revenue from the top, then the recouped part, the rest
+    (beyond the period's revenue) by the base table."""
+    edges = [0, *(t for t, _ in terms.bands)]
+    band_parts = [0] * len(edges)
+    left, top = amount, banded
+    for j in range(len(edges) - 1, -1, -1):
+        take = min(left, max(0, top - edges[j]))
+        band_parts[j] += take
+        left -= take
+        top -= take
+    head = []
+    if terms.recoup:  # else the recouped part (an earlier version's recoup) goes by the base table
+        take = min(left, period_recouped)
+        head.append(take)
+        left -= take
+    band_parts[0] += left
+    if not terms.by_tier and not terms.bands:
+        band_parts.append(0)
+    return head + band_parts
 
 
 def recompute_runs(
@@ -347,55 +434,19 @@ def recompute_runs(
     first_seq: int,
     entries: list[int],
     revenue_of,
+    recouped_of=None,
+    recouped: int = 0,
 ) -> tuple[list[_Run], dict[int, int]]:
     """Split a batch's events with the documented rule, run by run of consecutive same-period events.
 
-    ``revenue_of(period)`` is the period's revenue before the batch. Per event the rule is
+    ``revenue_of(period)`` is the period's revenue before the batch, ``recouped_of(period)`` its recouped
+    part, ``recouped`` the agreement's recouped total. Per event the rule is
     ``credit_i = floor((o + a*S_i)/B) - floor((o + a*S_(i-1))/B)`` for each tier part ``a``; a run's
-    credits are the sums of its events' credits. Returns the runs and each period's revenue after them.
-    """
-    runs: list[_Run] = []
-    revenue: dict[int, int] = {}
-    prefix, prefix_x = terms.prefix, terms.prefix_excess
-    n = len(terms.parties)
-    target = terms.target
-    k, count = 0, len(entries)
-    while k < count:
-        period = entries[k] & 0xFFFFFFFF
-        rev = revenue[period] if period in revenue else revenue_of(period)
-        floors_b = [0] * (n - 1)  # sums over the run of floor((o + a*S_i)/B), i < n
-        floors_x = [0] * (n - 1)
-        total_b = total_x = 0
-        start = k
-        while k < count:
-            entry = entries[k]
-            if entry & 0xFFFFFFFF != period:
-                break
-            amount = entry >> 32
-            offset = ((first_seq + k) * ROUNDING_STRIDE) % BPS
-            if target == 0 or rev + amount <= target:
-                below, above = amount, 0
-            elif rev >= target:
-                below, above = 0, amount
-            else:
-                below, above = target - rev, rev + amount - target
-            if below:
-                total_b += below
-                for i, s in enumerate(prefix):
-                    floors_b[i] += (offset + below * s) // BPS
-            if above:
-                total_x += above
-                for i, s in enumerate(prefix_x):
-                    floors_x[i] += (offset + above * s) // BPS
-            rev += amount
-            k += 1
-        revenue[period] = rev
-        runs.append(
-            _Run(
-                agreement_id, period, version, first_seq + start, k - start,
-                _differences(floors_b, total_b), _differences(floors_x, total_x),
-            )
-        )  # fmt: skip
+    credits are the sums of its events' credits. Returns the runs and each period's revenue after them
+    (:func:`recompute_batch` also returns the recouped state)."""
+    runs, revenue, _, _ = recompute_batch(
+        agreement_id, version, terms, first_seq, entries, revenue_of, recouped_of or (lambda _: 0), recouped
+    )
     return runs, revenue
 
 
@@ -406,46 +457,68 @@ def recompute_reversal_runs(
     first_seq: int,
     entries: list[int],
     revenue_of,
+    recouped_of=None,
+    recouped: int = 0,
 ) -> tuple[list[_Run], dict[int, int]]:
-    """Split a batch of reversals with the documented rule, run by run: a reversal of ``x`` with the
-    period's revenue ``R`` and target ``T`` debits ``min(x, max(0, R - T))`` by the excess table and the
-    rest by the base table (same rounding as credits, the reversal's own sequence number); the period's
-    revenue becomes ``R - min(x, R)``. Written out here, apart from ``ledger.money``, on purpose."""
+    """Split a batch of reversals with the documented rule, run by run: a reversal of ``x`` unwinds the
+    period's banded revenue from the top (a target ``T``'s band first: with one band ``min(x, max(0, R -
+    T))`` by the excess table), then the period's recouped part, the rest by the base table (same rounding
+    as credits, the reversal's own sequence number); the period's revenue becomes ``R - min(x, R)``.
+    Written out here, apart from ``ledger.money``, on purpose."""
+    runs, revenue, _, _ = recompute_batch(
+        agreement_id, version, terms, first_seq, entries, revenue_of, recouped_of or (lambda _: 0), recouped,
+        reversal=True,
+    )  # fmt: skip
+    return runs, revenue
+
+
+def recompute_batch(
+    agreement_id: bytes, version: int, terms: _Terms, first_seq: int, entries: list[int], revenue_of, recouped_of,
+    recouped: int, *, reversal: bool = False,
+) -> tuple[list[_Run], dict[int, int], dict[int, int], int]:  # fmt: skip
+    """The runs of a batch (of revenue, or of reversals), each period's revenue and recouped part after
+    it, and the agreement's recouped total after it."""
     runs: list[_Run] = []
     revenue: dict[int, int] = {}
-    prefix, prefix_x = terms.prefix, terms.prefix_excess
+    period_recouped: dict[int, int] = {}
+    prefixes = terms.tier_prefixes
     n = len(terms.parties)
-    target = terms.target
     k, count = 0, len(entries)
     while k < count:
         period = entries[k] & 0xFFFFFFFF
         rev = revenue[period] if period in revenue else revenue_of(period)
-        floors_b, floors_x = [0] * (n - 1), [0] * (n - 1)
-        total_b = total_x = 0
+        rec = period_recouped[period] if period in period_recouped else recouped_of(period)
+        floors = [[0] * (n - 1) for _ in prefixes]  # per tier: sums over the run of floor((o + a*S_i)/B), i < n
+        totals = [0] * len(prefixes)
         start = k
         while k < count and entries[k] & 0xFFFFFFFF == period:
             amount = entries[k] >> 32
             offset = ((first_seq + k) * ROUNDING_STRIDE) % BPS
-            above = min(amount, rev - target) if target and rev > target else 0
-            below = amount - above
-            if below:
-                total_b += below
-                for i, s in enumerate(prefix):
-                    floors_b[i] += (offset + below * s) // BPS
-            if above:
-                total_x += above
-                for i, s in enumerate(prefix_x):
-                    floors_x[i] += (offset + above * s) // BPS
-            rev -= min(amount, rev)
+            if reversal:
+                parts = _reversal_parts(amount, rev - rec, rec, terms)
+            else:
+                parts = _event_parts(amount, rev - rec, recouped, terms)
+            for t, part in enumerate(parts):
+                if part:
+                    totals[t] += part
+                    tier_floors = floors[t]
+                    for i, s in enumerate(prefixes[t]):
+                        tier_floors[i] += (offset + part * s) // BPS
+            if reversal:  # the recouped part unwound lowers the recouped totals, whatever the terms
+                unwound = min(max(0, amount - (rev - rec)), rec)
+                rec -= unwound
+                recouped -= unwound
+            elif terms.recoup:
+                rec += parts[0]
+                recouped += parts[0]
+            rev = rev - min(amount, rev) if reversal else rev + amount
             k += 1
-        revenue[period] = rev
-        runs.append(
-            _Run(
-                agreement_id, period, version, first_seq + start, k - start,
-                _differences(floors_b, total_b), _differences(floors_x, total_x), debit=True,
-            )
-        )  # fmt: skip
-    return runs, revenue
+        revenue[period], period_recouped[period] = rev, rec
+        tiers = [_differences(f, total) for f, total in zip(floors, totals, strict=True)]
+        base, excess = (tiers[0], tiers[1]) if not terms.by_tier else (tiers[0], tiers[-1])
+        runs.append(_Run(agreement_id, period, version, first_seq + start, k - start, base, excess, debit=reversal,
+                         tiers=tiers))  # fmt: skip
+    return runs, revenue, period_recouped, recouped
 
 
 def _differences(floors: list[int], total: int) -> list[int]:
@@ -486,12 +559,18 @@ class Auditor:
         self.mes: dict[int, _ME] = {}
         self.agreements: dict[bytes, _Agreement] = {}
         self.periods: dict[tuple[bytes, int], list] = {}  # (aid, period) -> [revenue, closed block or None]
+        self.period_recouped: dict[tuple[bytes, int], int] = {}  # (aid, period) -> the part that went by recoup
+        # Within one transaction: batches by (agreement, first seq), nested credits owed and logged.
+        self.tx_batches: dict[tuple[bytes, int], tuple[list, list]] = {}
+        self.nested_owed: dict[tuple[bytes, int, int], tuple[int, int, bytes, str]] = {}
+        self.nested_logged: list[tuple[Log, object]] = []
         self.references = None  # ledger.services.audit_state references: ref -> (aid, seq, tx, block)
         self.tokens: dict[str, TokenTotals] = {}
         self.credited: dict[tuple[int, str], int] = defaultdict(int)  # (me, token) -> credited
         self.withdrawn: dict[tuple[int, str], int] = defaultdict(int)
         self.accounts: dict[tuple[int, str], list[int]] = defaultdict(lambda: [0, 0])  # -> [balance, debt]
         self.logged_debt: dict[tuple[str, int, str], int] = defaultdict(int)  # (kind, me, token) -> logged
+        self.expected_debt: dict[tuple[str, int, str], int] = defaultdict(int)  # (kind, me, token) -> by the rule
         self.payouts: dict[tuple[str, int, int, str], int] = defaultdict(int)
         self.roles: dict[str, set[str]] = defaultdict(set)
         self.consents: list[tuple[Log, int, str, str, int, str]] = []
@@ -524,8 +603,11 @@ class Auditor:
             "AgreementEnded": self._ended,
             "RevenueSettled": self._settled,
             "PartiesCredited": self._credited,
+            "PartiesCreditedByTier": self._credited,
+            "NestedSettled": self._nested,
             "RevenueReversed": self._reversed,
             "PartiesDebited": self._debited,
+            "PartiesDebitedByTier": self._debited,
             "DebtIncurred": self._debt_logged,
             "DebtNetted": self._debt_logged,
             "PeriodClosed": self._closed,
@@ -588,7 +670,7 @@ class Auditor:
     # -- the checkpoint ----------------------------------------------------------------------------
 
     STATE_FIELDS = ("findings", "consent_findings", "mes", "agreements", "periods", "tokens", "credited", "withdrawn",
-                    "accounts", "payouts", "roles", "counts")  # fmt: skip
+                    "accounts", "payouts", "roles", "counts", "period_recouped")  # fmt: skip
 
     def _key(self) -> str:
         return f"{self.chain_id}:{self.ledger.lower()}:{self.from_block}"
@@ -622,6 +704,7 @@ class Auditor:
         state = stored["state"]
         for name in ("findings", "consent_findings", "mes", "agreements", "periods", "tokens"):
             setattr(self, name, state[name])
+        self.period_recouped = dict(state.get("period_recouped", {}))
         self.credited = as_defaultdict(int, state["credited"])
         self.withdrawn = as_defaultdict(int, state["withdrawn"])
         self.accounts = defaultdict(lambda: [0, 0])
@@ -685,8 +768,8 @@ class Auditor:
     def _proposed(self, log: Log) -> None:
         a = log.args
         aid, version = a["agreementId"], a["version"]
-        token, parties, shares, target, excess = a["terms"]
-        terms = _Terms(token, tuple(parties), tuple(shares), target, tuple(excess))
+        terms = _Terms.logged(a["terms"])
+        token = terms.token
         name = bytes32_to_text(aid)
         agreement = self.agreements.get(aid)
         if agreement is None:
@@ -709,7 +792,7 @@ class Auditor:
         if problem is None and version != agreement.latest + 1:
             problem = f"version {version} follows version {agreement.latest}"
         problem = problem or proposer_problem
-        recomputed = terms_hash(token, parties, shares, target, excess)
+        recomputed = terms_hash(terms)
         if recomputed != a["termsHash"]:
             problem = (
                 f"logged terms hash {a['termsHash'].hex()} is not the hash of the logged terms ({recomputed.hex()})"
@@ -933,15 +1016,20 @@ class Auditor:
             token.reversed += total
         else:
             token.settled += total
+        self.tx_batches[(aid, first_seq)] = (list(refs), list(entries))
         if terms is not None and not terms.problem:  # else there are no terms to recompute with (reported)
 
             def revenue_of(period: int) -> int:
                 state = periods.get((aid, period))
                 return state[0] if state else 0
 
-            recompute = recompute_reversal_runs if reversal else recompute_runs
-            runs, after = recompute(aid, version, terms, first_seq, entries, revenue_of)
+            runs, after, recouped_after, agreement.recouped = recompute_batch(
+                aid, version, terms, first_seq, entries, revenue_of,
+                lambda period: self.period_recouped.get((aid, period), 0), agreement.recouped, reversal=reversal,
+            )  # fmt: skip
             self.pending.extend(runs)
+            for period, recouped in recouped_after.items():
+                self.period_recouped[(aid, period)] = recouped
             if reversal:
                 for period, revenue in after.items():
                     periods.setdefault((aid, period), [0, None])[0] = revenue
@@ -981,116 +1069,157 @@ class Auditor:
                            f"more than its {original_amount}", log, reversed=total, amount=original_amount,
                            **values)  # fmt: skip
 
-    def _credited(self, log: Log) -> None:
-        a = log.args
-        aid, version, period = a["agreementId"], a["version"], a["period"]
-        base, excess = list(a["baseCredits"]), list(a["excessCredits"])
-        self.counts["credit_runs"] += 1
-        name = bytes32_to_text(aid)
-        agreement = self.agreements.get(aid)
-        terms = agreement.versions.get(version) if agreement else None
+    def _run_of(self, log: Log, debit: bool):
+        """The logged run, its terms and the recomputed run it must equal (None: reported here)."""
+        run = credit_run(log.event, log.args)
+        what = "debit" if debit else "credit"
+        self.counts["debit_runs" if debit else "credit_runs"] += 1
+        name = bytes32_to_text(run.agreement_id)
+        agreement = self.agreements.get(run.agreement_id)
+        terms = agreement.versions.get(run.version) if agreement else None
         if terms is None:
-            self._find("credit", f"credits for alliance {name!r} version {version}, which has no terms", log)
-            return
+            self._find(what, f"{what}s for alliance {name!r} version {run.version}, which has no terms", log)
+            return None
+        n = len(terms.parties)
+        if run.pair is not None:
+            logged = [list(run.pair[0]), list(run.pair[1])]
+        else:
+            flat = list(run.flat)
+            logged = [flat[t * n : (t + 1) * n] for t in range(len(flat) // n)] if n and len(flat) % n == 0 else None
+        layout = len(terms.tier_names)
+        if logged is None or len(logged) != layout or any(len(v) != n for v in logged) or (
+            run.pair is not None
+        ) == terms.by_tier:  # fmt: skip
+            size = len(run.pair[0]) if run.pair is not None else len(run.flat)
+            self._find(what, f"alliance {name!r}: {what}s for {size} parties or tiers, the terms have {n} parties "
+                       f"and {layout} tiers ({log.event})", log)  # fmt: skip
+            return None
         expected = None
-        for i, run in enumerate(self.pending):
-            if run.agreement_id == aid and run.first_seq == a["firstSeq"] and not run.debit:
+        for i, pending in enumerate(self.pending):
+            if (
+                pending.agreement_id == run.agreement_id
+                and pending.first_seq == run.first_seq
+                and pending.debit == debit
+            ):
                 expected = self.pending.pop(i)
                 break
-        n = len(terms.parties)
-        if len(base) != n or len(excess) != n:
-            self._find("credit", f"alliance {name!r}: credits for {len(base)} parties, the terms have {n}", log)
-            return
         if expected is None and terms.problem:
             pass  # the version's terms are reported as unusable: its credits cannot be recomputed
         elif expected is None:
-            self._find(
-                "credit",
-                f"alliance {name!r}: credits for sequence {a['firstSeq']}.. that match no settled revenue",
-                log, alliance=name, first_seq=a["firstSeq"],
-            )  # fmt: skip
-        elif (expected.period, expected.version, expected.count, expected.base, expected.excess) != (
-            period, version, a["count"], base, excess,
+            self._find(what, f"alliance {name!r}: {what}s for sequence {run.first_seq}.. that match no "
+                       f"{'reversal' if debit else 'settled revenue'}", log, alliance=name,
+                       first_seq=run.first_seq)  # fmt: skip
+        elif (expected.period, expected.version, expected.count, expected.logged_tiers()) != (
+            run.period, run.version, run.count, logged,
         ):  # fmt: skip
+            recomputed = expected.logged_tiers()
             differing = [
-                f"{self._me_name(p)} {'base' if b != eb else 'excess'} {b if b != eb else x} "
-                f"(recomputed {eb if b != eb else ex})"
-                for p, b, x, eb, ex in zip(terms.parties, base, excess, expected.base, expected.excess, strict=True)
-                if b != eb or x != ex
+                f"{self._me_name(p)} {tier} {logged[t][i]} (recomputed {recomputed[t][i]})"
+                for t, tier in enumerate(terms.tier_names)
+                for i, p in enumerate(terms.parties)
+                if t < len(recomputed) and logged[t][i] != recomputed[t][i]
             ]
+            verb = "debited" if debit else "credited"
             self._find(
-                "credit",
-                f"alliance {name!r} period {period}, events {a['firstSeq']}..{a['firstSeq'] + a['count'] - 1}: "
-                f"credited {', '.join(differing) or 'a different run'}",
-                log,
-                alliance=name, period=period, first_seq=a["firstSeq"], count=a["count"],
-                credited_base=base, credited_excess=excess, recomputed_base=expected.base,
-                recomputed_excess=expected.excess,
+                what,
+                f"alliance {name!r} period {run.period}, {'reversals' if debit else 'events'} {run.first_seq}.."
+                f"{run.first_seq + run.count - 1}: {verb} {', '.join(differing) or 'a different run'}",
+                log, alliance=name, period=run.period, first_seq=run.first_seq, count=run.count,
+                **{f"{verb}_base": logged[0 if not terms.recoup else 1], f"{verb}_excess": logged[-1],
+                   "recomputed_base": recomputed[0 if not terms.recoup else 1], "recomputed_excess": recomputed[-1],
+                   f"{verb}_tiers": logged, "recomputed_tiers": recomputed},
             )  # fmt: skip
+        return run, terms, logged, name
+
+    def _credited(self, log: Log) -> None:
+        found = self._run_of(log, debit=False)
+        if found is None:
+            return
+        run, terms, logged, name = found
         token = terms.token
         totals = self._token(token)
         credited, payouts = self.credited, self.payouts
-        for me_id, b, x in zip(terms.parties, base, excess, strict=True):
-            if b:
-                credited[(me_id, token)] += b
-                payouts[(name, period, me_id, "base")] += b
-            if x:
-                credited[(me_id, token)] += x
-                payouts[(name, period, me_id, "excess")] += x
-            totals.credited += b + x
-            if b + x:
+        nested = terms.nested_parties
+        names = terms.tier_names
+        for i, me_id in enumerate(terms.parties):
+            total = sum(tier[i] for tier in logged)
+            if me_id in nested:  # an alliance: its credit becomes one event of the inner alliance
+                if total:
+                    self.nested_owed[(run.agreement_id, run.first_seq, me_id)] = (total, run.period, nested[me_id],
+                                                                                  token)  # fmt: skip
+                continue
+            for t, tier in enumerate(names):
+                if logged[t][i]:
+                    payouts[(name, run.period, me_id, tier)] += logged[t][i]
+            totals.credited += total
+            if total:
+                credited[(me_id, token)] += total
                 account = self.accounts[(me_id, token)]
-                netted = min(account[1], b + x)
-                account[0] += b + x - netted
+                netted = min(account[1], total)
+                account[0] += total - netted
                 account[1] -= netted
                 totals.netted += netted
                 self._check_debt_log("netted", me_id, token, netted, log)
 
+    def _nested(self, log: Log) -> None:
+        self.counts["nested_events"] += 1
+        self.nested_logged.append((log, nested_credit(log.args)))
+
+    def _check_nested(self) -> None:
+        """At the end of a transaction: every nested party's credit was passed on as one event of its inner
+        alliance (the derived reference, the same amount and period, the inner's next sequence number), and
+        nothing else was; the inner event was not paid in by finance (it is not counted as settled)."""
+        owed = dict(self.nested_owed)
+        for log, item in self.nested_logged:
+            name = bytes32_to_text(item.agreement_id)
+            key = (item.agreement_id, item.first_seq, item.me_id)
+            what = (f"alliance {name!r} run {item.first_seq}, party {self._me_name(item.me_id)!r} -> alliance "
+                    f"{bytes32_to_text(item.inner)!r} event {item.inner_seq}")  # fmt: skip
+            expected = owed.pop(key, None)
+            batch = self.tx_batches.get((item.inner, item.inner_seq))
+            if expected is None:
+                self._find("nested", f"{what}: {item.amount} passed on, but the run credited that party nothing", log)
+            elif (expected[0], expected[2]) != (item.amount, item.inner):
+                self._find("nested", f"{what}: {item.amount} passed on, the run credited {expected[0]} for "
+                           f"alliance {bytes32_to_text(expected[2])!r}", log, logged=item.amount,
+                           credited=expected[0])  # fmt: skip
+            if batch is None or len(batch[1]) != 1:
+                self._find("nested", f"{what}: no single revenue event of the inner alliance at that sequence", log)
+            else:
+                (ref,), (entry,) = batch
+                period = expected[1] if expected else entry & 0xFFFFFFFF
+                if ref != nested_reference(item.agreement_id, item.first_seq, item.me_id) or entry != (
+                    item.amount << 32 | period
+                ):  # fmt: skip
+                    self._find("nested", f"{what}: the inner event has reference 0x{bytes(ref).hex()} and entry "
+                               f"{entry}, not the derived reference and {item.amount} in period {period}",
+                               log)  # fmt: skip
+                agreement = self.agreements.get(item.inner)
+                if agreement is not None:
+                    self._token(agreement.token).settled -= item.amount  # paid in once, by the outer batch
+        for (aid, first_seq, me_id), (amount, _, inner, _) in owed.items():
+            self.findings.append(Finding(
+                "nested", f"alliance {bytes32_to_text(aid)!r} run {first_seq} credited party "
+                f"{self._me_name(me_id)!r} {amount}, which is an alliance ({bytes32_to_text(inner)!r}), and the "
+                f"credit was not passed on", self.pending_block, self.pending_tx, {"amount": amount},
+            ))  # fmt: skip
+        self.nested_owed.clear()
+        self.nested_logged.clear()
+        self.tx_batches.clear()
+
     def _debited(self, log: Log) -> None:
-        a = log.args
-        aid, version, period = a["agreementId"], a["version"], a["period"]
-        base, excess = list(a["baseDebits"]), list(a["excessDebits"])
-        self.counts["debit_runs"] += 1
-        name = bytes32_to_text(aid)
-        agreement = self.agreements.get(aid)
-        terms = agreement.versions.get(version) if agreement else None
-        if terms is None:
-            self._find("debit", f"debits for alliance {name!r} version {version}, which has no terms", log)
+        found = self._run_of(log, debit=True)
+        if found is None:
             return
-        n = len(terms.parties)
-        if len(base) != n or len(excess) != n:
-            self._find("debit", f"alliance {name!r}: debits for {len(base)} parties, the terms have {n}", log)
-            return
-        expected = None
-        for i, run in enumerate(self.pending):
-            if run.agreement_id == aid and run.first_seq == a["firstSeq"] and run.debit:
-                expected = self.pending.pop(i)
-                break
-        if expected is None and not terms.problem:
-            self._find("debit", f"alliance {name!r}: debits for sequence {a['firstSeq']}.. that match no reversal",
-                       log, alliance=name, first_seq=a["firstSeq"])  # fmt: skip
-        elif expected is not None and (expected.period, expected.version, expected.count, expected.base,
-                                       expected.excess) != (period, version, a["count"], base, excess):  # fmt: skip
-            differing = [
-                f"{self._me_name(p)} {b + x} (recomputed {eb + ex})"
-                for p, b, x, eb, ex in zip(terms.parties, base, excess, expected.base, expected.excess, strict=True)
-                if b != eb or x != ex
-            ]
-            self._find(
-                "debit",
-                f"alliance {name!r} period {period}, reversals {a['firstSeq']}..{a['firstSeq'] + a['count'] - 1}: "
-                f"debited {', '.join(differing) or 'a different run'}",
-                log, alliance=name, period=period, first_seq=a["firstSeq"], debited_base=base,
-                debited_excess=excess, recomputed_base=expected.base, recomputed_excess=expected.excess,
-            )  # fmt: skip
+        run, terms, logged, name = found
         token = terms.token
         totals = self._token(token)
-        for me_id, b, x in zip(terms.parties, base, excess, strict=True):
-            debit = b + x
+        for i, me_id in enumerate(terms.parties):
+            debit = sum(tier[i] for tier in logged)
             totals.debited += debit
             if not debit:
                 continue
-            self.payouts[(name, period, me_id, "reversal")] -= debit
+            self.payouts[(name, run.period, me_id, "reversal")] -= debit
             account = self.accounts[(me_id, token)]
             covered = min(account[0], debit)
             account[0] -= covered
@@ -1104,19 +1233,28 @@ class Auditor:
         self.logged_debt[(kind, log.args["meId"], log.args["token"])] += log.args["amount"]
 
     def _check_debt_log(self, kind: str, me_id: int, token: str, expected: int, log: Log) -> None:
-        """The ``DebtIncurred``/``DebtNetted`` logged for this ME in this run against the rule."""
-        logged = self.logged_debt.pop((kind, me_id, token), 0)
-        if logged != expected:
-            self._find("debt", f"ME {self._me_name(me_id)!r}: debt {kind} {logged} base units, the rule gives "
-                       f"{expected}", log, me_id=me_id, token=token, logged=logged, expected=expected)  # fmt: skip
+        """What the rule says this run incurs or nets for this ME; compared with the ``DebtIncurred`` /
+        ``DebtNetted`` logs of the transaction when it ends (the contract may log them before or after
+        the run's credit or debit event)."""
+        if expected:
+            self.expected_debt[(kind, me_id, token)] += expected
 
     def _flush_pending(self) -> None:
-        for (kind, me_id, token), amount in self.logged_debt.items():
-            if amount:
-                self.findings.append(Finding("debt", f"ME {self._me_name(me_id)!r}: debt {kind} {amount} base units "
-                                             f"that no run explains", self.pending_block, self.pending_tx,
-                                             {"me_id": me_id, "token": token, "logged": amount}))  # fmt: skip
+        self._check_nested()
+        for key in list(dict.fromkeys([*self.expected_debt, *self.logged_debt])):
+            kind, me_id, token = key
+            logged, expected = self.logged_debt.get(key, 0), self.expected_debt.get(key, 0)
+            if logged == expected:
+                continue
+            if expected:
+                message = f"ME {self._me_name(me_id)!r}: debt {kind} {logged} base units, the rule gives {expected}"
+            else:
+                message = f"ME {self._me_name(me_id)!r}: debt {kind} {logged} base units that no run explains"
+            self.findings.append(Finding("debt", message, self.pending_block, self.pending_tx,
+                                         {"me_id": me_id, "token": token, "logged": logged,
+                                          "expected": expected}))  # fmt: skip
         self.logged_debt.clear()
+        self.expected_debt.clear()
         for run in self.pending:
             name = bytes32_to_text(run.agreement_id)
             last = run.first_seq + run.count - 1

@@ -41,9 +41,10 @@ from ledger import words
 from ledger.chain.connect import checked_address
 from ledger.chain.transact import NonceTaken
 from ledger.errors import InputError, LedgerError
-from ledger.models import MAX_PARTIES, MEStatus, Terms, text_to_bytes32
-from ledger.money import AmountError, parse_amount
+from ledger.models import MEStatus, Terms, text_to_bytes32
+from ledger.money import BPS, AmountError, parse_amount
 from ledger.revenue_file.parse import Problems, numbered_lines
+from ledger.terms import MAX_PARTIES, MIN_PARTIES
 
 ME_COLUMNS = ("name", "signer", "payout", "parent")
 ALLIANCE_COLUMNS = ("alliance", "party", "share", "excess", "target", "token")
@@ -358,8 +359,8 @@ def _share(value, row: int, what: str, problems: Problems) -> int | None:
     else:
         problems.add(f"row {row}: {what} {value!r} must be whole basis points from 0 to 10000")
         return None
-    if not 0 <= number <= 10_000:
-        problems.add(f"row {row}: {what} {value!r} must be whole basis points from 0 to 10000")
+    if not 0 <= number <= BPS:
+        problems.add(f"row {row}: {what} {value!r} must be whole basis points from 0 to {BPS}")
         return None
     return number
 
@@ -434,9 +435,9 @@ def check_alliance_file(chain, path: Path, default_token: str | None, decimals_o
     candidates: list[AllianceRow] = []
     for row, name, token, target, parties in parsed:
         before = problems.total
-        if not 2 <= len(parties) <= MAX_PARTIES:
+        if not MIN_PARTIES <= len(parties) <= MAX_PARTIES:
             counted = words.count(len(parties), "party")
-            problems.add(f"row {row}: alliance {name!r} has {counted}; it needs 2 to {MAX_PARTIES}")
+            problems.add(f"row {row}: alliance {name!r} has {counted}; it needs {MIN_PARTIES} to {MAX_PARTIES}")
         shares: dict[int, int] = {}
         excess: dict[int, int] = {}
         for party in parties:
@@ -464,10 +465,10 @@ def check_alliance_file(chain, path: Path, default_token: str | None, decimals_o
                 problems.add(f"row {row}: target {err}")
         if problems.total > before:
             continue
-        if sum(shares.values()) != 10_000:
-            problems.add(f"row {row}: shares sum to {sum(shares.values())} basis points; they must sum to 10000")
-        if target_units and (len(excess) != len(shares) or sum(excess.values()) != 10_000):
-            problems.add(f"row {row}: with a target every party needs an excess share, summing to 10000")
+        if sum(shares.values()) != BPS:
+            problems.add(f"row {row}: shares sum to {sum(shares.values())} basis points; they must sum to {BPS}")
+        if target_units and (len(excess) != len(shares) or sum(excess.values()) != BPS):
+            problems.add(f"row {row}: with a target every party needs an excess share, summing to {BPS}")
         if excess and not target_units:
             problems.add(f"row {row}: excess shares need a target (they apply above the period target)")
         if problems.total > before:

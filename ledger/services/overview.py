@@ -23,6 +23,7 @@ from ledger.chain.logs import DEFAULT_PAGE_SIZE
 from ledger.errors import LedgerError
 from ledger.models import AgreementStatus, bytes32_to_text
 from ledger.money import BPS, format_amount
+from ledger.terms import CREDIT_EVENTS
 
 RECENT_RUNS = 20
 FIRST_WINDOW = 256  # blocks of the first backward window for recent runs; doubled up to the page size
@@ -66,6 +67,9 @@ class Party:
     me: str
     share_bps: int
     excess_bps: int | None  # None when the terms have no target
+    band_bps: list[int] = field(default_factory=list)  # per band (the first is excess_bps)
+    recoup_bps: int | None = None  # its share of the revenue paying the recoup back (None: no recoup)
+    alliance: str | None = None  # the party is an alliance: its credit goes on to this alliance
 
 
 @dataclass
@@ -74,11 +78,23 @@ class Period:
     revenue: int
     closed: bool
     target: int  # the target of the terms in force (0: none)
+    recouped: int = 0  # the part of the revenue that paid the recoup back (bands measure the rest)
+    targets: tuple[int, ...] = ()  # every band's target (the first is ``target``)
+
+    @property
+    def banded(self) -> int:
+        """The revenue the bands measure: all of it, less what went to the recoup."""
+        return self.revenue - self.recouped
 
     @property
     def progress_bps(self) -> int | None:
-        """Revenue as basis points of the target (10000 = reached), None without a target."""
-        return self.revenue * BPS // self.target if self.target else None
+        """Banded revenue as basis points of the (first) target (10000 = reached), None without a target."""
+        return self.banded * BPS // self.target if self.target else None
+
+    @property
+    def band_progress(self) -> list[tuple[int, int]]:
+        """(target, progress in basis points) of every band."""
+        return [(t, self.banded * BPS // t) for t in self.targets]
 
 
 @dataclass
@@ -93,6 +109,13 @@ class Alliance:
     parties: list[Party]
     events: int  # revenue events settled (the sequence cursor)
     periods: list[Period] = field(default_factory=list)  # ascending
+    bands: list[int] = field(default_factory=list)  # every band's target (two or more: shown band by band)
+    recoup: int = 0  # the investment paid back first (0: none)
+    recouped: int = 0  # paid back so far, all periods and versions
+
+    @property
+    def recoup_progress_bps(self) -> int | None:
+        return min(self.recouped, self.recoup) * BPS // self.recoup if self.recoup else None
 
     @property
     def current(self) -> Period | None:
@@ -197,16 +220,24 @@ class Overview:
                     "latest_version": a.latest_version, "shown_version": a.shown_version, "token": a.token,
                     "symbol": self.token(a.token).symbol,
                     "target": money(a.target, a.token) if a.target else None, "events": a.events,
+                    "bands": [money(t, a.token) for t in a.bands],
+                    "recoup": None if not a.recoup else {
+                        **money(a.recoup, a.token), "recouped": money(a.recouped, a.token),
+                        "progress": percent(a.recoup_progress_bps)},
                     "parties": [
                         {"me": p.me, "me_id": p.me_id, "share_bps": p.share_bps, "share": percent(p.share_bps),
                          "excess_bps": p.excess_bps,
-                         "excess": None if p.excess_bps is None else percent(p.excess_bps)}
+                         "excess": None if p.excess_bps is None else percent(p.excess_bps),
+                         "band_bps": p.band_bps, "recoup_bps": p.recoup_bps, "alliance": p.alliance}
                         for p in a.parties
                     ],
                     "periods": [
                         {"period": p.period, "revenue": money(p.revenue, a.token), "closed": p.closed,
                          "target": money(p.target, a.token) if p.target else None,
-                         "progress": None if p.progress_bps is None else percent(p.progress_bps)}
+                         "progress": None if p.progress_bps is None else percent(p.progress_bps),
+                         "recouped": money(p.recouped, a.token),
+                         "bands": [{"target": money(t, a.token), "progress": percent(bps)}
+                                   for t, bps in p.band_progress]}
                         for p in a.periods
                     ],
                 }
@@ -273,9 +304,9 @@ def gather(
     lines = payouts(chain, from_block=from_block, to_block=to_block)
     period_keys = sorted({(chain.agreement_id(line.alliance), line.period) for line in lines} | set(closed))
     raw_periods = views.call([(chain.address, "periodOf", [aid, p]) for aid, p in period_keys], block=to_block)
-    periods: dict[bytes, list[tuple[int, int, bool]]] = defaultdict(list)
-    for (aid, p), (revenue, is_closed) in zip(period_keys, raw_periods, strict=True):
-        periods[aid].append((p, int(revenue), bool(is_closed)))
+    periods: dict[bytes, list[tuple[int, int, bool, int]]] = defaultdict(list)
+    for (aid, p), raw in zip(period_keys, raw_periods, strict=True):
+        periods[aid].append((p, int(raw[0]), bool(raw[1]), int(raw[2]) if len(raw) > 2 else 0))
 
     tokens_used = list(dict.fromkeys([s[0] for s in states.values()] + [line.token for line in lines]))
     tokens = {address: _token(views, address, to_block) for address in tokens_used}
@@ -283,19 +314,28 @@ def gather(
     alliances = []
     for aid in agreement_ids:
         token, status, active, latest, next_seq = states[aid][:5]
-        t = terms.get(aid)
-        target = t[3] if t else 0
+        recouped = int(states[aid][5]) if len(states[aid]) > 5 else 0
+        t = _terms(terms.get(aid))
+        target = t.target if t else 0
+        targets = tuple(b.target for b in t.bands) if t else ()
         parties = []
         if t:
-            for i, me_id in enumerate(t[1]):
-                parties.append(Party(me_id, names.get(me_id, str(me_id)), t[2][i], t[4][i] if target else None))
+            nested = t.nested_parties
+            for i, me_id in enumerate(t.parties):
+                parties.append(Party(
+                    me_id, names.get(me_id, str(me_id)), t.shares[i], t.excess_shares[i] if target else None,
+                    [b.shares[i] for b in t.bands], t.recoup_shares[i] if t.recoup else None,
+                    bytes32_to_text(nested[me_id]) if me_id in nested else None,
+                ))  # fmt: skip
         alliances.append(
             Alliance(
                 name=bytes32_to_text(aid),
                 status=_status(AgreementStatus(int(status)), int(active), int(latest)),
                 active_version=int(active), latest_version=int(latest), shown_version=shown[aid], token=token,
                 target=target, parties=parties, events=int(next_seq),
-                periods=[Period(p, revenue, c, target) for p, revenue, c in sorted(periods.get(aid, []))],
+                periods=[Period(p, revenue, c, target, rec, targets) for p, revenue, c, rec in
+                         sorted(periods.get(aid, []))],
+                bands=list(targets), recoup=t.recoup if t else 0, recouped=recouped,
             )
         )  # fmt: skip
     alliances.sort(key=lambda a: a.name)
@@ -367,6 +407,18 @@ def _registry(chain, from_block: int, to_block: int, page_size: int):
     return names, dissolved, proposals, closed
 
 
+def _terms(raw):
+    """Logged terms (an ABI tuple) as :class:`ledger.terms.Terms`, or None when absent or unreadable."""
+    from ledger.terms import Terms
+
+    if raw is None:
+        return None
+    try:
+        return Terms.from_abi(raw)
+    except (ValueError, TypeError):
+        return None
+
+
 def _status(status: AgreementStatus, active: int, latest: int) -> str:
     text = STATUS_NAMES.get(status, status.name.lower())
     if status == AgreementStatus.ACTIVE and latest > active:
@@ -398,11 +450,16 @@ def recent_runs(
     end, window = to_block, FIRST_WINDOW
     while end >= from_block and len(runs) < limit:
         start = max(from_block, end - window + 1)
-        for log in chain.logs(["RevenueSettled", "PartiesCredited"], from_block=start, to_block=end,
+        for log in chain.logs(["RevenueSettled", *CREDIT_EVENTS, "NestedSettled"], from_block=start, to_block=end,
                               page_size=page_size):  # fmt: skip
             run = runs.get(log.tx)
             if run is None:
                 run = runs[log.tx] = Run(log.tx, log.block, log.index, [], 0, {})
+            if log.event == "NestedSettled":  # an inner alliance's event: passed on, not paid in again
+                token = token_of.get(log.args["inner"], "")
+                run.events -= 1
+                run.amounts[token] = run.amounts.get(token, 0) - log.args["amount"]
+                continue
             name = bytes32_to_text(log.args["agreementId"])
             if name not in run.alliances:
                 run.alliances.append(name)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from ledger.models import Model, bytes32_to_text
+from ledger.terms import CREDIT_EVENTS, DEBIT_EVENTS, CreditRun, credit_run, tier_order
 
 
 class PayoutLine(Model):
@@ -15,7 +16,9 @@ class PayoutLine(Model):
     period: int
     me_id: int
     me: str
-    tier: str  # "base" (up to the period target), "excess" (above it), or "reversal" (debited: negative)
+    # "recoup" (paying the investment back), "base" (up to the first target), "excess" (above the one
+    # target) or "band N" (from target N, with several), or "reversal" (debited: negative)
+    tier: str
     token: str
     amount: int  # base units; negative for a reversal line
 
@@ -34,38 +37,27 @@ def payouts(
     (default: the head) leaves out blocks that are not yet final: pass head - confirmation depth."""
     topic1 = [chain.agreement_id(alliance)] if alliance else None
     kwargs = {"page_size": page_size} if page_size else {}
-    # One pass over the logs, summing credit vectors per (agreement, version, period); the parties of
-    # each version are resolved afterwards, all versions at once.
-    # Debits (reversals) are summed apart, as one negative "reversal" line per ME.
-    vectors: dict[tuple[bytes, int, int], tuple[list[int], list[int], list[int]]] = {}
-    names_ = ["PartiesCredited", "PartiesDebited"]
+    # One pass over the logs, keeping the runs per (agreement, version, period); the parties and tiers of
+    # each version are resolved afterwards, all versions at once. Debits (reversals) are summed apart, as
+    # one negative "reversal" line per ME. Nested parties are alliances: what they were credited went on
+    # to their inner alliance (whose own credit logs give its parties' lines), so they get no line.
+    runs: dict[tuple[bytes, int, int], list[CreditRun]] = defaultdict(list)
+    names_ = [*CREDIT_EVENTS, *DEBIT_EVENTS]
     for log in chain.logs(names_, from_block=from_block, to_block=to_block, topic1=topic1, **kwargs):
-        args = log.args
-        if period is not None and args["period"] != period:
+        if period is not None and log.args["period"] != period:
             continue
-        key = (args["agreementId"], args["version"], args["period"])
-        debit = log.event == "PartiesDebited"
-        base = args["baseDebits"] if debit else args["baseCredits"]
-        excess = args["excessDebits"] if debit else args["excessCredits"]
-        if key not in vectors:
-            vectors[key] = ([0] * len(base), [0] * len(excess), [0] * len(base))
-        sums = vectors[key]
-        if debit:
-            for i, (b, x) in enumerate(zip(base, excess, strict=True)):
-                sums[2][i] -= b + x
-            continue
-        for i, amount in enumerate(base):
-            sums[0][i] += amount
-        for i, amount in enumerate(excess):
-            sums[1][i] += amount
-    terms_of = chain.terms_of_many([(aid, version) for aid, version, _ in vectors], from_block=from_block)
+        run = credit_run(log.event, log.args)
+        runs[(run.agreement_id, run.version, run.period)].append(run)
+    terms_of = chain.terms_of_many([(aid, version) for aid, version, _ in runs], from_block=from_block)
     totals: dict[tuple[bytes, int, int, str], int] = defaultdict(int)
-    for (aid, version, p), (base, excess, debits) in vectors.items():
-        parties = terms_of[(aid, version)].parties
-        for tier, credits in (("base", base), ("excess", excess), ("reversal", debits)):
-            for me_id, amount in zip(parties, credits, strict=True):
-                if amount:
-                    totals[(aid, p, me_id, tier)] += amount
+    for (aid, version, p), items in runs.items():
+        terms = terms_of[(aid, version)]
+        nested = terms.nested_parties
+        for run in items:
+            for tier, credits in run.tiers(terms).items():
+                for me_id, amount in zip(terms.parties, credits, strict=True):
+                    if amount and me_id not in nested:
+                        totals[(aid, p, me_id, "reversal" if run.debit else tier)] += -amount if run.debit else amount
     names = {m.id: m.name for m in chain.mes_by_id(sorted({me_id for _, _, me_id, _ in totals}))}
     tokens = {aid: terms.token for (aid, _), terms in terms_of.items()}
     lines = [
@@ -82,7 +74,7 @@ def payouts(
     ]
     if me is not None:
         lines = [line for line in lines if line.me == me]
-    return sorted(lines, key=lambda line: (line.alliance, line.period, line.me_id, line.tier))
+    return sorted(lines, key=lambda line: (line.alliance, line.period, line.me_id, tier_order(line.tier)))
 
 
 class BalanceRow(Model):

@@ -25,7 +25,7 @@ from __future__ import annotations
 import unicodedata
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -121,6 +121,13 @@ class AllianceWork:
     settled: dict  # reference -> SettledRecord of this agreement, as read in prepare
     count: int  # events to settle (reversals included)
     amount: int  # what finance pays in at most: the revenue events' sum, base units (reversals pay back)
+    # Agreements with nested parties: (id, active version, terms) of every agreement reachable through them.
+    inner: list = field(default_factory=list)
+
+    @property
+    def parties_reached(self) -> int:
+        """The parties a batch's split touches, inner alliances included (for the gas model)."""
+        return len(self.terms.parties) + sum(len(t.parties) for _, _, t in self.inner)
 
     @property
     def events(self) -> list[RevenueEvent]:
@@ -373,6 +380,27 @@ class Settler:
                         f"{_rows(todo[name][2])}: alliance {name!r} names dissolved ME {dissolved[me_id]!r}; "
                         f"amend it first"
                     )
+        inner_of: dict[str, list] = {}
+        for name, t in terms.items():
+            if not t.nested:
+                continue
+            inner_of[name] = self.chain.inner_terms(t)
+            reached = {aid: (version, it) for aid, version, it in inner_of[name]}
+            for inner_id in dict.fromkeys(x for x in _reachable(t, reached)):
+                inner_name = bytes32_to_text(inner_id)
+                if inner_id not in reached:
+                    problems.append(f"{_rows(todo[name][2])}: alliance {name!r} passes credits on to alliance "
+                                    f"{inner_name!r}, which has no version in force")  # fmt: skip
+                    continue
+                for me in self.chain.mes_by_id(list(reached[inner_id][1].parties)):
+                    if me.status != MEStatus.ACTIVE:
+                        problems.append(f"{_rows(todo[name][2])}: alliance {name!r} passes credits on to alliance "
+                                        f"{inner_name!r}, which names dissolved ME {me.name!r}; amend it "
+                                        f"first")  # fmt: skip
+            reversal_rows = [r[0] for r in _records(source, name) if r[4] is not None and r[3] not in settled_of[name]]
+            if reversal_rows:
+                problems.append(f"{_rows(reversal_rows[:6])}: alliance {name!r} has nested parties (alliances); "
+                                f"reverse in the inner alliance directly")  # fmt: skip
         # A closed period refuses new revenue; events settled into it before are simply skipped.
         keys = [key for key in periods if key[0] in live]
         for (name, period), (_, closed) in zip(
@@ -383,7 +411,15 @@ class Settler:
         if problems:
             raise InputError(sorted(problems, key=problem_row))
         return [
-            AllianceWork(agreements[name], terms[name], source, settled_of[name], todo[name][0], todo[name][1])
+            AllianceWork(
+                agreements[name],
+                terms[name],
+                source,
+                settled_of[name],
+                todo[name][0],
+                todo[name][1],
+                inner_of.get(name, []),
+            )
             for name in live
         ], skipped
 
@@ -600,14 +636,18 @@ class Settler:
             if run.resync:
                 self._resync(run, summary, pipeline)
             if run.unsent is None:
-                run.start(self.batch_size or batch_size_for(len(run.item.terms.parties), budget))
+                run.start(self.batch_size or batch_size_for(run.item.parties_reached, budget))
             if run.pos >= len(run.unsent):
                 queue.popleft().queued = False
                 continue
             batch = _one_kind(run.unsent[run.pos : run.pos + run.size])
             refs, entries = [text_to_bytes32(e.reference) for e in batch], [e.entry for e in batch]
             version = run.item.agreement.active_version
-            if batch[0].reverses is None:
+            if batch[0].reverses is None and run.item.terms.nested:
+                data = self.chain.settle_nested_data(
+                    run.agreement_id, version, run.cursor, run.item.terms, refs, entries, run.item.inner
+                )
+            elif batch[0].reverses is None:
                 data = self.chain.settle_data(run.agreement_id, version, run.cursor, run.item.terms, refs, entries)
             else:
                 originals = [text_to_bytes32(e.reverses) for e in batch]
@@ -627,7 +667,7 @@ class Settler:
                         failures.append(_in_alliance(run.item.agreement.name, err))
                         queue.popleft().queued = False
                     continue
-            gas = batch_gas_limit(len(batch), len(run.item.terms.parties), run.gas_factor)
+            gas = batch_gas_limit(len(batch), run.item.parties_reached, run.gas_factor)
             try:
                 done = pipeline.submit((run, batch, run.cursor, data), self.chain.address, data, gas)
             except NonceTaken:
@@ -709,6 +749,20 @@ class _Run:
         return [e for e in self.events if e.reference not in self.ours]
 
 
+def _reachable(terms: Terms, reached: dict) -> Iterator[bytes]:
+    """Every inner agreement id reachable from ``terms`` (``reached``: id -> (version, terms) known)."""
+    seen: set[bytes] = set()
+    stack = list(terms.nested_parties.values())
+    while stack:
+        inner = stack.pop(0)
+        if inner in seen:
+            continue
+        seen.add(inner)
+        yield inner
+        if inner in reached:
+            stack += list(reached[inner][1].nested_parties.values())
+
+
 def _one_kind(batch: list[RevenueEvent]) -> list[RevenueEvent]:
     """The leading events of ``batch`` of the first one's kind (revenue, or reversals)."""
     reversal = batch[0].reverses is not None
@@ -744,46 +798,98 @@ def preview(chain, work: list[AllianceWork]) -> list[dict]:
     """What each ME would receive from ``work``, per alliance, period and tier, if settled now.
 
     Exact as long as nobody settles the same alliances first: the rounding offsets follow the cursor
-    that :meth:`Settler.prepare` read, and the tiers follow the periods' revenue on chain.
+    that :meth:`Settler.prepare` read, the tiers follow the periods' revenue and recouped parts and the
+    agreement's recouped total on chain. For an alliance with nested parties, the inner alliances' rows
+    are included (``via``: the outer alliance) and the nested party's row says where its credit goes
+    (``passed_to``); batches are assumed of the default size (a nested event closes each batch's runs).
+
+    Each row: alliance, period, me_id, ``tiers`` (``{tier: amount}`` in the terms' tier order), base,
+    excess (every tier above base, recoup included), reversal (negative), total.
     """
-    rows = []
+    book = money.NestedBook()
+    agreements: dict[bytes, Agreement] = {}
+    periods_of: dict[bytes, set[int]] = defaultdict(set)
     for item in work:
-        agreement, terms = item.agreement, item.terms
-        n = len(terms.parties)
-        revenue: dict[int, int] = {}
-        per_period: dict[int, tuple[list[int], list[int], list[int]]] = {}
-        for seq, event in enumerate(item.events, start=agreement.next_seq):
-            if event.period not in revenue:
-                revenue[event.period] = chain.period(agreement.id, event.period)[0]
-            base, excess, debits = per_period.setdefault(event.period, ([0] * n, [0] * n, [0] * n))
-            if event.reverses is None:
-                split = money.split_event(
-                    seq, event.amount, revenue[event.period], terms.shares, terms.target, terms.excess_shares
-                )
-                revenue[event.period] += event.amount
-                for i in range(n):
-                    base[i] += split.base[i]
-                    excess[i] += split.excess[i]
-            else:  # a reversal: debits, shown negative
-                split = money.split_reversal(
-                    seq, event.amount, revenue[event.period], terms.shares, terms.target, terms.excess_shares
-                )
-                revenue[event.period] = money.revenue_after_reversal(revenue[event.period], event.amount)
-                for i in range(n):
-                    debits[i] -= split.credits[i]
-        for period, (base, excess, debits) in sorted(per_period.items()):
-            for i, me_id in enumerate(terms.parties):
-                rows.append(
-                    {
-                        "alliance": agreement.name,
-                        "period": period,
-                        "me_id": me_id,
-                        "base": base[i],
-                        "excess": excess[i],
-                        "reversal": debits[i],
-                        "total": base[i] + excess[i] + debits[i],
-                    }
-                )
+        agreements[item.agreement.id] = item.agreement
+        book.terms[item.agreement.id] = item.terms
+        for inner_id, _, inner_terms in item.inner:
+            book.terms[inner_id] = inner_terms
+        periods = {e.period for e in item.events}
+        periods_of[item.agreement.id] |= periods
+        for inner_id, _, _ in item.inner:
+            periods_of[inner_id] |= periods
+    missing = [aid for aid in periods_of if aid not in agreements]
+    for aid, found in zip(missing, chain.agreements(missing) if missing else [], strict=True):
+        agreements[aid] = found
+    keys = [(aid, p) for aid, ps in periods_of.items() for p in sorted(ps)]
+    for (aid, period), (revenue, _, recouped) in zip(keys, chain.period_states(keys) if keys else [], strict=True):
+        state = book.state(aid)
+        state.revenue[period] = revenue
+        state.period_recouped[period] = recouped
+    for aid, agreement in agreements.items():
+        book.state(aid).recouped = agreement.recouped
+        book.next_seq[aid] = agreement.next_seq
+
+    sums: dict[tuple[bytes, int, int], dict] = {}
+    order: list[bytes] = []
+
+    def row(aid: bytes, period: int, me_id: int, via: bytes | None) -> dict:
+        if aid not in order:
+            order.append(aid)
+        key = (aid, period, me_id)
+        if key not in sums:
+            names = book.terms[aid].tier_names
+            sums[key] = {"tiers": dict.fromkeys(names, 0), "reversal": 0, "via": via, "passed_to": None}
+        return sums[key]
+
+    for item in work:
+        aid, terms = item.agreement.id, item.terms
+        batch_size = batch_size_for(item.parties_reached)
+        events = item.events
+        k = 0
+        while k < len(events):
+            kind = events[k].reverses is None
+            chunk = [events[k]]
+            while (
+                k + len(chunk) < len(events)
+                and len(chunk) < batch_size
+                and (events[k + len(chunk)].reverses is None) == kind
+            ):
+                chunk.append(events[k + len(chunk)])
+            k += len(chunk)
+            if not kind:  # reversals: debits, shown negative
+                for event in chunk:
+                    seq = book.next_seq[aid]
+                    book.next_seq[aid] = seq + 1
+                    split = book.state(aid).reverse(terms, seq, event.amount, event.period)
+                    for i, me_id in enumerate(terms.parties):
+                        row(aid, event.period, me_id, None)["reversal"] -= split.credits[i]
+                continue
+            settled = book.settle(aid, [(e.amount, e.period) for e in chunk])
+            passed = {(e.outer, e.run_first_seq, e.me_id): e.inner for e in settled.nested}
+            for run in settled.runs:
+                run_terms = book.terms[run.agreement_id]
+                via = None if run.agreement_id == aid else aid
+                for t, name in enumerate(run_terms.tier_names):
+                    for i, me_id in enumerate(run_terms.parties):
+                        line = row(run.agreement_id, run.period, me_id, via)
+                        line["tiers"][name] += run.tiers[t][i]
+                        inner = passed.get((run.agreement_id, run.first_seq, me_id))
+                        if inner is not None:
+                            line["passed_to"] = bytes32_to_text(inner)
+    rows = []
+    for aid in order:
+        for (key_aid, period, me_id), line in sorted(sums.items(), key=lambda kv: (kv[0][1], kv[0][2])):
+            if key_aid != aid:
+                continue
+            tiers = line["tiers"]
+            base = tiers.get("base", 0)
+            rows.append({
+                "alliance": bytes32_to_text(aid), "period": period, "me_id": me_id, "tiers": tiers,
+                "base": base, "excess": sum(tiers.values()) - base, "reversal": line["reversal"],
+                "total": sum(tiers.values()) + line["reversal"],
+                "via": None if line["via"] is None else bytes32_to_text(line["via"]), "passed_to": line["passed_to"],
+            })  # fmt: skip
     return rows
 
 

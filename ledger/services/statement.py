@@ -25,7 +25,14 @@ from ledger.errors import LedgerError
 from ledger.money import AmountError, format_amount, parse_amount
 from ledger.services.audit import AuditReport, Finding
 
-TIERS = ("base", "excess", "reversal")  # a reversal line is negative: what the ME was debited
+TIERS = ("recoup", "base", "excess", "reversal")  # a reversal line is negative: what the ME was debited
+
+
+def _known_tier(tier: str) -> bool:
+    """A tier a payout line can carry: those of TIERS, or ``band N`` (N from 1 to MAX_BANDS)."""
+    from ledger.terms import MAX_BANDS
+
+    return tier in TIERS or tier in {f"band {j}" for j in range(1, MAX_BANDS + 1)}
 
 
 class StatementUnreadable(LedgerError):
@@ -116,8 +123,12 @@ def reconcile(path: Path, report: AuditReport, scope: Scope = Scope()) -> dict[s
             finding("statement-extra", line, problem)
             continue
         me = report.me_names[me_id]
-        if tier not in TIERS:
-            finding("statement-extra", line, f"tier {row.get('tier')!r} is not 'base', 'excess' or 'reversal'")
+        if not _known_tier(tier):
+            finding(
+                "statement-extra",
+                line,
+                f"tier {row.get('tier')!r} is not 'recoup', 'base', 'excess', 'band N' or 'reversal'",
+            )
             continue
         if alliance not in report.alliance_tokens:
             finding("statement-extra", line, f"alliance {alliance!r} does not exist on the chain")

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from flask import Flask, Response, jsonify, render_template
 
+from ledger.money import BPS
 from ledger.names import shown
 from ledger.services.overview import Overview, grouped, percent
 from ledger.web import html_name
@@ -94,7 +95,7 @@ class DashboardView:
 
     def bar_width(self, progress_bps: int | None) -> str:
         """CSS width of a progress bar, capped at 100% (exact, from basis points)."""
-        return percent(min(progress_bps or 0, 10_000))
+        return percent(min(progress_bps or 0, BPS))
 
     def revenue_chart(self, token: str):
         periods = self.o.periods

@@ -18,10 +18,10 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from ledger.money import format_amount
 from ledger.names import shown
 from ledger.services.overview import grouped
+from ledger.terms import tier_label  # noqa: E402 - the tier words have one owner
 from ledger.web import html_name
 from ledger.web.charts import axis_label, bar_chart
 
-TIER_NAMES = {"base": "up to target", "excess": "above target", "reversal": "reversal (debited)"}
 SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -115,5 +115,5 @@ def render(statements: list[Statement], context: Context, *, title: str | None =
                  else f"Payout statements ({len(statements)})")  # fmt: skip
     return env.get_template("statement.html").render(
         statements=statements, c=context, title=title, money=money, symbol=symbol, chart=chart,
-        tier=lambda t: TIER_NAMES.get(t, t), generated=context.generated.strftime("%Y-%m-%d %H:%M UTC"),
+        tier=tier_label, generated=context.generated.strftime("%Y-%m-%d %H:%M UTC"),
     )  # fmt: skip
