@@ -666,6 +666,15 @@ contract AllianceLedgerShapes is AllianceLedgerState {
         uint256 baseTier = t.baseTier;
         // Each piece is at most what is left of the amount and of the quantity it is taken from.
         unchecked {
+            // The common case: the reversal lies within the tier of the period's last banded unit (the
+            // cursor `t.tier`: lows[tier] <= banded), so it is one part of that tier.
+            uint256 cursor = t.tier;
+            if (banded >= t.lows[cursor] + amount) {
+                SplitMath.accumulate(amount, offset, t.prefix[cursor], t.sums[cursor]);
+                t.parts[cursor] += amount;
+                t.banded = banded - amount;
+                return;
+            }
             for (uint256 tier = t.top; tier > baseTier && amount != 0 && banded != 0; --tier) {
                 uint256 low = t.lows[tier];
                 if (banded > low) {
@@ -681,6 +690,12 @@ contract AllianceLedgerShapes is AllianceLedgerState {
             uint256 basePart = banded < amount ? banded : amount;
             t.banded = banded - basePart;
             amount -= basePart;
+            // The cursor follows the banded revenue down (here it is below band 1's target, or the loop
+            // stopped inside a band with nothing left to reverse).
+            while (cursor > baseTier && banded - basePart < t.lows[cursor]) {
+                --cursor;
+            }
+            t.tier = cursor;
             if (amount != 0) {
                 uint256 recouped = t.periodRecouped;
                 if (recouped != 0) {
