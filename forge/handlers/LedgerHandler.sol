@@ -157,7 +157,7 @@ contract LedgerHandler {
     }
 
     /// @dev Every action carries this modifier: it counts the calls (the invariant test runs the full
-    /// checks every FULL_CHECK_EVERY calls and the cheap ones after every call).
+    /// checks every `fullCheckEvery` calls and the cheap ones every `checkEvery`).
     modifier action() {
         ++calls;
         _;
