@@ -42,16 +42,25 @@ PYTEST_SUBSET = [
     "tests/test_agreements.py",
     "tests/test_stateful.py",
 ]
+SETTLEMENT = "ledger/services/settlement.py"
+AUDIT = "ledger/services/audit.py"
 COPIED = ["contracts", "forge", "foundry.toml", "scripts", "ledger", "tests", "ape-config.yaml", "pyproject.toml"]
 
 
 @dataclass(frozen=True)
 class Mutant:
+    """`original` is replaced by `mutated` in `path`. The original must occur exactly once in the file, or,
+    with `within`, the first occurrence after `within` (itself found exactly once, e.g. the function's
+    signature) is the one replaced: a snippet repeated in two functions stays distinctive. `tests`: a
+    mutant of the Python layer is run against these pytest node ids only (forge does not see it)."""
+
     name: str
     path: str
     original: str
     mutated: str
     what: str
+    within: str | None = None
+    tests: tuple[str, ...] = ()
 
 
 MUTANTS = [
@@ -117,6 +126,7 @@ MUTANTS = [
         "agreement.nextSeq = firstSeq + uint64(entries.length);",
         "agreement.nextSeq = firstSeq;",
         "settle does not advance the sequence cursor (a retried batch is credited again)",
+        within="function settle(",
     ),
     Mutant(
         "withdraw-without-nonReentrant",
@@ -128,29 +138,30 @@ MUTANTS = [
     Mutant(
         "settle-without-nonReentrant",
         LEDGER,
-        ") external onlyRole(FINANCE_ROLE) nonReentrant returns (uint256 total) {",
-        ") external onlyRole(FINANCE_ROLE) returns (uint256 total) {",
+        ") external onlyRole(FINANCE_ROLE) nonReentrant returns",
+        ") external onlyRole(FINANCE_ROLE) returns",
         "settle has no reentrancy guard",
+        within="function settle(",
     ),
     Mutant(
         "signature-skipped-first-party",
         LEDGER,
-        "if (recovered != me.signer) revert AgreementSignatureInvalid",
-        "if (i != 0 && recovered != me.signer) revert AgreementSignatureInvalid",
+        "if (!valid) {\n                if (recovered == address(1)) revert AgreementSignatureRefused",
+        "if (!valid && i != 0) {\n                if (recovered == address(1)) revert AgreementSignatureRefused",
         "the first party's approval/termination signature is not checked",
     ),
     Mutant(
         "signature-skipped-last-party",
         LEDGER,
-        "if (recovered != me.signer) revert AgreementSignatureInvalid",
-        "if (i + 1 < n && recovered != me.signer) revert AgreementSignatureInvalid",
+        "if (!valid) {\n                if (recovered == address(1)) revert AgreementSignatureRefused",
+        "if (!valid && i + 1 < n) {\n                if (recovered == address(1)) revert AgreementSignatureRefused",
         "the last party's approval/termination signature is not checked",
     ),
     Mutant(
         "consent-check-dropped",
         LEDGER,
-        "if (recovered != current) revert MEConsentInvalid(meId, recovered, current);",
-        "",
+        "if (!valid) {\n            if (recovered == address(1)) revert MEConsentRefused",
+        "if (false) {\n            if (recovered == address(1)) revert MEConsentRefused",
         "updateME takes any consent signature",
     ),
     Mutant(
@@ -184,9 +195,10 @@ MUTANTS = [
     Mutant(
         "settle-role-dropped",
         LEDGER,
-        ") external onlyRole(FINANCE_ROLE) nonReentrant returns (uint256 total) {",
-        ") external nonReentrant returns (uint256 total) {",
+        "onlyRole(FINANCE_ROLE) nonReentrant",
+        "nonReentrant",
         "anyone may settle revenue",
+        within="function settle(",
     ),
     Mutant(
         "settle-dissolved-party-check-dropped",
@@ -207,14 +219,14 @@ MUTANTS = [
     Mutant(
         "total-owed-not-updated",
         LEDGER,
-        "_totalOwed[token] += total;",
+        "_totalOwed[token] += paidIn;",
         "",
         "settle does not add to totalOwed",
     ),
     Mutant(
         "withdraw-not-zeroing",
         LEDGER,
-        "_balances[meId][token] = 0;",
+        "account.balance = 0;",
         "",
         "withdraw pays the balance but leaves it in place",
     ),
@@ -228,7 +240,7 @@ MUTANTS = [
     Mutant(
         "shortfall-check-dropped",
         LEDGER,
-        "if (received != total) revert TokenTransferShortfall(token, total, received);",
+        "if (received != paidIn) revert TokenTransferShortfall(token, paidIn, received);",
         "",
         "settle books more than a fee-on-transfer token delivered",
     ),
@@ -275,20 +287,216 @@ MUTANTS = [
         "keccak256(abi.encode(f.outerId, f.meId))",
         "the inner alliance's event reference does not name the outer run",
     ),
+    # -- reversals and debts --------------------------------------------------------------------------
+    Mutant(
+        "debt-not-netted",
+        STATE,
+        "if (debt != 0) {\n            netted = credit < debt ? credit : debt;",
+        "if (false) {\n            netted = credit < debt ? credit : debt;",
+        "a credit goes to the balance while the ME still owes a debt (the debt is not netted)",
+    ),
+    Mutant(
+        "netted-debt-pulled-from-finance",
+        LEDGER,
+        "paidIn = total - netted;",
+        "paidIn = total;",
+        "settle pulls the netted part from finance too (finance pays the debt twice)",
+    ),
+    Mutant(
+        "total-debt-not-reduced-by-netting",
+        LEDGER,
+        "if (netted != 0) _totalDebt[token] -= netted;",
+        "",
+        "netting repays an ME's debt but totalDebt keeps it",
+    ),
+    Mutant(
+        "reversal-debt-not-recorded",
+        STATE,
+        "owed = debit - balance;\n                debt += owed;",
+        "owed = debit - balance;",
+        "a reversal beyond the balance creates no debt (the ME keeps what it was paid)",
+    ),
+    Mutant(
+        "reversal-returns-uncovered-part",
+        SHAPES,
+        "returned = total - incurred;",
+        "returned = total;",
+        "settleReversals sends finance the whole reversal, also what the balances did not cover",
+    ),
+    Mutant(
+        "reversal-excess-by-base-table",
+        SHAPES,
+        "SplitMath.accumulate(amount, offset, t.prefix[cursor], t.sums[cursor]);\n                t.parts[cursor] += amount;",
+        "SplitMath.accumulate(amount, offset, t.prefix[baseTier], t.sums[baseTier]);\n                t.parts[baseTier] += amount;",
+        "a reversal above the target is debited by the base table",
+    ),
+    Mutant(
+        "reversal-period-revenue-not-reduced",
+        SHAPES,
+        "t.banded = banded - amount;\n                return;",
+        "return;",
+        "a reversal does not un-book the period's revenue (the tier of later events is wrong)",
+    ),
+    Mutant(
+        "reversal-cursor-not-advanced",
+        SHAPES,
+        "agreement.nextSeq = firstSeq + uint64(entries.length);",
+        "agreement.nextSeq = firstSeq;",
+        "settleReversals does not advance the cursor (a retried reversal is debited again)",
+        within="function settleReversals(",
+    ),
+    Mutant(
+        "reversal-role-dropped",
+        LEDGER,
+        "onlyRole(FINANCE_ROLE) nonReentrant",
+        "nonReentrant",
+        "anyone may settle reversals (and take the balances' tokens)",
+        within="function settleReversals(",
+    ),
+    Mutant(
+        "reversal-originals-count-unchecked",
+        SHAPES,
+        "if (originals.length != refs.length) {\n            revert IAllianceLedger.ReversalBatchInvalid(agreementId, refs.length, originals.length);\n        }",
+        "",
+        "a reversal batch with fewer originals than reversals is settled",
+    ),
+    Mutant(
+        "client-reversal-exceeds-original",
+        SETTLEMENT,
+        "if total > original_amount:",
+        "if total > 2 * original_amount:",
+        "the client lets reversals of an event total more than its amount (up to twice)",
+        tests=(
+            "tests/test_reversals.py::test_a_file_mixing_events_and_reversals_settles_in_sequence_and_again_settles_nothing",
+            "tests/test_reversals.py::test_the_settler_refuses_every_bad_link_naming_the_row_and_sends_nothing",
+        ),
+    ),
+    # -- payout runs ------------------------------------------------------------------------------------
+    Mutant(
+        "payout-skipped-credited-twice",
+        LEDGER,
+        "_setBalance(meId, token, amount);\n                _totalOwed[token] += amount;",
+        "_setBalance(meId, token, amount + amount);\n                _totalOwed[token] += amount + amount;",
+        "a payout the token refused restores the balance twice (PayoutSkipped credits it again)",
+    ),
+    Mutant(
+        "payout-skipped-balance-lost",
+        LEDGER,
+        "_setBalance(meId, token, amount);\n                _totalOwed[token] += amount;",
+        "_totalOwed[token] += amount;",
+        "a payout the token refused loses the ME's balance",
+    ),
+    Mutant(
+        "payout-balance-not-cleared",
+        LEDGER,
+        "_setBalance(meId, token, 0);",
+        "",
+        "a payout run pays a balance but leaves it in place",
+    ),
+    Mutant(
+        "payout-unknown-me-passed-over",
+        LEDGER,
+        "if (to == address(0)) revert MEUnknown(meId);",
+        "if (to == address(0)) continue;",
+        "a payout run passes over an unknown ME id instead of refusing the list",
+    ),
+    # -- batch functions --------------------------------------------------------------------------------
+    Mutant(
+        "batch-register-name-check-skipped",
+        LEDGER,
+        "if (existing != 0) revert MENameTaken(name, existing);",
+        "if (existing != 0 && msg.sig != this.registerMEs.selector) revert MENameTaken(name, existing);",
+        "registerMEs skips the name check (a taken name is registered again)",
+    ),
+    Mutant(
+        "batch-register-lengths-unchecked",
+        LEDGER,
+        "signers.length != n || parents.length != n",
+        "signers.length != n",
+        "registerMEs takes a parents array of another length",
+    ),
+    Mutant(
+        "batch-register-role-dropped",
+        LEDGER,
+        "onlyRole(PLATFORM_ROLE)",
+        "",
+        "anyone may register MEs in a batch",
+        within="function registerMEs(",
+    ),
+    Mutant(
+        "batch-propose-lengths-unchecked",
+        LEDGER,
+        "if (n == 0 || terms.length != n) revert AgreementBatchInvalid(n, terms.length);",
+        "if (n == 0) revert AgreementBatchInvalid(n, terms.length);",
+        "proposeAgreements takes more terms than ids",
+    ),
+    Mutant(
+        "batch-propose-role-dropped",
+        LEDGER,
+        "onlyRole(PLATFORM_ROLE)",
+        "",
+        "anyone may propose agreements in a batch",
+        within="function proposeAgreements(",
+    ),
+    # -- contract signers (ERC-1271) ---------------------------------------------------------------------
+    Mutant(
+        "contract-signer-check-skipped",
+        LEDGER,
+        "if (SignatureChecker.isValidERC1271SignatureNow(signer, digest, signature)) return (true, signer);",
+        "return (true, signer);",
+        "a contract signer's ERC-1271 check is skipped (any signature counts for it)",
+    ),
+    Mutant(
+        "contract-signer-refusal-misreported",
+        LEDGER,
+        "return (false, address(1));",
+        "return (false, recovered);",
+        "a contract signer's refusal is reported as a wrong key (...Invalid instead of ...Refused)",
+    ),
 ]
 
 
-def _apply(copy: Path, mutant: Mutant) -> None:
-    target = copy / mutant.path
-    source = (ROOT / mutant.path).read_text()
+def _locate(source: str, mutant: Mutant) -> int:
+    """Where the mutant's original text starts; ValueError (naming the mutant) if it is not distinctive."""
+    start = 0
+    if mutant.within is not None:
+        count = source.count(mutant.within)
+        if count != 1:
+            raise ValueError(f"{mutant.name}: its anchor {mutant.within!r} occurs {count} times in {mutant.path} "
+                             "(expected once): update the mutant")  # fmt: skip
+        start = source.index(mutant.within)
+        at = source.find(mutant.original, start)
+        if at < 0:
+            raise ValueError(f"{mutant.name}: its original text is not found after {mutant.within!r} in "
+                             f"{mutant.path}: update the mutant")  # fmt: skip
+        return at
     count = source.count(mutant.original)
     if count != 1:
-        raise ValueError(f"its original text occurs {count} times in {mutant.path} (expected once)")
-    target.write_text(source.replace(mutant.original, mutant.mutated))
+        raise ValueError(f"{mutant.name}: its original text occurs {count} times in {mutant.path} (expected "
+                         "once): update the mutant")  # fmt: skip
+    return source.index(mutant.original)
+
+
+def _apply(copy: Path, mutant: Mutant) -> None:
+    source = (ROOT / mutant.path).read_text()
+    at = _locate(source, mutant)
+    mutated = source[:at] + mutant.mutated + source[at + len(mutant.original) :]
+    (copy / mutant.path).write_text(mutated)
+
+
+def check() -> list[str]:
+    """Every mutant that no longer applies, with the reason (the original or its anchor not found once)."""
+    problems = []
+    for mutant in MUTANTS:
+        try:
+            _locate((ROOT / mutant.path).read_text(), mutant)
+        except ValueError as err:
+            problems.append(str(err))
+    return problems
 
 
 def _restore(copy: Path) -> None:
-    for path in {LEDGER, SPLIT}:
+    for path in {m.path for m in MUTANTS}:
         shutil.copyfile(ROOT / path, copy / path)
 
 
@@ -336,10 +544,10 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _pytest(copy: Path) -> tuple[str | None, str]:
+def _pytest(copy: Path, tests: tuple[str, ...] = ()) -> tuple[str | None, str]:
     # Its own Anvil on a free port: never the one a test run in the working tree is using.
     env = {**os.environ, "PYTHONPATH": str(copy), "APE_FOUNDRY_HOST": f"http://127.0.0.1:{_free_port()}"}
-    command = ["ape", "test", *PYTEST_SUBSET, "-m", "not slow", "-x", "-q", "-p", "no:cacheprovider"]
+    command = ["ape", "test", *(tests or PYTEST_SUBSET), "-m", "not slow", "-x", "-q", "-p", "no:cacheprovider"]
     done = subprocess.run(command, cwd=copy, capture_output=True, text=True, env=env)
     if done.returncode == 0:
         return None, ""
@@ -353,6 +561,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help="run only these mutants (default: all)")
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    parser.add_argument(
+        "--check", action="store_true", help="only check that every mutant still applies (after a contract edit)"
+    )
     parser.add_argument("--no-pytest", action="store_true", help="forge only (a survivor is reported as such)")
     parser.add_argument("--copy", default=".tmp/mutants", help="where the project is copied (removed afterwards)")
     args = parser.parse_args(argv)
@@ -360,6 +571,12 @@ def main(argv: list[str] | None = None) -> int:
         for m in MUTANTS:
             print(f"{m.name:42} {m.what}")
         return 0
+    if args.check:
+        problems = check()
+        for problem in problems:
+            print(f"mutants: NOT APPLICABLE: {problem}", file=sys.stderr)
+        print(f"{len(MUTANTS) - len(problems)} of {len(MUTANTS)} mutants apply.")
+        return 1 if problems else 0
     unknown = set(args.names) - {m.name for m in MUTANTS}
     if unknown:
         print(f"mutants: unknown mutant(s): {', '.join(sorted(unknown))} (see --list)", file=sys.stderr)
@@ -380,9 +597,12 @@ def main(argv: list[str] | None = None) -> int:
                 _apply(copy, mutant)
             except ValueError as err:
                 rows.append((mutant.name, "NOT APPLIED", 0.0, str(err)))
-                print(f"{mutant.name}: not applied: {err}", flush=True)
+                print(f"{mutant.name}: NOT APPLIED: {err}", flush=True)
                 continue
-            killer, reason = _forge(copy)
+            if mutant.tests:  # the Python layer: forge does not see it
+                killer, reason = _pytest(copy, mutant.tests)
+            else:
+                killer, reason = _forge(copy)
             if killer == "build":
                 killer, reason = "NOT BUILT", reason.strip().splitlines()[-1] if reason.strip() else ""
             elif killer is None and not args.no_pytest:

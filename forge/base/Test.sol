@@ -21,6 +21,7 @@ interface Vm {
     function cool(address target) external;
     function expectRevert(bytes calldata revertData) external;
     function label(address account, string calldata newLabel) external;
+    function envOr(string calldata name, uint256 defaultValue) external view returns (uint256 value);
     function toString(uint256 value) external pure returns (string memory);
     function toString(bytes32 value) external pure returns (string memory);
     function assertTrue(bool condition, string calldata error) external pure;

@@ -44,6 +44,21 @@ library SplitReference {
         excess = amount - base;
     }
 
+    /// @notice The part of a reversal of `amount` debited by the base table and the part debited by the
+    /// excess table (docs/reversals.md): a reversal un-books the top of the period's revenue, so
+    /// above = min(x, max(0, R - T)) (0 without a target) goes by the excess table, the rest by the base.
+    function reversalParts(uint256 periodRevenue, uint256 amount, uint256 target)
+        internal
+        pure
+        returns (uint256 base, uint256 excess)
+    {
+        if (target != 0 && periodRevenue > target) {
+            excess = periodRevenue - target;
+            if (excess > amount) excess = amount;
+        }
+        base = amount - excess;
+    }
+
     /// @notice What one event credits each party: base and excess parts split with the same offset.
     function splitEvent(
         uint256 seq,
@@ -54,15 +69,37 @@ library SplitReference {
         uint16[] memory excessShares
     ) internal pure returns (uint256[] memory credits) {
         (uint256 base, uint256 excess) = tierParts(periodRevenue, amount, target);
+        credits = splitParts(seq, base, excess, shares, excessShares);
+    }
+
+    /// @notice What one reversal debits each party: its base and excess parts (see `reversalParts`)
+    /// split with the reversal's own offset.
+    function splitReversal(
+        uint256 seq,
+        uint256 amount,
+        uint256 periodRevenue,
+        uint16[] memory shares,
+        uint256 target,
+        uint16[] memory excessShares
+    ) internal pure returns (uint256[] memory debits) {
+        (uint256 base, uint256 excess) = reversalParts(periodRevenue, amount, target);
+        debits = splitParts(seq, base, excess, shares, excessShares);
+    }
+
+    function splitParts(uint256 seq, uint256 base, uint256 excess, uint16[] memory shares, uint16[] memory excessShares)
+        internal
+        pure
+        returns (uint256[] memory amounts)
+    {
         uint256 offset = offsetOf(seq);
-        credits = new uint256[](shares.length);
+        amounts = new uint256[](shares.length);
         if (base != 0) {
             uint256[] memory b = split(base, shares, offset);
-            for (uint256 i = 0; i < b.length; i++) credits[i] += b[i];
+            for (uint256 i = 0; i < b.length; i++) amounts[i] += b[i];
         }
         if (excess != 0) {
             uint256[] memory e = split(excess, excessShares, offset);
-            for (uint256 i = 0; i < e.length; i++) credits[i] += e[i];
+            for (uint256 i = 0; i < e.length; i++) amounts[i] += e[i];
         }
     }
 }
