@@ -326,8 +326,10 @@ MUTANTS = [
     Mutant(
         "reversal-excess-by-base-table",
         SHAPES,
-        "SplitMath.accumulate(amount, offset, t.prefix[cursor], t.sums[cursor]);\n                t.parts[cursor] += amount;",
-        "SplitMath.accumulate(amount, offset, t.prefix[baseTier], t.sums[baseTier]);\n                t.parts[baseTier] += amount;",
+        "SplitMath.accumulate(amount, offset, t.prefix[cursor], t.sums[cursor]);\n"
+        "                t.parts[cursor] += amount;",
+        "SplitMath.accumulate(amount, offset, t.prefix[baseTier], t.sums[baseTier]);\n"
+        "                t.parts[baseTier] += amount;",
         "a reversal above the target is debited by the base table",
     ),
     Mutant(
