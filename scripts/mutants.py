@@ -358,7 +358,9 @@ MUTANTS = [
     Mutant(
         "reversal-originals-count-unchecked",
         SHAPES,
-        "if (originals.length != refs.length) {\n            revert IAllianceLedger.ReversalBatchInvalid(agreementId, refs.length, originals.length);\n        }",
+        "if (originals.length != refs.length) {\n"
+        "            revert IAllianceLedger.ReversalBatchInvalid(agreementId, refs.length, originals.length);\n"
+        "        }",
         "",
         "a reversal batch with fewer originals than reversals is settled",
     ),
