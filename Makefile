@@ -37,9 +37,13 @@ $(NODE_STAMP): package-lock.json package.json
 	npm ci --no-audit --no-fund
 	touch $@
 
+# Ape rebuilds a contract when its own source changes, not when an imported one does (AllianceLedger
+# embeds the AllianceLedgerShapes module's code): any change to a contract source rebuilds them all.
 compile: deps
 	rm -rf contracts/.cache  # stale unpacked dependencies would hide sources (see TMPDIR above)
-	ape compile
+	@sum=$$(find contracts -name '*.sol' | LC_ALL=C sort | xargs cat | sha256sum | cut -d' ' -f1); \
+	if [ "$$sum" = "$$(cat .build/sources.sha256 2>/dev/null)" ]; then ape compile; else ape compile --force; fi \
+	  && mkdir -p .build && echo "$$sum" > .build/sources.sha256
 
 # Sets everything up, starts the local chain (left running for the commands the demo suggests next),
 # and runs the smart-kitchen alliance end to end. `.venv/bin/ledger chain down` stops the chain.
