@@ -80,7 +80,7 @@ def fit(points: list[tuple[float, float]]) -> tuple[float, float]:
 
 def gas(r: dict) -> list[str]:
     g, a, oz, meta = r["gas_per_event"], r["agreement_gas"], r["oz_payment_splitter"], r["meta"]
-    rev, pay = r["gas_per_reversal"], r["payout_gas"]
+    rev, pay, sh = r["gas_per_reversal"], r["payout_gas"], r["shapes_gas"]
     by_parties = [(int(k[1:].split("_")[0]), v) for k, v in g.items() if k.endswith("_k1000") and k != "n64_k1000"]
     base, per_party = fit(by_parties)
     # per event at batch size k = c + B / k: B from the 100- and 1,000-event batches of 5 parties
@@ -103,12 +103,24 @@ def gas(r: dict) -> list[str]:
         f"| settle, 2 / 10 / 50 / 64 parties, batch of 1,000 | {n(g['n2_k1000'])} / {n(g['n10_k1000'])} / "
         f"{n(g['n50_k1000'])} / {n(g['n64_k1000'])} per event | see the growth laws below |",
         f"| settle, 5 parties, batch of 100 / of 1 | {n(g['n5_k100'])} / {n(g['n5_k1'])} per event | |",
+        f"| settle, 5 parties, 3 bands, 1,000 events crossing two band edges (`shapes_gas.n5_b3_k1000`) | "
+        f"{n(sh['n5_b3_k1000'])} per event | target ≤ 2,750; [agreements.md](agreements.md) |",
+        f"| settle, 5 parties, a recoup reached inside the batch (`shapes_gas.n5_recoup_k1000`) | "
+        f"{n(sh['n5_recoup_k1000'])} per event | target ≤ 2,800 |",
+        f"| settle, outer 5 parties with one an inner 4-party alliance, inner split included "
+        f"(`shapes_gas.nested_n5_i4_k1000`) | {n(sh['nested_n5_i4_k1000'])} per outer event | "
+        f"{sh['nested_ratio']:.2f}x a flat 8-party alliance ({n(sh['n8_k1000'])}; target ≤ 2x): the inner split "
+        "runs once per run of same-period events |",
         f"| reverse, 5 parties, batch of 1,000 (`gas_per_reversal.n5_k1000`) | **{n(rev['n5_k1000'])} per reversal** | "
-        f"{rev['n5_k1000_ratio']:.2f}x a settled event (target ≤ 2.5x); [reversals.md](reversals.md) |",
+        f"{rev['n5_k1000_ratio']:.2f}x a settled event (target ≤ 2.5x); every reversal runs in the settlement module "
+        "by delegatecall since the contract outgrew EIP-170 (3,096 when it ran in the ledger itself); "
+        "[reversals.md](reversals.md) |",
         f"| create and activate a 5-party agreement, 5 signatures (`agreement_gas.n5`) | **{n(a['n5'])}** | "
         "target ≤ 150,000 |",
         f"| the same with one ME's signer a 2-of-3 Safe, ERC-1271 (`n5_one_safe`) | {n(a['n5_one_safe'])} | "
         f"+{n(a['n5_one_safe'] - a['n5'])}; [teams.md](teams.md) |",
+        f"| create and activate a 5-party agreement with 3 bands (`shapes_gas.create_n5_b3`) | "
+        f"{n(sh['create_n5_b3'])} | target ≤ 200,000 |",
         f"| propose, then activate (two transactions) | {n(a['n5_propose_then_activate'])} | |",
         f"| an amendment proposed by a party's signer, showing the terms in force (`n5_amend_by_party`) | "
         f"{n(a['n5_amend_by_party'])} | |",
