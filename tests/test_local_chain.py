@@ -293,6 +293,8 @@ def test_a_state_file_of_the_old_scheme_is_adopted_once_as_the_first_snapshot(tm
         accounts = rpc(url, "eth_accounts")
         for _ in range(3):
             rpc(url, "eth_sendTransaction", [{"from": accounts[0], "to": accounts[1], "value": hex(10**18)}])
+        # eth_sendTransaction answers with the hash; on a loaded machine the block may come a moment later
+        wait_for(lambda: int(rpc(url, "eth_blockNumber"), 16) == 3, what="the third block")
         head = rpc(url, "eth_getBlockByNumber", ["latest", False])
     finally:
         old.send_signal(signal.SIGINT)  # Anvil writes its state file on a clean stop
