@@ -3,15 +3,18 @@
 
 Each mutant is one small, plausible mistake in contracts/AllianceLedger.sol or contracts/libraries/
 SplitMath.sol (an off-by-one in the rounding offset, a prefix sum taken wrongly, the cursor not advanced,
-a missing nonReentrant, ...). For each, in turn, the script applies it to a *copy* of the project (under
-.tmp/mutants/; the working tree is never touched), runs the forge suite's quick campaign there and, if
-forge lets the mutant survive, a fast subset of the pytest suite on Anvil. It prints a table (mutant,
-killed by what, seconds), lists any survivor and exits non-zero if one survives or a mutant no longer
-applies (its original text is not found exactly once: update the mutant with the contract).
+a missing nonReentrant, a debt not netted, a payout skipped twice, an ERC-1271 check skipped, ...), or in
+a check of the Python layer the contract leaves to the client (run against its own pytest tests). For
+each, in turn, the script applies it to a *copy* of the project (under .tmp/mutants/; the working tree is
+never touched), runs the forge suite's quick campaign there and, if forge lets the mutant survive, a fast
+subset of the pytest suite on Anvil. It prints a table (mutant, killed by what, seconds), lists any
+survivor and exits non-zero if one survives or a mutant no longer applies (its original text, or its
+anchor, is not found exactly once: the message names the mutant; update it with the contract).
 
     python scripts/mutants.py                 # all mutants
     python scripts/mutants.py cursor-not-advanced shortfall-check-dropped
     python scripts/mutants.py --list
+    python scripts/mutants.py --check         # after a contract edit: names every mutant that no longer applies
 """
 
 from __future__ import annotations
@@ -371,7 +374,8 @@ MUTANTS = [
         "if total > 2 * original_amount:",
         "the client lets reversals of an event total more than its amount (up to twice)",
         tests=(
-            "tests/test_reversals.py::test_a_file_mixing_events_and_reversals_settles_in_sequence_and_again_settles_nothing",
+            "tests/test_reversals.py::"
+            "test_a_file_mixing_events_and_reversals_settles_in_sequence_and_again_settles_nothing",
             "tests/test_reversals.py::test_the_settler_refuses_every_bad_link_naming_the_row_and_sends_nothing",
         ),
     ),

@@ -10,7 +10,11 @@ eth-tester does differently is smoothed over here:
 - a reverted ``eth_call`` raises ``TransactionFailed`` (revert data as the text of a bytes literal)
   instead of answering with a JSON-RPC error; it becomes the error Anvil sends (code 3, the revert data
   in ``data``), so custom errors decode the same way;
-- a successful ``evm_revert`` answers null; Anvil and Hardhat answer true.
+- a successful ``evm_revert`` answers null; Anvil and Hardhat answer true;
+- ``eth_call`` validates the call as a transaction: its sender must afford gas x base fee, where Anvil,
+  Hardhat and geth run a call from any address (a Safe simulating its own call holds no ETH). Such a call
+  is run inside a snapshot in which a funded test account first sends the sender 1 ETH, and the
+  snapshot is reverted, so the chain is left exactly as it was.
 """
 
 from __future__ import annotations
@@ -38,10 +42,28 @@ class ProviderTransport:
         try:
             result = self.provider.web3.manager.request_blocking(method, params)
         except Exception as err:  # noqa: BLE001 - every failure becomes a JSON-RPC error reply
-            return {"jsonrpc": "2.0", "id": rid, "error": _error(err)}
+            if method != "eth_call" or "cannot afford txn gas" not in str(err):
+                return {"jsonrpc": "2.0", "id": rid, "error": _error(err)}
+            try:
+                result = self._funded_call(params)
+            except Exception as again:  # noqa: BLE001
+                return {"jsonrpc": "2.0", "id": rid, "error": _error(again)}
         if method == "evm_revert" and result is None:
             result = True  # eth-tester answers a successful revert with null; Anvil and Hardhat with true
         return {"jsonrpc": "2.0", "id": rid, "result": _jsonify(result)}
+
+
+    def _funded_call(self, params: list) -> Any:
+        """``eth_call`` whose sender holds too little ETH for eth-tester: run it in a snapshot in which a
+        funded account sent the sender 1 ETH first; the snapshot is reverted whatever happens."""
+        request = self.provider.web3.manager.request_blocking
+        snapshot = request("evm_snapshot", [])
+        try:
+            funder = request("eth_accounts", [])[0]
+            request("eth_sendTransaction", [{"from": funder, "to": params[0]["from"], "value": hex(10**18)}])
+            return request("eth_call", params)
+        finally:
+            request("evm_revert", [snapshot])
 
 
 def _jsonify(value: Any) -> Any:
