@@ -123,11 +123,19 @@ def _debug(ctx) -> bool:
     return bool(getattr(ctx.obj, "debug", False))
 
 
+MAX_ERROR_LINE = 400  # characters of one error line; a hostile file's 100 KB cell is cut in the middle
+
+
 def _one_line(text: str) -> str:
-    """One line, with control and bidi characters (from names on the chain) escaped for the terminal."""
+    """One line, with control and bidi characters (from names on the chain) escaped for the terminal, and
+    at most ``MAX_ERROR_LINE`` characters: the start (row and field) and the end (the reason) are kept."""
     from ledger.names import escape_hidden
 
-    return escape_hidden(" ".join(str(text).split()))
+    line = escape_hidden(" ".join(str(text).split()))
+    if len(line) <= MAX_ERROR_LINE:
+        return line
+    head, tail = line[: MAX_ERROR_LINE // 2], line[-(MAX_ERROR_LINE // 2 - 60) :]
+    return f"{head} ... ({len(line) - len(head) - len(tail):,} characters left out) ... {tail}"
 
 
 def report(error: LedgerError) -> None:

@@ -1,0 +1,22 @@
+"""Error lines of the ``ledger`` command for input an attacker controls: whatever the file holds, each
+problem is one short line that keeps the row and field at its start and the reason at its end."""
+
+from __future__ import annotations
+
+from ledger.cli import MAX_ERROR_LINE, report
+from ledger.errors import InputError
+
+
+def test_an_error_naming_a_huge_cell_is_one_short_line_that_keeps_the_row_and_the_reason(capsys):
+    # a 100,000-byte name in an ME file was echoed whole: 100 KB on one error line
+    name = "a" * 100_000
+    report(InputError([f"row 2: name: ME name '{name}' is 100000 bytes; the limit is 64", "row 3: signer is missing"]))
+    report(InputError(f"row 7: alliance '{name}' is longer than 32 bytes"))
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 4, lines
+    assert all(len(line) <= MAX_ERROR_LINE + 80 for line in lines), [len(line) for line in lines]
+    assert lines[0].startswith("error: row 2: name: ME name 'aaa") and lines[0].endswith("the limit is 64")
+    assert "characters left out" in lines[0]
+    assert lines[1] == "error: row 3: signer is missing"
+    assert lines[2] == "error: 2 problems; nothing was changed"
+    assert lines[3].startswith("error: row 7: alliance 'aaa") and lines[3].endswith("longer than 32 bytes")
