@@ -63,6 +63,9 @@ class LazyGroup(click.Group):
         except Exception as err:  # noqa: BLE001 - the last line of defence: one line, no traceback
             if _debug(ctx):
                 raise
+            if (storage := storage_error(err, getattr(ctx.obj, "settings", None))) is not None:
+                report(storage)
+                ctx.exit(storage.exit_code)
             click.echo(
                 f"error: {err.__class__.__name__}: {_one_line(err)[:300]} (run with --debug for details)", err=True
             )
@@ -117,6 +120,22 @@ def cli(ctx, network, data_dir, port, assume_yes, debug):
     except ValueError as err:
         raise click.UsageError(f"bad setting: {err.errors()[0]['loc'][0]}: {err.errors()[0]['msg']}") from None
     ctx.obj = App(settings=settings, debug=debug)
+
+
+def storage_error(err: BaseException, settings=None) -> LedgerError | None:
+    """A file the command had to write could not be (a read-only data folder, a full disk): in words,
+    naming the file and the data folder, exit 2 (it could not run; fix the folder and run again)."""
+    from ledger.errors import StorageUnwritable, storage_problem
+
+    reason = storage_problem(err)
+    if reason is None:
+        return None
+    where = f" {err.filename}" if isinstance(err, OSError) and err.filename else ""
+    folder = f" {settings.data_dir}" if settings is not None else ""
+    return StorageUnwritable(
+        f"cannot write{where}: {reason}; the data folder{folder} must be writable and have free space "
+        f"(or choose another: --data-dir, LEDGER_DATA_DIR)"
+    )
 
 
 def _debug(ctx) -> bool:

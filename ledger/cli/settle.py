@@ -69,7 +69,7 @@ def settle(app: App, file: Path, dry_run, as_json, assume_yes, account_alias, sa
         problems, total = check_file(file, decimals_of, spool=spool)
         if problems:
             raise InputError(problems, source=file.name, total=total)
-        index = s.ledger_index if app.settings.index else None  # brought up to date by the settler
+        index = s.usable_index() if app.settings.index else None  # None when its file cannot be written
         s.chain.index = index
         settler = Settler(s.chain, None, batch_gas=app.settings.batch_gas, from_block=s.record.block, index=index)
         try:
