@@ -20,3 +20,16 @@ def test_an_error_naming_a_huge_cell_is_one_short_line_that_keeps_the_row_and_th
     assert lines[1] == "error: row 3: signer is missing"
     assert lines[2] == "error: 2 problems; nothing was changed"
     assert lines[3].startswith("error: row 7: alliance 'aaa") and lines[3].endswith("longer than 32 bytes")
+
+
+def test_chain_up_says_the_supervisor_was_killed_rather_than_quoting_its_log(tmp_path):
+    # a supervisor killed while restoring was reported as "exited with code -9: ... supervisor: starting"
+    from ledger.chain.node import LocalNode
+    from ledger.config import Settings
+
+    node = LocalNode(Settings.from_env(data_dir=str(tmp_path)))
+    node.folder.mkdir(parents=True)
+    node.log_file.write_text("2026-12-06 08:39:30 supervisor: starting (pid 5110)\n")
+    text = node._start_failure(-9)
+    assert text.startswith("the local chain's supervisor was killed (SIGKILL) before the chain was ready"), text
+    assert "exited with code -9" not in text and "supervisor: starting" not in text

@@ -358,6 +358,10 @@ class LocalNode:
             lines = []
         reason = next((line for line in reversed(lines) if "error" in line.lower()), lines[-1] if lines else "")
         who = "the local chain's supervisor" if self.kind == "anvil" else self.name
+        if code < 0:  # a signal, not the process's own exit: the log's last line is not the reason
+            name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
+            return (f"{who} was killed ({name}) before the chain was ready; run `ledger chain up` again "
+                    f"(log: {self.log_file})")  # fmt: skip
         full = self.disk_note()
         return f"{who} exited with code {code}: {full or reason.strip()[:200]} (log: {self.log_file})"
 
