@@ -195,5 +195,6 @@ def _print_preview(s, rows: list[dict], skipped, as_json: bool) -> None:
                      right={1, 3, 4, 5, 6}))  # fmt: skip
     click.echo(
         f"dry run: nothing was sent. {words.count(skipped, 'event')} skipped as already settled. Each event is "
-        f"split by the rotating rounding rule (docs/contract.md, Rounding rule), so every event's credits add up to it exactly."
+        f"split by the rotating rounding rule (docs/contract.md, Rounding rule), so every event's credits add up "
+        f"to it exactly."
     )
