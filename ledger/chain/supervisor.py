@@ -446,12 +446,19 @@ class Supervisor:
                 continue
             if view.torn_tail:
                 notes.append("the journal's last record was cut short by the crash and is dropped")
+            if view.damaged_tail:
+                name, offset = view.damaged_tail
+                notes.append(
+                    f"journal segment {name} is damaged at byte {offset} (whole records follow the bad one: not a "
+                    f"crash's torn tail); the blocks recorded after it were not replayed"
+                )
             if view.bad_segment:
                 notes.append(f"journal segment {view.bad_segment} ends in a damaged record; what follows is used")
             records = view.after(snap.block)
             count, problems = replay(self.rpc, records)
             notes.extend(problems)
-            if not view.stopped_cleanly or view.torn_tail:  # a torn tail after a clean stop: a later run crashed
+            if (not view.stopped_cleanly or view.torn_tail) and not view.damaged_tail:  # torn after a clean stop:
+                # a later run crashed
                 last_seen = records[-1]["w"] if records else snap.created
                 notes.append(
                     f"the previous run did not stop cleanly: blocks mined after "
@@ -460,6 +467,8 @@ class Supervisor:
                 )
             self._set_clock(records[-1] if records else None, snap)
             self.writer = JournalWriter(self.store)
+            if self.writer.kept_aside is not None:
+                notes.append(f"the damaged segment is kept whole as {self.writer.kept_aside.name}")
             self.hashes = {n: h for n, h in view.hashes.items() if n >= snap.block}
             self.hashes[snap.block] = snap.hash
             self.seq_of = dict.fromkeys(self.hashes, self.writer.seq)
