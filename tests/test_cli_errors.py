@@ -33,3 +33,21 @@ def test_chain_up_says_the_supervisor_was_killed_rather_than_quoting_its_log(tmp
     text = node._start_failure(-9)
     assert text.startswith("the local chain's supervisor was killed (SIGKILL) before the chain was ready"), text
     assert "exited with code -9" not in text and "supervisor: starting" not in text
+
+
+def test_a_file_that_cannot_be_written_is_named_and_only_the_data_folder_gets_the_data_folder_advice(tmp_path):
+    import errno
+
+    from ledger.cli import storage_error
+    from ledger.config import Settings
+
+    settings = Settings.from_env(data_dir=str(tmp_path / "data"))
+    inside = storage_error(OSError(errno.EROFS, "Read-only file system", str(tmp_path / "data" / "index")), settings)
+    assert str(inside) == (f"cannot write {tmp_path / 'data' / 'index'}: Read-only file system; the data folder "
+                           f"{settings.data_dir} must be writable and have free space (or choose another: "
+                           f"--data-dir, LEDGER_DATA_DIR)")  # fmt: skip
+    assert inside.exit_code == 2
+    mine = storage_error(OSError(errno.EACCES, "Permission denied", str(tmp_path / "statement.csv")), settings)
+    assert str(mine) == f"cannot use {tmp_path / 'statement.csv'}: Permission denied"
+    assert storage_error(OSError(errno.ECONNREFUSED, "Connection refused"), settings) is None
+    assert storage_error(ValueError("x"), settings) is None

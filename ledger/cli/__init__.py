@@ -130,10 +130,18 @@ def storage_error(err: BaseException, settings=None) -> LedgerError | None:
     reason = storage_problem(err)
     if reason is None:
         return None
-    where = f" {err.filename}" if isinstance(err, OSError) and err.filename else ""
-    folder = f" {settings.data_dir}" if settings is not None else ""
+    from pathlib import Path
+
+    filename = str(err.filename) if isinstance(err, OSError) and err.filename else ""
+    folder = Path(settings.data_dir).resolve() if settings is not None else None
+    if filename and folder is not None and folder != Path(filename).resolve() and folder not in Path(
+        filename
+    ).resolve().parents:  # a file of the user's own (a statement, an output file): no data folder advice
+        return StorageUnwritable(f"cannot use {filename}: {reason}")
+    where = f" {filename}" if filename else ""
+    named = f" {settings.data_dir}" if settings is not None else ""
     return StorageUnwritable(
-        f"cannot write{where}: {reason}; the data folder{folder} must be writable and have free space "
+        f"cannot write{where}: {reason}; the data folder{named} must be writable and have free space "
         f"(or choose another: --data-dir, LEDGER_DATA_DIR)"
     )
 
