@@ -51,3 +51,20 @@ def test_a_file_that_cannot_be_written_is_named_and_only_the_data_folder_gets_th
     assert str(mine) == f"cannot use {tmp_path / 'statement.csv'}: Permission denied"
     assert storage_error(OSError(errno.ECONNREFUSED, "Connection refused"), settings) is None
     assert storage_error(ValueError("x"), settings) is None
+
+
+def test_a_data_folder_setting_that_names_a_file_is_a_bad_setting(tmp_path):
+    # LEDGER_DATA_DIR=a-file gave "error: NotADirectoryError: [Errno 20] Not a directory: 'a-file/node'"
+    import pytest
+    from click.testing import CliRunner
+
+    from ledger.cli import main
+    from ledger.config import Settings
+
+    file = tmp_path / "a-file"
+    file.write_text("")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        Settings.from_env(data_dir=str(file))
+    with CliRunner(mix_stderr=False).isolation(env={"LEDGER_DATA_DIR": str(file)}) as (_, err):
+        assert main(["chain", "status"]) == 2
+    assert f"bad setting: data_dir: {file} is a file, not a folder" in err.getvalue().decode()

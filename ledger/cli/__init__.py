@@ -118,7 +118,8 @@ def cli(ctx, network, data_dir, port, assume_yes, debug):
     try:
         settings = Settings.from_env(network=network, data_dir=data_dir, port=port, assume_yes=assume_yes)
     except ValueError as err:
-        raise click.UsageError(f"bad setting: {err.errors()[0]['loc'][0]}: {err.errors()[0]['msg']}") from None
+        first = err.errors()[0]
+        raise click.UsageError(f"bad setting: {first['loc'][0]}: {first['msg'].removeprefix('Value error, ')}") from None
     ctx.obj = App(settings=settings, debug=debug)
 
 
