@@ -68,3 +68,28 @@ def test_a_data_folder_setting_that_names_a_file_is_a_bad_setting(tmp_path):
     with CliRunner(mix_stderr=False).isolation(env={"LEDGER_DATA_DIR": str(file)}) as (_, err):
         assert main(["chain", "status"]) == 2
     assert f"bad setting: data_dir: {file} is a file, not a folder" in err.getvalue().decode()
+
+
+def test_a_settled_file_of_reversals_only_does_not_claim_it_moved_at_most_nothing_into_the_ledger(capsys, tmp_path):
+    # it printed "moved at most 0.000000 ATD (...) into the ledger (less any debts the credits repaid)"
+    from ledger.cli.settle import _print_summary
+    from ledger.services.settlement import Summary
+
+    class Session:
+        @staticmethod
+        def units(amount, token):
+            return f"{amount / 10**6:.6f}"
+
+        @staticmethod
+        def symbol(token):
+            return "ATD"
+
+    token = "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512"
+    only = Summary(settled=1, batches=1, gas_used=182_197, moved={token: 0}, reversals=1, reversed={token: 149_560_000})
+    _print_summary(Session, only, 1, False, tmp_path / "returns.csv")
+    out = capsys.readouterr().out
+    assert "moved" not in out and "0.000000" not in out, out
+    assert "of them 1 reversal: 149.560000 ATD debited from the MEs" in out
+    mixed = Summary(settled=3, batches=2, moved={token: 5_000_000}, reversals=1, reversed={token: 1_000_000})
+    _print_summary(Session, mixed, 3, False, tmp_path / "mixed.csv")
+    assert "moved at most 5.000000 ATD" in capsys.readouterr().out

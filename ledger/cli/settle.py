@@ -138,6 +138,8 @@ def _print_summary(s, summary, count: int, as_json: bool, file: Path, blank: tup
         f"({summary.gas_used:,} gas); {summary.skipped} skipped as already settled"
     )
     for token, amount in moved.items():
+        if summary.reversals and not summary.moved[token]:
+            continue  # a file of reversals only: nothing came in; what went back to finance is said below
         click.echo(f"moved at most {amount} {s.symbol(token)} ({token}) into the ledger (less any debts the "
                    f"credits repaid)" if summary.reversals or any(summary.reversed.values()) else
                    f"moved {amount} {s.symbol(token)} ({token}) into the ledger")  # fmt: skip
