@@ -12,7 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 LOCAL_NETWORK = "local"
@@ -47,6 +47,14 @@ class Settings(BaseModel):
     assume_yes: bool = Field(
         default=False, description="keystore accounts sign without Ape's 'Sign: [y/N]' question (--yes)"
     )
+
+    @field_validator("data_dir")
+    @classmethod
+    def _a_folder(cls, value: Path) -> Path:
+        """LEDGER_DATA_DIR naming a file was only found when a command first wrote under it."""
+        if value.exists() and not value.is_dir():
+            raise ValueError(f"{value} is a file, not a folder")
+        return value
 
     @property
     def deployments_dir(self) -> Path:

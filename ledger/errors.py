@@ -57,6 +57,29 @@ class ChainUnavailable(LedgerError):
     exit_code = 2
 
 
+class StorageUnwritable(LedgerError):
+    """A file of the data folder cannot be written: the folder is read-only, or its disk is full."""
+
+    exit_code = 2
+
+
+_STORAGE_ERRNOS = {"EROFS", "ENOSPC", "EDQUOT", "EACCES", "EPERM"}
+_STORAGE_SQLITE = ("readonly database", "disk is full", "unable to open database file", "disk I/O error")
+
+
+def storage_problem(error: BaseException) -> str | None:
+    """Why ``error`` (an OSError, or a sqlite3 error) means a file cannot be written here, in words, or
+    None for any other error: a read-only folder or file system, no space left, no permission."""
+    import errno
+
+    if isinstance(error, OSError) and errno.errorcode.get(error.errno or 0) in _STORAGE_ERRNOS:
+        return error.strerror or str(error)
+    text = str(error)
+    if type(error).__module__ == "sqlite3" and any(marker in text for marker in _STORAGE_SQLITE):
+        return text
+    return None
+
+
 # Address (lower case) -> the account alias it was loaded by in this process; errors name it beside
 # the address (ledger.chain.connect.account fills it in).
 KNOWN_NAMES: dict[str, str] = {}

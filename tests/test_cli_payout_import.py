@@ -183,3 +183,37 @@ def test_a_payout_run_pays_each_selected_me_at_its_payout_address_and_a_rerun_pa
     assert "nothing to pay" in cli.run("payout", "run", "--alliance", "pay-run").out
     assert "result: clean" in cli.run("audit").out
     cli.fails("payout", "run", "--me", "nobody", contains="--me: no ME named 'nobody'")
+
+
+def test_hostile_import_files_are_refused_by_row_with_no_traceback_and_nothing_sent(cli, tmp_path):
+    """A JSON integer too long to convert (it raised AttributeError), a header with no rows (it passed as
+    0 MEs), a party field the file misspelt, a boolean share, and a token that is no ERC-20 (the import
+    proposed alliances no revenue could ever be settled into, where `alliance propose --token` refuses)."""
+    for name, signer in (("h-one", 16), ("h-two", 17)):
+        cli.run("me", "register", name, "--signer", f"dev{signer}")
+    count = len(mes(cli))
+    huge = tmp_path / "huge.jsonl"
+    huge.write_text('{"name": ' + "1" * 5000 + f', "signer": "{dev(3)}"}}\n')
+    cli.fails("me", "import", str(huge), contains="row 1: not a JSON object (Exceeds the limit")
+    cli.fails("alliance", "import", str(huge), contains="row 1: not a JSON object (Exceeds the limit")
+    header = tmp_path / "header.csv"
+    header.write_text("name,signer,payout,parent\n\n")
+    cli.fails("me", "import", str(header), contains="the file has no rows after the header")
+    assert len(mes(cli)) == count
+    parties = [{"me": "h-one", "share": 5000}, {"me": "h-two", "share": 5000}]
+    rows = [
+        {"name": "h-typo", "parties": [{"me": "h-one", "share": 5000, "exces": 1}, parties[1]]},
+        {"name": "h-bool", "parties": [{"me": "h-one", "share": True}, parties[1]]},
+        {"name": "h-eoa", "token": dev(7), "parties": parties},
+        {"name": "h-ledger", "token": cli.run("chain", "status", "--json").out and
+         json.loads(cli.run("chain", "status", "--json").out)["deployments"][0]["ledger"], "parties": parties},
+    ]  # fmt: skip
+    file = tmp_path / "hostile.jsonl"
+    file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    err = cli.fails("alliance", "import", str(file), contains="row 1: party 'h-one': unknown field exces")
+    for expected in ("row 2: share of 'h-one' True must be whole basis points",
+                     f"row 3: token {dev(7)}: no contract at this address", "row 4: token 0x",
+                     "not an ERC-20", "4 problems; nothing was changed"):  # fmt: skip
+        assert expected in err, (expected, err)
+    for name in ("h-typo", "h-bool", "h-eoa", "h-ledger"):
+        cli.fails("alliance", "show", name, code=1)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -46,6 +47,7 @@ LOCAL_CHAIN_ID = 31337
 START_TIMEOUT_S = 60.0  # Hardhat's node takes 3-10 s to start on a busy 2-core machine
 RESTORE_TIMEOUT_S = 1800.0  # the supervisor restores the chain before it says "ready"
 STOP_TIMEOUT_S = 15.0
+FULL_DISK_BYTES = 1 << 20  # less free space than this under the data folder is called a full disk
 BUSY_WAIT_S = 30.0  # how long a command waits for a node that runs but does not answer (LEDGER_BUSY_WAIT_S)
 # Lines of Anvil's start-up banner that hold secrets (older logs, written before --quiet).
 SECRET_MARKERS = ("Private Keys", "Mnemonic:", "Derivation path", "Wallet")
@@ -168,11 +170,25 @@ class LocalNode:
             return False
         return self.running_pid() is not None or self.supervisor_pid() is not None
 
+    def disk_note(self) -> str:
+        """Words for a full disk under the data folder (the supervisor stops the node when it cannot write
+        the store), or ""."""
+        try:
+            free = shutil.disk_usage(self.folder if self.folder.exists() else self.settings.data_dir).free
+        except OSError:
+            return ""
+        if free >= FULL_DISK_BYTES:
+            return ""
+        return f"the disk holding {self.folder} is full ({free:,} bytes free): free space, then `ledger chain up`"
+
     def wait_until_answering(self) -> None:
         """Called when the node did not answer: a node that runs but is busy (restoring, or slow under
         load) is waited for, up to ``BUSY_WAIT_S``, and never reported as not running."""
         if not self.alive_here():
-            raise ChainUnavailable(f"the local chain is not running at {self.url}; start it with `ledger chain up`")
+            full = self.disk_note()
+            raise ChainUnavailable(
+                f"the local chain is not running at {self.url}; " + (full or "start it with `ledger chain up`")
+            )
         patience = float(os.environ.get("LEDGER_BUSY_WAIT_S", BUSY_WAIT_S))
         deadline = time.monotonic() + patience
         while time.monotonic() < deadline:
@@ -217,13 +233,16 @@ class LocalNode:
             )
         if pid is None:
             note = ""
-            if self.supervisor_pid() is not None and info.get("state") == "restoring":
+            if info.get("state") == "failed" and info.get("error"):
+                note = f"the last run stopped: {info['error']}"
+            elif self.supervisor_pid() is not None and info.get("state") == "restoring":
                 note = "the supervisor is restoring the chain; wait for `ledger chain up` to finish"
             elif self._recorded_pid() is not None and info.get("node", "anvil") == "anvil":
                 note = "the last run ended without `ledger chain down`; `ledger chain up` restores it from the store"
             elif self._recorded_pid() is not None:
                 note = "the last run ended without `ledger chain down`; a Hardhat chain is not kept"
-            return NodeStatus(False, self.url, note=note, **extra)
+            full = self.disk_note()
+            return NodeStatus(False, self.url, note=f"{note}; {full}" if note and full else note or full, **extra)
         try:
             block = int(rpc(self.url, "eth_blockNumber", timeout=5.0), 16)
             chain_id = int(rpc(self.url, "eth_chainId", timeout=5.0), 16)
@@ -333,9 +352,18 @@ class LocalNode:
         raise ChainUnavailable(f"the local chain did not start within {RESTORE_TIMEOUT_S:.0f} s; see {self.log_file}")
 
     def _start_failure(self, code: int) -> str:
-        lines = [line for line in self.log_file.read_text(errors="replace").splitlines() if line.strip()]
+        try:
+            lines = [line for line in self.log_file.read_text(errors="replace").splitlines() if line.strip()]
+        except OSError:
+            lines = []
         reason = next((line for line in reversed(lines) if "error" in line.lower()), lines[-1] if lines else "")
-        return f"{self.name} exited with code {code}: {reason.strip()[:200]} (log: {self.log_file})"
+        who = "the local chain's supervisor" if self.kind == "anvil" else self.name
+        if code < 0:  # a signal, not the process's own exit: the log's last line is not the reason
+            name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
+            return (f"{who} was killed ({name}) before the chain was ready; run `ledger chain up` again "
+                    f"(log: {self.log_file})")  # fmt: skip
+        full = self.disk_note()
+        return f"{who} exited with code {code}: {full or reason.strip()[:200]} (log: {self.log_file})"
 
     def _write_info(self, pid: int) -> None:
         info = {"pid": pid, "node": self.kind, "url": self.url, "started": time.time(), "command": self.command()}

@@ -31,6 +31,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import struct
 import time
 import zlib
@@ -116,6 +117,7 @@ class View:
     hashes: dict[int, str] = field(default_factory=dict)
     head: int | None = None
     torn_tail: bool = False  # the last record was cut short by a crash (and is not counted)
+    damaged_tail: tuple[str, int] | None = None  # (segment, byte): a bad record with whole records after it
     bad_segment: str | None = None  # a segment that is not the last ended in a bad record
     stopped_cleanly: bool = False  # the last record is a clean stop (`ledger chain down`)
 
@@ -255,10 +257,12 @@ class Store:
             for record, _end in read_segment(path):
                 view.apply(record)
             if _torn(path):
-                if i == len(segments) - 1:
-                    view.torn_tail = True
-                else:
+                if i < len(segments) - 1:
                     view.bad_segment = path.name
+                elif (offset := damage_at(path)) is not None:
+                    view.damaged_tail = (path.name, offset)
+                else:
+                    view.torn_tail = True
         return view
 
     def last_block(self) -> dict | None:
@@ -332,6 +336,30 @@ def valid_length(path: Path) -> int:
     return max((end for _record, end in read_segment(path)), default=0)
 
 
+def damage_at(path: Path) -> int | None:
+    """The offset of the first bad record of a segment if whole records follow it (damage: bit rot, a
+    bad sector, an edit), or None (the file is whole, or ends in a crash's torn tail: a record cut short
+    is always the last thing in the file). Whole records start with a header and ``{"t":``."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    good = max((end for _record, end in read_segment(path)), default=0)
+    if good == len(data):
+        return None
+    found = data.find(b'{"t":', good + HEADER.size + 1)
+    while found != -1:
+        start = found - HEADER.size
+        length, crc = HEADER.unpack_from(data, start)
+        payload = data[found : found + length]
+        if len(payload) == length and zlib.crc32(payload) == crc:
+            with contextlib.suppress(ValueError):
+                if isinstance(json.loads(payload), dict):
+                    return good
+        found = data.find(b'{"t":', found + 1)
+    return None
+
+
 def _torn(path: Path) -> bool:
     try:
         return valid_length(path) != path.stat().st_size
@@ -346,10 +374,16 @@ class JournalWriter:
         self.store = store
         store.folder.mkdir(parents=True, exist_ok=True)
         segments = store.segments()
+        self.kept_aside: Path | None = None  # a damaged segment's copy, kept before its bad tail is cut
         if segments:
             self.seq, path = segments[-1]
             good = valid_length(path)
             if good != path.stat().st_size:
+                if damage_at(path) is not None:  # not a torn tail: keep every byte before cutting
+                    self.kept_aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+                    shutil.copyfile(path, self.kept_aside)
+                    with open(self.kept_aside, "rb") as copy:
+                        os.fsync(copy.fileno())
                 with open(path, "r+b") as f:
                     f.truncate(good)
                     os.fsync(f.fileno())

@@ -54,10 +54,18 @@ FETCH_MAX = 200  # blocks read per poll while catching up
 SNAPSHOT_BLOCKS = int(os.environ.get("LEDGER_SNAPSHOT_BLOCKS", 500))
 SNAPSHOT_GAS = int(os.environ.get("LEDGER_SNAPSHOT_GAS", 200_000_000))
 PR_SET_PDEATHSIG = 1
+STORE_ERRNOS = {"ENOSPC", "EDQUOT", "EROFS", "EIO", "EACCES"}  # the store's disk refuses a write
 
 
 class RestoreError(Exception):
     pass
+
+
+def _why(err: BaseException) -> str:
+    """An error in words: an OSError as its message and file (no "[Errno 28]")."""
+    if isinstance(err, OSError) and err.strerror:
+        return f"{err.strerror}: {err.filename}" if err.filename else err.strerror
+    return str(err)
 
 
 class RpcFailed(Exception):
@@ -352,20 +360,31 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._stop)
         signal.signal(signal.SIGUSR1, self._snapshot_now)
-        self.say(f"starting (pid {os.getpid()})")
-        self.write_info("restoring")
         try:
+            self.say(f"starting (pid {os.getpid()})")
+            self.write_info("restoring")
             summary = self.restore()
         except (RestoreError, RpcFailed, OSError, http.client.HTTPException) as err:
-            self.say(f"cannot start: {err}")
-            self.write_info("failed", error=str(err))
-            self._kill_anvil()
+            self._fail(f"cannot start: {_why(err)}")
             return 1
         self.say(summary["message"])
         self.write_info("ready", restored=summary)
-        code = self.follow()
+        try:
+            code = self.follow()
+        except OSError as err:  # the store cannot be written (a full disk): stop rather than mine blocks
+            self._fail(f"stopped the node: cannot write the store: {_why(err)}")  # that a crash would lose
+            return 4
         self.shutdown(clean=code == 0)
         return code
+
+    def _fail(self, text: str) -> None:
+        """Stop Anvil and leave the reason where `ledger chain up` / `chain status` look (each write may
+        fail itself on a full disk)."""
+        self._kill_anvil()
+        with contextlib.suppress(OSError):
+            self.say(text)
+        with contextlib.suppress(OSError):
+            self.write_info("failed", error=text)
 
     def _stop(self, *_):
         self.stopping = True
@@ -427,12 +446,19 @@ class Supervisor:
                 continue
             if view.torn_tail:
                 notes.append("the journal's last record was cut short by the crash and is dropped")
+            if view.damaged_tail:
+                name, offset = view.damaged_tail
+                notes.append(
+                    f"journal segment {name} is damaged at byte {offset} (whole records follow the bad one: not a "
+                    f"crash's torn tail); the blocks recorded after it were not replayed"
+                )
             if view.bad_segment:
                 notes.append(f"journal segment {view.bad_segment} ends in a damaged record; what follows is used")
             records = view.after(snap.block)
             count, problems = replay(self.rpc, records)
             notes.extend(problems)
-            if not view.stopped_cleanly:
+            if (not view.stopped_cleanly or view.torn_tail) and not view.damaged_tail:  # torn after a clean stop:
+                # a later run crashed
                 last_seen = records[-1]["w"] if records else snap.created
                 notes.append(
                     f"the previous run did not stop cleanly: blocks mined after "
@@ -441,6 +467,8 @@ class Supervisor:
                 )
             self._set_clock(records[-1] if records else None, snap)
             self.writer = JournalWriter(self.store)
+            if self.writer.kept_aside is not None:
+                notes.append(f"the damaged segment is kept whole as {self.writer.kept_aside.name}")
             self.hashes = {n: h for n, h in view.hashes.items() if n >= snap.block}
             self.hashes[snap.block] = snap.hash
             self.seq_of = dict.fromkeys(self.hashes, self.writer.seq)
@@ -533,6 +561,8 @@ class Supervisor:
             try:
                 self.poll()
             except (OSError, http.client.HTTPException, ValueError, RpcFailed) as err:
+                if isinstance(err, OSError) and errno.errorcode.get(err.errno or 0) in STORE_ERRNOS:
+                    raise  # the journal cannot be written: not the node failing to answer
                 if self.anvil is not None and self.anvil.poll() is None:
                     self.say(f"the node did not answer ({err.__class__.__name__}); trying again")
                 time.sleep(POLL_S)

@@ -63,6 +63,9 @@ class LazyGroup(click.Group):
         except Exception as err:  # noqa: BLE001 - the last line of defence: one line, no traceback
             if _debug(ctx):
                 raise
+            if (storage := storage_error(err, getattr(ctx.obj, "settings", None))) is not None:
+                report(storage)
+                ctx.exit(storage.exit_code)
             click.echo(
                 f"error: {err.__class__.__name__}: {_one_line(err)[:300]} (run with --debug for details)", err=True
             )
@@ -115,19 +118,52 @@ def cli(ctx, network, data_dir, port, assume_yes, debug):
     try:
         settings = Settings.from_env(network=network, data_dir=data_dir, port=port, assume_yes=assume_yes)
     except ValueError as err:
-        raise click.UsageError(f"bad setting: {err.errors()[0]['loc'][0]}: {err.errors()[0]['msg']}") from None
+        first = err.errors()[0]
+        raise click.UsageError(f"bad setting: {first['loc'][0]}: {first['msg'].removeprefix('Value error, ')}") from None
     ctx.obj = App(settings=settings, debug=debug)
+
+
+def storage_error(err: BaseException, settings=None) -> LedgerError | None:
+    """A file the command had to write could not be (a read-only data folder, a full disk): in words,
+    naming the file and the data folder, exit 2 (it could not run; fix the folder and run again)."""
+    from ledger.errors import StorageUnwritable, storage_problem
+
+    reason = storage_problem(err)
+    if reason is None:
+        return None
+    from pathlib import Path
+
+    filename = str(err.filename) if isinstance(err, OSError) and err.filename else ""
+    folder = Path(settings.data_dir).resolve() if settings is not None else None
+    if filename and folder is not None and folder != Path(filename).resolve() and folder not in Path(
+        filename
+    ).resolve().parents:  # a file of the user's own (a statement, an output file): no data folder advice
+        return StorageUnwritable(f"cannot use {filename}: {reason}")
+    where = f" {filename}" if filename else ""
+    named = f" {settings.data_dir}" if settings is not None else ""
+    return StorageUnwritable(
+        f"cannot write{where}: {reason}; the data folder{named} must be writable and have free space "
+        f"(or choose another: --data-dir, LEDGER_DATA_DIR)"
+    )
 
 
 def _debug(ctx) -> bool:
     return bool(getattr(ctx.obj, "debug", False))
 
 
+MAX_ERROR_LINE = 400  # characters of one error line; a hostile file's 100 KB cell is cut in the middle
+
+
 def _one_line(text: str) -> str:
-    """One line, with control and bidi characters (from names on the chain) escaped for the terminal."""
+    """One line, with control and bidi characters (from names on the chain) escaped for the terminal, and
+    at most ``MAX_ERROR_LINE`` characters: the start (row and field) and the end (the reason) are kept."""
     from ledger.names import escape_hidden
 
-    return escape_hidden(" ".join(str(text).split()))
+    line = escape_hidden(" ".join(str(text).split()))
+    if len(line) <= MAX_ERROR_LINE:
+        return line
+    head, tail = line[: MAX_ERROR_LINE // 2], line[-(MAX_ERROR_LINE // 2 - 60) :]
+    return f"{head} ... ({len(line) - len(head) - len(tail):,} characters left out) ... {tail}"
 
 
 def report(error: LedgerError) -> None:

@@ -81,14 +81,21 @@ def audit(app: App, ledger_address, rpc, from_block, page_size, fmt, statement, 
     from ledger.services.audit import Auditor
     from ledger.services.audit_state import Checkpoint, checkpoint_path
 
-    checkpoint = Checkpoint(checkpoint_path(app.settings.data_dir, chain_id, ledger_address, from_block or 0))
+    from ledger.errors import StorageUnwritable
+
+    try:
+        checkpoint = Checkpoint(checkpoint_path(app.settings.data_dir, chain_id, ledger_address, from_block or 0))
+    except StorageUnwritable as err:  # the audit only reads: it replays everything, without a checkpoint
+        click.echo(f"note: {err}; replaying every block without one", err=True)
+        checkpoint = None
     try:
         report = Auditor(
             client, ledger_address, from_block=from_block or 0, page_size=page_size,
             confirmations=app.settings.confirmation_depth, checkpoint=checkpoint, full=full,
         ).run()  # fmt: skip
     finally:
-        checkpoint.close()
+        if checkpoint is not None:
+            checkpoint.close()
     if statement is not None:
         report.counts.update(reconcile(statement, report, Scope(me_name, alliance, period_number)))
     if fmt == "json":

@@ -127,9 +127,28 @@ class Session:
         chain's log reads come from it (None when ``LEDGER_INDEX=0``: every read goes to the node)."""
         if not self.settings.index:
             return None
+        index = self.usable_index()
+        if index is not None:
+            self.chain.index = index
+        return index
+
+    def usable_index(self):
+        """The local index brought up to date, or None when its file cannot be written (a read-only data
+        folder, a full disk): the index is only a cache of the chain's logs, so the command then reads
+        the logs from the node, as with ``LEDGER_INDEX=0``, and says so on stderr."""
+        from ledger.errors import StorageUnwritable, storage_problem
+
         index = self.ledger_index
-        index.sync(self.chain.rpc)
-        self.chain.index = index
+        try:
+            index.sync(self.chain.rpc)
+        except Exception as err:
+            reason = str(err) if isinstance(err, StorageUnwritable) else storage_problem(err)
+            if reason is None:
+                raise
+            index.close()
+            where = "" if isinstance(err, StorageUnwritable) else f"the local index {index.path} cannot be written: "
+            click.echo(f"note: {where}{reason}; reading the chain's logs directly (as LEDGER_INDEX=0 does)", err=True)
+            return None
         return index
 
     def account(self, alias: str, *, signing: bool = True):

@@ -69,7 +69,7 @@ def settle(app: App, file: Path, dry_run, as_json, assume_yes, account_alias, sa
         problems, total = check_file(file, decimals_of, spool=spool)
         if problems:
             raise InputError(problems, source=file.name, total=total)
-        index = s.ledger_index if app.settings.index else None  # brought up to date by the settler
+        index = s.usable_index() if app.settings.index else None  # None when its file cannot be written
         s.chain.index = index
         settler = Settler(s.chain, None, batch_gas=app.settings.batch_gas, from_block=s.record.block, index=index)
         try:
@@ -138,6 +138,8 @@ def _print_summary(s, summary, count: int, as_json: bool, file: Path, blank: tup
         f"({summary.gas_used:,} gas); {summary.skipped} skipped as already settled"
     )
     for token, amount in moved.items():
+        if summary.reversals and not summary.moved[token]:
+            continue  # a file of reversals only: nothing came in; what went back to finance is said below
         click.echo(f"moved at most {amount} {s.symbol(token)} ({token}) into the ledger (less any debts the "
                    f"credits repaid)" if summary.reversals or any(summary.reversed.values()) else
                    f"moved {amount} {s.symbol(token)} ({token}) into the ledger")  # fmt: skip
@@ -208,5 +210,6 @@ def _print_preview(s, rows: list[dict], skipped, as_json: bool) -> None:
                    "ALLIANCE's own terms (rows 'via'), in the same transaction; finance pays in once.")  # fmt: skip
     click.echo(
         f"dry run: nothing was sent. {words.count(skipped, 'event')} skipped as already settled. Each event is "
-        f"split by the rotating rounding rule (README), so every event's credits add up to it exactly."
+        f"split by the rotating rounding rule (docs/contract.md, Rounding rule), so every event's credits add up "
+        f"to it exactly."
     )

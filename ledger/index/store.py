@@ -43,7 +43,7 @@ from pathlib import Path
 from eth_utils import keccak
 
 from ledger.chain.logs import Log, LogReader
-from ledger.errors import LedgerError
+from ledger.errors import LedgerError, StorageUnwritable, storage_problem
 
 SCHEMA_VERSION = "2"  # 2: reversals in `batches` and `refs` (with the reference each reverses)
 REF_STRIDE = 1 << 16  # refs.rowid = batch id * REF_STRIDE + position in the batch
@@ -521,6 +521,8 @@ def _problem(path: Path, err: sqlite3.DatabaseError, what: str, *, hint: bool = 
     """A damaged file (:class:`IndexDamaged`: SQLite cannot read it, or tables are missing), or an index
     that cannot be used now (locked, disk full): a plain :class:`LedgerError`, the file left alone."""
     text = str(err)
+    if storage_problem(err) is not None:  # a read-only folder or a full disk: the file is fine
+        return StorageUnwritable(f"the index {path} cannot be written ({text})")
     damaged = not isinstance(err, sqlite3.OperationalError) or text.startswith(("no such table", "no such column"))
     if damaged:
         tail = "; run `ledger index rebuild`" if hint else ""

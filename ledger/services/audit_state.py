@@ -24,7 +24,7 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-from ledger.errors import LedgerError
+from ledger.errors import LedgerError, StorageUnwritable, storage_problem
 
 STATE_VERSION = "3"  # 3: reversal links in the references, debts in the state
 
@@ -160,14 +160,18 @@ class Checkpoint:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
             self.conn.execute("PRAGMA journal_mode = WAL")
             self.conn.execute("BEGIN IMMEDIATE")  # one audit at a time; committed by save()
             self.conn.execute("CREATE TABLE IF NOT EXISTS state(key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             self.references = SpilledReferences(self.conn)
-        except sqlite3.DatabaseError as err:
+        except (OSError, sqlite3.DatabaseError) as err:
+            if (reason := storage_problem(err)) is not None:  # a read-only folder, a full disk: not damage
+                raise StorageUnwritable(f"the audit checkpoint {self.path} cannot be written ({reason})") from None
+            if isinstance(err, OSError):
+                raise
             raise LedgerError(
                 f"the audit checkpoint {self.path} is unreadable ({err}); delete it or run `ledger audit --full`"
             ) from None

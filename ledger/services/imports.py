@@ -115,8 +115,9 @@ def _records(path: Path, columns: Sequence[str], required: Sequence[str], proble
                 continue
             try:
                 record = json.loads(text)
-            except ValueError as err:
-                problems.add(f"row {number}: not a JSON object ({err.msg})")
+            except ValueError as err:  # JSONDecodeError, or an integer too long to convert (no .msg)
+                detail = f"{err.msg} at column {err.colno}" if isinstance(err, json.JSONDecodeError) else str(err)[:80]
+                problems.add(f"row {number}: not a JSON object ({detail})")
                 continue
             if not isinstance(record, dict):
                 problems.add(f"row {number}: not a JSON object")
@@ -131,14 +132,18 @@ def _records(path: Path, columns: Sequence[str], required: Sequence[str], proble
             f"{path}: row {first[0]}: the header must name the columns {','.join(columns)} "
             f"(required: {', '.join(required)}); got {','.join(header)}"
         )
+    count = 0
     for number, text in lines:
         if not text.strip():
             continue
+        count += 1
         values = next(csv.reader([text]))
         if len(values) != len(header):
             problems.add(f"row {number}: {len(values)} fields, the header has {len(header)}")
             continue
         yield number, dict(zip(header, (v.strip() for v in values), strict=True))
+    if count == 0:
+        raise InputError(f"{path}: the file has no rows after the header")
 
 
 def _text(record: dict, key: str, row: int, problems: Problems, *, optional: bool = False) -> str | None:
@@ -166,6 +171,19 @@ def _address(record: dict, key: str, row: int, problems: Problems, *, optional: 
         problems.add(f"row {row}: {key} is the zero address")
         return None
     return address
+
+
+def _token_problem(chain, token: str, decimals_of: Callable[[str], int]) -> str | None:
+    """Why ``token`` cannot settle an alliance, or None: it must be an ERC-20 contract on this chain, one
+    that answers decimals() and balanceOf() (the check `ledger alliance propose --token` makes)."""
+    if not chain.rpc.has_code(token):
+        return f"token {token}: no contract at this address on this chain"
+    try:
+        decimals_of(token)
+        chain.token_balance(token, chain.address)
+    except Exception:  # noqa: BLE001 - any failure to answer means it is not a usable ERC-20
+        return f"token {token}: the contract does not answer decimals() and balanceOf(); not an ERC-20"
+    return None
 
 
 # -- sending ------------------------------------------------------------------------------------------
@@ -349,10 +367,10 @@ class AllianceRow:
 
 
 def _share(value, row: int, what: str, problems: Problems) -> int | None:
-    if isinstance(value, bool) or value is None or value == "":
+    if value is None or value == "":
         problems.add(f"row {row}: {what} is missing")
         return None
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         number = value
     elif isinstance(value, str) and value.isdigit():
         number = int(value)
@@ -433,6 +451,7 @@ def check_alliance_file(chain, path: Path, default_token: str | None, decimals_o
     ids = dict(zip(me_names, (int(v) for v in chain.views([("meIdByName", (n,)) for n in me_names])), strict=True))
     status = {me.id: me.status for me in chain.mes_by_id(sorted({i for i in ids.values() if i}))}
     candidates: list[AllianceRow] = []
+    token_problems: dict[str, str | None] = {}  # each token named in the file, checked once
     for row, name, token, target, parties in parsed:
         before = problems.total
         if not MIN_PARTIES <= len(parties) <= MAX_PARTIES:
@@ -442,6 +461,11 @@ def check_alliance_file(chain, path: Path, default_token: str | None, decimals_o
         excess: dict[int, int] = {}
         for party in parties:
             me = party.get("me")
+            unknown = sorted(str(k) for k in set(party) - {"me", "share", "excess"})
+            if unknown:
+                problems.add(f"row {row}: party {me!r}: unknown field {', '.join(unknown)}; the fields are me, share, "
+                             f"excess")  # fmt: skip
+                continue
             me_id = ids.get(str(me), 0) if isinstance(me, str) else 0
             if not me_id:
                 problems.add(f"row {row}: party {me!r} is no registered ME")
@@ -457,6 +481,11 @@ def check_alliance_file(chain, path: Path, default_token: str | None, decimals_o
             if party.get("excess") not in (None, ""):
                 value = _share(party.get("excess"), row, f"excess share of {me!r}", problems)
                 excess[me_id] = value or 0
+        if token != default_token and token not in token_problems:
+            token_problems[token] = _token_problem(chain, token, decimals_of)
+        if token_problems.get(token):
+            problems.add(f"row {row}: {token_problems[token]}")
+            continue
         target_units = 0
         if target:
             try:
