@@ -206,6 +206,15 @@ def test_a_deleted_corrupted_or_edited_index_is_rebuilt_never_trusted(chain, tmp
     summary = json.loads(result.out)
     assert summary["events_settled"] == 100 and summary["events_skipped_already_settled"] == 200
 
+    # One reference row deleted, its batch left whole (the cursor count still agrees): the rows each batch
+    # kept find it, so the reference is not settled a second time.
+    with sqlite3.connect(file) as conn:
+        conn.execute("DELETE FROM refs WHERE id = (SELECT min(id) FROM refs)")
+    result = chain.sh.run("settle", str(write_csv(tmp_path / "dm2.csv", rows)), "--json")
+    assert "rebuilding" in result.err
+    summary = json.loads(result.out)
+    assert summary["events_settled"] == 0 and summary["events_skipped_already_settled"] == 300
+
     # Pages overwritten in the middle: rebuilt, or refused with one line naming the way out; never
     # settled twice.
     chain.cli.run("index", "status")

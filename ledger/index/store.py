@@ -20,8 +20,10 @@ It is never a source of truth:
   processes updating at once take turns (``BEGIN IMMEDIATE``): each page is read under the write lock
   from the tip the other left.
 * **Cursor check.** The settler compares, for each alliance it settles, the index's count of settled
-  events with the contract's sequence cursor read before the update (:meth:`LedgerIndex.check_cursors`):
-  fewer in the index means it lost rows, and it is rebuilt.
+  events with the contract's sequence cursor read before the update, and the reference rows it holds with
+  the rows each batch kept when it was written (:meth:`LedgerIndex.check_cursors`): fewer in the index
+  means it lost rows, and it is rebuilt. A row edited in place (another reference written over one) is
+  not caught here; the audit reports the reference the chain then holds twice.
 
 Layout: ``refs`` (one row per settled reference, revenue or reversal: its batch, position, amount and
 period, and for a reversal the reference it reverses; the rowid is batch id * 65536 + position, so a
@@ -45,7 +47,7 @@ from eth_utils import keccak
 from ledger.chain.logs import Log, LogReader
 from ledger.errors import LedgerError, StorageUnwritable, storage_problem
 
-SCHEMA_VERSION = "2"  # 2: reversals in `batches` and `refs` (with the reference each reverses)
+SCHEMA_VERSION = "3"  # 2: reversals in `batches` and `refs`; 3: `batches.kept` (its rows in `refs`)
 REF_STRIDE = 1 << 16  # refs.rowid = batch id * REF_STRIDE + position in the batch
 KEEP_CHECKPOINTS = 256  # block hashes kept for finding the canonical ancestor after a reorganisation
 PAGE_WEIGHT = 120_000  # per eth_getLogs page: 50 per log + 1 per settled reference (about 30 MB of JSON)
@@ -58,7 +60,8 @@ CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHO
 CREATE TABLE IF NOT EXISTS synced(block INTEGER PRIMARY KEY, hash TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS batches(
     id INTEGER PRIMARY KEY, agreement BLOB NOT NULL, version INTEGER NOT NULL, first_seq INTEGER NOT NULL,
-    count INTEGER NOT NULL, block INTEGER NOT NULL, log_index INTEGER NOT NULL, tx TEXT NOT NULL);
+    count INTEGER NOT NULL, block INTEGER NOT NULL, log_index INTEGER NOT NULL, tx TEXT NOT NULL,
+    kept INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS batches_agreement ON batches(agreement);
 CREATE INDEX IF NOT EXISTS batches_block ON batches(block);
 CREATE TABLE IF NOT EXISTS refs(
@@ -414,8 +417,10 @@ class LedgerIndex:
                     (bytes(args["agreementId"]), args["version"], args["firstSeq"], len(args["entries"]),
                      log.block, log.index, log.tx),
                 )  # fmt: skip
-                base = cursor.lastrowid * REF_STRIDE
+                batch = cursor.lastrowid
+                base = batch * REF_STRIDE
                 originals = args.get("originals") or [None] * len(args["refs"])
+                before = conn.total_changes
                 conn.executemany(
                     "INSERT OR IGNORE INTO refs(id, ref, amount, period, reverses) VALUES (?, ?, ?, ?, ?)",
                     [(base + k, bytes(ref), str(entry >> 32), entry & 0xFFFFFFFF,
@@ -423,6 +428,9 @@ class LedgerIndex:
                      for k, (ref, entry, original) in enumerate(zip(args["refs"], args["entries"], originals,
                                                                     strict=False))],
                 )  # fmt: skip
+                # The rows this batch kept: fewer than its events only when the chain itself holds a
+                # reference twice (the first one stays); the cursor check compares against it.
+                conn.execute("UPDATE batches SET kept = ? WHERE id = ?", (conn.total_changes - before, batch))
                 refs += len(args["refs"])
             if log.event != "RevenueSettled":  # reversals kept whole too: reports and the audit read them
                 agreement = args.get("agreementId")
@@ -469,21 +477,28 @@ class LedgerIndex:
                 totals[key] = totals.get(key, 0) + int(amount)
         return totals
 
-    def settled_count(self, agreement_ids: Iterable[bytes]) -> dict[bytes, int]:
-        """Events settled per agreement (revenue and reversals), as the index holds them (the sum of its
-        batches)."""
-        out = {}
-        for aid in agreement_ids:
-            out[bytes(aid)] = self._query(
-                "SELECT coalesce(sum(count), 0) FROM batches WHERE agreement = ?", (bytes(aid),)
-            )[0][0]
-        return out
-
     def check_cursors(self, cursors: dict[bytes, int]) -> list[bytes]:
-        """The agreements whose settled events the index holds fewer of than the contract's cursor
-        (read before the index was brought up to date) counts: rows are missing."""
-        counts = self.settled_count(cursors)
-        return [aid for aid, cursor in cursors.items() if counts[bytes(aid)] < cursor]
+        """The agreements whose rows the index lacks: fewer settled events in its batches than the
+        contract's cursor (read before the index was brought up to date) counts, or fewer reference rows
+        than its batches kept (a row deleted or lost from the file). Either way the index cannot say
+        which references are settled, so the settler rebuilds it before trusting it."""
+        short = []
+        for aid in cursors:
+            key = bytes(aid)
+            (events, kept), = self._query(
+                "SELECT coalesce(sum(count), 0), coalesce(sum(kept), 0) FROM batches WHERE agreement = ?", (key,)
+            )  # fmt: skip
+            if events < cursors[aid]:
+                short.append(aid)
+                continue
+            (rows,) = self._query(
+                f"SELECT count(*) FROM batches b JOIN refs r ON r.id >= b.id * {REF_STRIDE} "
+                f"AND r.id < b.id * {REF_STRIDE} + b.count WHERE b.agreement = ?",
+                (key,),
+            )[0]
+            if rows < kept:
+                short.append(aid)
+        return short
 
     def logs(self, names: list[str], from_block: int, to_block: int,
              topic1: list[bytes] | None = None) -> Iterator[Log]:  # fmt: skip
