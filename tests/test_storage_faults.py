@@ -115,8 +115,12 @@ def test_a_full_disk_stops_the_local_chain_and_every_command_says_the_disk_is_fu
                                   "params": [{"from": dev0, "to": dev0, "value": "0x1"}]}).encode()  # fmt: skip
             for _ in range(60):
                 try:
-                    urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{node.port}", request,
-                                                                  {"Content-Type": "application/json"}), timeout=5)
+                    urllib.request.urlopen(
+                        urllib.request.Request(
+                            f"http://127.0.0.1:{node.port}", request, {"Content-Type": "application/json"}
+                        ),
+                        timeout=5,
+                    )
                 except OSError:
                     break  # the node is stopped
                 time.sleep(0.1)

@@ -52,7 +52,6 @@ class ProviderTransport:
             result = True  # eth-tester answers a successful revert with null; Anvil and Hardhat with true
         return {"jsonrpc": "2.0", "id": rid, "result": _jsonify(result)}
 
-
     def _funded_call(self, params: list) -> Any:
         """``eth_call`` whose sender holds too little ETH for eth-tester: run it in a snapshot in which a
         funded account sent the sender 1 ETH first; the snapshot is reverted whatever happens."""

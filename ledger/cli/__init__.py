@@ -119,7 +119,8 @@ def cli(ctx, network, data_dir, port, assume_yes, debug):
         settings = Settings.from_env(network=network, data_dir=data_dir, port=port, assume_yes=assume_yes)
     except ValueError as err:
         first = err.errors()[0]
-        raise click.UsageError(f"bad setting: {first['loc'][0]}: {first['msg'].removeprefix('Value error, ')}") from None
+        reason = first["msg"].removeprefix("Value error, ")
+        raise click.UsageError(f"bad setting: {first['loc'][0]}: {reason}") from None
     ctx.obj = App(settings=settings, debug=debug)
 
 
@@ -135,9 +136,12 @@ def storage_error(err: BaseException, settings=None) -> LedgerError | None:
 
     filename = str(err.filename) if isinstance(err, OSError) and err.filename else ""
     folder = Path(settings.data_dir).resolve() if settings is not None else None
-    if filename and folder is not None and folder != Path(filename).resolve() and folder not in Path(
+    if (
         filename
-    ).resolve().parents:  # a file of the user's own (a statement, an output file): no data folder advice
+        and folder is not None
+        and folder != Path(filename).resolve()
+        and folder not in Path(filename).resolve().parents
+    ):  # a file of the user's own (a statement, an output file): no data folder advice
         return StorageUnwritable(f"cannot use {filename}: {reason}")
     where = f" {filename}" if filename else ""
     named = f" {settings.data_dir}" if settings is not None else ""

@@ -78,10 +78,9 @@ def audit(app: App, ledger_address, rpc, from_block, page_size, fmt, statement, 
 
         record = recorded(DeploymentStore(app.settings.deployments_dir), chain_id, remedy="give --ledger ADDRESS")
         ledger_address, from_block = record.ledger, record.block if from_block is None else from_block
+    from ledger.errors import StorageUnwritable
     from ledger.services.audit import Auditor
     from ledger.services.audit_state import Checkpoint, checkpoint_path
-
-    from ledger.errors import StorageUnwritable
 
     try:
         checkpoint = Checkpoint(checkpoint_path(app.settings.data_dir, chain_id, ledger_address, from_block or 0))
