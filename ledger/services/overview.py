@@ -477,7 +477,7 @@ def audit_status(rpc, ledger: str, *, from_block: int, confirmations: int = 0, p
     """The audit's verdict (:class:`ledger.services.audit.Auditor`), or why it could not run.
     ``checkpoint``: the path of an audit checkpoint to resume from and renew (only new blocks replayed)."""
     from ledger.services.audit import Auditor
-    from ledger.services.audit_state import Checkpoint
+    from ledger.services.audit.checkpoint import Checkpoint
 
     store = None
     try:
