@@ -66,7 +66,7 @@ def audit(app: App, ledger_address, rpc, from_block, page_size, fmt, statement, 
     """
     from ledger.chain.connect import http_endpoint
     from ledger.chain.rpc import HttpRpc
-    from ledger.services.statement import Scope, read_statement, reconcile
+    from ledger.services.reconcile import Scope, read_statement, reconcile
 
     if statement is not None:
         read_statement(statement)  # an unreadable statement stops the audit before any work

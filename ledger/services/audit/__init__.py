@@ -23,7 +23,7 @@ out below, and a test checks them against the compiled contract). The history is
    incurred - netted == ``totalDebt`` == the sum of the MEs' debts. Per ME: its balance and debt replayed
    from its credits, debits and withdrawals with the netting rule equal the contract's, and never both.
    Contract views are read at the block the log scan ended at.
-5. **Statements** (:mod:`ledger.services.statement`) are reconciled against the credits replayed here.
+5. **Statements** (:mod:`ledger.services.reconcile`) are reconciled against the credits replayed here.
 6. **Reversals.** Every ``RevenueReversed`` event is split again with the reversal rule (the top of the
    period's revenue first) and compared with its ``PartiesDebited`` runs; each ``DebtIncurred`` and
    ``DebtNetted`` with the debt rule; and the link the contract does not store: each reversal's
