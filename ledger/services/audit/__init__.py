@@ -3,8 +3,8 @@ never calls the contract's logic.
 
 Inputs are a JSON-RPC endpoint and the ledger's address, nothing else: not the finance team's files,
 not the service's local state, not the project's compiled artifacts (the event signatures are written
-out below, and a test checks them against the compiled contract). The history is read with raw
-``eth_getLogs`` in bounded block pages and replayed in chain order:
+out in :mod:`~ledger.services.audit.events`, and a test checks them against the compiled contract). The
+history is read with raw ``eth_getLogs`` in bounded block pages and replayed in chain order:
 
 1. **Signatures.** Each ME's signer over time comes from ``MERegistered``/``MEUpdated``; every
    ``AgreementActivated``/``AgreementEnded`` signature is recovered here (EIP-712, ``eth_account``)
