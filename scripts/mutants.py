@@ -46,7 +46,7 @@ PYTEST_SUBSET = [
     "tests/test_stateful.py",
 ]
 SETTLEMENT = "ledger/services/settlement.py"
-AUDIT = "ledger/services/audit.py"
+AUDIT = "ledger/services/audit/recompute.py"
 COPIED = ["contracts", "forge", "foundry.toml", "scripts", "ledger", "tests", "ape-config.yaml", "pyproject.toml"]
 
 

@@ -45,7 +45,7 @@ from ledger.services.audit import (
     terms_hash,
     validate_terms,
 )
-from ledger.services.statement import Scope, StatementUnreadable, read_statement, reconcile
+from ledger.services.reconcile import Scope, StatementUnreadable, read_statement, reconcile
 from ledger.terms import nested_reference
 
 BPS = 10_000
@@ -1489,7 +1489,7 @@ HOSTILE = {1: '=HYPERLINK("http://x","y")', 2: "+SUM(1)", 3: "@cmd", 4: "-2+3", 
 def test_a_statement_payouts_wrote_for_hostile_names_reads_back_exactly_and_no_cell_is_a_formula(tmp_path):
     """What `ledger payouts --format csv` writes (its own renderer) for names a spreadsheet would run or a
     stripping reader would change: every cell is safe to open, and the audit matches every line."""
-    from ledger.cli.money import _render
+    from ledger.cli.finance import _render
 
     alliances = {"=cmd|' /C calc'!A0": USDC, " kitchen ": USDC}
     payouts = {(alliance, 1, me_id, "base"): 1_000 * me_id for alliance in alliances for me_id in HOSTILE}

@@ -11,8 +11,8 @@ from eth_utils import to_checksum_address
 
 from ledger.chain.logs import EventSpec, _fast_decode
 from ledger.index.store import _dumps, _loads
-from ledger.services import audit_state
 from ledger.services.audit import _ME, Finding, TokenTotals, _Agreement, _Terms, event_abi
+from ledger.services.audit import checkpoint as audit_state
 
 
 def test_events_of_words_and_word_arrays_decode_by_slicing_exactly_as_eth_abi_does():

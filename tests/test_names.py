@@ -125,7 +125,7 @@ def test_html_isolates_each_name_and_escapes_markup_and_bidi():
 
 
 def test_the_dashboard_and_statements_show_hostile_names_isolated_and_escaped():
-    from ledger.services.overview import Alliance, AuditStatus, MEPayouts, Overview, Party, Period, Run, Token
+    from ledger.services.overview import Alliance, AuditStatus, MEPayouts, Overview, Party, Period, SettlementTx, Token
     from ledger.services.reports import PayoutLine
     from ledger.web import statements
     from ledger.web.app import create_app
@@ -134,7 +134,7 @@ def test_the_dashboard_and_statements_show_hostile_names_isolated_and_escaped():
     alliance = Alliance(rlo, "in force", 1, 1, 1, token, 0, [Party(2, evil, 5000, None), Party(3, rlo, 5000, None)],
                         1, [Period(202611, 10, False, 0)])  # fmt: skip
     mes = [MEPayouts(i, n, "active", token, {202611: 5}, 5, 5) for i, n in ((2, evil), (3, rlo))]
-    runs = [Run("0x" + "12" * 32, 9, 0, [rlo], 1, {token: 10}, 1_795_000_000)]
+    runs = [SettlementTx("0x" + "12" * 32, 9, 0, [rlo], 1, {token: 10}, 1_795_000_000)]
     overview = Overview(31337, "0x" + "cd" * 20, 1, 10, 1_795_000_000, {token: Token(token, "ATD", 6)}, [alliance],
                         mes, [202611], runs, AuditStatus(True, 0, {}, 1, 10))  # fmt: skip
     html = create_app(lambda: overview, refresh=0).test_client().get("/").get_data(as_text=True)

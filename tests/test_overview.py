@@ -19,7 +19,7 @@ from ledger.services.overview import (
     Overview,
     Party,
     Period,
-    Run,
+    SettlementTx,
     Token,
     gather,
     grouped,
@@ -172,7 +172,7 @@ def overview_fixture() -> Overview:
                                                                                     40_000 * UNIT)])  # fmt: skip
     mes = [MEPayouts(2, "fridge", "active", token, {NOV: 19_615_006_000, DEC: 1}, 19_615_006_001, 5),
            MEPayouts(3, "<oven>", "dissolved", token, {NOV: 7}, 7, 0)]  # fmt: skip
-    runs = [Run("0x" + "12" * 32, 9, 0, ["smart-kitchen"], 2, {token: 21_000_500_000}, 1_795_000_000)]
+    runs = [SettlementTx("0x" + "12" * 32, 9, 0, ["smart-kitchen"], 2, {token: 21_000_500_000}, 1_795_000_000)]
     return Overview(31337, "0x" + "cd" * 20, 1, 10, 1_795_000_000, {token: Token(token, "ATD", 6)}, [alliance],
                     mes, [NOV, DEC], runs, AuditStatus(False, 2, {"credit": 2}, 1, 10))  # fmt: skip
 

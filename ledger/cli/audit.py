@@ -66,7 +66,7 @@ def audit(app: App, ledger_address, rpc, from_block, page_size, fmt, statement, 
     """
     from ledger.chain.connect import http_endpoint
     from ledger.chain.rpc import HttpRpc
-    from ledger.services.statement import Scope, read_statement, reconcile
+    from ledger.services.reconcile import Scope, read_statement, reconcile
 
     if statement is not None:
         read_statement(statement)  # an unreadable statement stops the audit before any work
@@ -80,7 +80,7 @@ def audit(app: App, ledger_address, rpc, from_block, page_size, fmt, statement, 
         ledger_address, from_block = record.ledger, record.block if from_block is None else from_block
     from ledger.errors import StorageUnwritable
     from ledger.services.audit import Auditor
-    from ledger.services.audit_state import Checkpoint, checkpoint_path
+    from ledger.services.audit.checkpoint import Checkpoint, checkpoint_path
 
     try:
         checkpoint = Checkpoint(checkpoint_path(app.settings.data_dir, chain_id, ledger_address, from_block or 0))

@@ -34,7 +34,7 @@ def dashboard(app: App, host, http_port, refresh, recent, page_size):
       ledger dashboard --port 8751 --refresh 0
     """
     from ledger.errors import LedgerError
-    from ledger.services.audit_state import checkpoint_path
+    from ledger.services.audit.checkpoint import checkpoint_path
     from ledger.services.overview import LiveOverview
 
     with app.reader() as s:

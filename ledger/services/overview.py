@@ -136,7 +136,7 @@ class MEPayouts:
 
 
 @dataclass
-class Run:
+class SettlementTx:
     """One settlement transaction: its ``RevenueSettled`` (and ``PartiesCredited``) logs."""
 
     tx: str
@@ -171,7 +171,7 @@ class Overview:
     alliances: list[Alliance]
     mes: list[MEPayouts]
     periods: list[int]  # every period with revenue, ascending
-    runs: list[Run]
+    runs: list[SettlementTx]
     audit: AuditStatus | None
     payout_lines: list = field(default_factory=list, repr=False)  # ledger.services.reports.PayoutLine
     seconds: float = 0.0
@@ -443,10 +443,10 @@ def recent_runs(
     to_block: int,
     limit: int = RECENT_RUNS,
     page_size: int = DEFAULT_PAGE_SIZE,
-) -> list[Run]:
+) -> list[SettlementTx]:
     """The latest ``limit`` settlement transactions, newest first, reading back from ``to_block`` in
     windows of 256 blocks doubling up to ``page_size``: a long history is not read to find its end."""
-    runs: dict[str, Run] = {}
+    runs: dict[str, SettlementTx] = {}
     end, window = to_block, FIRST_WINDOW
     while end >= from_block and len(runs) < limit:
         start = max(from_block, end - window + 1)
@@ -454,7 +454,7 @@ def recent_runs(
                               page_size=page_size):  # fmt: skip
             run = runs.get(log.tx)
             if run is None:
-                run = runs[log.tx] = Run(log.tx, log.block, log.index, [], 0, {})
+                run = runs[log.tx] = SettlementTx(log.tx, log.block, log.index, [], 0, {})
             if log.event == "NestedSettled":  # an inner alliance's event: passed on, not paid in again
                 token = token_of.get(log.args["inner"], "")
                 run.events -= 1
@@ -477,7 +477,7 @@ def audit_status(rpc, ledger: str, *, from_block: int, confirmations: int = 0, p
     """The audit's verdict (:class:`ledger.services.audit.Auditor`), or why it could not run.
     ``checkpoint``: the path of an audit checkpoint to resume from and renew (only new blocks replayed)."""
     from ledger.services.audit import Auditor
-    from ledger.services.audit_state import Checkpoint
+    from ledger.services.audit.checkpoint import Checkpoint
 
     store = None
     try:

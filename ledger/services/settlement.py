@@ -566,7 +566,7 @@ class Settler:
         else:
             pipeline = self.chain.pipeline(self.finance, self.window)
         keep = bool(getattr(self.chain.policy, "confirmations", 0))  # receipts kept for the reorg check
-        queue = deque(_Run(item) for item in work)
+        queue = deque(_AllianceProgress(item) for item in work)
         failures: list[ContractRevert] = []
 
         def landed_batches(done_list) -> None:
@@ -595,7 +595,7 @@ class Settler:
                 if run.inflight == 0 and run.failed is not None:
                     resolve(run)
 
-        def resolve(run: _Run) -> None:
+        def resolve(run: _AllianceProgress) -> None:
             """The run's first failed batch: why, and whether to carry on."""
             first_seq, data, done = run.failed
             run.failed, run.unsent, run.pos = None, [], 0
@@ -698,7 +698,7 @@ class Settler:
         except (LedgerError, AttributeError, KeyError):
             return 30_000_000
 
-    def _resync(self, run: _Run, summary: Summary, pipeline) -> None:
+    def _resync(self, run: _AllianceProgress, summary: Summary, pipeline) -> None:
         """After a refusal: read the cursor, then what is settled, and keep only what is still to do."""
         reason, run.resync = run.resync, None
         if reason == "ERC20InsufficientAllowance":
@@ -720,7 +720,7 @@ class Settler:
         run.simulate = True
 
 
-class _Run:
+class _AllianceProgress:
     """One alliance's progress through :meth:`Settler._send`."""
 
     def __init__(self, item: AllianceWork):

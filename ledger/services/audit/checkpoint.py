@@ -220,9 +220,11 @@ def _decode_all(text: str):
 
 
 def _types() -> dict[str, type]:
-    from ledger.services import audit
+    from ledger.services.audit.findings import Finding, TokenTotals
+    from ledger.services.audit.recompute import _Terms
+    from ledger.services.audit.replay import _ME, _Agreement
 
-    return {cls.__name__: cls for cls in (audit._ME, audit._Agreement, audit._Terms, audit.TokenTotals, audit.Finding)}
+    return {cls.__name__: cls for cls in (_ME, _Agreement, _Terms, TokenTotals, Finding)}
 
 
 def _encode(value):

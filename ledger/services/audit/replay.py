@@ -1,253 +1,34 @@
-"""The audit: rebuild the ledger's whole history from the chain's event logs and check it, in code that
-never calls the contract's logic.
-
-Inputs are a JSON-RPC endpoint and the ledger's address, nothing else: not the finance team's files,
-not the service's local state, not the project's compiled artifacts (the event signatures are written
-out below, and a test checks them against the compiled contract). The history is read with raw
-``eth_getLogs`` in bounded block pages and replayed in chain order:
-
-1. **Signatures.** Each ME's signer over time comes from ``MERegistered``/``MEUpdated``; every
-   ``AgreementActivated``/``AgreementEnded`` signature is recovered here (EIP-712, ``eth_account``)
-   and must be the signer each party had at that block. ME-update consents are recovered from the
-   transaction's input. Each version's terms hash is recomputed from the terms in its log. A signer
-   that is a Safe is checked offline against its owners and threshold at that log, rebuilt from the
-   Safe's own events (:mod:`ledger.services.audit_safes`, which states the limits).
-2. **Credits.** Every ``RevenueSettled`` event is split again with the documented rounding rule and the
-   period's cumulative revenue as replayed here (tiers), then compared with the ``PartiesCredited``
-   runs of the same transaction.
-3. **Exactly-once.** References are unique across the whole ledger (two Unicode forms of the same text,
-   NFC and NFD, are one reference: the settler compares them so); sequence numbers run without gaps
-   or overlaps; nothing is settled into a period after it was closed, and no period closes twice.
-4. **Conservation.** Per token: revenue settled == credited, reversed == debited; credited - netted -
-   returned - withdrawn == ``totalOwed`` == the sum of the MEs' balances == the tokens the ledger holds;
-   incurred - netted == ``totalDebt`` == the sum of the MEs' debts. Per ME: its balance and debt replayed
-   from its credits, debits and withdrawals with the netting rule equal the contract's, and never both.
-   Contract views are read at the block the log scan ended at.
-5. **Statements** (:mod:`ledger.services.statement`) are reconciled against the credits replayed here.
-6. **Reversals.** Every ``RevenueReversed`` event is split again with the reversal rule (the top of the
-   period's revenue first) and compared with its ``PartiesDebited`` runs; each ``DebtIncurred`` and
-   ``DebtNetted`` with the debt rule; and the link the contract does not store: each reversal's
-   original was settled before, for the same alliance, is not a reversal, and its reversals never add
-   up to more than its amount.
-
-Every disagreement becomes a :class:`Finding` with the transaction, block and values.
-"""
+"""The audit's replay state machine: :class:`Auditor` reads the ledger's logs in chain order, replays
+every event against the state it rebuilt (signers, agreements and their versions, periods, references,
+balances and debts), compares what was logged with what :mod:`ledger.services.audit.recompute` gives,
+and ends with :mod:`ledger.services.audit.conservation`. :func:`audit` is the one-call entry point."""
 
 from __future__ import annotations
 
-import contextlib
 import time
 import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
 
 from eth_abi import decode as abi_decode
-from eth_abi import encode as abi_encode
-from eth_utils import keccak, to_checksum_address
+from eth_utils import to_checksum_address
 
 from ledger.chain import eip712
 from ledger.chain.logs import AUDIT_PAGE_WEIGHT, DEFAULT_PAGE_SIZE, Log, LogReader
-from ledger.chain.rpc import RpcError
-from ledger.errors import ChainUnavailable, LedgerError
+from ledger.errors import ChainUnavailable
 from ledger.models import bytes32_to_text
-from ledger.money import BPS, MAX_EVENT_AMOUNT, ROUNDING_STRIDE, format_amount
-from ledger.terms import NOT_NESTED, credit_run, nested_credit, nested_reference, terms_problem, terms_struct_hash
-from ledger.terms import TERMS_TYPEHASH as TERMS_TYPEHASH  # noqa: F401 - re-exported for the tests
-
-# The ledger's events, written out so the audit depends on the chain alone (tests compare them with
-# the compiled ABI). Tuple types are spelled as ``(...)``.
-EVENT_SIGNATURES = [
-    "MERegistered(uint32 indexed meId, string name, address payout, address signer, uint32 parent)",
-    "MEUpdated(uint32 indexed meId, address payout, address signer, uint32 nonce)",
-    "MEDissolved(uint32 indexed meId)",
-    "AgreementProposed(bytes32 indexed agreementId, uint32 indexed version, bytes32 termsHash,"
-    " (address,uint32[],uint16[],(uint128,uint16[])[],uint128,uint16[],bytes32[]) terms, address proposer)",
-    "AgreementActivated(bytes32 indexed agreementId, uint32 indexed version, bytes[] signatures)",
-    "AgreementEnded(bytes32 indexed agreementId, uint32 indexed version, bytes[] signatures)",
-    "RevenueSettled(bytes32 indexed agreementId, uint32 indexed version, uint64 firstSeq, bytes32[] refs,"
-    " uint256[] entries)",
-    "PartiesCredited(bytes32 indexed agreementId, uint32 indexed period, uint32 version, uint64 firstSeq,"
-    " uint64 count, uint256[] baseCredits, uint256[] excessCredits)",
-    "PartiesCreditedByTier(bytes32 indexed agreementId, uint32 indexed period, uint32 version, uint64 firstSeq,"
-    " uint64 count, uint256[] credits)",
-    "NestedSettled(bytes32 indexed agreementId, uint64 firstSeq, uint32 indexed meId, bytes32 indexed inner,"
-    " uint64 innerSeq, uint256 amount)",
-    "RevenueReversed(bytes32 indexed agreementId, uint32 indexed version, uint64 firstSeq, bytes32[] refs,"
-    " uint256[] entries, bytes32[] originals)",
-    "PartiesDebited(bytes32 indexed agreementId, uint32 indexed period, uint32 version, uint64 firstSeq,"
-    " uint64 count, uint256[] baseDebits, uint256[] excessDebits)",
-    "PartiesDebitedByTier(bytes32 indexed agreementId, uint32 indexed period, uint32 version, uint64 firstSeq,"
-    " uint64 count, uint256[] debits)",
-    "DebtIncurred(uint32 indexed meId, address indexed token, uint256 amount)",
-    "DebtNetted(uint32 indexed meId, address indexed token, uint256 amount)",
-    "PeriodClosed(bytes32 indexed agreementId, uint32 indexed period, uint128 revenue)",
-    "Withdrawn(uint32 indexed meId, address indexed token, address to, uint256 amount)",
-    "PayoutSkipped(uint32 indexed meId, address indexed token, address payout, uint256 amount)",
-    "RoleGranted(bytes32 indexed role, address indexed account, address indexed sender)",
-    "RoleRevoked(bytes32 indexed role, address indexed account, address indexed sender)",
-]
-
-UPDATE_ME_SELECTOR = keccak(text="updateME(uint32,address,address,bytes)")[:4]
-ROLE_NAMES = {
-    b"\0" * 32: "admin",
-    keccak(text="PLATFORM_ROLE"): "platform",
-    keccak(text="FINANCE_ROLE"): "finance",
-}
-
-# What each kind of finding means (the README's auditor section lists the same).
-FINDING_KINDS = {
-    "signature": "an approval, termination or ME-update consent not made by the signer registered at the time",
-    "terms": (
-        "a version whose terms are invalid or do not match their hash, proposed by someone not entitled to, or "
-        "an activation out of order"
-    ),
-    "credit": "credits that differ from the split recomputed from the terms in force",
-    "nested": (
-        "a nested party's credit not passed on to its inner alliance as one event with the derived reference and "
-        "the same amount, or passed on without such a credit"
-    ),
-    "debit": "reversal debits that differ from the split recomputed from the terms in force",
-    "reversal": (
-        "a reversal of a reference never settled, of another alliance's, of a reversal, or beyond the original's amount"
-    ),
-    "debt": "a debt incurred or netted differently from the rule (balance first; debt repaid from credits first)",
-    "duplicate": "a revenue reference credited twice, or a sequence number used twice",
-    "closed-period": "revenue settled into a closed period, or a period closed twice or with the wrong revenue",
-    "settlement": "revenue settled under a version not in force, a terminated agreement or a dissolved party",
-    "withdrawal": "a withdrawal above the ME's balance, or paid to an address that is not its payout address",
-    "conservation": "totals that disagree: settled, credited, reversed, debited, withdrawn, owed, held, debts",
-    "statement-differs": "a statement line whose amount differs from the chain",
-    "statement-missing": "a payout on the chain that the statement lacks",
-    "statement-extra": "a statement line with no payout on the chain",
-}
-
-
-def event_abi() -> list[dict]:
-    """The JSON ABI of :data:`EVENT_SIGNATURES`, for :class:`ledger.chain.logs.LogReader`."""
-    abi = []
-    for signature in EVENT_SIGNATURES:
-        name, _, rest = signature.partition("(")
-        inputs = []
-        for param in _split_params(rest[:-1]):
-            words = param.split()
-            inputs.append({"type": words[0], "name": words[-1], "indexed": "indexed" in words[1:-1]})
-        abi.append({"type": "event", "name": name, "inputs": inputs, "anonymous": False})
-    return abi
-
-
-def _split_params(text: str) -> list[str]:
-    params, depth, current = [], 0, ""
-    for ch in text:
-        if ch == "," and depth == 0:
-            params.append(current.strip())
-            current = ""
-            continue
-        depth += ch == "("
-        depth -= ch == ")"
-        current += ch
-    if current.strip():
-        params.append(current.strip())
-    return params
-
-
-# ---------------------------------------------------------------------------------------------------
-# Report
-# ---------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Finding:
-    kind: str
-    message: str
-    block: int | None = None
-    tx: str | None = None
-    values: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        return {"kind": self.kind, "message": self.message, "block": self.block, "tx": self.tx, "values": self.values}
-
-
-@dataclass
-class TokenTotals:
-    token: str
-    symbol: str = ""
-    decimals: int = 0
-    settled: int = 0  # revenue in RevenueSettled
-    credited: int = 0  # PartiesCredited
-    withdrawn: int = 0  # Withdrawn
-    reversed: int = 0  # reversals in RevenueReversed
-    debited: int = 0  # PartiesDebited
-    returned: int = 0  # debits the balances covered (paid back to finance)
-    incurred: int = 0  # debits beyond the balances (DebtIncurred, as replayed)
-    netted: int = 0  # credits that repaid debts (DebtNetted, as replayed)
-    owed: int | None = None  # totalOwed(token) at the audited block
-    balances: int | None = None  # sum of balanceOf(me, token) at the audited block
-    held: int | None = None  # token.balanceOf(ledger) at the audited block
-    debt: int | None = None  # totalDebt(token) at the audited block
-    debts: int | None = None  # sum of debtOf(me, token) at the audited block
-
-    def as_dict(self) -> dict:
-        def show(v):
-            return None if v is None else format_amount(v, self.decimals)
-
-        names = ("settled", "credited", "withdrawn", "reversed", "debited", "returned", "incurred", "netted",
-                 "owed", "balances", "held", "debt", "debts")  # fmt: skip
-        return {
-            "token": self.token,
-            "symbol": self.symbol,
-            "decimals": self.decimals,
-            **{name: show(getattr(self, name)) for name in names},
-            "base_units": {name: None if getattr(self, name) is None else str(getattr(self, name)) for name in names},
-        }
-
-
-@dataclass
-class AuditReport:
-    chain_id: int
-    ledger: str
-    from_block: int
-    to_block: int
-    counts: dict[str, int] = field(default_factory=dict)
-    tokens: list[TokenTotals] = field(default_factory=list)
-    roles: dict[str, list[str]] = field(default_factory=dict)
-    findings: list[Finding] = field(default_factory=list)
-    seconds: float = 0.0
-    # Credits per (alliance name, period, ME id, tier) and ME names, for statement reconciliation.
-    payouts: dict[tuple[str, int, int, str], int] = field(default_factory=dict, repr=False)
-    me_names: dict[int, str] = field(default_factory=dict, repr=False)
-    alliance_tokens: dict[str, str] = field(default_factory=dict, repr=False)
-    resumed_from: int | None = None  # the checkpoint block an incremental audit replayed after
-    checkpoint_note: str | None = None  # why no checkpoint was used (none yet, --full, not canonical)
-
-    @property
-    def clean(self) -> bool:
-        return not self.findings
-
-    def findings_by_kind(self) -> dict[str, int]:
-        totals: dict[str, int] = {}
-        for finding in self.findings:
-            totals[finding.kind] = totals.get(finding.kind, 0) + 1
-        return totals
-
-    def token(self, address: str) -> TokenTotals | None:
-        return next((t for t in self.tokens if t.token == address), None)
-
-    def as_dict(self) -> dict:
-        return {
-            "result": "clean" if self.clean else "findings",
-            "chain_id": self.chain_id,
-            "ledger": self.ledger,
-            "blocks": {"from": self.from_block, "to": self.to_block},
-            "checked": self.counts,
-            "tokens": [t.as_dict() for t in self.tokens],
-            "roles": self.roles,
-            "findings_by_kind": self.findings_by_kind(),
-            "findings": [f.as_dict() for f in self.findings],
-            "seconds": round(self.seconds, 3),
-            "checkpoint": {"resumed_from_block": self.resumed_from, "note": self.checkpoint_note},
-        }
-
+from ledger.money import MAX_EVENT_AMOUNT
+from ledger.services.audit.conservation import ConservationChecks
+from ledger.services.audit.events import ROLE_NAMES, UPDATE_ME_SELECTOR, _through_safe, event_abi
+from ledger.services.audit.findings import AuditReport, Finding, TokenTotals, _jsonable
+from ledger.services.audit.recompute import (
+    _RecomputedRun,
+    _Terms,
+    recompute_batch,
+    terms_hash,
+    validate_terms,
+)
+from ledger.terms import credit_run, nested_credit, nested_reference
 
 # ---------------------------------------------------------------------------------------------------
 # Replay state
@@ -264,89 +45,6 @@ class _ME:
 
 
 @dataclass
-class _Terms:
-    """One version's terms as logged, with what the recomputation needs precomputed."""
-
-    token: str
-    parties: tuple[int, ...]
-    shares: tuple[int, ...]
-    target: int = 0  # the first band's target (0: no band)
-    excess_shares: tuple[int, ...] = ()  # the first band's table
-    problem: str | None = None
-    bands: tuple = ()  # ((target, shares), ...): every band, the first included
-    recoup: int = 0
-    recoup_shares: tuple[int, ...] = ()
-    nested: tuple = ()  # bytes32 per party, or empty
-
-    def __post_init__(self) -> None:
-        if not self.bands and (self.target or self.excess_shares):  # built as the one band of before
-            self.bands = ((self.target, tuple(self.excess_shares)),)
-
-    @classmethod
-    def logged(cls, value) -> _Terms:
-        token, parties, shares, bands, recoup, recoup_shares, nested = value
-        bands = tuple((int(t), tuple(table)) for t, table in bands)
-        return cls(
-            token, tuple(parties), tuple(shares), bands[0][0] if bands else 0, bands[0][1] if bands else (),
-            bands=bands, recoup=int(recoup), recoup_shares=tuple(recoup_shares), nested=tuple(bytes(x) for x in nested),
-        )  # fmt: skip
-
-    def as_abi(self) -> tuple:
-        return (self.token, list(self.parties), list(self.shares), [(t, list(x)) for t, x in self.bands], self.recoup,
-                list(self.recoup_shares), [bytes(x) for x in self.nested])  # fmt: skip
-
-    @property
-    def by_tier(self) -> bool:
-        """Credited by ``PartiesCreditedByTier`` (two or more bands, or a recoup)."""
-        return len(self.bands) >= 2 or self.recoup > 0
-
-    @property
-    def tier_names(self) -> tuple[str, ...]:
-        if not self.by_tier:
-            return ("base", "excess")  # PartiesCredited: base and band 1 (zeros without a band)
-        head = ("recoup",) if self.recoup else ()
-        if len(self.bands) == 1:
-            return (*head, "base", "excess")
-        return (*head, "base", *(f"band {j}" for j in range(1, len(self.bands) + 1)))
-
-    @property
-    def tier_prefixes(self) -> list[list[int]]:
-        """The running sums of each tier's table, in :attr:`tier_names` order."""
-        if not self.by_tier:
-            return [self.prefix, self.prefix_excess]
-        head = [_prefix(self.recoup_shares)] if self.recoup else []
-        return [*head, self.prefix, *(_prefix(table) for _, table in self.bands)]
-
-    @property
-    def nested_parties(self) -> dict[int, bytes]:
-        return {p: bytes(x) for p, x in zip(self.parties, self.nested, strict=False) if bytes(x) != NOT_NESTED}
-
-    def eip712_message(self) -> dict:
-        return {
-            "token": self.token, "parties": list(self.parties), "shares": list(self.shares),
-            "bands": [{"target": t, "shares": list(x)} for t, x in self.bands], "recoup": self.recoup,
-            "recoupShares": list(self.recoup_shares), "nested": [bytes(x) for x in self.nested],
-        }  # fmt: skip
-
-    @property
-    def prefix(self) -> list[int]:
-        return _prefix(self.shares)
-
-    @property
-    def prefix_excess(self) -> list[int]:
-        return _prefix(self.excess_shares) if self.target else self.prefix
-
-
-def _prefix(shares: tuple[int, ...]) -> list[int]:
-    """S_1..S_(n-1): running sums of a share table without the last (which is 10,000)."""
-    out, running = [], 0
-    for share in shares[:-1]:
-        running += share
-        out.append(running)
-    return out
-
-
-@dataclass
 class _Agreement:
     name: str
     token: str
@@ -358,190 +56,19 @@ class _Agreement:
     recouped: int = 0  # revenue split by a recoup table, all periods and versions (Agreement.recouped)
 
 
-@dataclass
-class _Run:
-    """The credits one run of same-period events should produce (recomputed here)."""
-
-    agreement_id: bytes
-    period: int
-    version: int
-    first_seq: int
-    count: int
-    base: list[int]
-    excess: list[int]
-    debit: bool = False  # a run of reversals (PartiesDebited) rather than of revenue
-    tiers: list[list[int]] | None = None  # per tier (the terms' tier_names order), per party
-
-    def logged_tiers(self) -> list[list[int]]:
-        return self.tiers if self.tiers is not None else [self.base, self.excess]
-
-
-def terms_hash(terms: _Terms) -> bytes:
-    """The EIP-712 struct hash of a ``Terms`` (``hashTerms`` in the contract), computed here."""
-    return terms_struct_hash(terms.as_abi())
-
-
-def validate_terms(terms: _Terms) -> str | None:
-    """Why these terms could never have been valid, or None (the rules of ``ledger.terms``)."""
-    return terms_problem(
-        terms.token, terms.parties, terms.shares, terms.bands, terms.recoup, terms.recoup_shares, terms.nested
-    )
-
-
-def _event_parts(amount: int, banded: int, recouped: int, terms: _Terms) -> list[int]:
-    """An event cut into tier parts (``terms.tier_names`` order), written out apart from ``ledger.money``."""
-    parts = []
-    if terms.recoup:
-        part = min(amount, terms.recoup - recouped) if recouped < terms.recoup else 0
-        parts.append(part)
-        amount -= part
-    low, high = banded, banded + amount
-    edges = [0, *(t for t, _ in terms.bands)]
-    for j, start in enumerate(edges):
-        end = edges[j + 1] if j + 1 < len(edges) else high
-        parts.append(max(0, min(high, end) - max(low, start)))
-    if not terms.by_tier and not terms.bands:
-        parts.append(0)  # PartiesCredited always carries an excess vector
-    return parts
-
-
-def _reversal_parts(amount: int, banded: int, period_recouped: int, terms: _Terms) -> list[int]:
-    """A reversal cut into tier parts: the banded revenue from the top, then the recouped part, the rest
-    (beyond the period's revenue) by the base table."""
-    edges = [0, *(t for t, _ in terms.bands)]
-    band_parts = [0] * len(edges)
-    left, top = amount, banded
-    for j in range(len(edges) - 1, -1, -1):
-        take = min(left, max(0, top - edges[j]))
-        band_parts[j] += take
-        left -= take
-        top -= take
-    head = []
-    if terms.recoup:  # else the recouped part (an earlier version's recoup) goes by the base table
-        take = min(left, period_recouped)
-        head.append(take)
-        left -= take
-    band_parts[0] += left
-    if not terms.by_tier and not terms.bands:
-        band_parts.append(0)
-    return head + band_parts
-
-
-def recompute_runs(
-    agreement_id: bytes,
-    version: int,
-    terms: _Terms,
-    first_seq: int,
-    entries: list[int],
-    revenue_of,
-    recouped_of=None,
-    recouped: int = 0,
-) -> tuple[list[_Run], dict[int, int]]:
-    """Split a batch's events with the documented rule, run by run of consecutive same-period events.
-
-    ``revenue_of(period)`` is the period's revenue before the batch, ``recouped_of(period)`` its recouped
-    part, ``recouped`` the agreement's recouped total. Per event the rule is
-    ``credit_i = floor((o + a*S_i)/B) - floor((o + a*S_(i-1))/B)`` for each tier part ``a``; a run's
-    credits are the sums of its events' credits. Returns the runs and each period's revenue after them
-    (:func:`recompute_batch` also returns the recouped state)."""
-    runs, revenue, _, _ = recompute_batch(
-        agreement_id, version, terms, first_seq, entries, revenue_of, recouped_of or (lambda _: 0), recouped
-    )
-    return runs, revenue
-
-
-def recompute_reversal_runs(
-    agreement_id: bytes,
-    version: int,
-    terms: _Terms,
-    first_seq: int,
-    entries: list[int],
-    revenue_of,
-    recouped_of=None,
-    recouped: int = 0,
-) -> tuple[list[_Run], dict[int, int]]:
-    """Split a batch of reversals with the documented rule, run by run: a reversal of ``x`` unwinds the
-    period's banded revenue from the top (a target ``T``'s band first: with one band ``min(x, max(0, R -
-    T))`` by the excess table), then the period's recouped part, the rest by the base table (same rounding
-    as credits, the reversal's own sequence number); the period's revenue becomes ``R - min(x, R)``.
-    Written out here, apart from ``ledger.money``, on purpose."""
-    runs, revenue, _, _ = recompute_batch(
-        agreement_id, version, terms, first_seq, entries, revenue_of, recouped_of or (lambda _: 0), recouped,
-        reversal=True,
-    )  # fmt: skip
-    return runs, revenue
-
-
-def recompute_batch(
-    agreement_id: bytes, version: int, terms: _Terms, first_seq: int, entries: list[int], revenue_of, recouped_of,
-    recouped: int, *, reversal: bool = False,
-) -> tuple[list[_Run], dict[int, int], dict[int, int], int]:  # fmt: skip
-    """The runs of a batch (of revenue, or of reversals), each period's revenue and recouped part after
-    it, and the agreement's recouped total after it."""
-    runs: list[_Run] = []
-    revenue: dict[int, int] = {}
-    period_recouped: dict[int, int] = {}
-    prefixes = terms.tier_prefixes
-    n = len(terms.parties)
-    k, count = 0, len(entries)
-    while k < count:
-        period = entries[k] & 0xFFFFFFFF
-        rev = revenue[period] if period in revenue else revenue_of(period)
-        rec = period_recouped[period] if period in period_recouped else recouped_of(period)
-        floors = [[0] * (n - 1) for _ in prefixes]  # per tier: sums over the run of floor((o + a*S_i)/B), i < n
-        totals = [0] * len(prefixes)
-        start = k
-        while k < count and entries[k] & 0xFFFFFFFF == period:
-            amount = entries[k] >> 32
-            offset = ((first_seq + k) * ROUNDING_STRIDE) % BPS
-            if reversal:
-                parts = _reversal_parts(amount, rev - rec, rec, terms)
-            else:
-                parts = _event_parts(amount, rev - rec, recouped, terms)
-            for t, part in enumerate(parts):
-                if part:
-                    totals[t] += part
-                    tier_floors = floors[t]
-                    for i, s in enumerate(prefixes[t]):
-                        tier_floors[i] += (offset + part * s) // BPS
-            if reversal:  # the recouped part unwound lowers the recouped totals, whatever the terms
-                unwound = min(max(0, amount - (rev - rec)), rec)
-                rec -= unwound
-                recouped -= unwound
-            elif terms.recoup:
-                rec += parts[0]
-                recouped += parts[0]
-            rev = rev - min(amount, rev) if reversal else rev + amount
-            k += 1
-        revenue[period], period_recouped[period] = rev, rec
-        tiers = [_differences(f, total) for f, total in zip(floors, totals, strict=True)]
-        base, excess = (tiers[0], tiers[1]) if not terms.by_tier else (tiers[0], tiers[-1])
-        runs.append(_Run(agreement_id, period, version, first_seq + start, k - start, base, excess, debit=reversal,
-                         tiers=tiers))  # fmt: skip
-    return runs, revenue, period_recouped, recouped
-
-
-def _differences(floors: list[int], total: int) -> list[int]:
-    out, previous = [], 0
-    for value in [*floors, total]:
-        out.append(value - previous)
-        previous = value
-    return out
-
-
 # ---------------------------------------------------------------------------------------------------
 # The auditor
 # ---------------------------------------------------------------------------------------------------
 
 
-class Auditor:
+class Auditor(ConservationChecks):
     """Reads and replays one ledger's history; :meth:`run` returns the report."""
 
     def __init__(
         self, rpc, ledger: str, *, from_block: int = 0, page_size: int = DEFAULT_PAGE_SIZE, confirmations: int = 0,
         checkpoint=None, full: bool = False, spill: bool = True,
     ):  # fmt: skip
-        # checkpoint: a ledger.services.audit_state.Checkpoint to resume from (unless ``full``) and save to.
+        # checkpoint: a ledger.services.audit.checkpoint.Checkpoint to resume from (unless ``full``) and save to.
         # spill: the references of the duplicate check in a temporary SQLite file (bounded memory).
         self.checkpoint = checkpoint
         self.full = full
@@ -564,7 +91,7 @@ class Auditor:
         self.tx_batches: dict[tuple[bytes, int], tuple[list, list]] = {}
         self.nested_owed: dict[tuple[bytes, int, int], tuple[int, int, bytes, str]] = {}
         self.nested_logged: list[tuple[Log, object]] = []
-        self.references = None  # ledger.services.audit_state references: ref -> (aid, seq, tx, block)
+        self.references = None  # ledger.services.audit.checkpoint references: ref -> (aid, seq, tx, block)
         self.tokens: dict[str, TokenTotals] = {}
         self.credited: dict[tuple[int, str], int] = defaultdict(int)  # (me, token) -> credited
         self.withdrawn: dict[tuple[int, str], int] = defaultdict(int)
@@ -574,7 +101,7 @@ class Auditor:
         self.payouts: dict[tuple[str, int, int, str], int] = defaultdict(int)
         self.roles: dict[str, set[str]] = defaultdict(set)
         self.consents: list[tuple[Log, int, str, str, int, str]] = []
-        self.pending: list[_Run] = []
+        self.pending: list[_RecomputedRun] = []
         self.pending_tx: str | None = None
         self.pending_block: int | None = None
         self.counts: dict[str, int] = defaultdict(int)
@@ -586,7 +113,7 @@ class Auditor:
         started = time.perf_counter()
         self.chain_id = int(self.rpc.request("eth_chainId"), 16)
         head = max(0, int(self.rpc.request("eth_blockNumber"), 16) - self.confirmations)
-        from ledger.services.audit_safes import SafeSigners
+        from ledger.services.audit.safe_signers import SafeSigners
 
         self.safes = SafeSigners(self.rpc, self.chain_id, head)
         code = self.rpc.request("eth_getCode", [self.ledger, "latest"])
@@ -617,7 +144,7 @@ class Auditor:
             "RoleRevoked": self._role_revoked,
         }
         names = list(handlers)
-        from ledger.services import audit_state
+        from ledger.services.audit import checkpoint as audit_state
 
         start, head_hash, saved = self.from_block, None, None
         try:
@@ -687,7 +214,7 @@ class Auditor:
     def _resume(self, head: int) -> int:
         """The first block to replay: after the checkpoint's block if it is still canonical (its state
         restored), else the first block (the checkpoint dropped)."""
-        from ledger.services.audit_state import as_defaultdict
+        from ledger.services.audit.checkpoint import as_defaultdict
 
         stored = None if self.full else self.checkpoint.load()
         if self.full:
@@ -1333,169 +860,10 @@ class Auditor:
         me = self.mes.get(me_id)
         return me.name if me else f"ME {me_id}"
 
-    # -- conservation -------------------------------------------------------------------------------
-
-    def _conservation(self, head: int) -> None:
-        block = hex(head)
-        me_ids = sorted(self.mes)
-        tokens = list(self.tokens)
-        try:
-            (me_count,) = self._calls(block, [(self.ledger, "meCount()", [], [], "uint32")])
-        except RpcError as err:
-            if head == int(self.rpc.request("eth_blockNumber"), 16):
-                raise
-            raise ChainUnavailable(
-                f"the node keeps no state for block {head} ({err}); audit at the head (LEDGER_CONFIRMATIONS=0) "
-                f"or use a node that keeps recent states"
-            ) from None
-        if me_count != len(self.mes):
-            raise ChainUnavailable(
-                f"the logs from block {self.from_block} hold {len(self.mes)} of the ledger's {me_count} ME "
-                f"registrations: start the audit at the ledger's deployment block (--from-block)"
-            )
-        calls = []
-        for token in tokens:
-            calls.append((self.ledger, "totalOwed(address)", ["address"], [token], "uint256"))
-            calls.append((token, "balanceOf(address)", ["address"], [self.ledger], "uint256"))
-            calls.append((self.ledger, "totalDebt(address)", ["address"], [token], "uint256"))
-            calls += [(self.ledger, "balanceOf(uint32,address)", ["uint32", "address"], [m, token], "uint256")
-                      for m in me_ids]  # fmt: skip
-            calls += [(self.ledger, "debtOf(uint32,address)", ["uint32", "address"], [m, token], "uint256")
-                      for m in me_ids]  # fmt: skip
-        values = iter(self._calls(block, calls))
-        for token in tokens:
-            totals = self.tokens[token]
-            totals.decimals, totals.symbol = self._token_info(token, block)
-            totals.owed, totals.held, totals.debt = next(values), next(values), next(values)
-            balances = [next(values) or 0 for _ in me_ids]
-            debts = [next(values) or 0 for _ in me_ids]
-            totals.balances, totals.debts = sum(balances), sum(debts)
-            for me_id, balance, debt in zip(me_ids, balances, debts, strict=True):
-                expected, expected_debt = self.accounts.get((me_id, token), (0, 0))
-                name = self.mes[me_id].name
-                if balance != expected:
-                    self._find(
-                        "conservation",
-                        f"ME {name!r}: the ledger reports a balance of {self._units(balance, totals)}"
-                        f" {totals.symbol}; credited - debited - withdrawn (debts netted) is "
-                        f"{self._units(expected, totals)}",
-                        None, me_id=me_id, token=token, reported=balance, expected=expected,
-                    )  # fmt: skip
-                if debt != expected_debt:
-                    self._find(
-                        "conservation",
-                        f"ME {name!r}: the ledger reports a debt of {self._units(debt, totals)} {totals.symbol}; "
-                        f"the replayed debits and credits give {self._units(expected_debt, totals)}",
-                        None, me_id=me_id, token=token, reported=debt, expected=expected_debt,
-                    )  # fmt: skip
-                if balance and debt:
-                    self._find("conservation", f"ME {name!r} has both a balance and a debt in {totals.symbol}",
-                               None, me_id=me_id, token=token, balance=balance, debt=debt)  # fmt: skip
-            self._token_checks(totals)
-
-    def _token_checks(self, t: TokenTotals) -> None:
-        def say(v):
-            return f"{self._units(v, t)} {t.symbol}"
-
-        if t.settled != t.credited:
-            self._find("conservation", f"{t.symbol}: revenue settled {say(t.settled)}, credited {say(t.credited)}",
-                       None, token=t.token, settled=t.settled, credited=t.credited)  # fmt: skip
-        if t.reversed != t.debited:
-            self._find("conservation", f"{t.symbol}: revenue reversed {say(t.reversed)}, debited {say(t.debited)}",
-                       None, token=t.token, reversed=t.reversed, debited=t.debited)  # fmt: skip
-        expected = t.credited - t.netted - t.returned - t.withdrawn
-        if t.owed != expected:
-            self._find("conservation", f"{t.symbol}: the ledger says it owes {say(t.owed)}; credited - netted - "
-                       f"returned - withdrawn is {say(expected)}", None, token=t.token, owed=t.owed,
-                       expected=expected)  # fmt: skip
-        expected_debt = t.incurred - t.netted
-        if t.debt != expected_debt or t.debts != t.debt:
-            self._find("conservation", f"{t.symbol}: the ledger says its MEs owe {say(t.debt or 0)}; their debts sum "
-                       f"to {say(t.debts or 0)}, incurred - netted is {say(expected_debt)}", None, token=t.token,
-                       debt=t.debt, debts=t.debts, expected=expected_debt)  # fmt: skip
-        if t.balances != t.owed:
-            self._find("conservation", f"{t.symbol}: the MEs' balances sum to {say(t.balances)}, the ledger says it "
-                       f"owes {say(t.owed)}", None, token=t.token, balances=t.balances, owed=t.owed)  # fmt: skip
-        if t.held is None:
-            self._find("conservation", f"the token {t.token} does not answer balanceOf(ledger): not an ERC-20",
-                       None, token=t.token)  # fmt: skip
-        elif t.held != t.owed:
-            gap = t.held - t.owed
-            what = "missing" if gap < 0 else "held beyond what is owed (sent without settlement)"
-            self._find("conservation", f"{t.symbol}: the ledger holds {say(t.held)} and owes {say(t.owed)}: "
-                       f"{say(abs(gap))} {what}", None, token=t.token, held=t.held, owed=t.owed)  # fmt: skip
-
-    @staticmethod
-    def _units(value: int, totals: TokenTotals) -> str:
-        return format_amount(value, totals.decimals)
-
-    def _calls(self, block: str, calls: list[tuple[str, str, list, list, str]]) -> list[Any]:
-        requests = [
-            ("eth_call", [{"to": to, "data": "0x" + (keccak(text=sig)[:4] + abi_encode(types, args)).hex()}, block])
-            for to, sig, types, args, _ in calls
-        ]
-        results = self.rpc.batch(requests)
-        return [_decoded(out, result) for (*_, out), result in zip(calls, results, strict=True)]
-
-    def _token_info(self, token: str, block: str) -> tuple[int, str]:
-        """A token's decimals and symbol for display (0 and its address when it lacks them)."""
-        decimals, symbol = 0, token[:10]
-        with contextlib.suppress(LedgerError, ValueError, OverflowError):
-            decimals = self._calls(block, [(token, "decimals()", [], [], "uint8")])[0]
-        with contextlib.suppress(LedgerError, ValueError, OverflowError):
-            symbol = self._calls(block, [(token, "symbol()", [], [], "string")])[0]
-        return decimals, symbol
-
 
 def _block_hash(rpc, number: int) -> str | None:
     block = rpc.request("eth_getBlockByNumber", [hex(number), False])
     return block.get("hash") if block else None
-
-
-SAFE_EXEC_SELECTOR = keccak(
-    text="execTransaction(address,uint256,bytes,uint8,uint256,uint256,uint256,address,address,bytes)"
-)[:4]
-
-
-def _through_safe(data: bytes, ledger: str) -> bytes:
-    """The call a Safe's ``execTransaction`` made to the ledger (the platform role held by a Safe), else
-    ``data`` as it is. The Safe call ran: the ledger's log of it is what proves it; this only finds the
-    consent's bytes in the transaction's input."""
-    if data[:4] != SAFE_EXEC_SELECTOR:
-        return data
-    try:
-        to, _, inner, operation, *_ = abi_decode(
-            ["address", "uint256", "bytes", "uint8", "uint256", "uint256", "uint256", "address", "address", "bytes"],
-            data[4:],
-        )
-    except Exception:  # noqa: BLE001 - not a well-formed execTransaction: left as it is
-        return data
-    return bytes(inner) if operation == 0 and to.lower() == ledger.lower() else data
-
-
-def _decoded(kind: str, result: str):
-    """An ``eth_call`` result, or None when it cannot be what was asked (e.g. no contract answered)."""
-    try:
-        return abi_decode([kind], bytes.fromhex(result[2:]))[0]
-    except Exception:  # noqa: BLE001 - eth-abi raises several kinds for short or malformed data
-        return None
-
-
-def _jsonable(values: dict) -> dict:
-    """Values for JSON: integers beyond 2**53 (what JavaScript reads exactly) as strings, bytes as hex."""
-
-    def one(value):
-        if isinstance(value, bool) or value is None:
-            return value
-        if isinstance(value, int):
-            return str(value) if abs(value) > 2**53 else value
-        if isinstance(value, bytes):
-            return "0x" + value.hex()
-        if isinstance(value, list | tuple):
-            return [one(v) for v in value]
-        return value
-
-    return {key: one(value) for key, value in values.items()}
 
 
 def audit(
