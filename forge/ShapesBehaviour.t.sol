@@ -262,6 +262,25 @@ contract ShapesBehaviour is ShapesFixture {
         revert("no PartiesDebited");
     }
 
+    function test_a_reversal_takes_the_single_unit_above_a_band_edge_by_that_band_s_table() public {
+        // Banded revenue one unit above band 1's target: a reversal reaching below the edge takes that unit
+        // by band 1's table (all to party 2) and the rest by the base table (all to party 1).
+        IAllianceLedger.Terms memory terms = _flat(1, 2);
+        terms.shares = _all(2, 0);
+        terms.bands = new IAllianceLedger.Band[](2);
+        terms.bands[0] = _band(1_000, _all(2, 1));
+        terms.bands[1] = _band(5_000, _all(2, 0));
+        _create("edge", terms);
+        _settle("edge", terms, _one(1_001, P1));
+        vm.assertEq(ledger.balanceOf(1, address(token)), 1_000, "base part");
+        vm.assertEq(ledger.balanceOf(2, address(token)), 1, "the unit above the edge");
+        _reverse("edge", terms, _one(1_001, P1));
+        for (uint32 me = 1; me <= 2; ++me) {
+            vm.assertEq(ledger.balanceOf(me, address(token)), 0, "each tier unwound by its own table");
+            vm.assertEq(ledger.debtOf(me, address(token)), 0, "no debt");
+        }
+    }
+
     // ------------------------------------------------------------------------------------------------
     // Nested alliances
     // ------------------------------------------------------------------------------------------------
