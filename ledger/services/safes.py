@@ -94,7 +94,7 @@ def safe_abi() -> ContractAbi:
 
 
 def is_contract(chain, address: str) -> bool:
-    return chain.rpc.request("eth_getCode", [address, "latest"]) not in ("0x", "0x0", "", None)
+    return chain.rpc.has_code(address)
 
 
 def info(chain, address: str, name: str | None = None) -> SafeInfo:
