@@ -384,3 +384,18 @@ def test_fifty_kills_at_random_moments_on_a_state_of_fifty_megabytes_lose_at_mos
         chain.assert_exactly_once("bulk", rows)
     finally:
         chain.stop()
+
+
+def test_two_chain_up_at_once_on_one_folder_start_one_node_and_both_succeed(tmp_path):
+    cli = Chain(tmp_path / "data", free_port()).sh
+    first, second = cli.popen("chain", "up"), cli.popen("chain", "up")
+    try:
+        outs = [p.communicate(timeout=120) for p in (first, second)]
+        assert [first.returncode, second.returncode] == [0, 0], outs
+        said = " ".join(out + err for out, err in outs)
+        assert said.count("local chain started") == 1, said
+        assert "already runs" in said, said
+        status = cli.run("chain", "status").out
+        assert "running: yes" in status, status
+    finally:
+        cli.run("chain", "down", ok=False)

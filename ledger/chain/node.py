@@ -21,6 +21,7 @@ Nothing here imports Ape: status and start/stop answer quickly.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -278,7 +279,15 @@ class LocalNode:
 
     def start(self, *, reset: bool = False) -> tuple[NodeStatus, bool]:
         """Start the node in the background. Returns ``(status, started)``; ``started`` is False when
-        it was already running. On Anvil, ``status.restored`` says what was restored."""
+        it was already running. On Anvil, ``status.restored`` says what was restored. Two `chain up` on
+        one data folder take turns (a lock file in the node folder): the second finds the first's node
+        running instead of racing it for the port and ``node.json``."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / "start.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+            return self._start(reset=reset)
+
+    def _start(self, *, reset: bool) -> tuple[NodeStatus, bool]:
         deadline = time.monotonic() + RESTORE_TIMEOUT_S
         while self.supervisor_pid() is not None and time.monotonic() < deadline:
             # A supervisor still restoring (another `chain up`), or finishing after its node died.
