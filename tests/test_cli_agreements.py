@@ -226,3 +226,7 @@ def test_closing_a_period_without_settled_revenue_needs_force(cli, tmp_path):
     assert head(cli) == before
     assert "closed period 202611" in cli.run("period", "close", "periods", "202611").out
     assert "closed period 202610" in cli.run("period", "close", "periods", "202610", "--force").out
+    # A period holding only a reversal (its revenue stays 0) had activity: it closes without --force.
+    cli.run("settle", str(write_csv(tmp_path / "back.csv", [("P-2-BACK", "periods", "5.00", 202612, "P-2")],
+                                    header="reference,alliance,amount,period,reverses")))  # fmt: skip
+    assert "closed period 202612" in cli.run("period", "close", "periods", "202612").out

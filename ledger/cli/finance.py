@@ -36,7 +36,7 @@ def close(app: App, alliance, period_number, account_alias, force, safe, export)
       ledger period close smart-kitchen 202611
     """
     from ledger.errors import LedgerError
-    from ledger.terms import CREDIT_EVENTS
+    from ledger.terms import CREDIT_EVENTS, DEBIT_EVENTS
 
     with app.session() as s:
         agreement = s.chain.agreement(alliance)
@@ -44,21 +44,26 @@ def close(app: App, alliance, period_number, account_alias, force, safe, export)
         if closed:
             raise LedgerError(f"period {period_number} of alliance {alliance!r} is already closed")
         if revenue == 0 and not force:
-            settled = {
+            # Periods with revenue settled into them, or reversals booked into them (which can leave a
+            # period's revenue at 0): such a period had activity and is closed like any other.
+            booked = {
                 int(log.args["period"])
-                for log in s.chain.logs(list(CREDIT_EVENTS), from_block=s.record.block, topic1=[agreement.id])
+                for log in s.chain.logs(
+                    [*CREDIT_EVENTS, *DEBIT_EVENTS], from_block=s.record.block, topic1=[agreement.id]
+                )
             }
-            latest = max(settled, default=None)
-            if latest is None:
-                why = "no revenue has been settled into any period of it yet"
-            elif period_number > latest:
-                why = f"it is after {latest}, the latest period with settled revenue"
-            else:
-                why = "no revenue was settled into it"
-            raise LedgerError(
-                f"period {period_number} of alliance {alliance!r} has no settled revenue: {why}; closing is final, "
-                f"so settle its revenue first, or give --force to close it empty"
-            )
+            if period_number not in booked:
+                latest = max(booked, default=None)
+                if latest is None:
+                    why = "no revenue has been settled into any period of it yet"
+                elif period_number > latest:
+                    why = f"it is after {latest}, the latest period with settled revenue"
+                else:
+                    why = "no revenue was settled into it"
+                raise LedgerError(
+                    f"period {period_number} of alliance {alliance!r} has no settled revenue: {why}; closing is "
+                    f"final, so settle its revenue first, or give --force to close it empty"
+                )
         actor = s.role_actor("finance", account_alias, safe, export)
         with exporting(actor):  # --export: the Safe transaction is written for owners elsewhere, not sent
             s.chain.close_period(agreement.id, period_number, sender=actor)
