@@ -8,13 +8,17 @@ The quick cases run in ``make test``; the repeated kill -9 runs (20 each) are ``
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -34,6 +38,11 @@ SMALL_BATCHES = {"LEDGER_BATCH_GAS": "400000"}  # ~50 events per batch: many tra
 class Chain:
     """One ``ledger chain up`` node with the kitchen MEs and a funded finance account."""
 
+    # A data folder holding that set-up, made once per test session by a whole `ledger chain up`,
+    # `deploy`, `me register` and `token mint`, then `chain down`: each later chain starts from a copy of it
+    # with `ledger chain up` (a restart from its snapshot and journal), as a folder a user stopped.
+    _template: Path | None = None
+
     def __init__(self, data_dir, port: int):
         self.sh = LedgerCLI(data_dir, port)
         self.cli = InProcessCLI(data_dir, port)
@@ -48,14 +57,33 @@ class Chain:
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
             wait_for(lambda: _answers(self.url), what="anvil")
+        elif self.sh.data_dir.exists() or self.sh.env != LedgerCLI(self.sh.data_dir, self.sh.port).env:
+            self.sh.run("chain", "up")  # a folder the test prepared, or settings of its own: from nothing
         else:
+            shutil.copytree(Chain.template(), self.sh.data_dir)
             self.sh.run("chain", "up")
+            return self
+        self.set_up()
+        return self
+
+    @classmethod
+    def template(cls) -> Path:
+        if cls._template is None:
+            folder = Path(tempfile.mkdtemp(prefix="chain-template-"))
+            atexit.register(shutil.rmtree, folder, True)
+            first = Chain(folder / "data", free_port())
+            first.sh.run("chain", "up")
+            first.set_up()
+            first.stop()
+            cls._template = first.sh.data_dir
+        return cls._template
+
+    def set_up(self) -> None:
         self.cli.run("deploy")
         self.cli.run("me", "register", "kitchen-platform", "--signer", "dev1")
         for name, alias in KITCHEN:
             self.cli.run("me", "register", name, "--signer", alias, "--parent", "kitchen-platform")
         self.cli.run("token", "mint", "100000000")
-        return self
 
     def call(self, method: str, *params):
         return dev_rpc(self.url, method, list(params), timeout=30)  # anvil_* names, sent as this node names them

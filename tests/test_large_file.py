@@ -81,7 +81,7 @@ def expect_refused(chain: Chain, err: str, code: int, last: int) -> None:
 
 @pytest.fixture(scope="module")
 def big_chain(tmp_path_factory):
-    chain = Chain(tmp_path_factory.mktemp("big-data"), free_port()).start()
+    chain = Chain(tmp_path_factory.mktemp("big") / "data", free_port()).start()
     make_alliance(chain.cli, "big")
     try:
         yield chain
