@@ -184,7 +184,7 @@ def test_a_node_whose_mining_stalls_is_nudged_and_the_run_finishes(chain, tmp_pa
     chain.call("evm_setAutomine", False)  # transactions sit in the pool, as in Anvil's automine stall
     try:
         start = time.monotonic()
-        summary = json.loads(chain.sh.run("settle", str(path), "--json", env=SMALL_BATCHES).out)
+        summary = json.loads(chain.cli.run("settle", str(path), "--json", env=SMALL_BATCHES).out)
         elapsed = time.monotonic() - start
     finally:
         chain.call("evm_setAutomine", True)
@@ -199,7 +199,7 @@ def test_interval_mining_instead_of_automine(chain, tmp_path):
     chain.call("evm_setIntervalMining", 1)
     try:
         summary = json.loads(
-            chain.sh.run("settle", str(write_csv(tmp_path / "iv.csv", rows)), "--json", env=SMALL_BATCHES).out
+            chain.cli.run("settle", str(write_csv(tmp_path / "iv.csv", rows)), "--json", env=SMALL_BATCHES).out
         )
     finally:
         chain.call("evm_setIntervalMining", 0)
@@ -277,7 +277,7 @@ def test_a_reorganisation_removing_settled_batches_is_repaired_by_running_again(
     make_alliance(chain.cli, "reorged")
     rows = revenue("RO", "reorged", 200)
     path = write_csv(tmp_path / "ro.csv", rows)
-    chain.sh.run("settle", str(path), env=SMALL_BATCHES)
+    chain.cli.run("settle", str(path), env=SMALL_BATCHES)
     settled = show(chain.cli, "reorged")["events_settled"]
     assert settled == 200
     chain.call("anvil_rollback", 2)  # the last two batches leave the canonical chain
@@ -287,7 +287,7 @@ def test_a_reorganisation_removing_settled_batches_is_repaired_by_running_again(
     total = sum(Decimal(p["amount"]) for p in payouts(chain.cli, "--alliance", "reorged")["payouts"])
     assert total == sum(Decimal(r[2]) for r in rows[:left])
     assert chain.audit()["result"] == "clean"
-    summary = json.loads(chain.sh.run("settle", str(path), "--json", env=SMALL_BATCHES).out)
+    summary = json.loads(chain.cli.run("settle", str(path), "--json", env=SMALL_BATCHES).out)
     assert summary["events_settled"] == 200 - left and summary["events_skipped_already_settled"] == left
     chain.assert_exactly_once("reorged", rows)
 
@@ -295,13 +295,13 @@ def test_a_reorganisation_removing_settled_batches_is_repaired_by_running_again(
 def test_with_a_confirmation_depth_reports_leave_out_blocks_that_are_not_final(chain, tmp_path):
     make_alliance(chain.cli, "deep")
     first, second = revenue("DP", "deep", 50), revenue("DQ", "deep", 50)
-    chain.sh.run("settle", str(write_csv(tmp_path / "a.csv", first)))
+    chain.cli.run("settle", str(write_csv(tmp_path / "a.csv", first)))
     deep = {"LEDGER_CONFIRMATIONS": "3"}
     # Settling with a depth waits until its batches are 3 blocks deep (the dev chain mines them).
-    summary = json.loads(chain.sh.run("settle", str(write_csv(tmp_path / "b.csv", second)), "--json", env=deep).out)
+    summary = json.loads(chain.cli.run("settle", str(write_csv(tmp_path / "b.csv", second)), "--json", env=deep).out)
     assert summary["events_settled"] == 50
     assert chain.audit()["result"] == "clean"
-    chain.sh.run("settle", str(write_csv(tmp_path / "c.csv", revenue("DR", "deep", 10))))  # depth 0: at the head
+    chain.cli.run("settle", str(write_csv(tmp_path / "c.csv", revenue("DR", "deep", 10))))  # depth 0: at the head
     report = json.loads(chain.cli.run("payouts", "--alliance", "deep", "--format", "json", env=deep).out)
     total = sum(Decimal(p["amount"]) for p in report["payouts"])
     assert total == sum(Decimal(r[2]) for r in first + second)  # the newest batch is not final yet

@@ -91,20 +91,20 @@ def assert_index_matches_chain(chain: Chain) -> None:
 def test_the_index_holds_what_the_chain_holds_and_reports_equal_a_full_re_read(chain, tmp_path):
     make_alliance(chain.cli, "indexed")
     first, second = revenue("IX", "indexed", 150), revenue("IY", "indexed", 120, period=202612)
-    chain.sh.run("settle", str(write_csv(tmp_path / "a.csv", first)), env=SMALL_BATCHES)
+    chain.cli.run("settle", str(write_csv(tmp_path / "a.csv", first)), env=SMALL_BATCHES)
     status = json.loads(chain.cli.run("index", "status", "--json").out)
     assert status["references"] == 150 and status["block"] == chain.height()
-    chain.sh.run("settle", str(write_csv(tmp_path / "b.csv", second)), env=SMALL_BATCHES)
+    chain.cli.run("settle", str(write_csv(tmp_path / "b.csv", second)), env=SMALL_BATCHES)
     chain.cli.run("period", "close", "indexed", "202611")
     chain.cli.run("withdraw", "fridge", "--account", "dev3")
     assert_index_matches_chain(chain)
     assert_reports_equal_a_full_re_read(chain)
     # The file settled again: nothing new, every event found in the index.
-    again = json.loads(chain.sh.run("settle", str(write_csv(tmp_path / "c.csv", first + second)), "--json").out)
+    again = json.loads(chain.cli.run("settle", str(write_csv(tmp_path / "c.csv", first + second)), "--json").out)
     assert again["events_settled"] == 0 and again["events_skipped_already_settled"] == 270
     # A reference settled before with another amount is refused by row, from the index.
     changed = [(first[0][0], "indexed", "999.00", 202611)]
-    err = chain.sh.fails("settle", str(write_csv(tmp_path / "d.csv", changed)), contains="already settled")
+    err = chain.cli.fails("settle", str(write_csv(tmp_path / "d.csv", changed)), contains="already settled")
     assert "row 2" in err
     status = json.loads(chain.cli.run("index", "status", "--json").out)
     assert status["references"] == 270 and status["last_update"]["logs"] == 0
@@ -120,14 +120,14 @@ def test_a_rollback_rewinds_the_index_and_settling_again_is_exactly_once(chain_w
     make_alliance(chain.cli, "rolled")
     rows = revenue("RB", "rolled", 200)
     path = write_csv(tmp_path / "rb.csv", rows)
-    chain.sh.run("settle", str(path), env=SMALL_BATCHES)  # batches of 76, 76 and 48 events
+    chain.cli.run("settle", str(path), env=SMALL_BATCHES)  # batches of 76, 76 and 48 events
     assert json.loads(chain.cli.run("index", "status", "--json").out)["references"] == 200
     chain.call("anvil_rollback", 2)
     status = json.loads(chain.cli.run("index", "status", "--json").out)
     assert status["references"] == 76 and status["last_update"]["rewound_to"] is not None
     assert_index_matches_chain(chain)
     assert_reports_equal_a_full_re_read(chain)
-    summary = json.loads(chain.sh.run("settle", str(path), "--json", env=SMALL_BATCHES).out)
+    summary = json.loads(chain.cli.run("settle", str(path), "--json", env=SMALL_BATCHES).out)
     assert summary["events_settled"] == 124 and summary["events_skipped_already_settled"] == 76
     assert_index_matches_chain(chain)
     chain.assert_exactly_once("rolled", rows)
@@ -146,7 +146,7 @@ def test_a_client_killed_mid_update_leaves_the_last_committed_state(chain, tmp_p
     make_alliance(chain.cli, "killed")
     rows = revenue("KL", "killed", 600)
     path = write_csv(tmp_path / "kl.csv", rows)
-    chain.sh.run("settle", str(path), env={**SMALL_BATCHES, "LEDGER_INDEX": "0"})  # no index yet
+    chain.cli.run("settle", str(path), env={**SMALL_BATCHES, "LEDGER_INDEX": "0"})  # no index yet
     index = open_index(chain)
     file = index.path
     assert not file.exists()
@@ -173,12 +173,13 @@ def test_a_client_killed_mid_update_leaves_the_last_committed_state(chain, tmp_p
     finally:
         index.close()
     assert_reports_equal_a_full_re_read(chain)
-    again = json.loads(chain.sh.run("settle", str(path), "--json").out)
+    again = json.loads(chain.cli.run("settle", str(path), "--json").out)
     assert again["events_settled"] == 0 and again["events_skipped_already_settled"] == 600
     chain.assert_exactly_once("killed", rows)
 
 
 def test_a_deleted_corrupted_or_edited_index_is_rebuilt_never_trusted(chain, tmp_path):
+    # Whole commands: each finds the file as the damage left it, as the next run on a machine would.
     make_alliance(chain.cli, "damaged")
     rows = revenue("DM", "damaged", 300)
     path = write_csv(tmp_path / "dm.csv", rows[:200])
@@ -242,19 +243,19 @@ def test_a_file_with_reversals_settled_again_skips_every_reversal_with_the_index
     reversals = [(f"RR-{i}", "returns", "4.00", 202612, f"RS-{i}") for i in range(1, 6)]
     reversals.append(("RR-6", "returns", "6.00", 202612, "RS-1"))  # RS-1 reversed in full: 4 + 6
     whole = write_csv(tmp_path / "whole.csv", sales + reversals, header)
-    first = json.loads(chain.sh.run("settle", str(whole), "--json", env=SMALL_BATCHES).out)
+    first = json.loads(chain.cli.run("settle", str(whole), "--json", env=SMALL_BATCHES).out)
     assert first["events_settled"] == 11 and first["reversals_settled"] == 6
     cursor = json.loads(chain.cli.run("alliance", "show", "returns", "--json").out)
     height = chain.height()
     only_reversals = write_csv(tmp_path / "reversals.csv", reversals, header)
     for env in ({}, FULL_READ):  # the index on (the default), then every log read again
         for path, count in ((whole, 11), (only_reversals, 6)):
-            again = json.loads(chain.sh.run("settle", str(path), "--json", env={**SMALL_BATCHES, **env}).out)
+            again = json.loads(chain.cli.run("settle", str(path), "--json", env={**SMALL_BATCHES, **env}).out)
             assert again["events_settled"] == again["reversals_settled"] == 0, (env, path.name)
             assert again["events_skipped_already_settled"] == count
         # Reversed beyond the original, counting what the chain already reversed: refused by row.
         more = write_csv(tmp_path / "more.csv", [("RR-7", "returns", "0.01", 202612, "RS-1")], header)
-        err = chain.sh.fails("settle", str(more), env=env, contains="would total")
+        err = chain.cli.fails("settle", str(more), env=env, contains="would total")
         assert "row 2: reversals of 'RS-1' would total" in err
     assert chain.height() == height  # nothing was sent
     assert json.loads(chain.cli.run("alliance", "show", "returns", "--json").out) == cursor
