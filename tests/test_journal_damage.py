@@ -51,3 +51,40 @@ def test_a_torn_tail_is_still_cut_off_quietly_with_no_copy(tmp_path):
     writer = JournalWriter(store2)
     writer.close()
     assert writer.kept_aside is None and not list(zeros.glob("store/*.damaged-*"))
+
+
+def test_blocks_lost_in_an_older_damaged_segment_end_the_replay_there_instead_of_skipping_them(tmp_path):
+    """A segment that is not the last, damaged in its middle: the blocks it lost are missing between whole
+    records of the segments after it. Replaying the later blocks on top of the gap would build another
+    chain (or stop the restore with "replaying block N mined block M"), so the replay ends at the gap and
+    the view names the blocks it leaves out."""
+    store = Store(tmp_path / "store")
+    writer = JournalWriter(store)
+    for n in range(1, 21):
+        writer.append({"t": "b", "n": n, "h": f"0x{n:064x}", "p": f"0x{n - 1:064x}", "ts": n, "tx": ["0x" + "ab" * 300]})
+        if n == 10:
+            writer.rotate()
+    writer.close()
+    first = store.segments()[0][1]
+    data = bytearray(first.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 10] = b"\xff" * 10  # bit rot inside record ~5 of segment 1
+    first.write_bytes(bytes(data))
+    view = store.view()
+    assert view.bad_segment == first.name and view.head == 20
+    records = view.after(0)
+    lost = records[-1]["n"] + 1
+    assert [r["n"] for r in records] == list(range(1, lost)) and 2 <= lost <= 10
+    assert view.gap == (lost, 20)
+    assert [r["n"] for r in view.after(lost - 1)] == [] and view.gap == (lost, 20)  # from a snapshot at the gap
+    assert len(view.after(10)) == 10 and view.gap is None  # from a snapshot after the damage: whole
+
+
+def test_a_record_that_does_not_follow_the_block_before_ends_the_replay(tmp_path):
+    store = Store(tmp_path / "store")
+    writer = JournalWriter(store)
+    for n in range(1, 9):
+        parent = f"0x{n - 1:064x}" if n != 6 else "0x" + "ee" * 32  # block 6 names a parent block 5 is not
+        writer.append({"t": "b", "n": n, "h": f"0x{n:064x}", "p": parent, "ts": n, "tx": []})
+    writer.close()
+    view = store.view()
+    assert [r["n"] for r in view.after(0)] == [1, 2, 3, 4, 5] and view.gap == (6, 8)

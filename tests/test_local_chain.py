@@ -28,7 +28,7 @@ import time
 import pytest
 
 from ledger.chain.node import ANVIL, rpc
-from ledger.chain.store import Store
+from ledger.chain.store import Store, read_segment
 from ledger.errors import LedgerError
 
 from .cli_support import free_port, write_csv
@@ -212,6 +212,48 @@ def test_a_corrupt_newest_snapshot_is_skipped_for_the_older_one_with_a_message(t
         assert f"restored block {height} from snapshot {older.name}" in out, out
         assert json.loads(chain.cli.run("balance", "--json").out) == balances
         assert chain.audit()["result"] == "clean"
+    finally:
+        chain.stop()
+
+
+@pytest.mark.slow
+def test_a_damaged_older_journal_segment_restores_up_to_the_damage_and_says_which_blocks_are_lost(tmp_path):
+    """The journal segment after the snapshot a restore starts from is damaged in its middle, and a later
+    segment holds whole blocks: the restore replays up to the damage (not the later blocks on top of the
+    gap), says which blocks are lost, and the chain goes on from there."""
+    chain = Chain(tmp_path / "data", free_port())
+    chain.sh.env["LEDGER_SNAPSHOT_BLOCKS"] = "3"
+    chain.start()
+    try:
+        store = Store(chain.sh.data_dir / "node" / "store")
+        make_alliance(chain.cli, "gap")
+        wait_for(lambda: len(store.snapshots()) >= 2, what="two snapshots")
+        chain.cli.run("token", "mint", "1")  # blocks in the newest segment too
+        chain.sh.run("chain", "down")
+        snapshots = store.snapshots()
+        for newer in snapshots[:-1]:  # every snapshot but the oldest is unusable: the oldest one is used
+            newer.path.write_bytes(b"not a snapshot")
+        oldest = snapshots[-1]
+        segments = [path for seq, path in store.segments() if seq >= oldest.journal_from]
+        # The first block after the snapshot, in a segment that is not the last: damage its record.
+        damaged, start, lost = next(
+            (path, previous_end, record["n"])
+            for path in segments[:-1]
+            for (record, _), previous_end in zip(read_segment(path), [0] + [e for _, e in read_segment(path)])
+            if record.get("t") == "b" and record["n"] > oldest.block
+        )
+        data = bytearray(damaged.read_bytes())
+        data[start + 12 : start + 20] = b"\xff" * 8
+        damaged.write_bytes(bytes(data))
+        out = chain.sh.run("chain", "up").out
+        assert f"journal blocks {lost} to " in out and f"restored up to block {lost - 1}" in out, out
+        assert f"restored block {lost - 1} from snapshot {oldest.name}" in out, out
+        assert chain.height() == lost - 1
+        chain.cli.run("token", "mint", "1")  # the chain goes on from there
+        assert chain.height() == lost
+        chain.sh.run("chain", "down")
+        again = chain.sh.run("chain", "up").out  # and a second restart keeps the new branch
+        assert f"restored block {lost} " in again, again
     finally:
         chain.stop()
 

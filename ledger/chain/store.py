@@ -120,6 +120,7 @@ class View:
     damaged_tail: tuple[str, int] | None = None  # (segment, byte): a bad record with whole records after it
     bad_segment: str | None = None  # a segment that is not the last ended in a bad record
     stopped_cleanly: bool = False  # the last record is a clean stop (`ledger chain down`)
+    gap: tuple[int, int] | None = None  # set by after(): (first, last) block it could not give, in order
 
     def apply(self, record: dict) -> None:
         n = int(record["n"])
@@ -155,10 +156,21 @@ class View:
         return known is None or known == snap.hash
 
     def after(self, block: int) -> list[dict]:
-        """The block records above ``block``, in order (the blocks a restore replays)."""
+        """The block records above ``block``, in order (the blocks a restore replays): the unbroken run of
+        them, each naming the one before as its parent. A block missing (its segment damaged) or a record
+        whose parent is not the block before ends the run; :attr:`gap` then says which blocks are left out."""
+        self.gap = None
         if self.head is None:
             return []
-        return [self.records[n] for n in range(block + 1, self.head + 1) if n in self.records]
+        run, parent = [], self.hashes.get(block)
+        for n in range(block + 1, self.head + 1):
+            record = self.records.get(n)
+            if record is None or (parent is not None and record["p"] != parent):
+                self.gap = (n, self.head)
+                break
+            run.append(record)
+            parent = record["h"]
+        return run
 
 
 class Store:

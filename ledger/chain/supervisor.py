@@ -455,10 +455,18 @@ class Supervisor:
             if view.bad_segment:
                 notes.append(f"journal segment {view.bad_segment} ends in a damaged record; what follows is used")
             records = view.after(snap.block)
+            if view.gap:
+                first, last = view.gap
+                notes.append(
+                    f"journal blocks {first} to {last} cannot be replayed in order (a journal segment is damaged: "
+                    f"block {first} is missing or does not follow block {first - 1}); the chain is restored up to "
+                    f"block {first - 1} and the blocks after it are lost: re-run the commands since then, nothing "
+                    f"is paid twice"
+                )
             count, problems = replay(self.rpc, records)
             notes.extend(problems)
-            if (not view.stopped_cleanly or view.torn_tail) and not view.damaged_tail:  # torn after a clean stop:
-                # a later run crashed
+            if (not view.stopped_cleanly or view.torn_tail) and not view.damaged_tail and not view.gap:
+                # (torn after a clean stop: a later run crashed)
                 last_seen = records[-1]["w"] if records else snap.created
                 notes.append(
                     f"the previous run did not stop cleanly: blocks mined after "
@@ -469,7 +477,8 @@ class Supervisor:
             self.writer = JournalWriter(self.store)
             if self.writer.kept_aside is not None:
                 notes.append(f"the damaged segment is kept whole as {self.writer.kept_aside.name}")
-            self.hashes = {n: h for n, h in view.hashes.items() if n >= snap.block}
+            top = records[-1]["n"] if records else snap.block
+            self.hashes = {n: h for n, h in view.hashes.items() if snap.block <= n <= top}  # not past a gap
             self.hashes[snap.block] = snap.hash
             self.seq_of = dict.fromkeys(self.hashes, self.writer.seq)
             self.since_snapshot = (count, sum(r.get("gu", 0) for r in records))
