@@ -297,12 +297,12 @@ def executed(chain, f: SafeTxFile) -> set[bytes]:
 def describe(chain, record, p: PendingTx) -> str:
     """The call of ``p`` decoded from its data (never from the file's hints)."""
     target = "ledger"
-    abi = chain._abi_json
+    abi = chain.abi_json
     selector = p.tx.data[:4]
     for item in abi:
         if item.get("type") != "function":
             continue
-        from ledger.chain.logs import canonical_type
+        from ledger.chain.codec import canonical_type
 
         types = [canonical_type(i) for i in item["inputs"]]
         if keccak(text=f"{item['name']}({','.join(types)})")[:4] != selector:
@@ -409,9 +409,9 @@ def execute(chain, record, f: SafeTxFile, safe, sender, progress=None) -> list[t
             f"{first.label(st.todo[0])}: the Safe's nonce is {safe.nonce}; the Safe transactions before nonce "
             f"{first.tx.nonce} must run first"
         )
-    from ape.contracts import ContractContainer
+    from ledger.chain.writer import contract_container
 
-    contract = ContractContainer(safe_lib.contract_type("Safe")).at(safe.address)
+    contract = contract_container(safe_lib.contract_type("Safe")).at(safe.address)
     done: list[tuple[int, object]] = []
     try:
         for i in st.todo:
@@ -431,7 +431,7 @@ def _execute_one(chain, f: SafeTxFile, safe, st: Status, i: int, contract, sende
     """Check, simulate from the Safe and send one Safe transaction of ``f`` (index ``i``)."""
     p = f.transactions[i]
     _check_me_count(chain, f, i)
-    chain.transactor._simulate({"from": safe.address, "to": p.tx.to, "data": "0x" + p.tx.data.hex()})
+    chain.transactor.simulate({"from": safe.address, "to": p.tx.to, "data": "0x" + p.tx.data.hex()})
     chosen = dict(sorted(st.valid[i].items(), key=lambda item: int(item[0], 16))[: safe.threshold])
     packed = safe_lib.pack(chosen)
     why = safe_lib.verify(p.tx.message(f.chain_id, f.safe), packed, list(safe.owners), safe.threshold)
@@ -496,7 +496,7 @@ class SafeExporter:
         return self.safe.address
 
     def execute(self, to: str, data: bytes):
-        self.chain.transactor._simulate({"from": self.safe.address, "to": to, "data": "0x" + bytes(data).hex()})
+        self.chain.transactor.simulate({"from": self.safe.address, "to": to, "data": "0x" + bytes(data).hex()})
         self.calls.append((to, bytes(data), 0))
         raise Exported()
 

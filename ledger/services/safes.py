@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ledger.chain import eip712
 from ledger.chain import safe as safe_lib
-from ledger.chain.abi import ContractAbi
+from ledger.chain.codec import ContractAbi
 from ledger.errors import InputError, LedgerError, NotFoundError
 
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_")
@@ -131,12 +131,12 @@ def ensure_contracts(chain, store: SafeStore, sender) -> dict[str, str]:
     recorded = store.contracts(chain.chain_id)
     if recorded and all(is_contract(chain, a) for a in recorded.values()):
         return recorded
-    from ape.contracts import ContractContainer
+    from ledger.chain.writer import contract_container
 
     deployed = {}
     names = (("singleton", "Safe"), ("factory", "SafeProxyFactory"), ("handler", "CompatibilityFallbackHandler"))
     for key, name in names:
-        deployed[key] = str(ContractContainer(safe_lib.contract_type(name)).deploy(sender=sender).address)
+        deployed[key] = str(contract_container(safe_lib.contract_type(name)).deploy(sender=sender).address)
     store.set_contracts(chain.chain_id, deployed)
     return deployed
 
@@ -157,13 +157,13 @@ def create(chain, store: SafeStore, name: str, owners: list[str], threshold: int
     if existing and is_contract(chain, existing):
         raise LedgerError(f"a Safe named {name!r} already exists on this chain at {existing}")
     contracts = ensure_contracts(chain, store, sender)
-    from ape.contracts import ContractContainer
+    from ledger.chain.writer import contract_container
 
     safe_abi_json = ContractAbi(safe_lib.abi_of("Safe"))
     initializer = safe_abi_json["setup"].encode(
         owners, threshold, safe_lib.ZERO, b"", contracts["handler"], safe_lib.ZERO, 0, safe_lib.ZERO
     )
-    factory = ContractContainer(safe_lib.contract_type("SafeProxyFactory")).at(contracts["factory"])
+    factory = contract_container(safe_lib.contract_type("SafeProxyFactory")).at(contracts["factory"])
     salt = int.from_bytes(os.urandom(8), "big")
     receipt = chain.transact(factory.createProxyWithNonce, contracts["singleton"], initializer, salt, sender=sender)
     topic = "0x" + safe_lib.keccak(text="ProxyCreation(address,address)").hex()
@@ -295,11 +295,11 @@ class SafeActor:
     def execute(self, to: str, data: bytes):
         """Run ``to.call(data)`` as the Safe: simulated from the Safe first (a revert is decoded and
         nothing is sent), then one ``execTransaction``. Returns the receipt."""
-        self.chain.transactor._simulate({"from": self.safe.address, "to": to, "data": "0x" + bytes(data).hex()})
+        self.chain.transactor.simulate({"from": self.safe.address, "to": to, "data": "0x" + bytes(data).hex()})
         raw = self.exec_data(to, data, self.nonce())
-        from ape.contracts import ContractContainer
+        from ledger.chain.writer import contract_container
 
-        contract = ContractContainer(safe_lib.contract_type("Safe")).at(self.safe.address)
+        contract = contract_container(safe_lib.contract_type("Safe")).at(self.safe.address)
         return self.chain.transact(contract.execTransaction, *_decode_exec(raw), sender=self.sender)
 
     def pipeline(self, chain, window: int | None = None):
