@@ -180,10 +180,12 @@ class LedgerWriter(LedgerReader):
     @cached_property
     def deployment_block(self) -> int:
         """The block the ledger was deployed in, where its logs start (0 when unknown)."""
+        txn_hash = getattr(self.contract, "txn_hash", None)
+        if not txn_hash:
+            return 0
         import ape
 
-        txn_hash = getattr(self.contract, "txn_hash", None)
-        return int(ape.chain.provider.get_receipt(txn_hash).block_number) if txn_hash else 0
+        return int(ape.chain.provider.get_receipt(txn_hash).block_number)
 
     def token_at(self, address: str):
         """An ERC-20 settlement token by address (the ABI is the test token's ERC-20 surface)."""
