@@ -178,6 +178,10 @@ class LedgerWriter(LedgerReader):
         return self._abi
 
     @cached_property
+    def chain_id(self) -> int:
+        return self.rpc.chain_id() if self.fixed else connected_chain_id()
+
+    @cached_property
     def deployment_block(self) -> int:
         """The block the ledger was deployed in, where its logs start (0 when unknown)."""
         txn_hash = getattr(self.contract, "txn_hash", None)
