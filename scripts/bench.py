@@ -108,7 +108,7 @@ from ape.contracts.base import ContractTransaction
 from ape.logging import logger
 
 from ledger.chain import eip712
-from ledger.chain.ledger import EMPTY_TERMS, LedgerChain, project
+from ledger.chain.writer import EMPTY_TERMS, LedgerWriter, project
 from ledger.models import Terms, text_to_bytes32
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -175,7 +175,7 @@ class Event:
 class Bench:
     """One deployment with its roles and MEs."""
 
-    ledger: LedgerChain
+    ledger: LedgerWriter
     admin: AccountAPI
     platform: AccountAPI
     finance: AccountAPI
@@ -212,7 +212,7 @@ def setup() -> Bench:
     """Deploy the ledger and token, register ME_COUNT MEs, fund finance and approve the ledger."""
     test_accounts = ape.accounts.test_accounts
     admin, platform, finance, payer = (test_accounts[i] for i in range(4))
-    ledger = LedgerChain.deploy(admin=admin, platform=platform, finance=finance, sender=admin, token_decimals=DECIMALS)
+    ledger = LedgerWriter.deploy(admin=admin, platform=platform, finance=finance, sender=admin, token_decimals=DECIMALS)
     mes: list[MEAccounts] = []
     for i in range(ME_COUNT):
         signer, payout = test_accounts.generate_test_account(), test_accounts.generate_test_account()
@@ -244,7 +244,7 @@ def approvals(bench: Bench, agreement_id: bytes, version: int, terms: Terms) -> 
 
 
 def create_agreement(bench: Bench, name: str, terms: Terms) -> tuple[bytes, ReceiptAPI]:
-    agreement_id = LedgerChain.agreement_id(name)
+    agreement_id = LedgerWriter.agreement_id(name)
     receipt = bench.ledger.create(agreement_id, terms, approvals(bench, agreement_id, 1, terms), sender=bench.platform)
     return agreement_id, receipt
 
@@ -396,7 +396,7 @@ def measure_agreement_gas(bench: Bench) -> dict[str, int]:
     createAgreement at the 64-party cap."""
     terms = terms_for(bench, 5)
     _, created = create_agreement(bench, "bench-agreement-create", terms)
-    agreement_id = LedgerChain.agreement_id("bench-agreement-two-step")
+    agreement_id = LedgerWriter.agreement_id("bench-agreement-two-step")
     contract = bench.ledger.contract
     proposed = contract.proposeAgreement(agreement_id, terms.as_tuple(), EMPTY_TERMS, sender=bench.platform)
     signatures = approvals(bench, agreement_id, 1, terms)
@@ -431,7 +431,7 @@ def measure_safe_agreement_gas(bench: Bench) -> int:
     me_id = bench.ledger.register_me("bench-safe-me", payout.address, team.address, sender=bench.platform)
     ids = [me.me_id for me in bench.mes[:4]] + [me_id]
     terms = Terms.build(bench.token, dict(zip(ids, equal_shares(5), strict=True)), 0, None)
-    agreement_id = LedgerChain.agreement_id("bench-agreement-safe")
+    agreement_id = LedgerWriter.agreement_id("bench-agreement-safe")
     message = bench.ledger.approval_message(agreement_id, 1, terms)
     signer_of = {me.me_id: me.signer for me in bench.mes}
     safe_message = safe_lib.message(bench.ledger.chain_id, team.address, eip712.digest(message))
@@ -475,7 +475,7 @@ def measure_payout_gas(bench: Bench) -> dict[str, float]:
     for h in range(2):
         part = ids[h * 50 : (h + 1) * 50]
         terms = Terms.build(token, dict(zip(part, equal_shares(50), strict=True)))
-        agreement_id = LedgerChain.agreement_id(f"bench-payout-{h}")
+        agreement_id = LedgerWriter.agreement_id(f"bench-payout-{h}")
         message = ledger.approval_message(agreement_id, 1, terms)
         signatures = [eip712.sign(signer_of[p], message) for p in terms.parties]
         ledger.create(agreement_id, terms, signatures, sender=bench.platform)

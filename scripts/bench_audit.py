@@ -7,7 +7,7 @@ Method
    (never the user's chain on 8547 or the tests' on 8545); ``chain down`` at the end, whatever happens.
    ``python -m ledger.cli deploy`` deploys the ledger and its test token (6 decimals).
 2. **History** (``history_build_s``: wall time from ``deploy`` to the last withdrawal). Built in
-   process through the package (Ape connected to the node: ``LedgerChain``, ``Settler``), with a fixed
+   process through the package (Ape connected to the node: ``LedgerWriter``, ``Settler``), with a fixed
    seed, so every run builds the same history:
 
    - 40 MEs; their signers and payout addresses are the dev accounts dev3..dev19 (several MEs share one);
@@ -33,7 +33,7 @@ Method
    reference); the rate is revenue events (entries in the ``RevenueSettled`` logs) per second of fetch +
    decode:
 
-   - raw (``decode_raw_events_per_s``): ``ledger.chain.logs.LogReader`` over ``ledger.chain.rpc.HttpRpc``,
+   - raw (``decode_raw_events_per_s``): ``ledger.chain.reader.LogReader`` over ``ledger.chain.rpc.HttpRpc``,
      i.e. one raw ``eth_getLogs`` per page decoded with eth-abi, the audit's path; median of 3 runs;
    - generic (``decode_generic_events_per_s``): web3.py's per-event objects,
      ``contract.events.RevenueSettled().get_logs(from_block=, to_block=)`` and the same for
@@ -118,7 +118,7 @@ def build_history(env: dict) -> dict:
     """Register, agree, settle, close, amend and withdraw on the node of ``env`` (see the docstring)."""
     from ledger.chain.connect import account, connected
     from ledger.chain.deployment import DeploymentStore
-    from ledger.chain.ledger import contract_errors
+    from ledger.chain.writer import contract_errors
     from ledger.chain.open import open_deployment
     from ledger.config import Settings
     from ledger.models import RevenueEvent, Terms
@@ -280,7 +280,7 @@ def measure_audit(env: dict) -> tuple[float, float, dict, list]:
 
 
 def decode_raw(url: str, ledger: str, from_block: int, to_block: int) -> tuple[float, int, int]:
-    from ledger.chain.logs import LogReader
+    from ledger.chain.reader import LogReader
     from ledger.chain.rpc import HttpRpc
     from ledger.services.audit import event_abi
 
@@ -318,7 +318,7 @@ def decode_web3(url: str, ledger: str, abi: list, from_block: int, to_block: int
 def decode_ape(env: dict, ledger: str, from_block: int, to_block: int) -> tuple[float, int, int]:
     """Ape's ContractLog objects over ``[from_block, to_block]`` (connected to the bench node)."""
     from ledger.chain.connect import connected
-    from ledger.chain.ledger import project
+    from ledger.chain.writer import project
     from ledger.config import Settings
 
     times, events, logs = [], 0, 0

@@ -50,7 +50,7 @@ GROW_STEP = 100_000
 def set_up(env: dict) -> list[str]:
     from ledger.chain.connect import account, connected
     from ledger.chain.deployment import DeploymentStore
-    from ledger.chain.ledger import contract_errors
+    from ledger.chain.writer import contract_errors
     from ledger.chain.open import open_deployment
     from ledger.config import Settings
     from ledger.models import Terms
@@ -134,7 +134,7 @@ def grow(env: dict, events: Events, count: int) -> None:
         chain, record = open_deployment(DeploymentStore(settings.deployments_dir))
         chain.policy = TxPolicy.from_settings(settings)
         index = LedgerIndex(index_path(settings.data_dir, record.chain_id, record.ledger), chain_id=record.chain_id,
-                            ledger=record.ledger, from_block=record.block, abi=chain._abi_json)  # fmt: skip
+                            ledger=record.ledger, from_block=record.block, abi=chain.abi_json)  # fmt: skip
         settler = Settler(chain, account("dev2", settings), from_block=record.block, index=index)
         left = count
         while left > 0:

@@ -19,7 +19,7 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 
-from ledger.chain.ledger import LedgerChain
+from ledger.chain.writer import LedgerWriter
 from ledger.models import Terms
 
 from .helpers import DECIMALS, KITCHEN, UNIT, sign_all
@@ -122,8 +122,8 @@ def attacker(accounts):
 
 
 @pytest.fixture(scope="session")
-def ledger(admin, platform, finance) -> LedgerChain:
-    return LedgerChain.deploy(admin=admin, platform=platform, finance=finance, sender=admin, token_decimals=DECIMALS)
+def ledger(admin, platform, finance) -> LedgerWriter:
+    return LedgerWriter.deploy(admin=admin, platform=platform, finance=finance, sender=admin, token_decimals=DECIMALS)
 
 
 @pytest.fixture(scope="session")
@@ -159,7 +159,7 @@ def make_alliance(ledger, kitchen, signers, finance):
             target,
             {kitchen[m]: bps for m, bps in (excess or {}).items()},
         )
-        agreement_id = LedgerChain.agreement_id(name)
+        agreement_id = LedgerWriter.agreement_id(name)
         by_id = {kitchen[m]: signers[KITCHEN.index(m)] for m in shares}
         signatures = sign_all(ledger, [by_id[p] for p in terms.parties], agreement_id, 1, terms)
         ledger.create(agreement_id, terms, signatures, sender=finance)

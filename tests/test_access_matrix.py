@@ -25,17 +25,17 @@ from typing import Any
 import pytest
 
 from ledger.chain import eip712
-from ledger.chain.ledger import LedgerChain, contract_errors
+from ledger.chain.writer import LedgerWriter, contract_errors
 from ledger.errors import ContractRevert
 from ledger.models import AgreementStatus, MEStatus, Terms, text_to_bytes32
 
 from .helpers import sign_all
 
 PERIOD = 202611
-ACTIVE = LedgerChain.agreement_id("matrix-active")  # fridge + oven, active, one batch settled
-PROPOSED = LedgerChain.agreement_id("matrix-proposed")  # fridge + oven, version 1 proposed only
-NESTED = LedgerChain.agreement_id("matrix-nested")  # fridge + recipe-app, whose half goes on to ACTIVE
-FRESH = LedgerChain.agreement_id("matrix-fresh")  # does not exist yet
+ACTIVE = LedgerWriter.agreement_id("matrix-active")  # fridge + oven, active, one batch settled
+PROPOSED = LedgerWriter.agreement_id("matrix-proposed")  # fridge + oven, version 1 proposed only
+NESTED = LedgerWriter.agreement_id("matrix-nested")  # fridge + recipe-app, whose half goes on to ACTIVE
+FRESH = LedgerWriter.agreement_id("matrix-fresh")  # does not exist yet
 
 OK = "ok"
 ROLE = "AccessControlUnauthorizedAccount"
@@ -90,7 +90,7 @@ CASES = [
 
 @dataclass
 class World:
-    ledger: LedgerChain
+    ledger: LedgerWriter
     token: str
     callers: dict[str, Any]
     terms: Terms

@@ -18,7 +18,7 @@ from eth_utils import keccak
 
 from ledger import money
 from ledger.chain import eip712
-from ledger.chain.ledger import LedgerChain, contract_errors, project
+from ledger.chain.writer import LedgerWriter, contract_errors, project
 from ledger.models import AgreementStatus, Terms, text_to_bytes32
 
 from .helpers import KITCHEN, revert_of, sign_all
@@ -40,7 +40,7 @@ def refs_of(prefix, n, start=0):
 
 
 def raw(call):
-    """A raw contract call, its revert decoded into ContractRevert like LedgerChain's own calls."""
+    """A raw contract call, its revert decoded into ContractRevert like LedgerWriter's own calls."""
     with contract_errors():
         return call()
 
@@ -76,7 +76,7 @@ def alliance_of(ledger, kitchen, signers, platform):
         signer_of = {kitchen[m]: signers[KITCHEN.index(m)] for m in KITCHEN} | (extra_signers or {})
         ids = {(kitchen[k] if isinstance(k, str) else k): bps for k, bps in shares.items()}
         terms = Terms.build(token, ids)
-        aid = LedgerChain.agreement_id(name)
+        aid = LedgerWriter.agreement_id(name)
         ledger.create(
             aid, terms, sign_all(ledger, [signer_of[p] for p in terms.parties], aid, 1, terms), sender=platform
         )
@@ -523,16 +523,16 @@ def terminations(signers, chain_id, ledger_address, agreement_id, version):
 
 
 @pytest.fixture
-def second_ledger(admin, platform, finance, signers, payouts) -> LedgerChain:
+def second_ledger(admin, platform, finance, signers, payouts) -> LedgerWriter:
     """Another deployment on the same chain with the same MEs (same ids, signers and payouts)."""
-    other = LedgerChain.deploy(admin=admin, platform=platform, finance=finance, sender=admin, token_decimals=None)
+    other = LedgerWriter.deploy(admin=admin, platform=platform, finance=finance, sender=admin, token_decimals=None)
     for i, name in enumerate(KITCHEN):
         other.register_me(name, payouts[i].address, signers[i].address, sender=platform)
     return other
 
 
 def test_approvals_and_terminations_for_another_chain_id_are_refused(ledger, two_party, signers, platform):
-    aid, pair = LedgerChain.agreement_id("chain-replay"), signers[:2]
+    aid, pair = LedgerWriter.agreement_id("chain-replay"), signers[:2]
     foreign = approvals(pair, ledger.chain_id + 1, ledger.address, aid, 1, two_party)
     err = revert_of(lambda: ledger.create(aid, two_party, foreign, sender=platform))
     assert (err.name, err.args_["meId"]) == ("AgreementSignatureInvalid", two_party.parties[0])
@@ -547,7 +547,7 @@ def test_approvals_and_terminations_for_another_chain_id_are_refused(ledger, two
 def test_signatures_for_one_deployment_are_refused_by_another(
     ledger, second_ledger, two_party, signers, platform, kitchen, accounts
 ):
-    aid, pair = LedgerChain.agreement_id("deployment-replay"), signers[:2]
+    aid, pair = LedgerWriter.agreement_id("deployment-replay"), signers[:2]
     terms_b = two_party
     signed_for_a = sign_all(ledger, pair, aid, 1, two_party)
     err = revert_of(lambda: second_ledger.create(aid, terms_b, signed_for_a, sender=platform))
@@ -570,7 +570,7 @@ def test_signatures_for_one_deployment_are_refused_by_another(
 
 
 def test_signatures_for_another_version_are_refused(ledger, two_party, signers, platform, finance):
-    aid, pair = LedgerChain.agreement_id("version-replay"), signers[:2]
+    aid, pair = LedgerWriter.agreement_id("version-replay"), signers[:2]
     ledger.create(aid, two_party, sign_all(ledger, pair, aid, 1, two_party), sender=platform)
     v1_end = [eip712.sign(s, ledger.termination_message(aid, 1)) for s in pair]
     # An amendment with the very same terms still needs fresh approvals: the version is signed.
@@ -591,7 +591,7 @@ def test_signatures_for_another_version_are_refused(ledger, two_party, signers, 
 
 
 def test_signatures_for_another_agreement_id_are_refused(ledger, two_party, signers, platform):
-    first, second, pair = LedgerChain.agreement_id("id-one"), LedgerChain.agreement_id("id-two"), signers[:2]
+    first, second, pair = LedgerWriter.agreement_id("id-one"), LedgerWriter.agreement_id("id-two"), signers[:2]
     signed_first = sign_all(ledger, pair, first, 1, two_party)
     ledger.create(first, two_party, signed_first, sender=platform)
     # Same terms, same version, another id.
@@ -610,7 +610,7 @@ def test_signatures_for_another_agreement_id_are_refused(ledger, two_party, sign
 def test_approvals_collected_before_a_termination_are_dead_after_it(ledger, two_party, signers, platform, token):
     """Version 1 in force, version 2 proposed and fully approved, then the agreement ends: neither the
     version 2 approvals nor the original version 1 approvals (through createAgreement) revive it."""
-    aid, pair = LedgerChain.agreement_id("revive"), signers[:2]
+    aid, pair = LedgerWriter.agreement_id("revive"), signers[:2]
     v1 = sign_all(ledger, pair, aid, 1, two_party)
     ledger.create(aid, two_party, v1, sender=platform)
     amended = Terms.build(token, {p: 5000 for p in two_party.parties})
@@ -628,7 +628,7 @@ def test_approvals_collected_before_a_termination_are_dead_after_it(ledger, two_
 def test_a_high_s_copy_of_a_valid_approval_is_refused(ledger, two_party, signers, platform):
     """The malleable twin (s -> n - s, v flipped) of a valid signature recovers to nobody (OpenZeppelin
     ECDSA refuses high s), so a signature has exactly one accepted encoding."""
-    aid, pair = LedgerChain.agreement_id("malleable"), signers[:2]
+    aid, pair = LedgerWriter.agreement_id("malleable"), signers[:2]
     signed = sign_all(ledger, pair, aid, 1, two_party)
     r, s, v = signed[0][:32], int.from_bytes(signed[0][32:64], "big"), signed[0][64]
     twin = r + (SECP256K1_N - s).to_bytes(32, "big") + bytes([55 - v])  # 27 <-> 28

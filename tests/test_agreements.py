@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from ledger.chain import eip712
-from ledger.chain.ledger import LedgerChain
+from ledger.chain.writer import LedgerWriter
 from ledger.models import AgreementStatus, Band, Terms
 
 from .helpers import revert_of, sign_all
 
-AID = LedgerChain.agreement_id("smart-kitchen")
+AID = LedgerWriter.agreement_id("smart-kitchen")
 
 
 @pytest.fixture
@@ -126,7 +126,7 @@ def test_activation_rejects_signatures_over_other_typed_data(ledger, terms, sign
     elif wrong == "contract":
         address = token
     elif wrong == "agreement":
-        agreement_id = LedgerChain.agreement_id("another")
+        agreement_id = LedgerWriter.agreement_id("another")
     else:
         signed_terms = Terms.build(token, {p: s for p, s in zip(terms.parties, (2500, 2500, 2500, 2500), strict=True)})
     message = eip712.approval_message(chain_id, address, agreement_id, version, signed_terms)

@@ -224,10 +224,10 @@ def kinds(report: dict) -> dict[str, int]:
 
 
 def test_event_signatures_match_the_compiled_contract():
-    from ledger.chain.ledger import project
+    from ledger.chain.writer import project
 
     compiled = project().AllianceLedger.contract_type.model_dump(mode="json")["abi"]
-    from ledger.chain.logs import EventSpec
+    from ledger.chain.codec import EventSpec
 
     ours = {e["name"]: EventSpec.from_abi(e).topic0 for e in event_abi()}
     theirs = {e["name"]: EventSpec.from_abi(e).topic0 for e in compiled if e["type"] == "event"}

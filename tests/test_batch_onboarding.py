@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ledger.chain.ledger import LedgerChain
+from ledger.chain.writer import LedgerWriter
 from ledger.models import AgreementStatus, MEStatus, Terms
 
 from .helpers import revert_of
@@ -43,7 +43,7 @@ def test_propose_agreements_proposes_version_one_of_each_and_refuses_a_bad_batch
 ):
     terms = Terms.build(token, {kitchen["fridge"]: 6000, kitchen["oven"]: 4000})
     bad = (token, [kitchen["fridge"], kitchen["oven"]], [6000, 3000], [], 0, [], [])  # shares sum to 9,000
-    ids = [LedgerChain.agreement_id(n) for n in ("batch-a", "batch-b")]
+    ids = [LedgerWriter.agreement_id(n) for n in ("batch-a", "batch-b")]
     err = revert_of(lambda: raw(lambda: ledger.contract.proposeAgreements(ids, [terms.as_tuple()], sender=platform)))
     assert (err.name, err.args_) == ("AgreementBatchInvalid", {"agreementIds": 2, "terms": 1})
     err = revert_of(lambda: raw(lambda: ledger.contract.proposeAgreements(ids, [terms.as_tuple(), bad],

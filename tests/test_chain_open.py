@@ -1,10 +1,13 @@
 """Opening a deployment (``ledger.chain.open``): one module reads the deployment records and checks them
 against the chain, with the same sentences whichever way a command connects. And the package's layers
-import one way: config/models/errors -> chain -> services -> web -> cli."""
+import one way: config/models/errors -> chain -> services -> web -> cli; inside the chain layer only the
+write side (``writer.py``, and ``connect.py`` which connects Ape) uses Ape, the read side never."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -106,3 +109,20 @@ def test_the_command_line_reaches_ape_and_the_node_only_through_the_chain_layer(
         if name.split(".")[0] in ("ape", "web3")
     ]
     assert direct == []
+
+
+def test_only_the_chain_writer_and_the_connection_import_ape_and_the_reader_needs_neither_ape_nor_web3():
+    users = sorted(
+        str(path.relative_to(PACKAGE))
+        for path in PACKAGE.rglob("*.py")
+        if any(name.split(".")[0] == "ape" for name in _imports(path))
+    )
+    assert users == ["chain/connect.py", "chain/writer.py"]
+    reader = _imports(PACKAGE / "chain" / "reader.py")
+    assert [name for name in reader if name.split(".")[0] in ("ape", "web3") or name == "ledger.chain.writer"] == []
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, ledger.chain.reader, ledger.chain.transact, ledger.services.audit; "
+         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('ape', 'web3')))"],
+        capture_output=True, text=True, check=True, cwd=PACKAGE.parent,
+    )  # fmt: skip
+    assert loaded.stdout.strip() == "[]"

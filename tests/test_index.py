@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from ledger.chain.ledger import LedgerChain, compiled_abi
+from ledger.chain.codec import compiled_abi
+from ledger.chain.reader import LedgerReader
 from ledger.index import LedgerIndex, index_path
 from ledger.models import bytes32_to_text, text_to_bytes32
 
@@ -57,7 +58,7 @@ def open_index(chain: Chain) -> LedgerIndex:
 def chain_references(chain: Chain, to_block: int | None = None) -> dict:
     """Every settled reference, read from every log of the chain (the settler's way without an index)."""
     rec = record(chain)
-    reader = LedgerChain.over_rpc(rec["ledger"], chain.url)
+    reader = LedgerReader.over_rpc(rec["ledger"], chain.url)
     settled = {}
     for log in reader.logs(["RevenueSettled"], from_block=rec["block"], to_block=to_block):
         for k, (ref, entry) in enumerate(zip(log.args["refs"], log.args["entries"], strict=True)):

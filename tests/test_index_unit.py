@@ -9,7 +9,7 @@ import random
 from eth_abi import encode as abi_encode
 from eth_utils import to_checksum_address
 
-from ledger.chain.logs import EventSpec, _fast_decode
+from ledger.chain.codec import EventSpec, _fast_decode
 from ledger.index.store import _dumps, _loads
 from ledger.services.audit import _ME, Finding, TokenTotals, _Agreement, _Terms, event_abi
 from ledger.services.audit import checkpoint as audit_state

@@ -111,14 +111,14 @@ def test_recent_runs_read_back_only_as_far_as_needed(history):
     ape.chain.mine(600)  # settlement far below the head: the first windows are empty
     head = ape.chain.blocks.height
     token_of = {ledger.agreement_id(n): ledger.token.address for n in (kitchen_name, delivery_name)}
-    pages = ledger._reader.pages
+    pages = ledger.log_reader.pages
     latest = recent_runs(ledger, token_of, from_block=0, to_block=head, limit=1)
-    few = ledger._reader.pages - pages
+    few = ledger.log_reader.pages - pages
     assert [r.alliances for r in latest] == [[delivery_name]]
-    pages = ledger._reader.pages
+    pages = ledger.log_reader.pages
     every = recent_runs(ledger, token_of, from_block=0, to_block=head, limit=100)
     mine = [r for r in every if set(r.alliances) <= {kitchen_name, delivery_name}]
-    assert len(mine) == 3 and ledger._reader.pages - pages >= few
+    assert len(mine) == 3 and ledger.log_reader.pages - pages >= few
     assert few <= 3  # windows of 256, 512, ... blocks: the last settlement is found in a few pages
 
 

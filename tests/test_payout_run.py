@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from ledger.chain.ledger import project
+from ledger.chain.writer import project
 from ledger.services.audit import audit
 
 from .helpers import KITCHEN, revert_of
@@ -39,7 +39,7 @@ def payout_logs(ledger, receipt) -> list[tuple[str, dict]]:
     """The ledger's Withdrawn/PayoutSkipped events of a receipt, in order."""
     found = []
     for item in receipt.logs:
-        log = ledger._reader.decode(item)
+        log = ledger.log_reader.decode(item)
         if log is not None and log.event in ("Withdrawn", "PayoutSkipped"):
             found.append((log.event, log.args))
     return found

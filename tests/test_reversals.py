@@ -405,7 +405,7 @@ def test_a_file_mixing_events_and_reversals_settles_in_sequence_and_again_settle
 def test_reversals_settled_before_are_skipped_on_a_re_run_and_nothing_is_sent(
     ledger, funded, make_alliance, token, kitchen, tmp_path, indexed
 ):
-    from ledger.chain.ledger import compiled_abi
+    from ledger.chain.codec import compiled_abi
     from ledger.index import LedgerIndex
 
     aid, terms = make_alliance("kitchen", {"fridge": 6000, "oven": 4000})

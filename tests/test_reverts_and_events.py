@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from ledger.chain import eip712
-from ledger.chain.ledger import LedgerChain, project
+from ledger.chain.writer import LedgerWriter, project
 from ledger.errors import ContractRevert
 from ledger.models import Terms, text_to_bytes32
 
@@ -18,7 +18,7 @@ ZERO = "0x" + "00" * 20
 
 def test_the_ledger_needs_an_admin(admin):
     with pytest.raises(ContractRevert) as info:
-        LedgerChain.deploy(admin=ZERO, platform=ZERO, finance=ZERO, sender=admin, token_decimals=None)
+        LedgerWriter.deploy(admin=ZERO, platform=ZERO, finance=ZERO, sender=admin, token_decimals=None)
     assert (info.value.name, info.value.args_["field"]) == ("LedgerZeroAddress", "admin")
 
 

@@ -94,7 +94,7 @@ def test_contract_credits_equal_the_python_money_math(chain, ledger, funded, tok
     # Keep each period's total below 2**128 (the contract's per-period revenue field).
     events = [(a if a < 2**120 else a >> 10, p) for a, p in events]
     with chain.isolate():
-        from ledger.chain.ledger import LedgerChain
+        from ledger.chain.writer import LedgerWriter
         from ledger.models import Terms
 
         terms = Terms.build(
@@ -103,7 +103,7 @@ def test_contract_credits_equal_the_python_money_math(chain, ledger, funded, tok
             target,
             {kitchen[m]: s for m, s in zip(names, excess, strict=True)},
         )
-        aid = LedgerChain.agreement_id("prop")
+        aid = LedgerWriter.agreement_id("prop")
         by_id = {kitchen[m]: signers[KITCHEN.index(m)] for m in names}
         ledger.create(aid, terms, sign_all(ledger, [by_id[p] for p in terms.parties], aid, 1, terms), sender=funded)
         # Settle in two batches so the tier state carries across transactions.

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger import money
-from ledger.chain.ledger import LedgerChain
+from ledger.chain.writer import LedgerWriter
 from ledger.errors import InputError
 from ledger.models import Band, Terms, text_to_bytes32
 from ledger.services.alliances import check_nested
@@ -23,7 +23,7 @@ PERIOD = 202611
 
 def create(ledger, name: str, terms: Terms, signers, kitchen, sender) -> bytes:
     """Create and activate ``terms`` (every party's signer signs)."""
-    aid = LedgerChain.agreement_id(name)
+    aid = LedgerWriter.agreement_id(name)
     by_id = {me_id: signers[i] for i, me_id in enumerate(kitchen.values())}
     ledger.create(aid, terms, sign_all(ledger, [by_id[p] for p in terms.parties], aid, 1, terms), sender=sender)
     return aid
@@ -154,7 +154,7 @@ def test_cycles_and_nesting_deeper_than_two_levels_are_refused_at_proposal(ledge
     a_terms = Terms.build(token, {f: 5000, r: 5000}, nested={r: b_id})
     a_id = create(ledger, "shapes-a", a_terms, signers, kitchen, funded)  # two levels below: allowed
     too_deep = Terms.build(token, {f: 5000, lg: 5000}, nested={lg: a_id})
-    d_id = LedgerChain.agreement_id("shapes-d")
+    d_id = LedgerWriter.agreement_id("shapes-d")
     err = revert_of(lambda: ledger.propose(d_id, too_deep, sender=platform))
     assert (err.name, bytes(err.args_["agreementId"]), err.args_["depth"]) == ("AgreementNestingTooDeep", d_id, 3)
     with pytest.raises(InputError, match="3 levels below it; at most 2"):
@@ -317,7 +317,7 @@ def test_random_shapes_and_a_nested_party_credit_exactly_what_the_reference_book
     f, o, r, lg = (kitchen[n] for n in ("fridge", "oven", "recipe-app", "logistics"))
     inner = data.draw(_shaped([o, lg], token), label="inner terms")
     outer = data.draw(_shaped([f, o, r], token), label="outer terms").model_copy(
-        update={"nested": (NOT_NESTED, NOT_NESTED, LedgerChain.agreement_id("prop-inner"))}
+        update={"nested": (NOT_NESTED, NOT_NESTED, LedgerWriter.agreement_id("prop-inner"))}
     )
     batches = data.draw(
         st.lists(st.lists(st.tuples(st.integers(1, 10**6), st.sampled_from([1, 2])), min_size=1, max_size=8),

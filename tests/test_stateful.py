@@ -60,9 +60,9 @@ from hypothesis.stateful import (
 )
 
 from ledger.chain import eip712
-from ledger.chain.ledger import EMPTY_TERMS, LedgerChain, project
-from ledger.chain.logs import EventSpec, canonical_type
-from ledger.chain.rpc import revert_data
+from ledger.chain.writer import EMPTY_TERMS, LedgerWriter, project
+from ledger.chain.codec import EventSpec, canonical_type
+from ledger.chain.codec import revert_data
 from ledger.models import AgreementStatus, Band, MEStatus, Terms, text_to_bytes32
 
 from . import ledger_model
@@ -140,7 +140,7 @@ class Env:
         self.outsider = accounts[11]
         self.pool = list(accounts[12:20])  # signers and payouts of the machine's MEs
         self.by_address = {a.address: a for a in [self.admin, self.platform, self.finance, self.outsider, *self.pool]}
-        self.chain = LedgerChain.deploy(
+        self.chain = LedgerWriter.deploy(
             admin=self.admin, platform=self.platform, finance=self.finance, sender=self.admin, token_decimals=6
         )
         second = project().LedgerTestToken.deploy("Second", "SND", 18, self.admin, self.finance, sender=self.admin)
@@ -436,7 +436,7 @@ class LedgerMachine(RuleBasedStateMachine):
         """A few MEs and one active agreement among them, so every sequence can settle from its first step."""
         for _ in range(count):
             self._register(data, mistakes=False)
-        self._create(data, LedgerChain.agreement_id(AGREEMENT_NAMES[0]), mistakes=False)
+        self._create(data, LedgerWriter.agreement_id(AGREEMENT_NAMES[0]), mistakes=False)
 
     @precondition(lambda self: len(self.model.mes) < MAX_MES)
     @rule(data=st.data())
@@ -500,7 +500,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def propose(self, data):
         """Version 1 of a new agreement, or a new version of any agreement (also an ended one)."""
         name = data.draw(st.sampled_from(AGREEMENT_NAMES), label="agreement")
-        self._propose(data, LedgerChain.agreement_id(name))
+        self._propose(data, LedgerWriter.agreement_id(name))
 
     @precondition(lambda self: self.agreements_where(lambda a: a.status != AgreementStatus.TERMINATED))
     @rule(data=st.data())
@@ -576,7 +576,7 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def create(self, data):
         """Propose and activate version 1 at once, under an unused name (rarely: a used one)."""
-        ids = [LedgerChain.agreement_id(name) for name in AGREEMENT_NAMES]
+        ids = [LedgerWriter.agreement_id(name) for name in AGREEMENT_NAMES]
         unused = [i for i in ids if i not in self.model.agreements]
         choices = unused if unused and not rarely(data, "create: a used name") else ids
         self._create(data, data.draw(st.sampled_from(choices), label="agreement"))
@@ -835,7 +835,7 @@ class LedgerMachine(RuleBasedStateMachine):
         if self.model.agreements and not rarely(data, "close: an unknown agreement"):
             agreement_id = data.draw(st.sampled_from(sorted(self.model.agreements)), label="agreement")
         else:
-            agreement_id = LedgerChain.agreement_id(data.draw(st.sampled_from(AGREEMENT_NAMES), label="agreement"))
+            agreement_id = LedgerWriter.agreement_id(data.draw(st.sampled_from(AGREEMENT_NAMES), label="agreement"))
         period = data.draw(st.sampled_from(PERIODS), label="period")
         outcome = self.model.close_period(agreement_id, period)
         self.expect(outcome, self.env.finance, "closePeriod", agreement_id, period)
@@ -895,7 +895,7 @@ class LedgerMachine(RuleBasedStateMachine):
             want = (me.payout, me.status, me.nonce, me.signer, me.name)
             read(("ME", me_id), ledger, "meOf", ["uint32"], [me_id], _me, want)
         for name in AGREEMENT_NAMES:
-            agreement_id = LedgerChain.agreement_id(name)
+            agreement_id = LedgerWriter.agreement_id(name)
             a = model.agreements.get(agreement_id)
             want = (a.token, a.status, a.active_version, a.latest_version, a.next_seq, a.recouped) if a else None
             read(("agreement", name), ledger, "agreementOf", ["bytes32"], [agreement_id], _agreement, want)

@@ -292,6 +292,8 @@ class TamperedRpc:
     def batch(self, calls):
         return [self._fix(r) for r in self.rpc.batch(calls)]
 
+    has_code = HttpRpc.has_code  # through request(), like every other call
+
 
 def _history_with_a_safe_signer(ledger, kitchen, team, team_safe, signers, owners, finance):
     terms = team_terms(ledger, kitchen, team)

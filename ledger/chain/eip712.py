@@ -22,66 +22,46 @@ _DOMAIN_FIELDS = [
 ]
 
 
-def _domain(chain_id: int, ledger: str) -> dict:
-    return {"name": DOMAIN_NAME, "version": DOMAIN_VERSION, "chainId": chain_id, "verifyingContract": ledger}
+def _typed(primary: str, fields: list[dict], message: dict, chain_id: int, ledger: str, **types) -> SignableMessage:
+    """The typed data of one ``primary`` struct (``fields``) in the ledger's domain; ``types``: the
+    structs it refers to."""
+    return encode_typed_data(
+        full_message={
+            "types": {"EIP712Domain": _DOMAIN_FIELDS, primary: fields, **types},
+            "primaryType": primary,
+            "domain": {"name": DOMAIN_NAME, "version": DOMAIN_VERSION, "chainId": chain_id,
+                       "verifyingContract": ledger},  # fmt: skip
+            "message": message,
+        }
+    )
+
+
+_AGREEMENT_VERSION = [{"name": "agreementId", "type": "bytes32"}, {"name": "version", "type": "uint32"}]
 
 
 def approval_message(chain_id: int, ledger: str, agreement_id: bytes, version: int, terms: Terms) -> SignableMessage:
     """What every party's signer signs to approve ``version`` of an agreement."""
-    return encode_typed_data(
-        full_message={
-            "types": {
-                "EIP712Domain": _DOMAIN_FIELDS,
-                "Approval": [
-                    {"name": "agreementId", "type": "bytes32"},
-                    {"name": "version", "type": "uint32"},
-                    {"name": "terms", "type": "Terms"},
-                ],
-                **EIP712_TYPES,
-            },
-            "primaryType": "Approval",
-            "domain": _domain(chain_id, ledger),
-            "message": {"agreementId": agreement_id, "version": version, "terms": terms.eip712_message()},
-        }
-    )
+    fields = [*_AGREEMENT_VERSION, {"name": "terms", "type": "Terms"}]
+    message = {"agreementId": agreement_id, "version": version, "terms": terms.eip712_message()}
+    return _typed("Approval", fields, message, chain_id, ledger, **EIP712_TYPES)
 
 
 def termination_message(chain_id: int, ledger: str, agreement_id: bytes, version: int) -> SignableMessage:
     """What every party's signer signs to end an agreement whose version in force is ``version``."""
-    return encode_typed_data(
-        full_message={
-            "types": {
-                "EIP712Domain": _DOMAIN_FIELDS,
-                "Termination": [
-                    {"name": "agreementId", "type": "bytes32"},
-                    {"name": "version", "type": "uint32"},
-                ],
-            },
-            "primaryType": "Termination",
-            "domain": _domain(chain_id, ledger),
-            "message": {"agreementId": agreement_id, "version": version},
-        }
-    )
+    message = {"agreementId": agreement_id, "version": version}
+    return _typed("Termination", _AGREEMENT_VERSION, message, chain_id, ledger)
 
 
 def me_update_message(chain_id: int, ledger: str, me_id: int, payout: str, signer: str, nonce: int) -> SignableMessage:
     """The consent of an ME's current signer to a new payout and signer."""
-    return encode_typed_data(
-        full_message={
-            "types": {
-                "EIP712Domain": _DOMAIN_FIELDS,
-                "MEUpdate": [
-                    {"name": "meId", "type": "uint32"},
-                    {"name": "payout", "type": "address"},
-                    {"name": "signer", "type": "address"},
-                    {"name": "nonce", "type": "uint32"},
-                ],
-            },
-            "primaryType": "MEUpdate",
-            "domain": _domain(chain_id, ledger),
-            "message": {"meId": me_id, "payout": payout, "signer": signer, "nonce": nonce},
-        }
-    )
+    fields = [
+        {"name": "meId", "type": "uint32"},
+        {"name": "payout", "type": "address"},
+        {"name": "signer", "type": "address"},
+        {"name": "nonce", "type": "uint32"},
+    ]
+    message = {"meId": me_id, "payout": payout, "signer": signer, "nonce": nonce}
+    return _typed("MEUpdate", fields, message, chain_id, ledger)
 
 
 def digest(message: SignableMessage) -> bytes:

@@ -19,7 +19,7 @@ from ledger.chain.deployment import DeploymentRecord, DeploymentStore
 from ledger.errors import ChainUnavailable
 
 if TYPE_CHECKING:
-    from ledger.chain.ledger import LedgerChain
+    from ledger.chain.writer import LedgerWriter
     from ledger.chain.node import LocalNode
 
 DEPLOY_FIRST = "deploy first"
@@ -33,32 +33,32 @@ def recorded(store: DeploymentStore, chain_id: int, *, remedy: str = DEPLOY_FIRS
     return record
 
 
-def open_deployment(store: DeploymentStore) -> tuple[LedgerChain, DeploymentRecord]:
+def open_deployment(store: DeploymentStore) -> tuple[LedgerWriter, DeploymentRecord]:
     """The recorded deployment of the chain Ape is connected to, or a clear error saying how to make one."""
-    from ledger.chain.ledger import LedgerChain, connected_chain_id, has_code
+    from ledger.chain.writer import LedgerWriter, connected_chain_id, has_code
 
     record = _with_code(store, connected_chain_id(), has_code)
-    return LedgerChain.at(record.ledger, record.token), record
+    return LedgerWriter.at(record.ledger, record.token), record
 
 
 def open_over_rpc(
     store: DeploymentStore, url: str, *, node: LocalNode | None = None
-) -> tuple[LedgerChain, DeploymentRecord]:
+) -> tuple[LedgerWriter, DeploymentRecord]:
     """The recorded deployment of the chain at ``url``, read-only over JSON-RPC (Ape is not started).
     With ``node`` (the local chain), wait for it first: "not running", or "busy" after a wait."""
-    from ledger.chain.ledger import LedgerChain
+    from ledger.chain.writer import LedgerWriter
     from ledger.chain.rpc import HttpRpc
 
     if node is not None and not node.answers(timeout=2.0):
         node.wait_until_answering()
     rpc = HttpRpc(url)
     record = _with_code(store, rpc.chain_id(), rpc.has_code)
-    return LedgerChain.over_rpc(record.ledger, url), record
+    return LedgerWriter.over_rpc(record.ledger, url), record
 
 
 def reusable(store: DeploymentStore) -> tuple[int, DeploymentRecord | None]:
     """The chain id Ape is connected to, and its record if the recorded ledger's code is still there."""
-    from ledger.chain.ledger import connected_chain_id, has_code
+    from ledger.chain.writer import connected_chain_id, has_code
 
     chain_id = connected_chain_id()
     record = store.load(chain_id)

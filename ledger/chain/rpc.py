@@ -162,19 +162,6 @@ def _transient(error: Any) -> bool:
     return any(marker in text for marker in TRANSIENT)
 
 
-def revert_data(data: Any) -> bytes | None:
-    """The revert data in a JSON-RPC error's ``data``: a hex string on Anvil, nested on Hardhat
-    (``{"data": "0x...", "message": ...}``). None when there is none."""
-    if isinstance(data, dict):
-        data = data.get("data")
-    if isinstance(data, str) and data.startswith("0x"):
-        try:
-            return bytes.fromhex(data[2:])
-        except ValueError:
-            return None
-    return None
-
-
 def _method_of(payload: Any) -> str:
     if isinstance(payload, list):
         return payload[0]["method"] if payload else "batch"

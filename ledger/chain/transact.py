@@ -25,10 +25,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ledger.chain.rpc import HttpRpc, RpcError, revert_data
+from ledger.chain.reader import simulate_call
+from ledger.chain.rpc import HttpRpc, RpcError
 from ledger.errors import ContractRevert, LedgerError
 
 if TYPE_CHECKING:
+    from ledger.chain.writer import Signer
     from ledger.config import Settings
 
 # How nodes say a transaction's nonce is already used: Anvil and Hardhat ("nonce too low", ...), and
@@ -85,6 +87,17 @@ class Receipt:
     def block_number(self) -> int:  # the name Ape's receipts use
         return self.block
 
+    @classmethod
+    def of(cls, tx_hash: str, receipt: dict, *, logs: bool) -> Receipt:
+        """From a JSON-RPC receipt (with its raw logs when ``logs``)."""
+        return cls(
+            tx_hash=tx_hash,
+            block=int(receipt["blockNumber"], 16),
+            block_hash=receipt["blockHash"],
+            gas_used=int(receipt["gasUsed"], 16),
+            logs=tuple(receipt.get("logs", ())) if logs else (),
+        )
+
 
 @dataclass(frozen=True)
 class SignedCall:
@@ -109,10 +122,9 @@ class TransactionStalled(LedgerError):
 
 
 class Transactor:
-    def __init__(self, rpc: HttpRpc, policy: TxPolicy, decode_revert: Callable[[bytes], tuple[str, dict] | None]):
+    def __init__(self, rpc: HttpRpc, policy: TxPolicy):
         self.rpc = rpc
         self.policy = policy
-        self.decode_revert = decode_revert
         self.resent = 0  # dropped transactions sent again
         self.rebuilt = 0  # transactions built again after their nonce was taken
         self.kicks = 0  # blocks mined to unstick the local node
@@ -128,7 +140,7 @@ class Transactor:
         for _ in range(6):
             tx = build()
             call = {"from": tx.sender, "to": tx.receiver, "data": "0x" + bytes(tx.data).hex()}
-            self._simulate(call)
+            self.simulate(call)
             if sign is not None:
                 tx = sign(tx)
             raw = "0x" + bytes(tx.serialize_transaction()).hex()
@@ -141,33 +153,26 @@ class Transactor:
                 self.rebuilt += 1
                 continue
             if int(receipt["status"], 16) != 1:
-                self._simulate(call)  # the state changed between simulation and mining: say why
+                self.simulate(call)  # the state changed between simulation and mining: say why
                 raise ContractRevert("Reverted", {}, f"transaction {tx_hash} reverted")
             if confirm and self.policy.confirmations:
                 receipt = self._confirm(raw, tx_hash, receipt)
-            return Receipt(
-                tx_hash=tx_hash,
-                block=int(receipt["blockNumber"], 16),
-                block_hash=receipt["blockHash"],
-                gas_used=int(receipt["gasUsed"], 16),
-                logs=tuple(receipt.get("logs", ())),
-            )
+            return Receipt.of(tx_hash, receipt, logs=True)
         raise LedgerError("the account's transactions keep being replaced by others; is another process using it?")
 
     # -- steps --------------------------------------------------------------------------------------
 
-    def _simulate(self, call: dict) -> None:
-        try:
-            self.rpc.request("eth_call", [call, "latest"])
-        except RpcError as err:
-            data = revert_data(err.data)
-            decoded = self.decode_revert(data) if data else None
-            if decoded:
-                raise ContractRevert(*decoded) from None
-            raise ContractRevert("Reverted", {}, f"the contract refused the transaction: {err}") from None
+    def simulate(self, call: dict) -> None:
+        """Run ``call`` with ``eth_call``: a revert raises :class:`ContractRevert` and nothing is sent."""
+        simulate_call(self.rpc, call)
 
     def _submit(self, raw: str, tx_hash: str) -> bool:
         """Send; False when the nonce was taken by another transaction (build again)."""
+        return self.sent(raw) or self._receipt(tx_hash) is not None  # ours landed already: wait for it
+
+    def sent(self, raw: str) -> bool:
+        """Send signed bytes: True when the node has them (also when it knew them already, or mined them
+        reverted), False when their nonce is used by another transaction; any other refusal raises."""
         try:
             self.rpc.request("eth_sendRawTransaction", [raw])
             return True
@@ -176,38 +181,56 @@ class Transactor:
             if "already known" in text or "known transaction" in text or mined_reverted(err):
                 return True
             if any(marker in text for marker in NONCE_TAKEN):
-                return self._receipt(tx_hash) is not None  # ours landed already: wait for it
+                return False
             raise
 
     def _receipt(self, tx_hash: str) -> dict | None:
         return self.rpc.request("eth_getTransactionReceipt", [tx_hash])
 
     def _wait(self, raw: str, tx_hash: str) -> dict | None:
+        stalled = (f"transaction {tx_hash} was not mined within {self.policy.timeout:g} s at {self.rpc.url}; "
+                   f"run the same command again (nothing is settled twice)")  # fmt: skip
+        mined, _ = self.watch([InFlight(None, 0, raw, tx_hash, 0)], wait=True, pause=0.005, most=0.1,
+                              stalled=lambda _: stalled)  # fmt: skip
+        return mined[0][1] if mined else None  # None: our nonce went to another transaction
+
+    def watch(
+        self, flights: list[InFlight], *, wait: bool, pause: float, most: float,
+        stalled: Callable[[list[InFlight]], str],
+    ) -> tuple[list[tuple[InFlight, dict]], list[InFlight]]:  # fmt: skip
+        """The one waiting loop of the single and the pipelined paths: of ``flights`` (sent, not yet
+        mined), the mined ones with their receipts, and the lost ones (never mined: their nonce went to
+        another transaction). With ``wait``, polls (sleeping ``pause`` seconds, doubling up to ``most``)
+        until one is mined or lost. Every ``recheck`` seconds a transaction the node no longer knows is
+        sent again (the same signed bytes: lands at most once), and on the local dev chain a block is
+        mined when transactions sit in its pool (Anvil's automine can stall under bursts); after
+        ``timeout`` seconds without progress, :class:`TransactionStalled` says ``stalled(flights)``."""
         start = time.monotonic()
         next_check = start + self.policy.recheck
-        pause = 0.005
         while True:
-            receipt = self._receipt(tx_hash)
-            if receipt is not None and receipt.get("blockNumber"):
-                return receipt
+            receipts = self.rpc.batch([("eth_getTransactionReceipt", [f.tx_hash]) for f in flights])
+            mined = [(f, r) for f, r in zip(flights, receipts, strict=True) if r is not None and r.get("blockNumber")]
+            if mined or not wait or not flights:
+                return mined, []
             now = time.monotonic()
             if now - start > self.policy.timeout:
-                raise TransactionStalled(
-                    f"transaction {tx_hash} was not mined within {self.policy.timeout:g} s at {self.rpc.url}; "
-                    f"run the same command again (nothing is settled twice)"
-                )
+                raise TransactionStalled(stalled(flights))
             if now >= next_check:
                 next_check = now + self.policy.recheck
-                if self.rpc.request("eth_getTransactionByHash", [tx_hash]) is None:
-                    # Dropped by the node: the same signed bytes again (same nonce: lands at most once).
-                    self.resent += 1
-                    if not self._submit(raw, tx_hash):
-                        return None
-                elif self.policy.kick:
+                known = self.rpc.batch([("eth_getTransactionByHash", [f.tx_hash]) for f in flights])
+                lost = []
+                for flight, tx in zip(flights, known, strict=True):
+                    if tx is None:  # dropped by the node
+                        self.resent += 1
+                        if not self._submit(flight.raw, flight.tx_hash):
+                            lost.append(flight)
+                if lost:
+                    return [], lost
+                if self.policy.kick and any(tx is not None for tx in known):
                     self.kicks += 1
                     self.rpc.request("evm_mine", [])
             time.sleep(pause)
-            pause = min(pause * 2, 0.1)
+            pause = min(pause * 2, most)
 
     def reorganised_out(self, receipts: list[Receipt]) -> list[Receipt]:
         """Once the newest of ``receipts`` is ``confirmations`` deep, the ones no longer in their block."""
@@ -261,37 +284,6 @@ def mined_reverted(err: RpcError) -> bool:
 class NonceTaken(LedgerError):
     """The node refused a pipelined transaction because its nonce was used by another one (another
     process with the same account): nothing of it was sent."""
-
-
-class Signer:
-    """Signs transaction dicts for an Ape account: with eth-account when the account exposes its key
-    (Ape's test accounts), else through the account itself (keystore, hardware wallet plugins)."""
-
-    def __init__(self, account):
-        self.account = account
-        self.address = account.address
-        self._key = getattr(account, "private_key", None)
-
-    def sign(self, tx: dict) -> tuple[str, str]:
-        """The signed raw transaction and its hash, both 0x-hex."""
-        if self._key:
-            from eth_account import Account
-
-            signed = Account.sign_transaction(tx, self._key)
-            return "0x" + bytes(signed.raw_transaction).hex(), "0x" + bytes(signed.hash).hex()
-        import ape
-
-        fields = {"chain_id": tx["chainId"], "nonce": tx["nonce"], "receiver": tx["to"], "sender": self.address,
-                  "data": tx["data"], "gas_limit": tx["gas"], "value": 0}  # fmt: skip
-        if "gasPrice" in tx:
-            fields.update(gas_price=tx["gasPrice"], type=0)
-        else:
-            fields.update(max_fee=tx["maxFeePerGas"], max_priority_fee=tx["maxPriorityFeePerGas"], type=2)
-        txn = ape.chain.provider.network.ecosystem.create_transaction(**fields)
-        signed = self.account.sign_transaction(txn)
-        if signed is None:
-            raise LedgerError(f"account {self.address} declined to sign")
-        return "0x" + bytes(signed.serialize_transaction()).hex(), "0x" + bytes(signed.txn_hash).hex()
 
 
 @dataclass
@@ -371,25 +363,15 @@ class Pipeline:
         if "maxFeePerGas" in tx:
             tx["type"] = 2
         raw, tx_hash = self.signer.sign(tx)
-        try:
-            self.rpc.request("eth_sendRawTransaction", [raw])
-        except RpcError as err:
-            text = str(err).lower()
-            if not ("already known" in text or "known transaction" in text or mined_reverted(err)):
-                if any(marker in text for marker in NONCE_TAKEN):
-                    self._nonce = None
-                    taken = f"nonce {tx['nonce']} of {self.signer.address} was taken by another transaction"
-                    raise NonceTaken(taken) from None
-                raise
+        if not self.transactor.sent(raw):
+            self._nonce = None
+            raise NonceTaken(f"nonce {tx['nonce']} of {self.signer.address} was taken by another transaction")
         self._nonce += 1
         self.inflight.append(InFlight(key, tx["nonce"], raw, tx_hash, gas))
         done += self.poll(wait=False)
         while len(self.inflight) >= self.window:
             done += self.poll(wait=True)
         return done
-
-    def _receipt(self, flight: InFlight) -> dict | None:
-        return self.rpc.request("eth_getTransactionReceipt", [flight.tx_hash])
 
     def drain(self) -> list[Done]:
         """Wait for every transaction in flight."""
@@ -400,60 +382,19 @@ class Pipeline:
 
     def poll(self, *, wait: bool) -> list[Done]:
         """Receipts of transactions in flight, in nonce order (with ``wait``: at least one)."""
-        start = time.monotonic()
-        next_check = start + self.policy.recheck
-        pause = 0.002
-        while True:
-            receipts = self.rpc.batch([("eth_getTransactionReceipt", [f.tx_hash]) for f in self.inflight])
-            done = []
-            still = []
-            for flight, receipt in zip(self.inflight, receipts, strict=True):
-                if receipt is not None and receipt.get("blockNumber"):
-                    done.append(
-                        Done(
-                            flight.key,
-                            Receipt(
-                                tx_hash=flight.tx_hash,
-                                block=int(receipt["blockNumber"], 16),
-                                block_hash=receipt["blockHash"],
-                                gas_used=int(receipt["gasUsed"], 16),
-                            ),
-                            int(receipt["status"], 16) == 1,
-                            flight.gas,
-                        )
-                    )
-                else:
-                    still.append(flight)
-            self.inflight = still
-            if done or not wait or not still:
-                return done
-            now = time.monotonic()
-            if now - start > self.policy.timeout:
-                raise TransactionStalled(
-                    f"{len(still)} {'transaction' if len(still) == 1 else 'transactions'} (first {still[0].tx_hash}) "
-                    f"{'was' if len(still) == 1 else 'were'} not mined within "
-                    f"{self.policy.timeout:g} s at {self.rpc.url}; run the same command again "
-                    f"(nothing is settled twice)"
-                )
-            if now >= next_check:
-                next_check = now + self.policy.recheck
-                known = self.rpc.batch([("eth_getTransactionByHash", [f.tx_hash]) for f in still])
-                lost = []
-                for flight, tx in zip(still, known, strict=True):
-                    if tx is None:  # dropped: the same signed bytes again (same nonce: lands at most once)
-                        self.transactor.resent += 1
-                        try:
-                            self.rpc.request("eth_sendRawTransaction", [flight.raw])
-                        except RpcError as err:
-                            text = str(err).lower()
-                            if any(marker in text for marker in NONCE_TAKEN) and self._receipt(flight) is None:
-                                lost.append(flight)  # its nonce went to another transaction: never mined
-                if lost:
-                    self.inflight = [f for f in still if f not in lost]
-                    self._nonce = None
-                    return [Done(f.key, None, False, f.gas) for f in lost]
-                if self.policy.kick and any(tx is not None for tx in known):
-                    self.transactor.kicks += 1  # Anvil's automine can stall under bursts: mine a block
-                    self.rpc.request("evm_mine", [])
-            time.sleep(pause)
-            pause = min(pause * 2, 0.05)
+        mined, lost = self.transactor.watch(self.inflight, wait=wait, pause=0.002, most=0.05, stalled=self._stalled)
+        if lost:
+            self.inflight = [f for f in self.inflight if f not in lost]
+            self._nonce = None
+            return [Done(f.key, None, False, f.gas) for f in lost]
+        landed = {id(f) for f, _ in mined}
+        self.inflight = [f for f in self.inflight if id(f) not in landed]
+        return [Done(f.key, Receipt.of(f.tx_hash, r, logs=False), int(r["status"], 16) == 1, f.gas) for f, r in mined]
+
+    def _stalled(self, still: list[InFlight]) -> str:
+        return (
+            f"{len(still)} {'transaction' if len(still) == 1 else 'transactions'} (first {still[0].tx_hash}) "
+            f"{'was' if len(still) == 1 else 'were'} not mined within "
+            f"{self.policy.timeout:g} s at {self.rpc.url}; run the same command again "
+            f"(nothing is settled twice)"
+        )

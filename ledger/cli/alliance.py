@@ -75,10 +75,9 @@ def _terms(s, token: str, parties, target, excess, bands=(), recoup=None, recoup
 def _check_token(s, token: str) -> None:
     """The settlement token must be an ERC-20 contract: one that has code and answers decimals() and
     balanceOf(); anything else would make the alliance's revenue unsettleable and its balances unreadable."""
-    from ledger.chain.ledger import has_code
     from ledger.errors import InputError
 
-    if int(token, 16) == 0 or not has_code(token):
+    if int(token, 16) == 0 or not s.chain.has_code(token):
         raise InputError(f"--token {token}: no contract at this address on this chain")
     try:
         s.decimals(token)

@@ -118,7 +118,7 @@ class Session:
         chain, record = self.chain, self.record
         return LedgerIndex(
             index_path(self.settings.data_dir, record.chain_id, record.ledger),
-            chain_id=record.chain_id, ledger=record.ledger, from_block=record.block, abi=chain._abi_json,
+            chain_id=record.chain_id, ledger=record.ledger, from_block=record.block, abi=chain.abi_json,
             notice=lambda text: click.echo(text, err=True),
         )  # fmt: skip
 
@@ -225,14 +225,14 @@ class Session:
 
     def decimals(self, token: str) -> int:
         if token not in self._decimals:
-            from ledger.chain.ledger import ERC20
+            from ledger.chain.codec import ERC20
 
             self._decimals[token] = int(self.chain.call(token, ERC20["decimals"]))
         return self._decimals[token]
 
     def symbol(self, token: str) -> str:
         if token not in self._symbols:
-            from ledger.chain.ledger import ERC20
+            from ledger.chain.codec import ERC20
             from ledger.names import shown
 
             try:  # a token's symbol is anyone's text, shown like a name (control and bidi characters escaped)

@@ -46,11 +46,11 @@ def create(app: App, name, owners, threshold, account_alias):
     if threshold < 1:
         raise InputError(f"--threshold {threshold}: must be at least 1")
     with app.session(deployed=False) as s:
-        from ledger.chain.ledger import LedgerChain
+        from ledger.chain.writer import LedgerWriter
 
         addresses = [s.address(o, "--owner") for o in owners]
         sender = s.account(account_alias or (owners[0] if owners[0][:2] != "0x" else "dev0"))
-        chain = LedgerChain(None)
+        chain = LedgerWriter(None)
         made = safes.create(chain, safes.SafeStore(app.settings.data_dir), name, addresses, threshold, sender=sender)
     click.echo(f"Safe {name!r} created at {made.address}: {made.threshold} of {len(made.owners)} owners")
     for owner in made.owners:

@@ -44,7 +44,8 @@ from pathlib import Path
 
 from eth_utils import keccak
 
-from ledger.chain.logs import Log, LogReader
+from ledger.chain.codec import Log
+from ledger.chain.reader import LogReader
 from ledger.errors import LedgerError, StorageUnwritable, storage_problem
 
 SCHEMA_VERSION = "3"  # 2: reversals in `batches` and `refs`; 3: `batches.kept` (its rows in `refs`)
@@ -111,7 +112,7 @@ def index_path(data_dir: Path, chain_id: int, ledger: str) -> Path:
 
 def _abi_fingerprint(abi: list[dict]) -> str:
     """The events the index was built from: each one's signature and which arguments are indexed."""
-    from ledger.chain.logs import EventSpec
+    from ledger.chain.codec import EventSpec
 
     specs = [EventSpec.from_abi(item) for item in abi if item.get("type") == "event"]
     events = sorted(f"{spec.topic0.hex()}:{[name for name, _ in spec.indexed]}" for spec in specs)
@@ -503,7 +504,7 @@ class LedgerIndex:
     def logs(self, names: list[str], from_block: int, to_block: int,
              topic1: list[bytes] | None = None) -> Iterator[Log]:  # fmt: skip
         """Logs of the named events (every kind but ``RevenueSettled``) in ``[from_block, to_block]``,
-        in chain order, as :class:`ledger.chain.logs.LogReader` returns them."""
+        in chain order, as :class:`ledger.chain.reader.LogReader` returns them."""
         if "RevenueSettled" in names:
             raise ValueError("RevenueSettled logs are not kept whole in the index")
         marks = ",".join("?" * len(names))

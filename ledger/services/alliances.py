@@ -18,6 +18,7 @@ import os
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ledger.chain import eip712
 from ledger.chain import safe as safe_lib
@@ -26,6 +27,10 @@ from ledger.models import Agreement, AgreementStatus, MEStatus, Terms, bytes32_t
 from ledger.money import BPS
 from ledger.names import check_new, shown
 from ledger.terms import MAX_BANDS, MAX_NESTING_DEPTH, MAX_PARTIES, MAX_RECOUP
+
+if TYPE_CHECKING:
+    from ledger.chain.reader import LedgerReader
+    from ledger.chain.writer import LedgerWriter
 
 APPROVAL = "approval"
 TERMINATION = "termination"
@@ -223,7 +228,7 @@ def build_terms(
         raise InputError(message.removeprefix("Value error, ")) from None
 
 
-def check_nested(chain, agreement_id: bytes, terms: Terms) -> None:
+def check_nested(chain: LedgerReader, agreement_id: bytes, terms: Terms) -> None:
     """The contract's nesting rules, checked before anything is sent (advisory: the contract checks again
     at proposal and activation): each inner alliance exists and settles in the same token, no cycle leads
     back to this alliance, and there are at most MAX_NESTING_DEPTH levels of alliances below it (through
@@ -273,7 +278,7 @@ class _Cycle(Exception):
     pass
 
 
-def propose(chain, name: str, terms: Terms, *, sender, amend: bool, from_block: int = 0) -> int:
+def propose(chain: LedgerWriter, name: str, terms: Terms, *, sender, amend: bool, from_block: int = 0) -> int:
     """Put ``terms`` on chain as the next version of alliance ``name``. Returns the version.
 
     Checked here as the contract checks it, before anything is sent: a new alliance is proposed by the
@@ -323,7 +328,7 @@ def pending_version(agreement: Agreement) -> int | None:
     return pending[-1] if pending else None
 
 
-def _agreement_or_none(chain, agreement_id: bytes) -> Agreement | None:
+def _agreement_or_none(chain: LedgerReader, agreement_id: bytes) -> Agreement | None:
     from ledger.errors import NotFoundError
 
     try:
@@ -332,13 +337,13 @@ def _agreement_or_none(chain, agreement_id: bytes) -> Agreement | None:
         return None
 
 
-def _message(chain, agreement: Agreement, kind: str, version: int, terms: Terms):
+def _message(chain: LedgerReader, agreement: Agreement, kind: str, version: int, terms: Terms):
     if kind == APPROVAL:
         return chain.approval_message(agreement.id, version, terms)
     return chain.termination_message(agreement.id, version)
 
 
-def _target(chain, name: str, kind: str, version: int | None = None) -> tuple[Agreement, int, Terms]:
+def _target(chain: LedgerReader, name: str, kind: str, version: int | None = None) -> tuple[Agreement, int, Terms]:
     """The agreement, the version to sign and its terms, for an approval (``version``, or the newest one
     pending) or a termination (the version in force)."""
     agreement = chain.agreement(name)
@@ -455,7 +460,7 @@ def add_signature(
     )
 
 
-def _owned_parties(chain, agreement, kind, version, terms, signature: bytes) -> list[tuple]:
+def _owned_parties(chain: LedgerReader, agreement, kind, version, terms, signature: bytes) -> list[tuple]:
     """Parties whose signer is a Safe of which ``signature`` (over that Safe's message for this
     agreement, kind and version) is by a current owner: ``[(me, owner)]``."""
     from ledger.services import safes
@@ -472,7 +477,7 @@ def _owned_parties(chain, agreement, kind, version, terms, signature: bytes) -> 
     return found
 
 
-def _party_signatures(chain, store, agreement: Agreement, kind: str, version: int, terms: Terms):
+def _party_signatures(chain: LedgerReader, store, agreement: Agreement, kind: str, version: int, terms: Terms):
     """Each party's row and, when complete, the signature to submit for it."""
     from ledger.services import safes
 
@@ -493,13 +498,13 @@ def _party_signatures(chain, store, agreement: Agreement, kind: str, version: in
     return out
 
 
-def signature_status(chain, store: SignatureStore, agreement: Agreement, kind: str, version: int, terms: Terms):
+def signature_status(chain: LedgerReader, store: SignatureStore, agreement: Agreement, kind: str, version: int, terms: Terms):
     """Each party with whether a valid signature from its current signer is in the store (for a Safe
     signer: its threshold of signatures by its current owners)."""
     return [row for row, _ in _party_signatures(chain, store, agreement, kind, version, terms)]
 
 
-def _collect(chain, store, agreement: Agreement, kind: str, version: int, terms: Terms) -> list[bytes]:
+def _collect(chain: LedgerReader, store, agreement: Agreement, kind: str, version: int, terms: Terms) -> list[bytes]:
     pairs = _party_signatures(chain, store, agreement, kind, version, terms)
     missing = [row.me + (f" ({row.detail})" if row.detail else "") for row, _ in pairs if not row.signed]
     if missing:
@@ -510,7 +515,7 @@ def _collect(chain, store, agreement: Agreement, kind: str, version: int, terms:
     return [sig for _, sig in pairs]
 
 
-def submit(chain, store: SignatureStore, name: str, *, sender, version: int | None = None) -> int:
+def submit(chain: LedgerWriter, store: SignatureStore, name: str, *, sender, version: int | None = None) -> int:
     """Activate a pending version once every party has signed it: ``version``, or the newest pending
     version every party has signed. Returns the version now in force."""
     agreement = chain.agreement(name)
@@ -526,7 +531,7 @@ def submit(chain, store: SignatureStore, name: str, *, sender, version: int | No
     return version
 
 
-def terminate(chain, store: SignatureStore, name: str, accounts, *, sender) -> tuple[list[str], bool]:
+def terminate(chain: LedgerWriter, store: SignatureStore, name: str, accounts, *, sender) -> tuple[list[str], bool]:
     """Sign the termination with each of ``accounts``; end the alliance once every party has signed.
     Returns (MEs that signed now, whether the alliance ended)."""
     signed: list[str] = []
@@ -541,7 +546,7 @@ def terminate(chain, store: SignatureStore, name: str, accounts, *, sender) -> t
     return signed, True
 
 
-def alliance_names(chain, from_block: int = 0) -> list[str]:
+def alliance_names(chain: LedgerReader, from_block: int = 0) -> list[str]:
     """Every alliance ever proposed on this deployment, from the logs, in order of first proposal."""
     seen: dict[bytes, None] = {}
     for log in chain.logs(["AgreementProposed"], from_block=from_block):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ledger.chain.deployment import DeploymentRecord, DeploymentStore
-from ledger.chain.ledger import LedgerChain
+from ledger.chain.writer import LedgerWriter
 from ledger.chain.open import reusable
 
 
@@ -16,13 +16,13 @@ def deploy_or_reuse(
     sender,
     token_decimals: int | None = 6,
     aliases: dict[str, str] | None = None,
-) -> tuple[LedgerChain, DeploymentRecord, bool]:
+) -> tuple[LedgerWriter, DeploymentRecord, bool]:
     """The deployment for the connected chain: the recorded one if its code is still there, else a new
     one (recorded). Returns ``(ledger, record, reused)``."""
     chain_id, record = reusable(store)
     if record is not None:
-        return LedgerChain.at(record.ledger, record.token), record, True
-    ledger = LedgerChain.deploy(
+        return LedgerWriter.at(record.ledger, record.token), record, True
+    ledger = LedgerWriter.deploy(
         admin=admin, platform=platform, finance=finance, sender=sender, token_decimals=token_decimals
     )
     record = DeploymentRecord(

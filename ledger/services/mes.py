@@ -19,11 +19,16 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ledger.chain import eip712
 from ledger.chain import safe as safe_lib
 from ledger.errors import InputError, LedgerError
 from ledger.models import ME
+
+if TYPE_CHECKING:
+    from ledger.chain.reader import LedgerReader
+    from ledger.chain.writer import LedgerWriter
 
 
 class ConsentStore:
@@ -95,7 +100,7 @@ class Update:
         return f"ME {self.me.name!r} (id {self.me.id}): {'; '.join(changes)} (update number {self.nonce + 1})"
 
 
-def plan_update(chain, name: str, payout: str | None, signer: str | None) -> Update:
+def plan_update(chain: LedgerReader, name: str, payout: str | None, signer: str | None) -> Update:
     """The change ``--payout``/``--signer`` ask for (what is not given stays as it is)."""
     if payout is None and signer is None:
         raise InputError("give --payout and/or --signer: what changes")
@@ -106,13 +111,13 @@ def plan_update(chain, name: str, payout: str | None, signer: str | None) -> Upd
     return update
 
 
-def _message(chain, update: Update):
+def _message(chain: LedgerReader, update: Update):
     return eip712.me_update_message(
         chain.chain_id, chain.address, update.me.id, update.payout, update.signer, update.nonce
     )
 
 
-def consent(chain, store: ConsentStore, update: Update, account) -> bytes:
+def consent(chain: LedgerReader, store: ConsentStore, update: Update, account) -> bytes:
     """The consent of ``account``, which must be the ME's current signer (or, when that signer is a
     Safe, one of its owners: then the owner's signature of the Safe's message); kept in ``store``."""
     from ledger.services import safes
@@ -142,7 +147,7 @@ def parse_consent(text: str) -> bytes:
     return raw
 
 
-def check_consent(chain, update: Update, signature: bytes) -> None:
+def check_consent(chain: LedgerReader, update: Update, signature: bytes) -> None:
     """Refuse, before sending, a consent that is not the ME's current signer's over exactly this change."""
     from ledger.services import safes
 
@@ -165,7 +170,7 @@ def check_consent(chain, update: Update, signature: bytes) -> None:
         )
 
 
-def submit(chain, store: ConsentStore, update: Update, *, signature: bytes | None, sender) -> None:
+def submit(chain: LedgerWriter, store: ConsentStore, update: Update, *, signature: bytes | None, sender) -> None:
     """Send ``updateME`` (platform role) with ``signature``, or the consent kept in ``store``."""
     from ledger.services import safes
 

@@ -19,7 +19,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from ledger.chain.logs import DEFAULT_PAGE_SIZE
+from ledger.chain.reader import DEFAULT_PAGE_SIZE
 from ledger.errors import LedgerError
 from ledger.models import AgreementStatus, bytes32_to_text
 from ledger.money import BPS, format_amount

@@ -19,9 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ledger.chain.transact import NonceTaken
 from ledger.errors import InputError, LedgerError
+
+if TYPE_CHECKING:
+    from ledger.chain.reader import LedgerReader
+    from ledger.chain.writer import LedgerWriter
 
 DEFAULT_BATCH = 100
 GAS_MARGIN = 1.25  # on top of eth_estimateGas: a receiver's hook may cost more when state moved
@@ -48,7 +53,7 @@ class Outcome:
         return sum(a for _, _, a in self.paid)
 
 
-def select_mes(chain, *, names: Sequence[str] = (), alliance: str | None = None, from_block: int = 0) -> list:
+def select_mes(chain: LedgerReader, *, names: Sequence[str] = (), alliance: str | None = None, from_block: int = 0) -> list:
     """The MEs a run covers: ``names`` (each must exist), the parties of every version of ``alliance``,
     both (their intersection), or every ME."""
     mes = chain.mes()
@@ -68,7 +73,7 @@ def select_mes(chain, *, names: Sequence[str] = (), alliance: str | None = None,
     return chosen
 
 
-def plan(chain, token: str, mes: Sequence, *, minimum: int = 0) -> list[Line]:
+def plan(chain: LedgerReader, token: str, mes: Sequence, *, minimum: int = 0) -> list[Line]:
     """Every ME of ``mes`` with a balance of at least ``minimum`` (and above zero) in ``token``."""
     if minimum < 0:
         raise InputError("--min: must not be negative")
@@ -80,7 +85,7 @@ def plan(chain, token: str, mes: Sequence, *, minimum: int = 0) -> list[Line]:
     ]
 
 
-def run(chain, sender, token: str, lines: Sequence[Line], *, batch_size: int = DEFAULT_BATCH,
+def run(chain: LedgerWriter, sender, token: str, lines: Sequence[Line], *, batch_size: int = DEFAULT_BATCH,
         window: int | None = None, progress=None) -> Outcome:  # fmt: skip
     """Pay ``lines`` in batches of ``batch_size`` through one pipeline from ``sender``."""
     if batch_size < 1:

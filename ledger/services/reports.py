@@ -4,9 +4,13 @@ state)."""
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
 from ledger.models import Model, bytes32_to_text
 from ledger.terms import CREDIT_EVENTS, DEBIT_EVENTS, CreditRun, credit_run, tier_order
+
+if TYPE_CHECKING:
+    from ledger.chain.reader import LedgerReader
 
 
 class PayoutLine(Model):
@@ -109,7 +113,7 @@ class BalanceReport(Model):
     checks: list[ConservationCheck]
 
 
-def settlement_tokens(chain, *, from_block: int = 0) -> list[str]:
+def settlement_tokens(chain: LedgerReader, *, from_block: int = 0) -> list[str]:
     """Every token any agreement version names, from the ``AgreementProposed`` logs."""
     tokens: dict[str, None] = {}
     for log in chain.logs(["AgreementProposed"], from_block=from_block):
@@ -117,7 +121,7 @@ def settlement_tokens(chain, *, from_block: int = 0) -> list[str]:
     return list(tokens)
 
 
-def balances(chain, *, from_block: int = 0, extra_tokens: list[str] = ()) -> BalanceReport:
+def balances(chain: LedgerReader, *, from_block: int = 0, extra_tokens: list[str] = ()) -> BalanceReport:
     """Every ME's balance in every settlement token, and the conservation check per token."""
     tokens = list(dict.fromkeys([*settlement_tokens(chain, from_block=from_block), *extra_tokens]))
     mes = chain.mes()

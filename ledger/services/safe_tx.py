@@ -37,6 +37,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from eth_abi import decode as abi_decode
 from eth_utils import keccak, to_checksum_address
@@ -44,6 +45,10 @@ from eth_utils import keccak, to_checksum_address
 from ledger.chain import eip712
 from ledger.chain import safe as safe_lib
 from ledger.errors import InputError, LedgerError
+
+if TYPE_CHECKING:
+    from ledger.chain.reader import LedgerReader
+    from ledger.chain.writer import LedgerWriter
 
 FORMAT = "ledger-safe-tx/1"
 EXECUTION_SUCCESS = "0x" + keccak(text="ExecutionSuccess(bytes32,uint256)").hex()
@@ -258,7 +263,7 @@ def merge(files: list[tuple[Path, SafeTxFile]]) -> SafeTxFile:
 # -- checks against the chain ----------------------------------------------------------------------------
 
 
-def check(chain, record, f: SafeTxFile, safe) -> None:
+def check(chain: LedgerReader, record, f: SafeTxFile, safe) -> None:
     """``f`` belongs to this deployment and every signature is by a current owner of ``safe``."""
     if f.chain_id != chain.chain_id:
         raise InputError(f"the file is for chain {f.chain_id}; this chain is {chain.chain_id}")
@@ -275,7 +280,7 @@ def check(chain, record, f: SafeTxFile, safe) -> None:
                 raise InputError(f"{p.label(i)}: {owner} signed it but is not an owner of {safe.label()}")
 
 
-def executed(chain, f: SafeTxFile) -> set[bytes]:
+def executed(chain: LedgerReader, f: SafeTxFile) -> set[bytes]:
     """The ``safeTxHash`` of every transaction of ``f`` the Safe has run (its ``ExecutionSuccess`` logs)."""
     mine = ["0x" + h.hex() for h in f.hashes()]
     head = int(chain.rpc.request("eth_blockNumber"), 16)
@@ -294,15 +299,15 @@ def executed(chain, f: SafeTxFile) -> set[bytes]:
     return ran & set(f.hashes())
 
 
-def describe(chain, record, p: PendingTx) -> str:
+def describe(chain: LedgerReader, record, p: PendingTx) -> str:
     """The call of ``p`` decoded from its data (never from the file's hints)."""
     target = "ledger"
-    abi = chain._abi_json
+    abi = chain.abi_json
     selector = p.tx.data[:4]
     for item in abi:
         if item.get("type") != "function":
             continue
-        from ledger.chain.logs import canonical_type
+        from ledger.chain.codec import canonical_type
 
         types = [canonical_type(i) for i in item["inputs"]]
         if keccak(text=f"{item['name']}({','.join(types)})")[:4] != selector:
@@ -340,7 +345,7 @@ class Status:
     void: str = ""  # why the file can no longer run (a nonce taken by another transaction)
 
 
-def status(chain, f: SafeTxFile, safe) -> Status:
+def status(chain: LedgerReader, f: SafeTxFile, safe) -> Status:
     ran = executed(chain, f)
     hashes = f.hashes()
     done, todo = [], []
@@ -358,7 +363,7 @@ def status(chain, f: SafeTxFile, safe) -> Status:
     return Status(done, todo, valid, void)
 
 
-def sign(chain, f: SafeTxFile, safe, account) -> int:
+def sign(chain: LedgerReader, f: SafeTxFile, safe, account) -> int:
     """Add ``account``'s signature (an owner of ``safe``) to every transaction not yet run; how many."""
     if not safe.is_owner(account.address):
         raise InputError(
@@ -391,7 +396,7 @@ def missing(f: SafeTxFile, st: Status, safe) -> str:
     return ""
 
 
-def execute(chain, record, f: SafeTxFile, safe, sender, progress=None) -> list[tuple[int, object]]:
+def execute(chain: LedgerWriter, record, f: SafeTxFile, safe, sender, progress=None) -> list[tuple[int, object]]:
     """Run every transaction of ``f`` not yet run, in nonce order, sent by ``sender`` (any account).
     Everything is checked before the first is sent: the threshold of current owners' signatures for
     each, the Safe's nonce, and the first call simulated from the Safe. Returns (index, receipt)."""
@@ -409,9 +414,9 @@ def execute(chain, record, f: SafeTxFile, safe, sender, progress=None) -> list[t
             f"{first.label(st.todo[0])}: the Safe's nonce is {safe.nonce}; the Safe transactions before nonce "
             f"{first.tx.nonce} must run first"
         )
-    from ape.contracts import ContractContainer
+    from ledger.chain.writer import contract_container
 
-    contract = ContractContainer(safe_lib.contract_type("Safe")).at(safe.address)
+    contract = contract_container(safe_lib.contract_type("Safe")).at(safe.address)
     done: list[tuple[int, object]] = []
     try:
         for i in st.todo:
@@ -427,11 +432,11 @@ def execute(chain, record, f: SafeTxFile, safe, sender, progress=None) -> list[t
     return done
 
 
-def _execute_one(chain, f: SafeTxFile, safe, st: Status, i: int, contract, sender, done: list, progress) -> None:
+def _execute_one(chain: LedgerWriter, f: SafeTxFile, safe, st: Status, i: int, contract, sender, done: list, progress) -> None:
     """Check, simulate from the Safe and send one Safe transaction of ``f`` (index ``i``)."""
     p = f.transactions[i]
     _check_me_count(chain, f, i)
-    chain.transactor._simulate({"from": safe.address, "to": p.tx.to, "data": "0x" + p.tx.data.hex()})
+    chain.transactor.simulate({"from": safe.address, "to": p.tx.to, "data": "0x" + p.tx.data.hex()})
     chosen = dict(sorted(st.valid[i].items(), key=lambda item: int(item[0], 16))[: safe.threshold])
     packed = safe_lib.pack(chosen)
     why = safe_lib.verify(p.tx.message(f.chain_id, f.safe), packed, list(safe.owners), safe.threshold)
@@ -443,7 +448,7 @@ def _execute_one(chain, f: SafeTxFile, safe, st: Status, i: int, contract, sende
         progress(i, receipt)
 
 
-def _check_me_count(chain, f: SafeTxFile, index: int) -> None:
+def _check_me_count(chain: LedgerReader, f: SafeTxFile, index: int) -> None:
     """A ``registerMEs`` batch names the parents of earlier rows by the ids they were to get: refuse it
     when the ledger's ME count is not what the export expected (another ME registered since: those ids
     would point at other MEs)."""
@@ -475,7 +480,7 @@ class SafeExporter:
     pipeline records every batch at consecutive Safe nonces. :meth:`write` signs with the owners given
     and writes the file."""
 
-    def __init__(self, chain, record, safe, owners: list, path: Path, command: str):
+    def __init__(self, chain: LedgerWriter, record, safe, owners: list, path: Path, command: str):
         problems = [
             f"--account {a.address} is not an owner of {safe.label()}" for a in owners if not safe.is_owner(a.address)
         ]
@@ -496,11 +501,11 @@ class SafeExporter:
         return self.safe.address
 
     def execute(self, to: str, data: bytes):
-        self.chain.transactor._simulate({"from": self.safe.address, "to": to, "data": "0x" + bytes(data).hex()})
+        self.chain.transactor.simulate({"from": self.safe.address, "to": to, "data": "0x" + bytes(data).hex()})
         self.calls.append((to, bytes(data), 0))
         raise Exported()
 
-    def pipeline(self, chain, window: int | None = None):
+    def pipeline(self, chain: LedgerWriter, window: int | None = None):
         return _RecordingPipeline(self)
 
     def write(self) -> SafeTxFile:

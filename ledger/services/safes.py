@@ -13,11 +13,16 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ledger.chain import eip712
 from ledger.chain import safe as safe_lib
-from ledger.chain.abi import ContractAbi
+from ledger.chain.codec import ContractAbi
 from ledger.errors import InputError, LedgerError, NotFoundError
+
+if TYPE_CHECKING:
+    from ledger.chain.reader import LedgerReader
+    from ledger.chain.writer import LedgerWriter
 
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_")
 
@@ -93,11 +98,11 @@ def safe_abi() -> ContractAbi:
     return _SAFE_ABI
 
 
-def is_contract(chain, address: str) -> bool:
+def is_contract(chain: LedgerReader, address: str) -> bool:
     return chain.rpc.has_code(address)
 
 
-def info(chain, address: str, name: str | None = None) -> SafeInfo:
+def info(chain: LedgerReader, address: str, name: str | None = None) -> SafeInfo:
     """The Safe at ``address`` as it is now; a clear error when it is not a Safe."""
     abi = safe_abi()
     try:
@@ -109,7 +114,7 @@ def info(chain, address: str, name: str | None = None) -> SafeInfo:
     return SafeInfo(name, address, tuple(owners), int(threshold), int(nonce))
 
 
-def safe_or_none(chain, address: str) -> SafeInfo | None:
+def safe_or_none(chain: LedgerReader, address: str) -> SafeInfo | None:
     """The Safe at ``address`` when it is one (a signer with code that answers as a Safe), else None."""
     if not is_contract(chain, address):
         return None
@@ -126,22 +131,22 @@ def check_name(name: str) -> None:
         )
 
 
-def ensure_contracts(chain, store: SafeStore, sender) -> dict[str, str]:
+def ensure_contracts(chain: LedgerWriter, store: SafeStore, sender) -> dict[str, str]:
     """The Safe singleton, proxy factory and fallback handler on this chain: recorded, or deployed now."""
     recorded = store.contracts(chain.chain_id)
     if recorded and all(is_contract(chain, a) for a in recorded.values()):
         return recorded
-    from ape.contracts import ContractContainer
+    from ledger.chain.writer import contract_container
 
     deployed = {}
     names = (("singleton", "Safe"), ("factory", "SafeProxyFactory"), ("handler", "CompatibilityFallbackHandler"))
     for key, name in names:
-        deployed[key] = str(ContractContainer(safe_lib.contract_type(name)).deploy(sender=sender).address)
+        deployed[key] = str(contract_container(safe_lib.contract_type(name)).deploy(sender=sender).address)
     store.set_contracts(chain.chain_id, deployed)
     return deployed
 
 
-def create(chain, store: SafeStore, name: str, owners: list[str], threshold: int, *, sender) -> SafeInfo:
+def create(chain: LedgerWriter, store: SafeStore, name: str, owners: list[str], threshold: int, *, sender) -> SafeInfo:
     """Deploy a Safe proxy of ``owners`` with ``threshold`` and record it as ``name``."""
     check_name(name)
     problems = []
@@ -157,13 +162,13 @@ def create(chain, store: SafeStore, name: str, owners: list[str], threshold: int
     if existing and is_contract(chain, existing):
         raise LedgerError(f"a Safe named {name!r} already exists on this chain at {existing}")
     contracts = ensure_contracts(chain, store, sender)
-    from ape.contracts import ContractContainer
+    from ledger.chain.writer import contract_container
 
     safe_abi_json = ContractAbi(safe_lib.abi_of("Safe"))
     initializer = safe_abi_json["setup"].encode(
         owners, threshold, safe_lib.ZERO, b"", contracts["handler"], safe_lib.ZERO, 0, safe_lib.ZERO
     )
-    factory = ContractContainer(safe_lib.contract_type("SafeProxyFactory")).at(contracts["factory"])
+    factory = contract_container(safe_lib.contract_type("SafeProxyFactory")).at(contracts["factory"])
     salt = int.from_bytes(os.urandom(8), "big")
     receipt = chain.transact(factory.createProxyWithNonce, contracts["singleton"], initializer, salt, sender=sender)
     topic = "0x" + safe_lib.keccak(text="ProxyCreation(address,address)").hex()
@@ -178,7 +183,7 @@ def create(chain, store: SafeStore, name: str, owners: list[str], threshold: int
     return info(chain, address, name)
 
 
-def resolve(chain, store: SafeStore, value: str, option: str = "--safe") -> SafeInfo:
+def resolve(chain: LedgerReader, store: SafeStore, value: str, option: str = "--safe") -> SafeInfo:
     """``--safe ADDRESS|NAME``: a Safe on this chain."""
     if value[:2] in ("0x", "0X"):
         from ledger.chain.connect import checked_address
@@ -202,7 +207,7 @@ def resolve(chain, store: SafeStore, value: str, option: str = "--safe") -> Safe
 # ---------------------------------------------------------------------------------------------------
 
 
-def owner_signature(chain, safe: SafeInfo, digest: bytes, account) -> bytes:
+def owner_signature(chain: LedgerReader, safe: SafeInfo, digest: bytes, account) -> bytes:
     """``account``'s signature of the Safe's ``SafeMessage`` over the ledger's ``digest``."""
     if not safe.is_owner(account.address):
         raise LedgerError(
@@ -211,7 +216,7 @@ def owner_signature(chain, safe: SafeInfo, digest: bytes, account) -> bytes:
     return eip712.sign(account, safe_lib.message(chain.chain_id, safe.address, digest))
 
 
-def valid_owner_signatures(chain, safe: SafeInfo, digest: bytes, stored: dict[str, bytes]) -> dict[str, bytes]:
+def valid_owner_signatures(chain: LedgerReader, safe: SafeInfo, digest: bytes, stored: dict[str, bytes]) -> dict[str, bytes]:
     """The stored owner signatures that are by a current owner of ``safe`` over ``digest`` for this Safe."""
     signable = safe_lib.message(chain.chain_id, safe.address, digest)
     valid = {}
@@ -222,7 +227,7 @@ def valid_owner_signatures(chain, safe: SafeInfo, digest: bytes, stored: dict[st
     return valid
 
 
-def packed_or_why(chain, safe: SafeInfo, digest: bytes, stored: dict[str, bytes]) -> tuple[bytes | None, str]:
+def packed_or_why(chain: LedgerReader, safe: SafeInfo, digest: bytes, stored: dict[str, bytes]) -> tuple[bytes | None, str]:
     """The Safe's signature (threshold owner signatures, packed) or why there is none yet."""
     valid = valid_owner_signatures(chain, safe, digest, stored)
     if len(valid) < safe.threshold:
@@ -244,7 +249,7 @@ def packed_or_why(chain, safe: SafeInfo, digest: bytes, stored: dict[str, bytes]
 # ---------------------------------------------------------------------------------------------------
 
 
-def exec_transaction(chain, safe: SafeInfo, to: str, data: bytes, owners: list):
+def exec_transaction(chain: LedgerWriter, safe: SafeInfo, to: str, data: bytes, owners: list):
     """Sign ``to.call(data)`` as a Safe transaction with ``owners`` (Ape accounts; at least the
     threshold) and execute it, sent by the last owner. Returns the receipt."""
     return SafeActor(chain, safe, owners).execute(to, data)
@@ -261,7 +266,7 @@ class SafeActor:
     call becomes a Safe transaction the owners sign and the last of them sends (``execTransaction``).
     Stands in for an account where a service takes one (``.address`` is the Safe's)."""
 
-    def __init__(self, chain, safe: SafeInfo, owners: list):
+    def __init__(self, chain: LedgerWriter, safe: SafeInfo, owners: list):
         problems = [
             f"--account {a.address} is not an owner of {safe.label()}" for a in owners if not safe.is_owner(a.address)
         ]
@@ -295,14 +300,14 @@ class SafeActor:
     def execute(self, to: str, data: bytes):
         """Run ``to.call(data)`` as the Safe: simulated from the Safe first (a revert is decoded and
         nothing is sent), then one ``execTransaction``. Returns the receipt."""
-        self.chain.transactor._simulate({"from": self.safe.address, "to": to, "data": "0x" + bytes(data).hex()})
+        self.chain.transactor.simulate({"from": self.safe.address, "to": to, "data": "0x" + bytes(data).hex()})
         raw = self.exec_data(to, data, self.nonce())
-        from ape.contracts import ContractContainer
+        from ledger.chain.writer import contract_container
 
-        contract = ContractContainer(safe_lib.contract_type("Safe")).at(self.safe.address)
+        contract = contract_container(safe_lib.contract_type("Safe")).at(self.safe.address)
         return self.chain.transact(contract.execTransaction, *_decode_exec(raw), sender=self.sender)
 
-    def pipeline(self, chain, window: int | None = None):
+    def pipeline(self, chain: LedgerWriter, window: int | None = None):
         return SafePipeline(self, chain.pipeline(self.sender, window))
 
     def gas(self, inner: int) -> int:

@@ -1,16 +1,18 @@
 """The audit's conservation checks: per token and per ME, the totals replayed from the logs against the
-contract's views (and the token's ``balanceOf``) read at the audited block, through its own small
-``eth_call`` encoder (so the audit depends on the chain alone)."""
+contract's views (and the token's ``balanceOf``) read at the audited block with the chain layer's one
+``eth_call`` encoder (:func:`ledger.chain.reader.eth_calls`) from the functions' signatures alone (so the
+audit depends on the chain alone, not on the project's compiled ABI)."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Any
 
 from eth_abi import decode as abi_decode
-from eth_abi import encode as abi_encode
-from eth_utils import keccak
 
+from ledger.chain.codec import Function
+from ledger.chain.reader import eth_calls
 from ledger.chain.rpc import RpcError
 from ledger.errors import ChainUnavailable, LedgerError
 from ledger.money import format_amount
@@ -26,7 +28,7 @@ class ConservationChecks:
         me_ids = sorted(self.mes)
         tokens = list(self.tokens)
         try:
-            (me_count,) = self._calls(block, [(self.ledger, "meCount()", [], [], "uint32")])
+            (me_count,) = self._calls(block, [(self.ledger, "meCount()", [], "uint32")])
         except RpcError as err:
             if head == int(self.rpc.request("eth_blockNumber"), 16):
                 raise
@@ -41,12 +43,12 @@ class ConservationChecks:
             )
         calls = []
         for token in tokens:
-            calls.append((self.ledger, "totalOwed(address)", ["address"], [token], "uint256"))
-            calls.append((token, "balanceOf(address)", ["address"], [self.ledger], "uint256"))
-            calls.append((self.ledger, "totalDebt(address)", ["address"], [token], "uint256"))
-            calls += [(self.ledger, "balanceOf(uint32,address)", ["uint32", "address"], [m, token], "uint256")
+            calls.append((self.ledger, "totalOwed(address)", [token], "uint256"))
+            calls.append((token, "balanceOf(address)", [self.ledger], "uint256"))
+            calls.append((self.ledger, "totalDebt(address)", [token], "uint256"))
+            calls += [(self.ledger, "balanceOf(uint32,address)", [m, token], "uint256")
                       for m in me_ids]  # fmt: skip
-            calls += [(self.ledger, "debtOf(uint32,address)", ["uint32", "address"], [m, token], "uint256")
+            calls += [(self.ledger, "debtOf(uint32,address)", [m, token], "uint256")
                       for m in me_ids]  # fmt: skip
         values = iter(self._calls(block, calls))
         for token in tokens:
@@ -115,22 +117,25 @@ class ConservationChecks:
     def _units(value: int, totals: TokenTotals) -> str:
         return format_amount(value, totals.decimals)
 
-    def _calls(self, block: str, calls: list[tuple[str, str, list, list, str]]) -> list[Any]:
-        requests = [
-            ("eth_call", [{"to": to, "data": "0x" + (keccak(text=sig)[:4] + abi_encode(types, args)).hex()}, block])
-            for to, sig, types, args, _ in calls
-        ]
-        results = self.rpc.batch(requests)
+    def _calls(self, block: str, calls: list[tuple[str, str, list, str]]) -> list[Any]:
+        """``(address, signature, args, output type)`` each -> the decoded results (None where a result
+        cannot be what was asked)."""
+        results = eth_calls(self.rpc, [(to, _function(sig, out), args) for to, sig, args, out in calls], block)
         return [_decoded(out, result) for (*_, out), result in zip(calls, results, strict=True)]
 
     def _token_info(self, token: str, block: str) -> tuple[int, str]:
         """A token's decimals and symbol for display (0 and its address when it lacks them)."""
         decimals, symbol = 0, token[:10]
         with contextlib.suppress(LedgerError, ValueError, OverflowError):
-            decimals = self._calls(block, [(token, "decimals()", [], [], "uint8")])[0]
+            decimals = self._calls(block, [(token, "decimals()", [], "uint8")])[0]
         with contextlib.suppress(LedgerError, ValueError, OverflowError):
-            symbol = self._calls(block, [(token, "symbol()", [], [], "string")])[0]
+            symbol = self._calls(block, [(token, "symbol()", [], "string")])[0]
         return decimals, symbol
+
+
+@functools.cache
+def _function(signature: str, output: str) -> Function:
+    return Function.from_signature(signature, output)
 
 
 def _decoded(kind: str, result: str):

@@ -2,7 +2,7 @@
 
 The audit depends on the chain alone: these signatures are not read from the compiled artifacts (tests
 compare them with the compiled ABI). :func:`event_abi` turns them into the JSON ABI that
-:class:`ledger.chain.logs.LogReader` decodes logs with.
+:class:`ledger.chain.reader.LogReader` decodes logs with.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ ROLE_NAMES = {
 
 
 def event_abi() -> list[dict]:
-    """The JSON ABI of :data:`EVENT_SIGNATURES`, for :class:`ledger.chain.logs.LogReader`."""
+    """The JSON ABI of :data:`EVENT_SIGNATURES`, for :class:`ledger.chain.reader.LogReader`."""
     abi = []
     for signature in EVENT_SIGNATURES:
         name, _, rest = signature.partition("(")

@@ -14,7 +14,8 @@ from eth_abi import decode as abi_decode
 from eth_utils import to_checksum_address
 
 from ledger.chain import eip712
-from ledger.chain.logs import AUDIT_PAGE_WEIGHT, DEFAULT_PAGE_SIZE, Log, LogReader
+from ledger.chain.codec import Log
+from ledger.chain.reader import AUDIT_PAGE_WEIGHT, DEFAULT_PAGE_SIZE, LogReader
 from ledger.errors import ChainUnavailable
 from ledger.models import bytes32_to_text
 from ledger.money import MAX_EVENT_AMOUNT
@@ -116,8 +117,7 @@ class Auditor(ConservationChecks):
         from ledger.services.audit.safe_signers import SafeSigners
 
         self.safes = SafeSigners(self.rpc, self.chain_id, head)
-        code = self.rpc.request("eth_getCode", [self.ledger, "latest"])
-        if code in ("0x", "", None):
+        if not self.rpc.has_code(self.ledger):
             raise ChainUnavailable(f"chain {self.chain_id} has no contract at {self.ledger}")
         if self.from_block > head:
             raise ChainUnavailable(f"--from-block {self.from_block} is past the chain's head ({head})")

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from eth_utils import to_checksum_address
 
 from ledger.chain import safe as safe_lib
-from ledger.chain.logs import LogReader
+from ledger.chain.reader import LogReader
 
 SAFE_EVENTS = [
     {"type": "event", "name": "SafeSetup", "anonymous": False, "inputs": [
@@ -74,7 +74,7 @@ class SafeSigners:
 
     def is_contract(self, address: str) -> bool:
         if address not in self._code:
-            self._code[address] = self.rpc.request("eth_getCode", [address, "latest"]) not in ("0x", "0x0", "", None)
+            self._code[address] = self.rpc.has_code(address)
         return self._code[address]
 
     def _events(self, safe: str) -> list:
