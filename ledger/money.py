@@ -403,3 +403,20 @@ def format_amount(units: int, decimals: int) -> str:
         return f"{sign}{units}"
     whole, fraction = divmod(units, 10**decimals)
     return f"{sign}{whole}.{fraction:0{decimals}d}"
+
+
+def percent(bps: int) -> str:
+    """Basis points as a percentage, exactly: 4000 -> '40%', 1250 -> '12.5%', 10001 -> '100.01%'."""
+    whole, rest = divmod(int(bps), 100)
+    return f"{whole}%" if rest == 0 else f"{whole}.{rest:02d}".rstrip("0") + "%"
+
+
+def grouped(amount: str) -> str:
+    """'1234567.500000' -> '1,234,567.500000' (digits only regrouped; the value is unchanged)."""
+    sign = "-" if amount.startswith("-") else ""
+    whole, dot, fraction = amount.lstrip("-").partition(".")
+    groups = []
+    while len(whole) > 3:
+        groups.insert(0, whole[-3:])
+        whole = whole[:-3]
+    return sign + ",".join([whole, *groups]) + dot + fraction

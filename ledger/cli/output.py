@@ -10,6 +10,7 @@ import json
 
 import click
 
+from ledger.money import percent as pct  # noqa: F401 - basis points as a percentage, exactly
 from ledger.names import shown
 
 
@@ -38,9 +39,3 @@ def to_csv(headers: list[str], rows: list[list]) -> str:
     from ledger.csvcells import to_csv as encoded_csv
 
     return encoded_csv(headers, rows)
-
-
-def pct(bps: int) -> str:
-    """Basis points as a percentage without floats: 4000 -> '40%', 1250 -> '12.5%'."""
-    whole, rest = divmod(int(bps), 100)
-    return f"{whole}%" if rest == 0 else f"{whole}.{rest:02d}".rstrip("0") + "%"
