@@ -96,10 +96,13 @@ def split_event(
     shares: Sequence[int],
     target: int = 0,
     excess_shares: Sequence[int] = (),
+    *,
+    reversal: bool = False,
 ) -> EventSplit:
-    """Split one event exactly as the contract does, given the period's revenue before it."""
+    """Split one event exactly as the contract does, given the period's revenue before it. ``reversal``:
+    what a reversal of ``amount`` debits instead (:func:`split_reversal`)."""
     offset = offset_of(seq)
-    below, above = tier_parts(period_revenue, amount, target)
+    below, above = (reversal_parts if reversal else tier_parts)(period_revenue, amount, target)
     zeros = [0] * len(shares)
     base = split(below, shares, offset) if below else zeros
     excess = split(above, excess_shares, offset) if above else zeros
@@ -119,22 +122,10 @@ def revenue_after_reversal(period_revenue: int, amount: int) -> int:
     return period_revenue - min(amount, period_revenue)
 
 
-def split_reversal(
-    seq: int,
-    amount: int,
-    period_revenue: int,
-    shares: Sequence[int],
-    target: int = 0,
-    excess_shares: Sequence[int] = (),
-) -> EventSplit:
+def split_reversal(*args, **kwargs) -> EventSplit:
     """What one reversal debits each party, exactly as the contract does, given the period's revenue
-    before it. The debits add up to ``amount``."""
-    offset = offset_of(seq)
-    below, above = reversal_parts(period_revenue, amount, target)
-    zeros = [0] * len(shares)
-    base = split(below, shares, offset) if below else zeros
-    excess = split(above, excess_shares, offset) if above else zeros
-    return EventSplit(seq=seq, base=tuple(base), excess=tuple(excess))
+    before it (the arguments are :func:`split_event`'s). The debits add up to ``amount``."""
+    return split_event(*args, reversal=True, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------------

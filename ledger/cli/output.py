@@ -13,6 +13,8 @@ import click
 from ledger.money import percent as pct  # noqa: F401 - basis points as a percentage, exactly
 from ledger.names import shown
 
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")  # a reading command's --json
+
 
 def table(headers: list[str], rows: list[list], *, right: set[int] | None = None) -> str:
     """A plain aligned table; columns in ``right`` (by index) are right-aligned (numbers)."""
@@ -32,6 +34,16 @@ def table(headers: list[str], rows: list[list], *, right: set[int] | None = None
 
 def echo_json(data) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
+
+
+def echo_listing(as_json: bool, data, headers: list[str], rows: list[list], *, empty: str, right: set[int]) -> None:
+    """A list command's output: ``data`` as JSON, else ``rows`` as a table (``empty`` when there are none)."""
+    if as_json:
+        echo_json(data)
+    elif not rows:
+        click.echo(empty)
+    else:
+        click.echo(table(headers, rows, right=right))
 
 
 def to_csv(headers: list[str], rows: list[list]) -> str:
