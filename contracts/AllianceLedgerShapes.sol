@@ -293,7 +293,7 @@ contract AllianceLedgerShapes is AllianceLedgerState {
         while (k < entries.length) {
             uint64 seq = firstSeq + uint64(k);
             _startRun(t, uint32(entries[k]), seq);
-            k = _scan(t, firstSeq, k, entries);
+            k = _scan(t, firstSeq, k, entries, _addEvent);
             total += _endRun(t, terms, uint64(k) + firstSeq - seq, inner, totals, 0);
         }
     }
@@ -310,7 +310,7 @@ contract AllianceLedgerShapes is AllianceLedgerState {
         while (k < entries.length) {
             uint64 seq = firstSeq + uint64(k);
             _startRun(t, uint32(entries[k]), seq);
-            k = _scanReversals(t, firstSeq, k, entries);
+            k = _scan(t, firstSeq, k, entries, _addReversal);
             total += _endReversalRun(t, terms, uint64(k) + firstSeq - seq, totals);
         }
     }
@@ -370,13 +370,17 @@ contract AllianceLedgerShapes is AllianceLedgerState {
         t.high = tier < top ? t.lows[tier + 1] : type(uint256).max;
     }
 
-    /// @dev Accumulates the events from index `k` while they stay in the run's period; returns the
-    /// index of the first event of the next run (or the batch size).
-    function _scan(Tiers memory t, uint64 firstSeq, uint256 k, uint256[] calldata entries)
-        private
-        pure
-        returns (uint256)
-    {
+    /// @dev Accumulates the events (`add` = `_addEvent`) or the reversals (`_addReversal`) from index `k`
+    /// while they stay in the run's period; returns the index of the first one of the next run (or the
+    /// batch size). One scanner for both: `add` is a function pointer, about 6 gas per entry more than
+    /// two copies of the loop with direct calls (a flag tested per entry cost about 20).
+    function _scan(
+        Tiers memory t,
+        uint64 firstSeq,
+        uint256 k,
+        uint256[] calldata entries,
+        function(Tiers memory, uint256, uint256) pure add
+    ) private pure returns (uint256) {
         uint256 period = t.period;
         // k < 2**64 (calldata bounds the batch).
         unchecked {
@@ -387,7 +391,7 @@ contract AllianceLedgerShapes is AllianceLedgerState {
                 if (amount == 0 || amount > type(uint128).max) {
                     revert IAllianceLedger.RevenueAmountInvalid(t.agreementId, firstSeq + uint64(k), amount);
                 }
-                _addEvent(t, amount, SplitMath.offsetOf(firstSeq + k));
+                add(t, amount, SplitMath.offsetOf(firstSeq + k));
             }
         }
         return k;
@@ -634,27 +638,6 @@ contract AllianceLedgerShapes is AllianceLedgerState {
     // ================================================================================================
     // Reversals
     // ================================================================================================
-
-    function _scanReversals(Tiers memory t, uint64 firstSeq, uint256 k, uint256[] calldata entries)
-        private
-        pure
-        returns (uint256)
-    {
-        uint256 period = t.period;
-        // k < 2**64 (calldata bounds the batch).
-        unchecked {
-            for (; k < entries.length; ++k) {
-                uint256 entry = entries[k];
-                if (uint32(entry) != period) break;
-                uint256 amount = entry >> 32;
-                if (amount == 0 || amount > type(uint128).max) {
-                    revert IAllianceLedger.RevenueAmountInvalid(t.agreementId, firstSeq + uint64(k), amount);
-                }
-                _addReversal(t, amount, SplitMath.offsetOf(firstSeq + k));
-            }
-        }
-        return k;
-    }
 
     /// @dev Cuts one reversal into parts: the period's banded revenue from the top (highest band
     /// first), then its recouped part (recoup table, or base table without one; lowering the recouped

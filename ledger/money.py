@@ -96,10 +96,13 @@ def split_event(
     shares: Sequence[int],
     target: int = 0,
     excess_shares: Sequence[int] = (),
+    *,
+    reversal: bool = False,
 ) -> EventSplit:
-    """Split one event exactly as the contract does, given the period's revenue before it."""
+    """Split one event exactly as the contract does, given the period's revenue before it. ``reversal``:
+    what a reversal of ``amount`` debits instead (:func:`split_reversal`)."""
     offset = offset_of(seq)
-    below, above = tier_parts(period_revenue, amount, target)
+    below, above = (reversal_parts if reversal else tier_parts)(period_revenue, amount, target)
     zeros = [0] * len(shares)
     base = split(below, shares, offset) if below else zeros
     excess = split(above, excess_shares, offset) if above else zeros
@@ -119,22 +122,10 @@ def revenue_after_reversal(period_revenue: int, amount: int) -> int:
     return period_revenue - min(amount, period_revenue)
 
 
-def split_reversal(
-    seq: int,
-    amount: int,
-    period_revenue: int,
-    shares: Sequence[int],
-    target: int = 0,
-    excess_shares: Sequence[int] = (),
-) -> EventSplit:
+def split_reversal(*args, **kwargs) -> EventSplit:
     """What one reversal debits each party, exactly as the contract does, given the period's revenue
-    before it. The debits add up to ``amount``."""
-    offset = offset_of(seq)
-    below, above = reversal_parts(period_revenue, amount, target)
-    zeros = [0] * len(shares)
-    base = split(below, shares, offset) if below else zeros
-    excess = split(above, excess_shares, offset) if above else zeros
-    return EventSplit(seq=seq, base=tuple(base), excess=tuple(excess))
+    before it (the arguments are :func:`split_event`'s). The debits add up to ``amount``."""
+    return split_event(*args, reversal=True, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -403,3 +394,20 @@ def format_amount(units: int, decimals: int) -> str:
         return f"{sign}{units}"
     whole, fraction = divmod(units, 10**decimals)
     return f"{sign}{whole}.{fraction:0{decimals}d}"
+
+
+def percent(bps: int) -> str:
+    """Basis points as a percentage, exactly: 4000 -> '40%', 1250 -> '12.5%', 10001 -> '100.01%'."""
+    whole, rest = divmod(int(bps), 100)
+    return f"{whole}%" if rest == 0 else f"{whole}.{rest:02d}".rstrip("0") + "%"
+
+
+def grouped(amount: str) -> str:
+    """'1234567.500000' -> '1,234,567.500000' (digits only regrouped; the value is unchanged)."""
+    sign = "-" if amount.startswith("-") else ""
+    whole, dot, fraction = amount.lstrip("-").partition(".")
+    groups = []
+    while len(whole) > 3:
+        groups.insert(0, whole[-3:])
+        whole = whole[:-3]
+    return sign + ",".join([whole, *groups]) + dot + fraction

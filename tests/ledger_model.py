@@ -334,10 +334,11 @@ class LedgerModel:
             return "settled reference"
         return None
 
-    def settle(
+    def _batch_refused(
         self, agreement_id: bytes, version: int, first_seq: int, terms: Terms, refs: list[bytes], entries: list[int]
-    ) -> Outcome:
-        """Returns the batch total on success."""
+    ) -> Outcome | None:
+        """The refusal a batch of revenue or of reversals meets before its own checks (in the contract's
+        order), or None."""
         status = self.agreement_status(agreement_id)
         if status != AgreementStatus.ACTIVE:
             return refused("AgreementNotActive")
@@ -354,6 +355,16 @@ class LedgerModel:
             return refused("RevenueReferenceEmpty")
         if any(self.me_status(p) != MEStatus.ACTIVE for p in terms.parties):
             return refused("AgreementPartyDissolved")
+        return None
+
+    def settle(
+        self, agreement_id: bytes, version: int, first_seq: int, terms: Terms, refs: list[bytes], entries: list[int]
+    ) -> Outcome:
+        """Returns the batch total on success."""
+        refusal = self._batch_refused(agreement_id, version, first_seq, terms, refs, entries)
+        if refusal is not None:
+            return refusal
+        agreement = self.agreements[agreement_id]
 
         # Runs of consecutive events in the same period, as the contract books them (each run credits
         # the parties before the next run is looked at).
@@ -457,22 +468,10 @@ class LedgerModel:
         originals: list[bytes],
     ) -> Outcome:
         """``settleReversals``. Returns the tokens sent back to finance on success."""
-        status = self.agreement_status(agreement_id)
-        if status != AgreementStatus.ACTIVE:
-            return refused("AgreementNotActive")
+        refusal = self._batch_refused(agreement_id, version, first_seq, terms, refs, entries)
+        if refusal is not None:
+            return refusal
         agreement = self.agreements[agreement_id]
-        if version != agreement.active_version:
-            return refused("AgreementVersionNotActive")
-        if agreement.versions.get(version) != terms:
-            return refused("AgreementTermsMismatch")
-        if not entries or len(refs) != len(entries):
-            return refused("SettlementBatchInvalid")
-        if first_seq != agreement.next_seq:
-            return refused("SettlementOutOfSequence")
-        if any(ref == ZERO_REF for ref in refs):
-            return refused("RevenueReferenceEmpty")
-        if any(self.me_status(p) != MEStatus.ACTIVE for p in terms.parties):
-            return refused("AgreementPartyDissolved")
         if len(originals) != len(refs):
             return refused("ReversalBatchInvalid")
         if any(ref == ZERO_REF for ref in originals):

@@ -16,32 +16,16 @@ from decimal import Decimal
 
 import pytest
 
-from ledger.chain.node import rpc
+from . import test_cli_agreements as agreements
+from .cli_support import free_port, write_csv
 
-from .cli_support import InProcessCLI, LedgerCLI, free_port, write_csv
-
-KITCHEN = [("fridge", "dev3"), ("oven", "dev4"), ("recipe-app", "dev5"), ("logistics", "dev6")]
+KITCHEN = agreements.KITCHEN
+# The fixtures of test_cli_agreements: a chain of this module's own (module-scoped, so built again here),
+# deployed, the kitchen MEs registered, finance funded.
+sh = agreements.sh
+cli = agreements.cli
+head = agreements.head
 ALIASES = {name: alias for name, alias in KITCHEN}
-
-
-@pytest.fixture(scope="module")
-def sh(tmp_path_factory):
-    ledger = LedgerCLI(tmp_path_factory.mktemp("ledger-data"), free_port())
-    ledger.run("chain", "up")
-    try:
-        yield ledger
-    finally:
-        ledger.run("chain", "down", ok=False)
-
-
-@pytest.fixture(scope="module")
-def cli(sh):
-    ledger = InProcessCLI(sh.data_dir, sh.port)
-    ledger.run("deploy")
-    for name, alias in KITCHEN:
-        ledger.run("me", "register", name, "--signer", alias)
-    ledger.run("token", "mint", "10000000")
-    return ledger
 
 
 def put_in_force(cli, name: str, *args: str, signers=None) -> str:
@@ -73,10 +57,6 @@ def preview(cli, path) -> dict[tuple[str, str, str], Decimal]:
             if Decimal(value):
                 totals[(r["alliance"], r["me"], tier)] += Decimal(value)
     return dict(totals)
-
-
-def head(cli) -> int:
-    return int(rpc(f"http://127.0.0.1:{cli.port}", "eth_blockNumber"), 16)
 
 
 def test_three_bands_and_a_recoup_from_proposal_to_payouts_and_a_clean_audit(cli, tmp_path):

@@ -11,6 +11,7 @@ import ape
 import pytest
 
 from ledger.models import RevenueEvent
+from ledger.money import grouped, percent
 from ledger.services.overview import (
     Alliance,
     AuditStatus,
@@ -22,13 +23,12 @@ from ledger.services.overview import (
     SettlementTx,
     Token,
     gather,
-    grouped,
-    percent,
     recent_runs,
 )
 from ledger.services.reports import PayoutLine, payouts
 from ledger.services.settlement import Settler
 from ledger.web import statements
+from ledger.web.api import overview_json
 from ledger.web.charts import bar_chart, nice_step
 
 from .helpers import UNIT
@@ -99,7 +99,7 @@ def test_gather_shows_alliances_periods_payouts_runs_and_a_clean_audit(history, 
     assert all(r.timestamp for r in overview.runs)
     assert overview.audit.clean and overview.audit.to_block == head
 
-    data = overview.as_dict()
+    data = overview_json(overview)
     (row,) = [a for a in data["alliances"] if a["name"] == kitchen_name]
     assert row["periods"][0]["revenue"] == {"amount": "1200.000003", "base_units": str(1_200 * UNIT + 3)}
     assert row["periods"][0]["progress"] == "120%" and row["parties"][0]["share"] == "40%"

@@ -8,6 +8,7 @@ from ledger import words
 from ledger.names import shown
 
 from .context import App, account_option, pass_app
+from .output import echo_listing, json_option
 
 
 @click.group()
@@ -477,7 +478,7 @@ def terminate(app: App, name, accounts, sender_alias):
 
 
 @alliance.command(name="list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @pass_app
 def list_(app: App, as_json):
     """Every alliance with its status, versions and parties.
@@ -499,22 +500,14 @@ def list_(app: App, as_json):
             rows.append([name, agreement.status.name.lower(), agreement.active_version, agreement.latest_version,
                          parties, target, agreement.next_seq])  # fmt: skip
     headers = ["alliance", "status", "in force", "latest", "parties", "target", "events"]
-    if as_json:
-        from .output import echo_json
-
-        echo_json([dict(zip(headers, row, strict=True)) for row in rows])
-        return
-    if not rows:
-        click.echo("no alliances yet (`ledger alliance propose NAME --party ME=BPS ...`)")
-        return
-    from .output import table
-
-    click.echo(table(headers, rows, right={2, 3, 5, 6}))
+    data = [dict(zip(headers, row, strict=True)) for row in rows]
+    empty = "no alliances yet (`ledger alliance propose NAME --party ME=BPS ...`)"
+    echo_listing(as_json, data, headers, rows, empty=empty, right={2, 3, 5, 6})
 
 
 @alliance.command()
 @click.argument("name")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @pass_app
 def show(app: App, name, as_json):
     """One alliance: status, token, each version's parties, shares and tiers, and who has signed.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .context import App, pass_app
+from .output import json_option
 
 
 @click.group()
@@ -24,7 +25,7 @@ def index():
 
 
 @index.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @pass_app
 def status(app: App, as_json):
     """Bring the index up to date and show what it holds and the block it reaches.
@@ -44,7 +45,7 @@ def status(app: App, as_json):
 
 
 @index.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @pass_app
 def rebuild(app: App, as_json):
     """Read the whole history again from the deployment block into a new index, then replace the old.

@@ -7,6 +7,7 @@ import click
 from ledger import words
 
 from .context import App, export_option, exporting, pass_app, role_options
+from .output import echo_listing, json_option
 
 
 @click.group()
@@ -61,7 +62,7 @@ def register(app: App, name, signer, payout, parent, account_alias, safe, export
 
 
 @me.command(name="list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @pass_app
 def list_(app: App, as_json):
     """Every ME with its status, signer, payout address and parent.
@@ -73,23 +74,15 @@ def list_(app: App, as_json):
     with app.reader() as s:
         mes = s.chain.mes()
     names = {m.id: m.name for m in mes}
-    if as_json:
-        from .output import echo_json
-
-        echo_json([{**m.model_dump(), "status": m.status.name.lower()} for m in mes])
-        return
-    if not mes:
-        click.echo("no MEs registered yet (`ledger me register NAME --signer ACCOUNT`)")
-        return
-    from .output import table
-
+    data = [{**m.model_dump(), "status": m.status.name.lower()} for m in mes]
     rows = [[m.id, m.name, m.status.name.lower(), m.signer, m.payout, names.get(m.parent, "")] for m in mes]
-    click.echo(table(["id", "name", "status", "signer", "payout", "parent"], rows, right={0}))
+    empty = "no MEs registered yet (`ledger me register NAME --signer ACCOUNT`)"
+    echo_listing(as_json, data, ["id", "name", "status", "signer", "payout", "parent"], rows, empty=empty, right={0})
 
 
 @me.command()
 @click.argument("name")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @pass_app
 def show(app: App, name, as_json):
     """One ME: keys, status, balances and the alliances it is party to.

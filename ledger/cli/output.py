@@ -10,7 +10,10 @@ import json
 
 import click
 
+from ledger.money import percent as pct  # noqa: F401 - basis points as a percentage, exactly
 from ledger.names import shown
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")  # a reading command's --json
 
 
 def table(headers: list[str], rows: list[list], *, right: set[int] | None = None) -> str:
@@ -33,14 +36,18 @@ def echo_json(data) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
+def echo_listing(as_json: bool, data, headers: list[str], rows: list[list], *, empty: str, right: set[int]) -> None:
+    """A list command's output: ``data`` as JSON, else ``rows`` as a table (``empty`` when there are none)."""
+    if as_json:
+        echo_json(data)
+    elif not rows:
+        click.echo(empty)
+    else:
+        click.echo(table(headers, rows, right=right))
+
+
 def to_csv(headers: list[str], rows: list[list]) -> str:
     """CSV with every cell spreadsheet-safe (see :mod:`ledger.csvcells`)."""
     from ledger.csvcells import to_csv as encoded_csv
 
     return encoded_csv(headers, rows)
-
-
-def pct(bps: int) -> str:
-    """Basis points as a percentage without floats: 4000 -> '40%', 1250 -> '12.5%'."""
-    whole, rest = divmod(int(bps), 100)
-    return f"{whole}%" if rest == 0 else f"{whole}.{rest:02d}".rstrip("0") + "%"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .context import App, pass_app
+from .output import json_option
 
 
 @click.group()
@@ -59,7 +60,7 @@ def create(app: App, name, owners, threshold, account_alias):
 
 @safe.command()
 @click.argument("name")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @pass_app
 def show(app: App, name, as_json):
     """A Safe's address, owners, threshold and nonce, read from the chain (NAME or address).

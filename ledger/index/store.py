@@ -39,6 +39,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -191,8 +192,7 @@ class LedgerIndex:
             return self._conn
         try:
             conn = self._connect()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _write_transaction(conn):
                 for statement in SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
@@ -200,13 +200,6 @@ class LedgerIndex:
                 expected = self._expected_meta()
                 if not found:
                     conn.executemany("INSERT INTO meta(key, value) VALUES (?, ?)", expected.items())
-                    conn.execute("COMMIT")
-                else:
-                    conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
         except sqlite3.DatabaseError as err:
             raise _problem(self.path, err, "is unreadable") from None
         differing = [k for k, v in expected.items() if found and found.get(k) != v]
@@ -289,15 +282,8 @@ class LedgerIndex:
         read again page by page. Another process meanwhile is safe: every user brings the index up to
         the head (under the write lock) before it reads it, so it never decides on a partial index."""
         try:
-            conn = self.conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _write_transaction(self.conn):
                 self._rewind(self.from_block - 1)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
         except sqlite3.DatabaseError as err:
             self._set_aside(str(_problem(self.path, err, "is damaged")))
         except IndexDamaged as err:
@@ -531,6 +517,20 @@ class LedgerIndex:
             yield from self.logs(names, from_block, min(tip, to_block), topic1)
         if to_block > tip:
             yield from reader.read(names, max(from_block, tip + 1), to_block, topic1=topic1, page_size=page_size)
+
+
+@contextmanager
+def _write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` (the write lock: one writer at a time), the body, ``COMMIT``; on any exception
+    (an interrupt included) ``ROLLBACK``, so nothing of the body is kept."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def _problem(path: Path, err: sqlite3.DatabaseError, what: str, *, hint: bool = False) -> LedgerError:

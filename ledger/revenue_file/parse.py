@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -231,20 +231,28 @@ def _read_csv(lines: Iterator[tuple[int, str]], first: tuple[int, str], problems
             yield row
 
 
+def json_lines(lines: Iterable[tuple[int, str]], problems: Problems, **options) -> Iterator[tuple[int, object]]:
+    """(number, decoded value) of the JSON lines in ``lines`` (``json.loads`` ``options``); blank lines are
+    skipped, a line that is not JSON becomes a problem (with the reason) and is skipped."""
+    for number, text in lines:
+        if not text.strip():
+            continue
+        try:
+            value = json.loads(text, **options)
+        except ValueError as err:  # JSONDecodeError, or an integer too long to convert (no .msg)
+            detail = f"{err.msg} at column {err.colno}" if isinstance(err, json.JSONDecodeError) else str(err)[:80]
+            problems.add(f"row {number}: not a JSON object ({detail})")
+            continue
+        yield number, value
+
+
 def _read_jsonl(lines: Iterator[tuple[int, str]], first: tuple[int, str], problems: Problems) -> Iterator[RawRow]:
     def chain_first():
         yield first
         yield from lines
 
-    for number, text in chain_first():
-        if not text.strip():
-            continue
-        try:
-            obj = json.loads(text, parse_float=_FractionalNumber, parse_constant=_FractionalNumber)
-        except ValueError as err:  # JSONDecodeError, or an integer too long to convert
-            detail = f"{err.msg} at column {err.colno}" if isinstance(err, json.JSONDecodeError) else str(err)[:80]
-            problems.add(f"row {number}: not a JSON object ({detail})")
-            continue
+    numbers = _FractionalNumber
+    for number, obj in json_lines(chain_first(), problems, parse_float=numbers, parse_constant=numbers):
         if not isinstance(obj, dict):
             problems.add(f"row {number}: expected a JSON object, got {type(obj).__name__}")
             continue

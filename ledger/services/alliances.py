@@ -13,8 +13,6 @@ party's signature, which the ledger checks through the Safe's ERC-1271 ``isValid
 
 from __future__ import annotations
 
-import json
-import os
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ from ledger.errors import InputError, LedgerError
 from ledger.models import Agreement, AgreementStatus, MEStatus, Terms, bytes32_to_text
 from ledger.money import BPS
 from ledger.names import check_new, shown
+from ledger.services.signed_files import SignedFiles
 from ledger.terms import MAX_BANDS, MAX_NESTING_DEPTH, MAX_PARTIES, MAX_RECOUP
 
 if TYPE_CHECKING:
@@ -36,23 +35,13 @@ APPROVAL = "approval"
 TERMINATION = "termination"
 
 
-class SignatureStore:
+class SignatureStore(SignedFiles):
     """``<folder>/<chain id>/<ledger address>/<agreement id hex>.json``: signatures by kind, version, ME."""
 
-    def __init__(self, folder: Path, chain_id: int, ledger: str):
-        self.folder = Path(folder) / str(chain_id) / ledger
+    what = "signature store"
 
     def _path(self, agreement_id: bytes) -> Path:
         return self.folder / f"{agreement_id.hex()}.json"
-
-    def _load(self, agreement_id: bytes) -> dict:
-        path = self._path(agreement_id)
-        if not path.exists():
-            return {}
-        try:
-            return json.loads(path.read_text())
-        except ValueError:
-            raise LedgerError(f"signature store {path} is unreadable; move it away and sign again") from None
 
     def get(self, agreement_id: bytes, kind: str, version: int) -> dict[int, bytes]:
         raw = self._load(agreement_id).get(kind, {}).get(str(version), {})
@@ -69,21 +58,10 @@ class SignatureStore:
         by_me[owner] = "0x" + signature.hex()
         self._write(agreement_id, data)
 
-    def _write(self, agreement_id: bytes, data: dict) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self._path(agreement_id)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
-
     def put(self, agreement_id: bytes, kind: str, version: int, me_id: int, signature: bytes) -> None:
         data = self._load(agreement_id)
         data.setdefault(kind, {}).setdefault(str(version), {})[str(me_id)] = "0x" + signature.hex()
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self._path(agreement_id)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
+        self._write(agreement_id, data)
 
 
 @dataclass(frozen=True)

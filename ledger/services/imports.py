@@ -31,7 +31,6 @@ skipped when its first version has exactly these terms, and refused otherwise.
 from __future__ import annotations
 
 import csv
-import json
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -43,7 +42,7 @@ from ledger.chain.transact import NonceTaken
 from ledger.errors import InputError, LedgerError
 from ledger.models import MEStatus, Terms, text_to_bytes32
 from ledger.money import BPS, AmountError, parse_amount
-from ledger.revenue_file.parse import Problems, numbered_lines
+from ledger.revenue_file.parse import Problems, json_lines, numbered_lines
 from ledger.terms import MAX_PARTIES, MIN_PARTIES
 
 ME_COLUMNS = ("name", "signer", "payout", "parent")
@@ -110,15 +109,7 @@ def _records(path: Path, columns: Sequence[str], required: Sequence[str], proble
     if first is None:
         raise InputError(f"{path}: the file is empty")
     if first[1].lstrip().startswith("{"):
-        for number, text in [first, *lines]:
-            if not text.strip():
-                continue
-            try:
-                record = json.loads(text)
-            except ValueError as err:  # JSONDecodeError, or an integer too long to convert (no .msg)
-                detail = f"{err.msg} at column {err.colno}" if isinstance(err, json.JSONDecodeError) else str(err)[:80]
-                problems.add(f"row {number}: not a JSON object ({detail})")
-                continue
+        for number, record in json_lines([first, *lines], problems):
             if not isinstance(record, dict):
                 problems.add(f"row {number}: not a JSON object")
                 continue
@@ -156,6 +147,23 @@ def _text(record: dict, key: str, row: int, problems: Problems, *, optional: boo
         problems.add(f"row {row}: {key} must be text")
         return None
     return value
+
+
+def _unknown_fields(record: dict, fields: Sequence[str], row: int, problems: Problems) -> bool:
+    """Whether ``record`` has fields other than ``fields`` (a problem naming them, then)."""
+    extra = sorted(set(record) - set(fields))
+    if extra:
+        problems.add(f"row {row}: unknown field {', '.join(extra)}; the fields are {', '.join(fields)}")
+    return bool(extra)
+
+
+def _new_name(record: dict, row: int, problems: Problems, kind: str) -> str | None:
+    """The row's ``name``, if it is one a new ``kind`` ("ME", "alliance") may take."""
+    name = _text(record, "name", row, problems)
+    if name is not None and (problem := name_problem(name, kind)):
+        problems.add(f"row {row}: name: {problem}")
+        return None
+    return name
 
 
 def _address(record: dict, key: str, row: int, problems: Problems, *, optional: bool = False) -> str | None:
@@ -259,14 +267,9 @@ def check_me_file(chain, path: Path) -> tuple[list[MERow], list[MERow]]:
     rows: list[MERow] = []
     first_row: dict[str, int] = {}
     for row, record in _records(path, ME_COLUMNS, ("name", "signer"), problems):
-        extra = sorted(set(record) - set(ME_COLUMNS))
-        if extra:
-            problems.add(f"row {row}: unknown field {', '.join(extra)}; the fields are {', '.join(ME_COLUMNS)}")
+        if _unknown_fields(record, ME_COLUMNS, row, problems):
             continue
-        name = _text(record, "name", row, problems)
-        if name is not None and (problem := name_problem(name, "ME")):
-            problems.add(f"row {row}: name: {problem}")
-            name = None
+        name = _new_name(record, row, problems, "ME")
         if name is not None:
             name = unicodedata.normalize("NFC", name)  # stored in NFC, as `me register` stores it
         signer = _address(record, "signer", row, problems)
@@ -421,14 +424,9 @@ def check_alliance_file(chain, path: Path, default_token: str | None, decimals_o
     parsed: list[tuple[int, str, str, str, list]] = []
     first_row: dict[str, int] = {}
     for row, record in _alliance_records(path, problems):
-        extra = sorted(set(record) - {"name", "token", "target", "parties"})
-        if extra:
-            problems.add(f"row {row}: unknown field {', '.join(extra)}; the fields are name, token, target, parties")
+        if _unknown_fields(record, ("name", "token", "target", "parties"), row, problems):
             continue
-        name = _text(record, "name", row, problems)
-        if name is not None and (problem := name_problem(name, "alliance")):
-            problems.add(f"row {row}: name: {problem}")
-            name = None
+        name = _new_name(record, row, problems, "alliance")
         token = _address(record, "token", row, problems, optional=True) if record.get("token") else default_token
         if token is None and not record.get("token"):
             problems.add(f"row {row}: token is missing and the deployment records none")

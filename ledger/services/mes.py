@@ -15,8 +15,6 @@ and the ledger checks it through the Safe's ERC-1271 ``isValidSignature``.
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,17 +23,17 @@ from ledger.chain import eip712
 from ledger.chain import safe as safe_lib
 from ledger.errors import InputError, LedgerError
 from ledger.models import ME
+from ledger.services.signed_files import SignedFiles
 
 if TYPE_CHECKING:
     from ledger.chain.reader import LedgerReader
     from ledger.chain.writer import LedgerWriter
 
 
-class ConsentStore:
+class ConsentStore(SignedFiles):
     """``<folder>/<chain id>/<ledger address>/me-<id>.json``: consents by nonce, payout and signer."""
 
-    def __init__(self, folder: Path, chain_id: int, ledger: str):
-        self.folder = Path(folder) / str(chain_id) / ledger
+    what = "consent store"
 
     def _path(self, me_id: int) -> Path:
         return self.folder / f"me-{me_id}.json"
@@ -43,15 +41,6 @@ class ConsentStore:
     @staticmethod
     def _key(update: Update) -> str:
         return f"{update.nonce}:{update.payout.lower()}:{update.signer.lower()}"
-
-    def _load(self, me_id: int) -> dict:
-        path = self._path(me_id)
-        if not path.exists():
-            return {}
-        try:
-            return json.loads(path.read_text())
-        except ValueError:
-            raise LedgerError(f"consent store {path} is unreadable; move it away and sign again") from None
 
     def get(self, update: Update) -> bytes | None:
         found = self._load(update.me.id).get(self._key(update))
@@ -70,13 +59,6 @@ class ConsentStore:
         data = self._load(update.me.id)
         data[self._key(update)] = "0x" + consent.hex()
         self._write(update.me.id, data)
-
-    def _write(self, me_id: int, data: dict) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self._path(me_id)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
 
 
 @dataclass(frozen=True)

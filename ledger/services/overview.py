@@ -9,8 +9,9 @@ tokens) in JSON-RPC batches at the block the logs were read to; and the settleme
 back from that block in growing windows only until the wanted number of transactions is found.
 Nothing here signs or sends anything.
 
-Amounts are ``int`` base units throughout; :meth:`Overview.as_dict` formats them exactly with the
-token's decimals (:func:`ledger.money.format_amount`, no floats).
+Amounts are ``int`` base units throughout. This module is the data and its reading; the presentation
+is :mod:`ledger.web`: the dashboard (:mod:`ledger.web.app`) and its JSON (:func:`ledger.web.api.overview_json`,
+amounts formatted exactly with the token's decimals by :func:`ledger.money.format_amount`, no floats).
 """
 
 from __future__ import annotations
@@ -32,23 +33,6 @@ STATUS_NAMES = {
     AgreementStatus.ACTIVE: "in force",
     AgreementStatus.TERMINATED: "terminated",
 }
-
-
-def percent(bps: int) -> str:
-    """Basis points as a percentage, exactly: 4000 -> '40%', 1250 -> '12.5%', 10001 -> '100.01%'."""
-    whole, rest = divmod(int(bps), 100)
-    return f"{whole}%" if rest == 0 else f"{whole}.{rest:02d}".rstrip("0") + "%"
-
-
-def grouped(amount: str) -> str:
-    """'1234567.500000' -> '1,234,567.500000' (digits only regrouped; the value is unchanged)."""
-    sign = "-" if amount.startswith("-") else ""
-    whole, dot, fraction = amount.lstrip("-").partition(".")
-    groups = []
-    while len(whole) > 3:
-        groups.insert(0, whole[-3:])
-        whole = whole[:-3]
-    return sign + ",".join([whole, *groups]) + dot + fraction
 
 
 @dataclass(frozen=True)
@@ -200,70 +184,6 @@ class Overview:
             t["credited"] += me.total
             t["owed"] += me.balance
         return out
-
-    def as_dict(self) -> dict:
-        """JSON-ready: amounts as exact decimal strings in token units and as base-unit strings."""
-
-        def money(amount: int, token: str) -> dict:
-            return {"amount": self.token(token).units(amount), "base_units": str(amount)}
-
-        return {
-            "chain_id": self.chain_id,
-            "ledger": self.ledger,
-            "blocks": {"from": self.from_block, "to": self.to_block},
-            "timestamp": self.timestamp,
-            "tokens": {a: {"symbol": t.symbol, "decimals": t.decimals} for a, t in self.tokens.items()},
-            "totals": {tok: {k: money(v, tok) for k, v in t.items()} for tok, t in self.totals().items()},
-            "alliances": [
-                {
-                    "name": a.name, "status": a.status, "active_version": a.active_version,
-                    "latest_version": a.latest_version, "shown_version": a.shown_version, "token": a.token,
-                    "symbol": self.token(a.token).symbol,
-                    "target": money(a.target, a.token) if a.target else None, "events": a.events,
-                    "bands": [money(t, a.token) for t in a.bands],
-                    "recoup": None if not a.recoup else {
-                        **money(a.recoup, a.token), "recouped": money(a.recouped, a.token),
-                        "progress": percent(a.recoup_progress_bps)},
-                    "parties": [
-                        {"me": p.me, "me_id": p.me_id, "share_bps": p.share_bps, "share": percent(p.share_bps),
-                         "excess_bps": p.excess_bps,
-                         "excess": None if p.excess_bps is None else percent(p.excess_bps),
-                         "band_bps": p.band_bps, "recoup_bps": p.recoup_bps, "alliance": p.alliance}
-                        for p in a.parties
-                    ],
-                    "periods": [
-                        {"period": p.period, "revenue": money(p.revenue, a.token), "closed": p.closed,
-                         "target": money(p.target, a.token) if p.target else None,
-                         "progress": None if p.progress_bps is None else percent(p.progress_bps),
-                         "recouped": money(p.recouped, a.token),
-                         "bands": [{"target": money(t, a.token), "progress": percent(bps)}
-                                   for t, bps in p.band_progress]}
-                        for p in a.periods
-                    ],
-                }
-                for a in self.alliances
-            ],
-            "mes": [
-                {"me": m.me, "me_id": m.me_id, "status": m.status, "token": m.token,
-                 "symbol": self.token(m.token).symbol, "total": money(m.total, m.token),
-                 "balance": money(m.balance, m.token), "debt": money(m.debt, m.token),
-                 "by_period": {str(p): money(v, m.token) for p, v in sorted(m.by_period.items())}}
-                for m in self.mes
-            ],
-            "periods": self.periods,
-            "runs": [
-                {"tx": r.tx, "block": r.block, "timestamp": r.timestamp, "alliances": r.alliances, "events": r.events,
-                 "amounts": [{**money(v, tok), "token": tok, "symbol": self.token(tok).symbol}
-                             for tok, v in r.amounts.items()]}
-                for r in self.runs
-            ],
-            "audit": None if self.audit is None else {
-                "result": "error" if self.audit.clean is None else "clean" if self.audit.clean else "findings",
-                "findings": self.audit.findings, "by_kind": self.audit.by_kind,
-                "blocks": {"from": self.audit.from_block, "to": self.audit.to_block},
-                "error": self.audit.error,
-            },
-        }  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------

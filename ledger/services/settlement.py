@@ -563,6 +563,9 @@ class Settler:
         Retryable reasons (another run moved the cursor or spent the allowance) re-read the chain and
         settle the rest; any other is reported after every other alliance has been settled, so one
         alliance's failure neither stops nor hides another's.
+
+        The jobs: :class:`_AllianceProgress` plans an alliance's next batch (:func:`_batch_calldata`
+        encodes it), :class:`_PipelinedSend` sends and pipelines, :class:`_Tally` records what landed.
         """
         budget = min(self.batch_gas, self._block_gas_limit() // 2)
         if hasattr(self.finance, "pipeline"):  # the finance role held by a Safe: one Safe transaction per batch
@@ -570,131 +573,8 @@ class Settler:
         else:
             pipeline = self.chain.pipeline(self.finance, self.window)
         keep = bool(getattr(self.chain.policy, "confirmations", 0))  # receipts kept for the reorg check
-        queue = deque(_AllianceProgress(item) for item in work)
-        failures: list[ContractRevert] = []
-
-        def landed_batches(done_list) -> None:
-            for done in done_list:
-                run, batch, first_seq, data = done.key
-                run.inflight -= 1
-                if done.ok:
-                    run.ours.update(e.reference for e in batch)
-                    token = run.item.agreement.token
-                    if batch[0].reverses is not None:
-                        amount = 0
-                        summary.reversals += len(batch)
-                        summary.reversed[token] = summary.reversed.get(token, 0) + sum(e.amount for e in batch)
-                    else:
-                        amount = sum(e.amount for e in batch)
-                    summary.settled += len(batch)
-                    summary.batches += 1
-                    summary.gas_used += done.receipt.gas_used
-                    summary.moved[token] = summary.moved.get(token, 0) + amount
-                    if keep:
-                        landed.append(Landed(done.receipt, batch, token))
-                    if progress:
-                        progress(len(batch))
-                elif run.failed is None or first_seq < run.failed[0]:
-                    run.failed = (first_seq, data, done)
-                if run.inflight == 0 and run.failed is not None:
-                    resolve(run)
-
-        def resolve(run: _AllianceProgress) -> None:
-            """The run's first failed batch: why, and whether to carry on."""
-            first_seq, data, done = run.failed
-            run.failed, run.unsent, run.pos = None, [], 0
-            if done.receipt is None:  # never mined: its nonce went to another transaction
-                err = ContractRevert("NonceTaken", {}, "the transaction's nonce was used by another one")
-            elif done.receipt.gas_used >= done.gas_limit:
-                err = ContractRevert("OutOfGas", {}, f"batch at seq {first_seq} ran out of gas")
-                run.gas_factor *= 2
-            else:
-                try:
-                    self.chain.simulate(self.finance.address, data)
-                    err = ContractRevert("Reverted", {}, f"batch at seq {first_seq} reverted (transaction "
-                                         f"{done.receipt.tx_hash}); it would pass now")  # fmt: skip
-                except ContractRevert as reason:
-                    err = reason
-            if err.name in RETRYABLE + ("NonceTaken", "OutOfGas", "Reverted") and run.retries < MAX_CONFLICT_RETRIES:
-                run.retries += 1
-                summary.retries += 1
-                run.resync = err.name
-                if not run.queued:
-                    run.queued = True
-                    queue.append(run)
-            else:
-                failures.append(_in_alliance(run.item.agreement.name, err))
-
-        while queue or pipeline.inflight:
-            if not queue:
-                landed_batches(pipeline.poll(wait=True))
-                continue
-            run = queue[0]
-            if run.failed is not None:
-                # Wait for this alliance's batches in flight before deciding anything about it.
-                if len(queue) > 1:
-                    queue.rotate(-1)
-                else:
-                    landed_batches(pipeline.poll(wait=True))
-                continue
-            if run.resync:
-                self._resync(run, summary, pipeline)
-            if run.unsent is None:
-                run.start(self.batch_size or batch_size_for(run.item.parties_reached, budget))
-            if run.pos >= len(run.unsent):
-                queue.popleft().queued = False
-                continue
-            batch = _one_kind(run.unsent[run.pos : run.pos + run.size])
-            refs, entries = [text_to_bytes32(e.reference) for e in batch], [e.entry for e in batch]
-            version = run.item.agreement.active_version
-            if batch[0].reverses is None and run.item.terms.nested:
-                data = self.chain.settle_nested_data(
-                    run.agreement_id, version, run.cursor, run.item.terms, refs, entries, run.item.inner
-                )
-            elif batch[0].reverses is None:
-                data = self.chain.settle_data(run.agreement_id, version, run.cursor, run.item.terms, refs, entries)
-            else:
-                originals = [text_to_bytes32(e.reverses) for e in batch]
-                data = self.chain.reverse_data(
-                    run.agreement_id, version, run.cursor, run.item.terms, refs, entries, originals
-                )
-            if run.simulate:  # the alliance's first batch of this round: refuse before sending
-                run.simulate = False
-                try:
-                    self.chain.simulate(self.finance.address, data)
-                except ContractRevert as err:
-                    if err.name in RETRYABLE and run.retries < MAX_CONFLICT_RETRIES:
-                        run.retries += 1
-                        summary.retries += 1
-                        run.resync = err.name
-                    else:
-                        failures.append(_in_alliance(run.item.agreement.name, err))
-                        queue.popleft().queued = False
-                    continue
-            gas = batch_gas_limit(len(batch), run.item.parties_reached, run.gas_factor)
-            try:
-                done = pipeline.submit((run, batch, run.cursor, data), self.chain.address, data, gas)
-            except NonceTaken:
-                # Another process used this account's nonce: let ours land, then re-read everything.
-                landed_batches(pipeline.drain())
-                pipeline.reset_nonce()
-                if run.retries >= MAX_CONFLICT_RETRIES:
-                    raise
-                run.retries += 1
-                summary.retries += 1
-                run.resync = "NonceTaken"
-                continue
-            run.inflight += 1
-            run.cursor += len(batch)
-            run.pos += len(batch)
-            landed_batches(done)
-        if failures:
-            if len(failures) == 1:
-                raise failures[0]
-            raise LedgerError(
-                f"{len(failures)} alliances could not be settled (every other one was): "
-                + "; ".join(str(err) for err in failures)
-            )
+        tally = _Tally(summary, progress, landed if keep else None)
+        _PipelinedSend(self, pipeline, tally, budget).send(work)
 
     def _block_gas_limit(self) -> int:
         try:
@@ -702,30 +582,31 @@ class Settler:
         except (LedgerError, AttributeError, KeyError):
             return 30_000_000
 
-    def _resync(self, run: _AllianceProgress, summary: Summary, pipeline) -> None:
+    def _resync(self, alliance: _AllianceProgress, summary: Summary) -> None:
         """After a refusal: read the cursor, then what is settled, and keep only what is still to do."""
-        reason, run.resync = run.resync, None
+        reason, alliance.resync = alliance.resync, None
         if reason == "ERC20InsufficientAllowance":
             # Another run with the same finance account spent the allowance this run approved (approve
             # sets, it does not add): raise it by what this alliance still needs.
-            token = run.item.agreement.token
+            token = alliance.item.agreement.token
             have = self.chain.allowance(token, self.finance.address)
-            outstanding = sum(e.amount for e in run.outstanding() if e.reverses is None)
+            outstanding = sum(e.amount for e in alliance.outstanding() if e.reverses is None)
             self.chain.ensure_allowance(token, self.finance, have + outstanding)
-        agreement = self.chain.agreement(run.agreement_id)  # first the cursor, then the logs
-        outstanding = run.outstanding()
-        settled = self.settled_among([e.reference for e in outstanding], {run.agreement_id: agreement.next_seq})
+        agreement = self.chain.agreement(alliance.agreement_id)  # first the cursor, then the logs
+        outstanding = alliance.outstanding()
+        settled = self.settled_among([e.reference for e in outstanding], {alliance.agreement_id: agreement.next_seq})
         remaining = [e for e in outstanding if e.reference not in settled]
         summary.skipped += len(outstanding) - len(remaining)
         # What others settled is counted once: it leaves this run's events for good.
-        run.events = [e for e in run.events if e.reference in run.ours] + remaining
-        run.cursor = agreement.next_seq
-        run.unsent, run.pos = remaining, 0
-        run.simulate = True
+        alliance.events = [e for e in alliance.events if e.reference in alliance.ours] + remaining
+        alliance.cursor = agreement.next_seq
+        alliance.unsent, alliance.pos = remaining, 0
+        alliance.simulate = True
 
 
 class _AllianceProgress:
-    """One alliance's progress through :meth:`Settler._send`."""
+    """One alliance's progress through :meth:`Settler._send`: what is sent, in flight, landed; which
+    batch comes next."""
 
     def __init__(self, item: AllianceWork):
         self.item = item
@@ -751,6 +632,207 @@ class _AllianceProgress:
 
     def outstanding(self) -> list[RevenueEvent]:
         return [e for e in self.events if e.reference not in self.ours]
+
+    def done(self) -> bool:
+        """Every event of this round is sent."""
+        return self.pos >= len(self.unsent)
+
+    def next_batch(self) -> list[RevenueEvent]:
+        """The next batch: up to ``size`` unsent events, of one kind."""
+        return _one_kind(self.unsent[self.pos : self.pos + self.size])
+
+    def sent(self, batch: list[RevenueEvent]) -> None:
+        """``batch`` is in flight at the cursor: the next one goes after it."""
+        self.inflight += 1
+        self.cursor += len(batch)
+        self.pos += len(batch)
+
+    def landed(self, batch: list[RevenueEvent]) -> None:
+        self.ours.update(e.reference for e in batch)
+
+    def failed_at(self, first_seq: int, data, done) -> None:
+        """Keep the earliest failed batch: the ones after it failed because it did."""
+        if self.failed is None or first_seq < self.failed[0]:
+            self.failed = (first_seq, data, done)
+
+
+def _batch_calldata(chain, alliance: _AllianceProgress, batch: list[RevenueEvent]):
+    """The call that settles ``batch`` (revenue, nested revenue or reversals) at the alliance's cursor."""
+    refs, entries = [text_to_bytes32(e.reference) for e in batch], [e.entry for e in batch]
+    item = alliance.item
+    version = item.agreement.active_version
+    if batch[0].reverses is None and item.terms.nested:
+        return chain.settle_nested_data(
+            alliance.agreement_id, version, alliance.cursor, item.terms, refs, entries, item.inner
+        )
+    if batch[0].reverses is None:
+        return chain.settle_data(alliance.agreement_id, version, alliance.cursor, item.terms, refs, entries)
+    originals = [text_to_bytes32(e.reverses) for e in batch]
+    return chain.reverse_data(alliance.agreement_id, version, alliance.cursor, item.terms, refs, entries, originals)
+
+
+class _Tally:
+    """Records what lands: the summary's counts and sums, the receipts kept for the reorganisation check
+    (``landed``, None when none are kept) and the caller's ``progress`` callback."""
+
+    def __init__(self, summary: Summary, progress: Callable[[int], None] | None, landed: list[Landed] | None):
+        self.summary = summary
+        self.progress = progress
+        self.landed = landed
+
+    def batch_landed(self, token: str, batch: list[RevenueEvent], receipt) -> None:
+        summary = self.summary
+        if batch[0].reverses is not None:
+            amount = 0
+            summary.reversals += len(batch)
+            summary.reversed[token] = summary.reversed.get(token, 0) + sum(e.amount for e in batch)
+        else:
+            amount = sum(e.amount for e in batch)
+        summary.settled += len(batch)
+        summary.batches += 1
+        summary.gas_used += receipt.gas_used
+        summary.moved[token] = summary.moved.get(token, 0) + amount
+        if self.landed is not None:
+            self.landed.append(Landed(receipt, batch, token))
+        if self.progress:
+            self.progress(len(batch))
+
+    def retried(self) -> None:
+        self.summary.retries += 1
+
+
+class _PipelinedSend:
+    """One pass of :meth:`Settler._send`: the alliances take turns in a queue, each sending its next batch
+    into the pipeline; what the pipeline reports done is recorded, a failure resolved once nothing of its
+    alliance is in flight."""
+
+    def __init__(self, settler: Settler, pipeline, tally: _Tally, budget: int):
+        self.settler = settler
+        self.chain = settler.chain
+        self.pipeline = pipeline
+        self.tally = tally
+        self.budget = budget
+        self.queue: deque[_AllianceProgress] = deque()
+        self.failures: list[ContractRevert] = []
+
+    def send(self, work: list[AllianceWork]) -> None:
+        queue = self.queue
+        queue.extend(_AllianceProgress(item) for item in work)
+        while queue or self.pipeline.inflight:
+            if not queue:
+                self._collect(self.pipeline.poll(wait=True))
+                continue
+            alliance = queue[0]
+            if alliance.failed is not None:
+                # Wait for this alliance's batches in flight before deciding anything about it.
+                if len(queue) > 1:
+                    queue.rotate(-1)
+                else:
+                    self._collect(self.pipeline.poll(wait=True))
+                continue
+            self._next(alliance)
+        self._raise_failures()
+
+    def _next(self, alliance: _AllianceProgress) -> None:
+        """Send the alliance at the head of the queue its next batch (or take it off the queue)."""
+        if alliance.resync:
+            self.settler._resync(alliance, self.tally.summary)
+        if alliance.unsent is None:
+            alliance.start(self.settler.batch_size or batch_size_for(alliance.item.parties_reached, self.budget))
+        if alliance.done():
+            self.queue.popleft().queued = False
+            return
+        batch = alliance.next_batch()
+        data = _batch_calldata(self.chain, alliance, batch)
+        if alliance.simulate and not self._passes_first(alliance, data):
+            return
+        self._submit(alliance, batch, data)
+
+    def _passes_first(self, alliance: _AllianceProgress, data) -> bool:
+        """The alliance's first batch of this round: refuse before sending."""
+        alliance.simulate = False
+        try:
+            self.chain.simulate(self.settler.finance.address, data)
+        except ContractRevert as err:
+            if err.name in RETRYABLE and alliance.retries < MAX_CONFLICT_RETRIES:
+                self._retry(alliance, err.name)
+            else:
+                self.failures.append(_in_alliance(alliance.item.agreement.name, err))
+                self.queue.popleft().queued = False
+            return False
+        return True
+
+    def _submit(self, alliance: _AllianceProgress, batch: list[RevenueEvent], data) -> None:
+        gas = batch_gas_limit(len(batch), alliance.item.parties_reached, alliance.gas_factor)
+        try:
+            done = self.pipeline.submit((alliance, batch, alliance.cursor, data), self.chain.address, data, gas)
+        except NonceTaken:
+            # Another process used this account's nonce: let ours land, then re-read everything.
+            self._collect(self.pipeline.drain())
+            self.pipeline.reset_nonce()
+            if alliance.retries >= MAX_CONFLICT_RETRIES:
+                raise
+            self._retry(alliance, "NonceTaken")
+            return
+        alliance.sent(batch)
+        self._collect(done)
+
+    def _retry(self, alliance: _AllianceProgress, reason: str) -> None:
+        """Read the chain again before the alliance's next batch."""
+        alliance.retries += 1
+        self.tally.retried()
+        alliance.resync = reason
+
+    def _collect(self, done_list) -> None:
+        """Record the batches the pipeline reports done; resolve an alliance's failure once it has
+        nothing in flight."""
+        for done in done_list:
+            alliance, batch, first_seq, data = done.key
+            alliance.inflight -= 1
+            if done.ok:
+                alliance.landed(batch)
+                self.tally.batch_landed(alliance.item.agreement.token, batch, done.receipt)
+            else:
+                alliance.failed_at(first_seq, data, done)
+            if alliance.inflight == 0 and alliance.failed is not None:
+                self._resolve(alliance)
+
+    def _resolve(self, alliance: _AllianceProgress) -> None:
+        """The alliance's first failed batch: why, and whether to carry on."""
+        first_seq, data, done = alliance.failed
+        alliance.failed, alliance.unsent, alliance.pos = None, [], 0
+        err = self._why(alliance, first_seq, data, done)
+        if err.name in RETRYABLE + ("NonceTaken", "OutOfGas", "Reverted") and alliance.retries < MAX_CONFLICT_RETRIES:
+            self._retry(alliance, err.name)
+            if not alliance.queued:
+                alliance.queued = True
+                self.queue.append(alliance)
+        else:
+            self.failures.append(_in_alliance(alliance.item.agreement.name, err))
+
+    def _why(self, alliance: _AllianceProgress, first_seq: int, data, done) -> ContractRevert:
+        """Why a batch failed; a batch that ran out of gas is sent with twice the limit next time."""
+        if done.receipt is None:  # never mined: its nonce went to another transaction
+            return ContractRevert("NonceTaken", {}, "the transaction's nonce was used by another one")
+        if done.receipt.gas_used >= done.gas_limit:
+            alliance.gas_factor *= 2
+            return ContractRevert("OutOfGas", {}, f"batch at seq {first_seq} ran out of gas")
+        try:
+            self.chain.simulate(self.settler.finance.address, data)
+        except ContractRevert as reason:
+            return reason
+        return ContractRevert("Reverted", {}, f"batch at seq {first_seq} reverted (transaction "
+                              f"{done.receipt.tx_hash}); it would pass now")  # fmt: skip
+
+    def _raise_failures(self) -> None:
+        failures = self.failures
+        if failures:
+            if len(failures) == 1:
+                raise failures[0]
+            raise LedgerError(
+                f"{len(failures)} alliances could not be settled (every other one was): "
+                + "; ".join(str(err) for err in failures)
+            )
 
 
 def _reachable(terms: Terms, reached: dict) -> Iterator[bytes]:

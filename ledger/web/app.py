@@ -13,10 +13,11 @@ from datetime import UTC, datetime
 
 from flask import Flask, Response, jsonify, render_template
 
-from ledger.money import BPS
+from ledger.money import BPS, grouped, percent
 from ledger.names import shown
-from ledger.services.overview import Overview, grouped, percent
+from ledger.services.overview import Overview
 from ledger.web import html_name
+from ledger.web.api import overview_json
 from ledger.web.charts import axis_label, bar_chart
 
 PERIOD_COLUMNS = 6  # the ME table shows the latest periods; the JSON has every one
@@ -51,7 +52,7 @@ def create_app(load: Callable[[], Overview], *, refresh: int = 30) -> Flask:
             overview = load()
         except Exception as err:  # noqa: BLE001
             return jsonify({"error": _one_line(err)}), 503
-        return jsonify(overview.as_dict())
+        return jsonify(overview_json(overview))
 
     return app
 

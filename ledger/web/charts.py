@@ -111,8 +111,7 @@ def bar_chart(
 
 def axis_label(decimals: int) -> Callable[[int], str]:
     """Base units -> a short exact axis label: 40000000000 at 6 decimals -> '40,000'."""
-    from ledger.money import format_amount
-    from ledger.services.overview import grouped
+    from ledger.money import format_amount, grouped
 
     def show(units: int) -> str:
         text = format_amount(units, decimals)

@@ -15,9 +15,8 @@ from datetime import UTC, datetime
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from ledger.money import format_amount
+from ledger.money import format_amount, grouped
 from ledger.names import shown
-from ledger.services.overview import grouped
 from ledger.terms import tier_label  # noqa: E402 - the tier words have one owner
 from ledger.web import html_name
 from ledger.web.charts import axis_label, bar_chart

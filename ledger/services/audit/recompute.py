@@ -177,6 +177,8 @@ def recompute_runs(
     revenue_of,
     recouped_of=None,
     recouped: int = 0,
+    *,
+    reversal: bool = False,
 ) -> tuple[list[_RecomputedRun], dict[int, int]]:
     """Split a batch's events with the documented rule, run by run of consecutive same-period events.
 
@@ -184,33 +186,22 @@ def recompute_runs(
     part, ``recouped`` the agreement's recouped total. Per event the rule is
     ``credit_i = floor((o + a*S_i)/B) - floor((o + a*S_(i-1))/B)`` for each tier part ``a``; a run's
     credits are the sums of its events' credits. Returns the runs and each period's revenue after them
-    (:func:`recompute_batch` also returns the recouped state)."""
+    (:func:`recompute_batch` also returns the recouped state). ``reversal``: the batch is reversals
+    (:func:`recompute_reversal_runs`)."""
     runs, revenue, _, _ = recompute_batch(
-        agreement_id, version, terms, first_seq, entries, revenue_of, recouped_of or (lambda _: 0), recouped
-    )
+        agreement_id, version, terms, first_seq, entries, revenue_of, recouped_of or (lambda _: 0), recouped,
+        reversal=reversal,
+    )  # fmt: skip
     return runs, revenue
 
 
-def recompute_reversal_runs(
-    agreement_id: bytes,
-    version: int,
-    terms: _Terms,
-    first_seq: int,
-    entries: list[int],
-    revenue_of,
-    recouped_of=None,
-    recouped: int = 0,
-) -> tuple[list[_RecomputedRun], dict[int, int]]:
+def recompute_reversal_runs(*args, **kwargs) -> tuple[list[_RecomputedRun], dict[int, int]]:
     """Split a batch of reversals with the documented rule, run by run: a reversal of ``x`` unwinds the
     period's banded revenue from the top (a target ``T``'s band first: with one band ``min(x, max(0, R -
     T))`` by the excess table), then the period's recouped part, the rest by the base table (same rounding
     as credits, the reversal's own sequence number); the period's revenue becomes ``R - min(x, R)``.
-    Written out here, apart from ``ledger.money``, on purpose."""
-    runs, revenue, _, _ = recompute_batch(
-        agreement_id, version, terms, first_seq, entries, revenue_of, recouped_of or (lambda _: 0), recouped,
-        reversal=True,
-    )  # fmt: skip
-    return runs, revenue
+    Written out here, apart from ``ledger.money``, on purpose. The arguments are :func:`recompute_runs`'s."""
+    return recompute_runs(*args, reversal=True, **kwargs)
 
 
 def recompute_batch(

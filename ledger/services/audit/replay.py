@@ -659,12 +659,22 @@ class Auditor(ConservationChecks):
         return run, terms, logged, name
 
     def _credited(self, log: Log) -> None:
-        found = self._run_of(log, debit=False)
+        self._booked(log, debit=False)
+
+    def _debited(self, log: Log) -> None:
+        self._booked(log, debit=True)
+
+    def _booked(self, log: Log, debit: bool) -> None:
+        """A run of credits or debits: checked against its recomputation (:meth:`_run_of`), then booked."""
+        found = self._run_of(log, debit=debit)
         if found is None:
             return
         run, terms, logged, name = found
+        book = self._book_debits if debit else self._book_credits
+        book(log, run, terms, logged, name, self._token(terms.token))
+
+    def _book_credits(self, log: Log, run, terms, logged, name: str, totals) -> None:
         token = terms.token
-        totals = self._token(token)
         credited, payouts = self.credited, self.payouts
         nested = terms.nested_parties
         names = terms.tier_names
@@ -734,13 +744,8 @@ class Auditor(ConservationChecks):
         self.nested_logged.clear()
         self.tx_batches.clear()
 
-    def _debited(self, log: Log) -> None:
-        found = self._run_of(log, debit=True)
-        if found is None:
-            return
-        run, terms, logged, name = found
+    def _book_debits(self, log: Log, run, terms, logged, name: str, totals) -> None:
         token = terms.token
-        totals = self._token(token)
         for i, me_id in enumerate(terms.parties):
             debit = sum(tier[i] for tier in logged)
             totals.debited += debit
