@@ -1661,7 +1661,11 @@ contract LedgerHandler {
             terms.recoup = uint128(bound(r >> 2, 1, r % 4 == 0 ? 100 : r % 4 == 1 ? 1e5 : r % 4 == 2 ? 1e9 : 1e13));
             terms.recoupShares = _shares(uint256(keccak256(abi.encode(seed, "recoupShares"))), n);
         }
-        if ((shape >> 16) % 3 == 0) terms.nested = _newNesting(shape >> 24, terms, self, anyNesting);
+        if ((shape >> 16) % 3 == 0) {
+            terms.nested = _newNesting(shape >> 24, terms, self, anyNesting);
+            // Nested terms without a nested party (nothing to nest in yet) only one time in four.
+            if (!_anyNested(terms.nested) && (shape >> 20) % 4 != 0) delete terms.nested;
+        }
     }
 
     /// @dev One entry per party: one or two parties nested, each in an existing agreement (other than
@@ -1719,6 +1723,13 @@ contract LedgerHandler {
         nested[i] = candidate;
         if (flags & 2 != 0 || _nestingError(self, nested) == bytes4(0)) return true;
         nested[i] = bytes32(0);
+        return false;
+    }
+
+    function _anyNested(bytes32[] memory nested) internal pure returns (bool) {
+        for (uint256 i; i < nested.length; ++i) {
+            if (nested[i] != bytes32(0)) return true;
+        }
         return false;
     }
 
@@ -1885,15 +1896,29 @@ contract LedgerHandler {
         return false;
     }
 
-    /// @dev A period for an event: seven times in eight an open one (if any), otherwise any of the four.
+    /// @dev A period for an event: seven times in eight an open one (if any; open in the inner alliances
+    /// in force too, if there is one), otherwise any of the four.
     function _period(bytes32 id, uint256 seed) internal view returns (uint32) {
         uint32 p = uint32(bound(seed, 1, PERIODS));
         if (seed >> 128 & 7 == 0) return p;
+        uint32 open;
         for (uint32 i; i < PERIODS; ++i) {
             uint32 q = (p + i - 1) % PERIODS + 1;
-            if (!periodClosed[id][q]) return q;
+            if (periodClosed[id][q]) continue;
+            if (_openBelow(id, q, 0)) return q;
+            if (open == 0) open = q;
         }
-        return p;
+        return open != 0 ? open : p;
+    }
+
+    /// @dev Whether every inner alliance in force below `id` has `period` open.
+    function _openBelow(bytes32 id, uint32 period, uint256 depth) internal view returns (bool) {
+        if (depth > MAX_NESTING_DEPTH) return true;
+        bytes32[] storage inner = _inner[id];
+        for (uint256 j; j < inner.length; ++j) {
+            if (periodClosed[inner[j]][period] || !_openBelow(inner[j], period, depth + 1)) return false;
+        }
+        return true;
     }
 
     function _openPeriod(bytes32 id) internal view returns (uint32) {
