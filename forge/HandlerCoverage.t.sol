@@ -10,7 +10,7 @@ import {LedgerHandler} from "./handlers/LedgerHandler.sol";
 /// action of the campaign, settlement and reversals drawn twice as often) and requires every kind of call
 /// to have been accepted at least once, every check to pass after each sequence, and no violation.
 contract HandlerCoverage is Test {
-    string[15] internal kinds = [
+    string[22] internal kinds = [
         "registerME",
         "registerMEs",
         "updateME",
@@ -25,11 +25,18 @@ contract HandlerCoverage is Test {
         "settleReversals",
         "closePeriod",
         "withdraw",
-        "payout"
+        "payout",
+        "settleNested",
+        "nestedForward",
+        "settleBanded",
+        "settleRecoup",
+        "reverseBanded",
+        "reverseRecoup",
+        "nestingRefused"
     ];
 
     function test_a_fixed_walk_gets_every_kind_of_call_accepted_and_keeps_every_invariant() public {
-        uint256[15] memory total;
+        uint256[22] memory total;
         for (uint256 run; run < 12; ++run) {
             LedgerHandler h = new LedgerHandler();
             for (uint256 i = run * 1000; i < run * 1000 + 250; ++i) {
@@ -52,7 +59,7 @@ contract HandlerCoverage is Test {
         }
     }
 
-    function _step(LedgerHandler h, uint256 i) internal {
+    function _step(LedgerHandler h, uint256 i) internal virtual {
         uint256 r = uint256(keccak256(abi.encode(i)));
         uint256 a = uint256(keccak256(abi.encode(i, 1)));
         uint256 b = uint256(keccak256(abi.encode(i, 2)));

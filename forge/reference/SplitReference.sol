@@ -43,72 +43,13 @@ library SplitReference {
         base = amount < room ? amount : room;
         excess = amount - base;
     }
-
-    /// @notice The part of a reversal of `amount` debited by the base table and the part debited by the
-    /// excess table (docs/reversals.md): a reversal un-books the top of the period's revenue, so
-    /// above = min(x, max(0, R - T)) (0 without a target) goes by the excess table, the rest by the base.
-    function reversalParts(uint256 periodRevenue, uint256 amount, uint256 target)
-        internal
-        pure
-        returns (uint256 base, uint256 excess)
-    {
-        if (target != 0 && periodRevenue > target) {
-            excess = periodRevenue - target;
-            if (excess > amount) excess = amount;
-        }
-        base = amount - excess;
-    }
-
-    /// @notice What one event credits each party: base and excess parts split with the same offset.
-    function splitEvent(
-        uint256 seq,
-        uint256 amount,
-        uint256 periodRevenue,
-        uint16[] memory shares,
-        uint256 target,
-        uint16[] memory excessShares
-    ) internal pure returns (uint256[] memory credits) {
-        (uint256 base, uint256 excess) = tierParts(periodRevenue, amount, target);
-        credits = splitParts(seq, base, excess, shares, excessShares);
-    }
-
-    /// @notice What one reversal debits each party: its base and excess parts (see `reversalParts`)
-    /// split with the reversal's own offset.
-    function splitReversal(
-        uint256 seq,
-        uint256 amount,
-        uint256 periodRevenue,
-        uint16[] memory shares,
-        uint256 target,
-        uint16[] memory excessShares
-    ) internal pure returns (uint256[] memory debits) {
-        (uint256 base, uint256 excess) = reversalParts(periodRevenue, amount, target);
-        debits = splitParts(seq, base, excess, shares, excessShares);
-    }
-
-    function splitParts(uint256 seq, uint256 base, uint256 excess, uint16[] memory shares, uint16[] memory excessShares)
-        internal
-        pure
-        returns (uint256[] memory amounts)
-    {
-        uint256 offset = offsetOf(seq);
-        amounts = new uint256[](shares.length);
-        if (base != 0) {
-            uint256[] memory b = split(base, shares, offset);
-            for (uint256 i = 0; i < b.length; i++) amounts[i] += b[i];
-        }
-        if (excess != 0) {
-            uint256[] memory e = split(excess, excessShares, offset);
-            for (uint256 i = 0; i < e.length; i++) amounts[i] += e[i];
-        }
-    }
 }
 
 /// @title ShapesReference
 /// @notice An intentionally independent, plain statement of the extended rounding rule of issue 18 (bands,
 /// recoup first), written from {IAllianceLedger}'s NatSpec and not from the contract: each tier's part is
 /// the overlap of the event's interval of banded revenue with the tier's interval (no cursor), one event
-/// at a time, checked arithmetic. The shapes fuzz tests hold the contract to it.
+/// at a time, checked arithmetic. The shapes fuzz tests and the invariant handler hold the contract to it.
 library ShapesReference {
     /// @notice The terms as plain arrays: base table, band targets and tables, recoup amount and table.
     struct Shape {
@@ -165,12 +106,7 @@ library ShapesReference {
             rest -= parts[0];
         }
         uint256 banded = st.periodRevenue - st.periodRecouped;
-        for (uint256 j = 0; j <= s.targets.length; j++) {
-            (uint256 low, uint256 high) = tierInterval(s, j);
-            uint256 start = _max(banded, low);
-            uint256 end = _min(banded + rest, high);
-            if (end > start) parts[1 + j] = end - start;
-        }
+        _bandedParts(s, banded, banded + rest, parts);
         next.periodRevenue = st.periodRevenue + amount;
         next.periodRecouped = st.periodRecouped + parts[0];
         next.recouped = st.recouped + parts[0];
@@ -184,12 +120,7 @@ library ShapesReference {
     {
         uint256[] memory parts;
         (parts, next) = eventParts(s, st, amount);
-        uint256 offset = SplitReference.offsetOf(seq);
-        credits = new uint256[](s.shares.length);
-        _add(credits, parts[0], s.recoupShares, offset);
-        for (uint256 j = 0; j <= s.targets.length; j++) {
-            _add(credits, parts[1 + j], tierTable(s, j), offset);
-        }
+        credits = splitParts(s, parts, seq);
     }
 
     /// @notice Each tier's part of one reversal (index 0: recoup tier; 1 + j: banded tier j): the banded
@@ -203,12 +134,7 @@ library ShapesReference {
         parts = new uint256[](s.targets.length + 2);
         uint256 banded = st.periodRevenue - st.periodRecouped;
         uint256 fromBanded = _min(amount, banded);
-        for (uint256 j = 0; j <= s.targets.length; j++) {
-            (uint256 low, uint256 high) = tierInterval(s, j);
-            uint256 start = _max(banded - fromBanded, low);
-            uint256 end = _min(banded, high);
-            if (end > start) parts[1 + j] = end - start;
-        }
+        _bandedParts(s, banded - fromBanded, banded, parts);
         uint256 rest = amount - fromBanded;
         uint256 fromRecouped = _min(rest, st.periodRecouped);
         if (s.recoup != 0) parts[0] = fromRecouped;
@@ -229,11 +155,31 @@ library ShapesReference {
     {
         uint256[] memory parts;
         (parts, next) = reversalParts(s, st, amount);
+        debits = splitParts(s, parts, seq);
+    }
+
+    /// @notice Each party's amount of the tier parts `parts` (as `eventParts` and `reversalParts` give
+    /// them) of the event or reversal `seq`: each part split by its tier's table with the one offset.
+    function splitParts(Shape memory s, uint256[] memory parts, uint256 seq)
+        internal
+        pure
+        returns (uint256[] memory amounts)
+    {
         uint256 offset = SplitReference.offsetOf(seq);
-        debits = new uint256[](s.shares.length);
-        _add(debits, parts[0], s.recoupShares, offset);
+        amounts = new uint256[](s.shares.length);
+        _add(amounts, parts[0], s.recoupShares, offset);
         for (uint256 j = 0; j <= s.targets.length; j++) {
-            _add(debits, parts[1 + j], tierTable(s, j), offset);
+            _add(amounts, parts[1 + j], tierTable(s, j), offset);
+        }
+    }
+
+    /// @dev The banded interval [from, to) cut along the tiers: parts[1 + j] = its overlap with tier j.
+    function _bandedParts(Shape memory s, uint256 from, uint256 to, uint256[] memory parts) private pure {
+        for (uint256 j = 0; j <= s.targets.length; j++) {
+            (uint256 low, uint256 high) = tierInterval(s, j);
+            uint256 start = _max(from, low);
+            uint256 end = _min(to, high);
+            if (end > start) parts[1 + j] = end - start;
         }
     }
 }
