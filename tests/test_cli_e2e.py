@@ -22,7 +22,7 @@ import pytest
 
 from ledger.chain.node import rpc
 
-from .cli_support import InProcessCLI, LedgerCLI, free_port, write_csv
+from .cli_support import InProcessCLI, LedgerCLI, RpcProxy, free_port, write_csv
 
 pytestmark = pytest.mark.http_node("runs `ledger chain up` and the CLI as subprocesses")
 
@@ -250,6 +250,18 @@ def test_a_bad_file_lists_every_problem_by_row_and_settles_nothing(cli, tmp_path
     cli.fails("settle", str(tmp_path / "missing.csv"), code=2, contains="does not exist")
 
 
+class PacedSends(RpcProxy):
+    """Forwards everything, each transaction sent 0.25 s late: a run of 24 batches then takes seconds, so a
+    kill after the first blocks lands half way however loaded the machine is (without it, a fast node and a
+    starved test process let the whole run finish before the kill)."""
+
+    def answer(self, request):
+        calls = request if isinstance(request, list) else [request]
+        if any(isinstance(c, dict) and c.get("method") == "eth_sendRawTransaction" for c in calls):
+            time.sleep(0.25)
+        return None
+
+
 def test_a_settlement_killed_half_way_completes_when_run_again_without_paying_twice(cli, sh, tmp_path):
     make_alliance(cli, "killed")
     rows = [(f"KL-{i}", "killed", f"{i}.{i % 100:02d}", 202611) for i in range(1, 1201)]
@@ -258,12 +270,13 @@ def test_a_settlement_killed_half_way_completes_when_run_again_without_paying_tw
     small_batches = {"LEDGER_BATCH_GAS": "400000"}  # ~50 events per batch: many transactions
     url = f"http://127.0.0.1:{cli.port}"
     start = int(rpc(url, "eth_blockNumber"), 16)
-    proc = sh.popen("settle", str(path), env=small_batches)
-    deadline = time.monotonic() + 120
-    while int(rpc(url, "eth_blockNumber"), 16) < start + 4 and time.monotonic() < deadline:  # approval + 3 batches
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    with PacedSends.serving(url) as proxy:
+        proc = sh.popen("settle", str(path), env={**small_batches, "LEDGER_PORT": proxy.rsplit(":", 1)[1]})
+        deadline = time.monotonic() + 120
+        while int(rpc(url, "eth_blockNumber"), 16) < start + 4 and time.monotonic() < deadline:  # approval + 3
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
     part = show(cli, "killed")["events_settled"]
     assert 0 < part < len(rows), part
     summary = json.loads(cli.run("settle", str(path), "--json", env=small_batches).out)
@@ -287,12 +300,13 @@ def test_ctrl_c_during_a_settlement_says_how_far_it_got_and_the_re_run_completes
     small_batches = {"LEDGER_BATCH_GAS": "400000"}  # ~50 events per batch: many transactions
     url = f"http://127.0.0.1:{cli.port}"
     start = int(rpc(url, "eth_blockNumber"), 16)
-    proc = sh.popen("settle", str(path), env=small_batches)
-    deadline = time.monotonic() + 120
-    while int(rpc(url, "eth_blockNumber"), 16) < start + 4 and time.monotonic() < deadline:  # approval + 3 batches
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    with PacedSends.serving(url) as proxy:
+        proc = sh.popen("settle", str(path), env={**small_batches, "LEDGER_PORT": proxy.rsplit(":", 1)[1]})
+        deadline = time.monotonic() + 120
+        while int(rpc(url, "eth_blockNumber"), 16) < start + 4 and time.monotonic() < deadline:  # approval + 3
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, out + err
     found = re.search(r"interrupted after (\d+) of 1200 events in (\d+) batch(es)?; nothing is paid twice", err)
     assert found, err
