@@ -12,11 +12,10 @@ from .helpers import isolated
 def test_a_failed_assertion_inside_an_isolated_block_fails_the_test_and_the_chain_is_put_back(chain, ledger, funded):
     height = chain.blocks.height
     supply = ledger.token.totalSupply()
-    with pytest.raises(AssertionError, match="seen from inside"):
-        with isolated(chain):
-            ledger.token.mint(funded.address, 7, sender=funded)
-            assert ledger.token.totalSupply() == supply + 7
-            raise AssertionError("seen from inside")
+    with pytest.raises(AssertionError, match="seen from inside"), isolated(chain):
+        ledger.token.mint(funded.address, 7, sender=funded)
+        assert ledger.token.totalSupply() == supply + 7
+        raise AssertionError("seen from inside")
     assert chain.blocks.height == height
     assert ledger.token.totalSupply() == supply
 
