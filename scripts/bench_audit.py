@@ -118,8 +118,8 @@ def build_history(env: dict) -> dict:
     """Register, agree, settle, close, amend and withdraw on the node of ``env`` (see the docstring)."""
     from ledger.chain.connect import account, connected
     from ledger.chain.deployment import DeploymentStore
-    from ledger.chain.writer import contract_errors
     from ledger.chain.open import open_deployment
+    from ledger.chain.writer import contract_errors
     from ledger.config import Settings
     from ledger.models import RevenueEvent, Terms
     from ledger.services.settlement import Settler

@@ -50,8 +50,8 @@ GROW_STEP = 100_000
 def set_up(env: dict) -> list[str]:
     from ledger.chain.connect import account, connected
     from ledger.chain.deployment import DeploymentStore
-    from ledger.chain.writer import contract_errors
     from ledger.chain.open import open_deployment
+    from ledger.chain.writer import contract_errors
     from ledger.config import Settings
     from ledger.models import Terms
 

@@ -65,8 +65,8 @@ def set_up(env: dict) -> tuple[list[tuple[str, int]], int]:
     """MEs and alliances; returns [(alliance name, parties)] and the number with a target."""
     from ledger.chain.connect import account, connected
     from ledger.chain.deployment import DeploymentStore
-    from ledger.chain.writer import contract_errors
     from ledger.chain.open import open_deployment
+    from ledger.chain.writer import contract_errors
     from ledger.config import Settings
     from ledger.models import Terms
 

@@ -239,23 +239,57 @@ def history_table(r: dict) -> list[str]:
     zero = levels[0]
     # (label, key, unit, the target on an idle machine, is the target met at level x)
     rows = [
-        ("`ledger settle`, 1,000 new events (median of 3)", "settle_1000_s", " s", "≤ 4.5 s, ≤ 1.25x of H = 0",
-         lambda x: x["settle_1000_s"] <= 4.5),
-        ("the same file again, nothing to send (median of 3; no Ape start-up)", "noop_s", " s", "≤ 2 s",
-         lambda x: x["noop_s"] <= 2),
-        ("settle peak RSS (every settle of the level)", "settle_peak_rss_mb", " MB", "≤ 200 MB",
-         lambda x: x["settle_peak_rss_mb"] <= 200),
-        ("`ledger settle`, 100,000 new events (median of 3)", "settle_100k_events_per_s", " events/s",
-         "≥ 7,000/s, ≥ 90 % of H = 0",
-         lambda x: x["settle_100k_events_per_s"] >= max(7_000, 0.9 * zero["settle_100k_events_per_s"])),
-        ("`ledger audit` after 1,000 new events (from the checkpoint, median of 3)", "audit_incremental_s", " s",
-         "≤ 3 s", lambda x: x["audit_incremental_s"] <= 3),
+        (
+            "`ledger settle`, 1,000 new events (median of 3)",
+            "settle_1000_s",
+            " s",
+            "≤ 4.5 s, ≤ 1.25x of H = 0",
+            lambda x: x["settle_1000_s"] <= 4.5,
+        ),
+        (
+            "the same file again, nothing to send (median of 3; no Ape start-up)",
+            "noop_s",
+            " s",
+            "≤ 2 s",
+            lambda x: x["noop_s"] <= 2,
+        ),
+        (
+            "settle peak RSS (every settle of the level)",
+            "settle_peak_rss_mb",
+            " MB",
+            "≤ 200 MB",
+            lambda x: x["settle_peak_rss_mb"] <= 200,
+        ),
+        (
+            "`ledger settle`, 100,000 new events (median of 3)",
+            "settle_100k_events_per_s",
+            " events/s",
+            "≥ 7,000/s, ≥ 90 % of H = 0",
+            lambda x: x["settle_100k_events_per_s"] >= max(7_000, 0.9 * zero["settle_100k_events_per_s"]),
+        ),
+        (
+            "`ledger audit` after 1,000 new events (from the checkpoint, median of 3)",
+            "audit_incremental_s",
+            " s",
+            "≤ 3 s",
+            lambda x: x["audit_incremental_s"] <= 3,
+        ),
         ("`ledger payouts --format json` (median of 3)", "payouts_s", " s", "≤ 1.5 s", lambda x: x["payouts_s"] <= 1.5),
         ("`ledger me register` (median of 3)", "me_register_s", " s", "≤ 3 s", lambda x: x["me_register_s"] <= 3),
-        ("`ledger audit --full`", "audit_full_events_per_s", " events/s", "≥ 60,000/s (H ≥ 1 M)",
-         lambda x: x["history_events"] < 1_000_000 or x["audit_full_events_per_s"] >= 60_000),
-        ("`ledger audit --full` peak RSS", "audit_full_peak_rss_mb", " MB", "≤ 300 MB",
-         lambda x: x["audit_full_peak_rss_mb"] <= 300),
+        (
+            "`ledger audit --full`",
+            "audit_full_events_per_s",
+            " events/s",
+            "≥ 60,000/s (H ≥ 1 M)",
+            lambda x: x["history_events"] < 1_000_000 or x["audit_full_events_per_s"] >= 60_000,
+        ),
+        (
+            "`ledger audit --full` peak RSS",
+            "audit_full_peak_rss_mb",
+            " MB",
+            "≤ 300 MB",
+            lambda x: x["audit_full_peak_rss_mb"] <= 300,
+        ),
     ]
     head = " | ".join(f"H = {n(x['history_events'])}" for x in levels)
     lines = [
@@ -273,7 +307,8 @@ def history_table(r: dict) -> list[str]:
         lines.append(f"| {label} | {cells} | {ratio(levels[-1][key], zero[key])} | {target} |")
     settles = [x["settle_1000_s"] for x in levels]
     lines += [
-        "| full audit: events, seconds | " + " | ".join(f"{n(x['audit_full_events'])} in {x['audit_full_s']} s" for x in levels)
+        "| full audit: events, seconds | "
+        + " | ".join(f"{n(x['audit_full_events'])} in {x['audit_full_s']} s" for x in levels)
         + " | | |",
         "",
         f"The settle of 1,000 new events takes {min(settles)} to {max(settles)} s across the levels, in no order of H "

@@ -26,7 +26,9 @@ def test_the_performance_page_is_what_bench_results_json_gives():
     expected = perf.render(json.loads(perf.RESULTS.read_text()))
     assert perf.PAGE.read_text() == expected, "docs/performance.md is stale: run python scripts/perf_table.py"
     scale = perf.SCALE.read_text()
-    assert scale == perf.scale_page(json.loads(perf.RESULTS.read_text()), scale), "docs/scale.md's history table is stale"
+    assert scale == perf.scale_page(json.loads(perf.RESULTS.read_text()), scale), (
+        "docs/scale.md's history table is stale"
+    )
 
 
 def test_a_figure_changed_in_bench_results_json_changes_the_performance_page():

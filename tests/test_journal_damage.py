@@ -61,7 +61,9 @@ def test_blocks_lost_in_an_older_damaged_segment_end_the_replay_there_instead_of
     store = Store(tmp_path / "store")
     writer = JournalWriter(store)
     for n in range(1, 21):
-        writer.append({"t": "b", "n": n, "h": f"0x{n:064x}", "p": f"0x{n - 1:064x}", "ts": n, "tx": ["0x" + "ab" * 300]})
+        writer.append(
+            {"t": "b", "n": n, "h": f"0x{n:064x}", "p": f"0x{n - 1:064x}", "ts": n, "tx": ["0x" + "ab" * 300]}
+        )
         if n == 10:
             writer.rotate()
     writer.close()

@@ -239,7 +239,9 @@ def test_a_damaged_older_journal_segment_restores_up_to_the_damage_and_says_whic
         damaged, start, lost = next(
             (path, previous_end, record["n"])
             for path in segments[:-1]
-            for (record, _), previous_end in zip(read_segment(path), [0] + [e for _, e in read_segment(path)])
+            for (record, _), previous_end in zip(
+                read_segment(path), [0] + [e for _, e in read_segment(path)][:-1], strict=True
+            )
             if record.get("t") == "b" and record["n"] > oldest.block
         )
         data = bytearray(damaged.read_bytes())

@@ -60,9 +60,8 @@ from hypothesis.stateful import (
 )
 
 from ledger.chain import eip712
+from ledger.chain.codec import EventSpec, canonical_type, revert_data
 from ledger.chain.writer import EMPTY_TERMS, LedgerWriter, project
-from ledger.chain.codec import EventSpec, canonical_type
-from ledger.chain.codec import revert_data
 from ledger.models import AgreementStatus, Band, MEStatus, Terms, text_to_bytes32
 
 from . import ledger_model

@@ -161,7 +161,6 @@ def hex_to_bytes(value: str | bytes) -> bytes:
     return bytes.fromhex(value[2:] if value.startswith("0x") else value)
 
 
-
 def _named(item: dict, value: Any) -> Any:
     """A decoded value with structs as dicts (by component name) and addresses checksummed."""
     kind = item["type"]

@@ -29,8 +29,12 @@ def _typed(primary: str, fields: list[dict], message: dict, chain_id: int, ledge
         full_message={
             "types": {"EIP712Domain": _DOMAIN_FIELDS, primary: fields, **types},
             "primaryType": primary,
-            "domain": {"name": DOMAIN_NAME, "version": DOMAIN_VERSION, "chainId": chain_id,
-                       "verifyingContract": ledger},  # fmt: skip
+            "domain": {
+                "name": DOMAIN_NAME,
+                "version": DOMAIN_VERSION,
+                "chainId": chain_id,
+                "verifyingContract": ledger,
+            },  # fmt: skip
             "message": message,
         }
     )

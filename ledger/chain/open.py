@@ -19,8 +19,8 @@ from ledger.chain.deployment import DeploymentRecord, DeploymentStore
 from ledger.errors import ChainUnavailable
 
 if TYPE_CHECKING:
-    from ledger.chain.writer import LedgerWriter
     from ledger.chain.node import LocalNode
+    from ledger.chain.writer import LedgerWriter
 
 DEPLOY_FIRST = "deploy first"
 
@@ -46,8 +46,8 @@ def open_over_rpc(
 ) -> tuple[LedgerWriter, DeploymentRecord]:
     """The recorded deployment of the chain at ``url``, read-only over JSON-RPC (Ape is not started).
     With ``node`` (the local chain), wait for it first: "not running", or "busy" after a wait."""
-    from ledger.chain.writer import LedgerWriter
     from ledger.chain.rpc import HttpRpc
+    from ledger.chain.writer import LedgerWriter
 
     if node is not None and not node.answers(timeout=2.0):
         node.wait_until_answering()

@@ -476,7 +476,9 @@ def _party_signatures(chain: LedgerReader, store, agreement: Agreement, kind: st
     return out
 
 
-def signature_status(chain: LedgerReader, store: SignatureStore, agreement: Agreement, kind: str, version: int, terms: Terms):
+def signature_status(
+    chain: LedgerReader, store: SignatureStore, agreement: Agreement, kind: str, version: int, terms: Terms
+):
     """Each party with whether a valid signature from its current signer is in the store (for a Safe
     signer: its threshold of signatures by its current owners)."""
     return [row for row, _ in _party_signatures(chain, store, agreement, kind, version, terms)]

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ledger.chain.deployment import DeploymentRecord, DeploymentStore
-from ledger.chain.writer import LedgerWriter
 from ledger.chain.open import reusable
+from ledger.chain.writer import LedgerWriter
 
 
 def deploy_or_reuse(

@@ -53,7 +53,9 @@ class Outcome:
         return sum(a for _, _, a in self.paid)
 
 
-def select_mes(chain: LedgerReader, *, names: Sequence[str] = (), alliance: str | None = None, from_block: int = 0) -> list:
+def select_mes(
+    chain: LedgerReader, *, names: Sequence[str] = (), alliance: str | None = None, from_block: int = 0
+) -> list:
     """The MEs a run covers: ``names`` (each must exist), the parties of every version of ``alliance``,
     both (their intersection), or every ME."""
     mes = chain.mes()

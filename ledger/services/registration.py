@@ -11,7 +11,9 @@ if TYPE_CHECKING:
     from ledger.chain.writer import LedgerWriter
 
 
-def register_me(chain: LedgerWriter, name: str, payout: str, signer: str, parent: int = 0, *, sender) -> tuple[int, str]:
+def register_me(
+    chain: LedgerWriter, name: str, payout: str, signer: str, parent: int = 0, *, sender
+) -> tuple[int, str]:
     """Register ME ``name`` (normalised to NFC) after checking it against every ME on the chain, dissolved
     ones included. Returns its id and the name as registered; raises :class:`ledger.errors.InputError`
     for a name the rules refuse, before anything is sent."""

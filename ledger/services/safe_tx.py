@@ -432,7 +432,9 @@ def execute(chain: LedgerWriter, record, f: SafeTxFile, safe, sender, progress=N
     return done
 
 
-def _execute_one(chain: LedgerWriter, f: SafeTxFile, safe, st: Status, i: int, contract, sender, done: list, progress) -> None:
+def _execute_one(
+    chain: LedgerWriter, f: SafeTxFile, safe, st: Status, i: int, contract, sender, done: list, progress
+) -> None:
     """Check, simulate from the Safe and send one Safe transaction of ``f`` (index ``i``)."""
     p = f.transactions[i]
     _check_me_count(chain, f, i)

@@ -216,7 +216,9 @@ def owner_signature(chain: LedgerReader, safe: SafeInfo, digest: bytes, account)
     return eip712.sign(account, safe_lib.message(chain.chain_id, safe.address, digest))
 
 
-def valid_owner_signatures(chain: LedgerReader, safe: SafeInfo, digest: bytes, stored: dict[str, bytes]) -> dict[str, bytes]:
+def valid_owner_signatures(
+    chain: LedgerReader, safe: SafeInfo, digest: bytes, stored: dict[str, bytes]
+) -> dict[str, bytes]:
     """The stored owner signatures that are by a current owner of ``safe`` over ``digest`` for this Safe."""
     signable = safe_lib.message(chain.chain_id, safe.address, digest)
     valid = {}
@@ -227,7 +229,9 @@ def valid_owner_signatures(chain: LedgerReader, safe: SafeInfo, digest: bytes, s
     return valid
 
 
-def packed_or_why(chain: LedgerReader, safe: SafeInfo, digest: bytes, stored: dict[str, bytes]) -> tuple[bytes | None, str]:
+def packed_or_why(
+    chain: LedgerReader, safe: SafeInfo, digest: bytes, stored: dict[str, bytes]
+) -> tuple[bytes | None, str]:
     """The Safe's signature (threshold owner signatures, packed) or why there is none yet."""
     valid = valid_owner_signatures(chain, safe, digest, stored)
     if len(valid) < safe.threshold:
