@@ -262,24 +262,33 @@ class PacedSends(RpcProxy):
         return None
 
 
+SMALL_BATCHES = {"LEDGER_BATCH_GAS": "400000"}  # ~50 events per batch: many transactions
+
+
+def settle_interrupted(cli: LedgerCLI, sh: LedgerCLI, path, sig: int) -> tuple[int, str, str]:
+    """``ledger settle PATH`` in a process, its sends paced, sent ``sig`` once the approval and three
+    batches are mined. Returns its exit code, stdout and stderr."""
+    url = f"http://127.0.0.1:{cli.port}"
+    start = int(rpc(url, "eth_blockNumber"), 16)
+    with PacedSends.serving(url) as proxy:
+        proc = sh.popen("settle", str(path), env={**SMALL_BATCHES, "LEDGER_PORT": proxy.rsplit(":", 1)[1]})
+        deadline = time.monotonic() + 120
+        while int(rpc(url, "eth_blockNumber"), 16) < start + 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=120)
+    return proc.returncode, out, err
+
+
 def test_a_settlement_killed_half_way_completes_when_run_again_without_paying_twice(cli, sh, tmp_path):
     make_alliance(cli, "killed")
     rows = [(f"KL-{i}", "killed", f"{i}.{i % 100:02d}", 202611) for i in range(1, 1201)]
     path = write_csv(tmp_path / "big.csv", rows)
     expected = sum(Decimal(r[2]) for r in rows)
-    small_batches = {"LEDGER_BATCH_GAS": "400000"}  # ~50 events per batch: many transactions
-    url = f"http://127.0.0.1:{cli.port}"
-    start = int(rpc(url, "eth_blockNumber"), 16)
-    with PacedSends.serving(url) as proxy:
-        proc = sh.popen("settle", str(path), env={**small_batches, "LEDGER_PORT": proxy.rsplit(":", 1)[1]})
-        deadline = time.monotonic() + 120
-        while int(rpc(url, "eth_blockNumber"), 16) < start + 4 and time.monotonic() < deadline:  # approval + 3
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    settle_interrupted(cli, sh, path, signal.SIGKILL)
     part = show(cli, "killed")["events_settled"]
     assert 0 < part < len(rows), part
-    summary = json.loads(cli.run("settle", str(path), "--json", env=small_batches).out)
+    summary = json.loads(cli.run("settle", str(path), "--json", env=SMALL_BATCHES).out)
     assert summary["events_settled"] + summary["events_skipped_already_settled"] == len(rows)
     assert summary["events_skipped_already_settled"] == part
     assert show(cli, "killed")["events_settled"] == len(rows)
@@ -297,23 +306,14 @@ def test_ctrl_c_during_a_settlement_says_how_far_it_got_and_the_re_run_completes
     make_alliance(cli, "ctrl-c")
     rows = [(f"CC-{i}", "ctrl-c", f"{i}.{i % 100:02d}", 202611) for i in range(1, 1201)]
     path = write_csv(tmp_path / "ctrl-c.csv", rows)
-    small_batches = {"LEDGER_BATCH_GAS": "400000"}  # ~50 events per batch: many transactions
-    url = f"http://127.0.0.1:{cli.port}"
-    start = int(rpc(url, "eth_blockNumber"), 16)
-    with PacedSends.serving(url) as proxy:
-        proc = sh.popen("settle", str(path), env={**small_batches, "LEDGER_PORT": proxy.rsplit(":", 1)[1]})
-        deadline = time.monotonic() + 120
-        while int(rpc(url, "eth_blockNumber"), 16) < start + 4 and time.monotonic() < deadline:  # approval + 3
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, out + err
+    code, out, err = settle_interrupted(cli, sh, path, signal.SIGINT)
+    assert code == 130, out + err
     found = re.search(r"interrupted after (\d+) of 1200 events in (\d+) batch(es)?; nothing is paid twice", err)
     assert found, err
     assert "Traceback" not in err, err
     told = int(found.group(1))
     assert 0 < told < len(rows), err
-    summary = json.loads(cli.run("settle", str(path), "--json", env=small_batches).out)
+    summary = json.loads(cli.run("settle", str(path), "--json", env=SMALL_BATCHES).out)
     # Batches in flight when Ctrl-C came may still have landed: they are skipped, never paid twice.
     assert summary["events_skipped_already_settled"] >= told
     assert summary["events_settled"] + summary["events_skipped_already_settled"] == len(rows)
